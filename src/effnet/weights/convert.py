@@ -1,0 +1,146 @@
+"""Convert foreign state dicts to effnet's parameter names with explicit rename tables.
+
+Each table maps a *module* name of the foreign implementation to the effnet
+module it corresponds to, built from the resolved architecture (so a block with
+no expand convolution gets no expand entries). Names are never matched by
+position. PyTorch ports keep PyTorch's OIHW layout, so the layout transform is
+the identity for every format here; it is a separate step so a Keras (HWIO)
+converter would only add its own.
+
+Key names:
+- timm / gen-efficientnet-pytorch: ``conv_stem``, ``bn1``, ``blocks.S.I.*``, ``conv_head``, ``bn2``, ``classifier``.
+- lukemelas efficientnet_pytorch: ``_conv_stem``, ``_bn0``, ``_blocks.N.*`` (flat index), ``_conv_head``,
+  ``_bn1``, ``_fc``.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+
+from ..errors import CheckpointError
+from ..specs import ArchPlan
+from .records import KeyFormat
+
+# Parameter / buffer names per module kind.
+_CONV = ("weight",)
+_CONV_BIAS = ("weight", "bias")
+_BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+_LINEAR = ("weight", "bias")
+_OPTIONAL = ("num_batches_tracked",)  # a training counter; absent from many ported checkpoints
+
+
+def _module_table(plan: ArchPlan, key_format: KeyFormat) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """foreign module name -> (effnet module name, tensor names)."""
+    t: dict[str, tuple[str, tuple[str, ...]]] = {}
+    if key_format == "timm":
+        t["conv_stem"] = ("stem.conv", _CONV)
+        t["bn1"] = ("stem.bn", _BN)
+        for b in plan.blocks:
+            src, dst = f"blocks.{b.stage}.{b.index}", f"stages.{b.stage}.{b.index}"
+            if b.has_expand:  # InvertedResidual
+                names = {"conv_pw": "expand.conv", "bn1": "expand.bn", "conv_dw": "depthwise.conv",
+                         "bn2": "depthwise.bn", "conv_pwl": "project.conv", "bn3": "project.bn"}
+            else:  # DepthwiseSeparableConv: conv_pw is the projection here
+                names = {"conv_dw": "depthwise.conv", "bn1": "depthwise.bn",
+                         "conv_pw": "project.conv", "bn2": "project.bn"}
+            for s, d in names.items():
+                t[f"{src}.{s}"] = (f"{dst}.{d}", _BN if d.endswith("bn") else _CONV)
+            if b.se_channels:
+                t[f"{src}.se.conv_reduce"] = (f"{dst}.se.reduce", _CONV_BIAS)
+                t[f"{src}.se.conv_expand"] = (f"{dst}.se.expand", _CONV_BIAS)
+        t["conv_head"] = ("head.conv", _CONV)
+        t["bn2"] = ("head.bn", _BN)
+        t["classifier"] = ("classifier", _LINEAR)
+    elif key_format == "lukemelas":
+        t["_conv_stem"] = ("stem.conv", _CONV)
+        t["_bn0"] = ("stem.bn", _BN)
+        for n, b in enumerate(plan.blocks):
+            src, dst = f"_blocks.{n}", f"stages.{b.stage}.{b.index}"
+            names = {"_depthwise_conv": "depthwise.conv", "_bn1": "depthwise.bn",
+                     "_project_conv": "project.conv", "_bn2": "project.bn"}
+            if b.has_expand:
+                names |= {"_expand_conv": "expand.conv", "_bn0": "expand.bn"}
+            for s, d in names.items():
+                t[f"{src}.{s}"] = (f"{dst}.{d}", _BN if d.endswith("bn") else _CONV)
+            if b.se_channels:
+                t[f"{src}._se_reduce"] = (f"{dst}.se.reduce", _CONV_BIAS)
+                t[f"{src}._se_expand"] = (f"{dst}.se.expand", _CONV_BIAS)
+        t["_conv_head"] = ("head.conv", _CONV)
+        t["_bn1"] = ("head.bn", _BN)
+        t["_fc"] = ("classifier", _LINEAR)
+    else:
+        raise CheckpointError(f"no rename table for key format {key_format!r}")
+    return t
+
+
+def rename_table(plan: ArchPlan, key_format: KeyFormat) -> dict[str, str]:
+    """Full tensor-level table: foreign key -> effnet key (identity for ``effnet``)."""
+    if key_format == "effnet":
+        return {}
+    return {
+        f"{src}.{p}": f"{dst}.{p}"
+        for src, (dst, params) in _module_table(plan, key_format).items()
+        for p in params
+    }
+
+
+def detect_key_format(state: Mapping[str, torch.Tensor]) -> KeyFormat:
+    """Tell the naming scheme of a state dict from its stem key."""
+    if "stem.conv.weight" in state:
+        return "effnet"
+    if "conv_stem.weight" in state:
+        return "timm"
+    if "_conv_stem.weight" in state:
+        return "lukemelas"
+    sample = ", ".join(list(state)[:5])
+    raise CheckpointError(
+        "unrecognized checkpoint: expected an EfficientNet state dict with effnet ('stem.conv.weight'), "
+        f"timm/gen-efficientnet ('conv_stem.weight') or lukemelas ('_conv_stem.weight') keys; first keys: {sample}"
+    )
+
+
+def unwrap(obj: object) -> dict[str, torch.Tensor]:
+    """Take the state dict out of common checkpoint containers and DataParallel prefixes."""
+    for key in ("state_dict", "model", "model_state_dict", "state_dict_ema"):
+        if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
+            obj = obj[key]
+            break
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"checkpoint holds a {type(obj).__name__}, not a state dict of tensors")
+    state = dict(obj)
+    bad = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"checkpoint entries that are not named tensors: {bad[:5]}")
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def convert_state_dict(
+    state: Mapping[str, torch.Tensor], plan: ArchPlan, key_format: KeyFormat | None = None
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Rename ``state`` to effnet keys.
+
+    Returns the converted dict and the foreign keys the table did not cover
+    (reported as "unexpected" by the strict load, under their original names).
+    """
+    fmt = key_format or detect_key_format(state)
+    if fmt == "effnet":
+        return dict(state), []
+    table = rename_table(plan, fmt)
+    out: dict[str, torch.Tensor] = {}
+    unmapped: list[str] = []
+    for k, v in state.items():
+        if k in table:
+            out[table[k]] = v  # layout: PyTorch ports are already OIHW
+        else:
+            unmapped.append(k)
+    return out, unmapped
+
+
+def to_foreign(state: Mapping[str, torch.Tensor], plan: ArchPlan, key_format: KeyFormat) -> dict[str, torch.Tensor]:
+    """Inverse rename: effnet keys -> ``key_format`` keys (to feed reference implementations)."""
+    inverse = {v: k for k, v in rename_table(plan, key_format).items()}
+    return {inverse.get(k, k): v for k, v in state.items()}
