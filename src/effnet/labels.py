@@ -1,0 +1,43 @@
+"""ImageNet-1k class labels: index = line number = position of the synset in sorted order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+from .errors import UnknownNameError
+
+NUM_IMAGENET_CLASSES = 1000
+
+
+@dataclass(frozen=True)
+class ClassLabel:
+    index: int
+    synset: str  # WordNet id, e.g. "n02123045"
+    label: str  # comma-separated names, e.g. "tabby, tabby cat"
+
+
+@lru_cache(maxsize=None)
+def imagenet_labels() -> tuple[ClassLabel, ...]:
+    """The 1,000 bundled ImageNet-1k classes (``imagenet_classes.txt``: ``<synset> <names>`` per line)."""
+    text = resources.files("effnet").joinpath("imagenet_classes.txt").read_text(encoding="utf-8")
+    labels = []
+    for i, line in enumerate(text.splitlines()):
+        synset, _, names = line.partition(" ")
+        labels.append(ClassLabel(i, synset, names.strip()))
+    if len(labels) != NUM_IMAGENET_CLASSES or [c.synset for c in labels] != sorted(c.synset for c in labels):
+        raise RuntimeError("bundled imagenet_classes.txt is damaged: expected 1,000 sorted synsets")
+    return tuple(labels)
+
+
+def get_labels(label_set: str) -> tuple[ClassLabel, ...]:
+    if label_set == "imagenet-1k":
+        return imagenet_labels()
+    raise UnknownNameError(f"unknown label set {label_set!r}; known: imagenet-1k")
+
+
+@lru_cache(maxsize=None)
+def synset_index() -> dict[str, int]:
+    """Synset -> class index for ImageNet-1k."""
+    return {c.synset: c.index for c in imagenet_labels()}

@@ -1,0 +1,173 @@
+"""Image decoding and eval preprocessing, driven by a weights record's :class:`Preprocess`.
+
+Pillow decode -> EXIF orientation -> RGB -> resize the shorter side -> center
+crop -> float -> (x - mean) / std -> CHW. The resize and crop reproduce
+torchvision's ``Resize(int)`` + ``CenterCrop`` on PIL images (what timm's eval
+transform and the Open Model Zoo card use), so the same pixels reach the model.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+from .weights.records import Preprocess
+
+ImageSource = Union[str, os.PathLike, bytes, Image.Image]
+
+# Pillow's own default bomb threshold (about 89.5 Mpx, 256 MiB at 24 bpp); we enforce it
+# ourselves with a clear error instead of Pillow's warning.
+MAX_IMAGE_PIXELS = int(1024 * 1024 * 1024 // 4 // 3)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+_RESAMPLE = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+}
+
+
+def _name(source: ImageSource) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    if isinstance(source, bytes):
+        return f"<{len(source)} bytes>"
+    return "<PIL image>"
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB.
+
+    Integer images wider than 8 bits (16-bit PNG: ``I;16*``, ``I``) are scaled
+    from their 16-bit range instead of clipped, which is what ``convert("RGB")``
+    would do. Transparent pixels are composited onto white, because their color
+    values are arbitrary (often black) and a viewer shows them as background.
+    """
+    mode = image.mode
+    if mode.startswith("I;16") or mode == "I":
+        arr = np.asarray(image, dtype=np.float64)
+        arr = np.clip(arr / 257.0, 0, 255).round().astype(np.uint8)  # 65535 -> 255
+        return Image.fromarray(arr, mode="L").convert("RGB")
+    if mode == "F":
+        arr = np.asarray(image, dtype=np.float64)
+        scale = 255.0 if arr.max(initial=0.0) <= 1.0 else 1.0
+        return Image.fromarray(np.clip(arr * scale, 0, 255).round().astype(np.uint8), mode="L").convert("RGB")
+    if mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode != "RGB":
+        return image.convert("RGB")
+    return image
+
+
+def load_image(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Decode ``source`` (path, bytes or PIL image) into an RGB image with EXIF orientation applied.
+
+    Raises :class:`ImageError` for files that are missing, empty, not images,
+    truncated, or larger than ``max_pixels`` (checked from the header, before decoding).
+    """
+    name = _name(source)
+    if isinstance(source, Image.Image):
+        image = source
+    else:
+        if isinstance(source, (str, os.PathLike)):
+            path = Path(source)
+            if not path.is_file():
+                raise ImageError(f"{name}: no such file")
+            if path.stat().st_size == 0:
+                raise ImageError(f"{name}: empty file (0 bytes)")
+            fp: object = path
+        else:
+            if len(source) == 0:
+                raise ImageError("empty image data (0 bytes)")
+            fp = io.BytesIO(source)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = Image.open(fp)  # reads the header only
+        except UnidentifiedImageError:
+            raise ImageError(f"{name}: not an image Pillow can read") from None
+        except Image.DecompressionBombError as e:
+            raise ImageError(f"{name}: refused, too many pixels ({e})") from None
+        except OSError as e:
+            raise ImageError(f"{name}: cannot open image: {e}") from None
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageError(
+            f"{name}: {width}x{height} = {width * height:,} pixels is above the limit of {max_pixels:,} "
+            "(decompression-bomb guard)"
+        )
+    if width == 0 or height == 0:
+        raise ImageError(f"{name}: image has no pixels ({width}x{height})")
+    try:
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        return to_rgb(image)
+    except (OSError, SyntaxError, ValueError) as e:  # truncated data, broken chunks, bad EXIF
+        raise ImageError(f"{name}: cannot decode image: {e}") from None
+
+
+def resize_crop(image: Image.Image, p: Preprocess) -> Image.Image:
+    """Resize the shorter side to ``p.resize_size``, then center crop ``p.input_size`` square.
+
+    Same arithmetic as torchvision ``Resize(int)`` (long side ``int(size * long / short)``)
+    and ``CenterCrop`` (offsets ``int(round((dim - crop) / 2))``).
+    """
+    w, h = image.size
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = p.resize_size, int(p.resize_size * long / short)
+    size = (new_short, new_long) if w <= h else (new_long, new_short)
+    if size != (w, h):
+        image = image.resize(size, _RESAMPLE[p.interpolation])
+    w, h = image.size
+    crop = p.input_size
+    if w < crop or h < crop:  # only when input_size > resize_size; pad like torchvision
+        padded = Image.new("RGB", (max(w, crop), max(h, crop)))
+        padded.paste(image, ((max(w, crop) - w) // 2, (max(h, crop) - h) // 2))
+        image, (w, h) = padded, padded.size
+    left, top = int(round((w - crop) / 2.0)), int(round((h - crop) / 2.0))
+    return image.crop((left, top, left + crop, top + crop))
+
+
+def normalize(pixels: np.ndarray, p: Preprocess) -> np.ndarray:
+    """HWC uint8 RGB -> CHW float32 ``(x - mean) / std`` in ``p.channel_order``."""
+    x = pixels.astype(np.float32)
+    x -= np.asarray(p.mean, dtype=np.float32)
+    x /= np.asarray(p.std, dtype=np.float32)
+    if p.channel_order == "BGR":
+        x = x[..., ::-1]
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def preprocess(source: ImageSource, p: Preprocess) -> np.ndarray:
+    """Decode and preprocess one image: a CHW float32 array ready for the model."""
+    return normalize(np.asarray(resize_crop(load_image(source), p)), p)
+
+
+def find_images(paths: list[str | os.PathLike]) -> list[Path]:
+    """Expand files and directories (recursively, by image extension) into a sorted file list.
+
+    Files named explicitly are kept whatever their extension, so that a bad file
+    is reported rather than silently skipped.
+    """
+    out: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            out.extend(sorted(
+                f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
+            ))
+        else:
+            out.append(path)
+    return out
