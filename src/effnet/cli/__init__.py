@@ -1,0 +1,66 @@
+"""``effnet`` command line: parse arguments, make one call, print the result.
+
+Each subcommand lives in its own module with ``add_parser(subparsers)``; the
+module sets ``func(args) -> int`` as the parser default. Errors the user can fix
+(:class:`effnet.EffnetError`) print one line to stderr and exit 1; usage errors
+exit 2 (argparse's convention); nothing prints a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from .. import __version__
+from ..errors import EffnetError
+
+# Subcommand modules, in help order.
+COMMANDS = ("classify", "info", "weights")
+
+
+class UsageError(EffnetError):
+    """Bad arguments found after parsing (exit code 2)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="effnet", description="EfficientNet-B5 ImageNet classifier: classify, inspect, manage weights."
+    )
+    parser.add_argument("--version", action="version", version=f"effnet {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"{__name__}.{name}").add_parser(sub)
+    return parser
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """--model / --weights, shared by every command that runs a model."""
+    p.add_argument("--model", default="efficientnet-b5", help="model name (default: %(default)s)")
+    p.add_argument("--weights", default=None, metavar="FILE|NAME",
+                   help="checkpoint file (.pth/.safetensors; effnet, timm or lukemelas keys) or a weights "
+                        "record name; default: the model's default record, downloaded once into the cache")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UsageError as e:
+        parser.print_usage(sys.stderr)
+        print(f"effnet: error: {e}", file=sys.stderr)
+        return 2
+    except EffnetError as e:
+        print(f"effnet: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("effnet: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `effnet classify ... | head`
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
