@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# One-step setup for a fresh machine: a virtual environment in .venv with effnet, its optional
+# backends and everything the tests need. Safe to re-run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+py=.venv/bin/python
+$py -m pip install -q --upgrade pip
+# The CPU build of torch first: a bare `torch` requirement would resolve to a multi-GB CUDA build.
+$py -m pip install -q torch==2.13.0
+$py -m pip install -q -e ".[onnx,openvino,quantize,serve,test]"
+# Reference implementations for the parity tests only. --no-deps: they declare torchvision,
+# which would pull a CUDA torch; neither needs it for what the tests use.
+$py -m pip install -q --no-deps geffnet==1.0.2 efficientnet_pytorch==0.7.1
+$py -c "import effnet, torch; print('effnet', effnet.__version__, 'torch', torch.__version__)"
