@@ -18,6 +18,8 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from .errors import UnknownNameError
+
 Activation = Literal["silu", "relu6"]
 
 
@@ -104,7 +106,7 @@ def get_variant(name: str) -> Variant:
     try:
         return VARIANTS[key]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(VARIANTS)}") from None
+        raise UnknownNameError(f"unknown model {name!r}; known models: {', '.join(VARIANTS)}") from None
 
 
 def round_channels(channels: int, multiplier: float, divisor: int = CHANNEL_DIVISOR) -> int:

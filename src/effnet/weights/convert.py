@@ -86,19 +86,25 @@ def rename_table(plan: ArchPlan, key_format: KeyFormat) -> dict[str, str]:
     }
 
 
+_PREFIXES: dict[KeyFormat, tuple[str, ...]] = {
+    "effnet": ("stem.", "stages.", "head."),
+    "timm": ("conv_stem.", "blocks.", "conv_head."),
+    "lukemelas": ("_conv_stem.", "_blocks.", "_conv_head."),
+}
+
+
 def detect_key_format(state: Mapping[str, torch.Tensor]) -> KeyFormat:
-    """Tell the naming scheme of a state dict from its stem key."""
-    if "stem.conv.weight" in state:
-        return "effnet"
-    if "conv_stem.weight" in state:
-        return "timm"
-    if "_conv_stem.weight" in state:
-        return "lukemelas"
-    sample = ", ".join(list(state)[:5])
-    raise CheckpointError(
-        "unrecognized checkpoint: expected an EfficientNet state dict with effnet ('stem.conv.weight'), "
-        f"timm/gen-efficientnet ('conv_stem.weight') or lukemelas ('_conv_stem.weight') keys; first keys: {sample}"
-    )
+    """Tell the naming scheme of a state dict by which family's module prefixes most keys use."""
+    votes = {fmt: sum(k.startswith(prefixes) for k in state) for fmt, prefixes in _PREFIXES.items()}
+    fmt, count = max(votes.items(), key=lambda kv: kv[1])
+    if count == 0:
+        sample = ", ".join(list(state)[:5])
+        raise CheckpointError(
+            "unrecognized checkpoint: expected an EfficientNet state dict with effnet ('stem.*', 'stages.*'), "
+            "timm/gen-efficientnet ('conv_stem.*', 'blocks.*') or lukemelas ('_conv_stem.*', '_blocks.*') keys; "
+            f"first keys: {sample}"
+        )
+    return fmt
 
 
 def unwrap(obj: object) -> dict[str, torch.Tensor]:
