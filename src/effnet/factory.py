@@ -9,7 +9,7 @@ from .errors import UnknownNameError
 from .model import EfficientNet
 from .specs import get_variant
 from .weights.load import load_into, read_checkpoint
-from .weights.records import WeightsRecord, _BY_NAME, default_record, fetch
+from .weights.records import WeightsRecord, default_record, fetch, find_record
 
 Pretrained = bool | str | os.PathLike | WeightsRecord
 
@@ -26,8 +26,8 @@ def resolve_weights(name: str, pretrained: Pretrained) -> tuple[WeightsRecord | 
         return default_record(name), None
     if isinstance(pretrained, WeightsRecord):
         record = pretrained
-    elif isinstance(pretrained, str) and pretrained in _BY_NAME and not Path(pretrained).exists():
-        record = _BY_NAME[pretrained]
+    elif isinstance(pretrained, str) and find_record(pretrained) and not Path(pretrained).exists():
+        record = find_record(pretrained)
     else:
         return None, Path(pretrained)
     if record.model != name:

@@ -11,6 +11,7 @@ This module imports torch only: no I/O, no downloads, no preprocessing.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -138,8 +139,9 @@ class EfficientNet(nn.Module):
     """EfficientNet / EfficientNet-Lite for any variant of :mod:`effnet.specs`.
 
     ``forward`` takes a normalized NCHW float batch and returns logits.
-    ``input_size`` declares the size SAME pads are precomputed for (default: the
-    variant's resolution); other sizes work through the dynamic SAME path.
+    ``input_size`` declares the size SAME pads are precomputed for: ``"default"``
+    is the variant's resolution, ``None`` declares none (every conv pads
+    dynamically). Other sizes always work, through the dynamic SAME path.
     """
 
     def __init__(
@@ -150,7 +152,7 @@ class EfficientNet(nn.Module):
         padding: PaddingMode = "same",
         bn_eps: float = TF_BN_EPS,
         bn_momentum: float = TF_BN_MOMENTUM,
-        input_size: int | tuple[int, int] | None = -1,
+        input_size: int | tuple[int, int] | Literal["default"] | None = "default",
         drop_path_rate: float | None = None,
         in_channels: int = 3,
     ) -> None:
@@ -161,7 +163,7 @@ class EfficientNet(nn.Module):
             raise ValueError(f"num_classes must be >= 0 (0 = no classifier), got {num_classes}")
         if padding not in ("same", "symmetric"):
             raise ValueError(f"padding must be 'same' or 'symmetric', got {padding!r}")
-        if input_size == -1:
+        if input_size == "default":
             input_size = variant.resolution
         size: tuple[int, int] | None = (input_size, input_size) if isinstance(input_size, int) else input_size
         self.variant = variant

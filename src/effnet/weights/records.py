@@ -175,6 +175,11 @@ def get_record(name: str) -> WeightsRecord:
         raise UnknownNameError(f"unknown weights {name!r}; known weights: {', '.join(_BY_NAME)}") from None
 
 
+def find_record(name: str) -> WeightsRecord | None:
+    """The record called ``name``, or None (for callers that also accept file paths)."""
+    return _BY_NAME.get(name)
+
+
 def default_record(model: str) -> WeightsRecord:
     """The default pretrained weights of a model name such as ``efficientnet-b5``."""
     try:
