@@ -15,12 +15,13 @@ Key names:
 
 from __future__ import annotations
 
-from typing import Mapping
+from dataclasses import dataclass
+from typing import Callable, Mapping
 
 import torch
 
 from ..errors import CheckpointError
-from ..specs import ArchPlan
+from ..specs import ArchPlan, BlockSpec
 from .records import KeyFormat
 
 # Parameter / buffer names per module kind.
@@ -31,48 +32,66 @@ _LINEAR = ("weight", "bias")
 _OPTIONAL = ("num_batches_tracked",)  # a training counter; absent from many ported checkpoints
 
 
-def _module_table(plan: ArchPlan, key_format: KeyFormat) -> dict[str, tuple[str, tuple[str, ...]]]:
-    """foreign module name -> (effnet module name, tensor names)."""
-    t: dict[str, tuple[str, tuple[str, ...]]] = {}
-    if key_format == "timm":
-        t["conv_stem"] = ("stem.conv", _CONV)
-        t["bn1"] = ("stem.bn", _BN)
-        for b in plan.blocks:
-            src, dst = f"blocks.{b.stage}.{b.index}", f"stages.{b.stage}.{b.index}"
-            if b.has_expand:  # InvertedResidual
-                names = {"conv_pw": "expand.conv", "bn1": "expand.bn", "conv_dw": "depthwise.conv",
-                         "bn2": "depthwise.bn", "conv_pwl": "project.conv", "bn3": "project.bn"}
-            else:  # DepthwiseSeparableConv: conv_pw is the projection here
-                names = {"conv_dw": "depthwise.conv", "bn1": "depthwise.bn",
-                         "conv_pw": "project.conv", "bn2": "project.bn"}
-            for s, d in names.items():
-                t[f"{src}.{s}"] = (f"{dst}.{d}", _BN if d.endswith("bn") else _CONV)
-            if b.se_channels:
-                t[f"{src}.se.conv_reduce"] = (f"{dst}.se.reduce", _CONV_BIAS)
-                t[f"{src}.se.conv_expand"] = (f"{dst}.se.expand", _CONV_BIAS)
-        t["conv_head"] = ("head.conv", _CONV)
-        t["bn2"] = ("head.bn", _BN)
-        t["classifier"] = ("classifier", _LINEAR)
-    elif key_format == "lukemelas":
-        t["_conv_stem"] = ("stem.conv", _CONV)
-        t["_bn0"] = ("stem.bn", _BN)
-        for n, b in enumerate(plan.blocks):
-            src, dst = f"_blocks.{n}", f"stages.{b.stage}.{b.index}"
-            names = {"_depthwise_conv": "depthwise.conv", "_bn1": "depthwise.bn",
-                     "_project_conv": "project.conv", "_bn2": "project.bn"}
-            if b.has_expand:
-                names |= {"_expand_conv": "expand.conv", "_bn0": "expand.bn"}
-            for s, d in names.items():
-                t[f"{src}.{s}"] = (f"{dst}.{d}", _BN if d.endswith("bn") else _CONV)
-            if b.se_channels:
-                t[f"{src}._se_reduce"] = (f"{dst}.se.reduce", _CONV_BIAS)
-                t[f"{src}._se_expand"] = (f"{dst}.se.expand", _CONV_BIAS)
-        t["_conv_head"] = ("head.conv", _CONV)
-        t["_bn1"] = ("head.bn", _BN)
-        t["_fc"] = ("classifier", _LINEAR)
-    else:
-        raise CheckpointError(f"no rename table for key format {key_format!r}")
-    return t
+@dataclass(frozen=True)
+class KeyScheme:
+    """How one foreign implementation names EfficientNet's modules (foreign name -> effnet name)."""
+
+    top: Mapping[str, str]  # stem, head and classifier modules
+    block_prefix: Callable[[int, BlockSpec], str]  # (flat index, block) -> foreign block prefix
+    expand_block: Mapping[str, str]  # modules of a block with an expand conv
+    no_expand_block: Mapping[str, str]  # modules of a block without one (expand ratio 1)
+    squeeze_excite: Mapping[str, str]
+
+
+SCHEMES: dict[str, KeyScheme] = {
+    # gen-efficientnet-pytorch / timm: InvertedResidual and DepthwiseSeparableConv name the same
+    # layers differently (conv_pw is the expansion in one, the projection in the other).
+    "timm": KeyScheme(
+        top={"conv_stem": "stem.conv", "bn1": "stem.bn", "conv_head": "head.conv", "bn2": "head.bn",
+             "classifier": "classifier"},
+        block_prefix=lambda n, b: f"blocks.{b.stage}.{b.index}",
+        expand_block={"conv_pw": "expand.conv", "bn1": "expand.bn", "conv_dw": "depthwise.conv",
+                      "bn2": "depthwise.bn", "conv_pwl": "project.conv", "bn3": "project.bn"},
+        no_expand_block={"conv_dw": "depthwise.conv", "bn1": "depthwise.bn",
+                         "conv_pw": "project.conv", "bn2": "project.bn"},
+        squeeze_excite={"se.conv_reduce": "se.reduce", "se.conv_expand": "se.expand"},
+    ),
+    # lukemelas efficientnet_pytorch: one flat block index, one MBConvBlock class.
+    "lukemelas": KeyScheme(
+        top={"_conv_stem": "stem.conv", "_bn0": "stem.bn", "_conv_head": "head.conv", "_bn1": "head.bn",
+             "_fc": "classifier"},
+        block_prefix=lambda n, b: f"_blocks.{n}",
+        expand_block={"_expand_conv": "expand.conv", "_bn0": "expand.bn", "_depthwise_conv": "depthwise.conv",
+                      "_bn1": "depthwise.bn", "_project_conv": "project.conv", "_bn2": "project.bn"},
+        no_expand_block={"_depthwise_conv": "depthwise.conv", "_bn1": "depthwise.bn",
+                         "_project_conv": "project.conv", "_bn2": "project.bn"},
+        squeeze_excite={"_se_reduce": "se.reduce", "_se_expand": "se.expand"},
+    ),
+}
+
+
+def _tensors(effnet_module: str) -> tuple[str, ...]:
+    if effnet_module == "classifier":
+        return _LINEAR
+    if effnet_module.startswith("se.") or ".se." in effnet_module:
+        return _CONV_BIAS
+    return _BN if effnet_module.endswith(".bn") else _CONV
+
+
+def _module_table(plan: ArchPlan, key_format: KeyFormat) -> dict[str, str]:
+    """foreign module name -> effnet module name, for every module of ``plan``."""
+    try:
+        scheme = SCHEMES[key_format]
+    except KeyError:
+        raise CheckpointError(f"no rename table for key format {key_format!r}") from None
+    table = dict(scheme.top)
+    for n, b in enumerate(plan.blocks):
+        src, dst = scheme.block_prefix(n, b), f"stages.{b.stage}.{b.index}"
+        names = dict(scheme.expand_block if b.has_expand else scheme.no_expand_block)
+        if b.se_channels:
+            names |= scheme.squeeze_excite
+        table |= {f"{src}.{s}": f"{dst}.{d}" for s, d in names.items()}
+    return table
 
 
 def rename_table(plan: ArchPlan, key_format: KeyFormat) -> dict[str, str]:
@@ -81,8 +100,8 @@ def rename_table(plan: ArchPlan, key_format: KeyFormat) -> dict[str, str]:
         return {}
     return {
         f"{src}.{p}": f"{dst}.{p}"
-        for src, (dst, params) in _module_table(plan, key_format).items()
-        for p in params
+        for src, dst in _module_table(plan, key_format).items()
+        for p in _tensors(dst)
     }
 
 
