@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from conftest import EXAMPLES, run_cli
+from tests.testutils import EXAMPLES, run_cli
 
 LITE0 = ("--model", "efficientnet-lite0")
 

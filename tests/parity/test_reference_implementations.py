@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import effnet
-from conftest import randomize_batchnorm
+from tests.testutils import randomize_batchnorm
 from effnet.weights.convert import rename_table
 
 geffnet = pytest.importorskip("geffnet", reason="reference implementation geffnet not installed")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli
+from tests.testutils import run_cli
 from effnet.labels import synset_index
 from effnet.preprocess import load_image, normalize, resize_crop
 from effnet.weights.convert import to_foreign

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 import effnet
-from conftest import EXAMPLES
+from tests.testutils import EXAMPLES
 from effnet.predict import identify_record, resolve_source
 
 
