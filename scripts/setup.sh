@@ -12,4 +12,11 @@ $py -m pip install -q -e ".[onnx,openvino,quantize,serve,test]"
 # Reference implementations for the parity tests only. --no-deps: they declare torchvision,
 # which would pull a CUDA torch; neither needs it for what the tests use.
 $py -m pip install -q --no-deps geffnet==1.0.2 efficientnet_pytorch==0.7.1
+# Headless Chromium for the browser test of `effnet serve`: Debian's package, driven by the playwright
+# package (never `playwright install`, which downloads a browser build). Only where apt-get exists and we
+# are root; without it that one test skips.
+if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ] && ! command -v chromium >/dev/null; then
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+        || echo "setup: could not install chromium; the browser test will skip" >&2
+fi
 $py -c "import effnet, torch; print('effnet', effnet.__version__, 'torch', torch.__version__)"

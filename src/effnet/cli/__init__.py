@@ -17,7 +17,7 @@ from .. import __version__
 from ..errors import EffnetError
 
 # Subcommand modules, in help order.
-COMMANDS = ("classify", "info", "weights")
+COMMANDS = ("classify", "info", "weights", "serve")
 
 
 class UsageError(EffnetError):

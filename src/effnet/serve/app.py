@@ -1,0 +1,306 @@
+"""The ASGI app: KServe v2 REST, ``/v1/classify``, a web page and Prometheus metrics.
+
+Every request is admitted against a bounded number of places (``max_queue``:
+503 beyond it), read with a body limit (413), decoded in a small thread pool,
+batched with other requests (:class:`~effnet.serve.batcher.DynamicBatcher`) and
+answered within ``timeout_s`` (504). Every problem with a request is a 4xx with
+``{"error": ...}``; nothing a client sends stops the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from importlib import resources
+from typing import Awaitable, Callable, TypeVar
+
+import numpy as np
+from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from .. import __version__
+from ..errors import ImageError
+from . import kserve
+from .batcher import BatcherClosedError, DynamicBatcher, QueueFullError
+from .errors import ApiError
+from .metrics import ServerMetrics
+from .model import ServedModel
+
+log = logging.getLogger("effnet.serve")
+T = TypeVar("T")
+Handler = Callable[[Request], Awaitable[Response]]
+
+MAX_TOP_K = 1000
+PIXELS, TENSOR = "pixels", "tensor"  # the batcher's two kinds of input
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Limits and batching of one server process (the ``effnet serve`` options)."""
+
+    max_batch: int = 8  # rows per forward pass
+    max_wait_ms: float = 5.0  # how long the first request of a batch waits for company
+    max_queue: int = 64  # requests in flight (decoding, queued or running); 503 beyond
+    max_body_mb: float = 16.0  # request body limit; 413 beyond
+    timeout_s: float = 30.0  # per request, from admission to answer; 504 beyond
+    decode_threads: int = 2  # image decoding / JSON parsing threads (Pillow releases the GIL)
+
+    def __post_init__(self) -> None:
+        problems = [f"{k} must be > 0, got {v}" for k, v in asdict(self).items()
+                    if k != "max_wait_ms" and not v > 0]
+        if self.max_wait_ms < 0:
+            problems.append(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 1024 * 1024)
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _index_html() -> str:
+    return resources.files("effnet.serve").joinpath("static/index.html").read_text(encoding="utf-8")
+
+
+def create_app(model: ServedModel, config: ServeConfig | None = None) -> Starlette:
+    """A Starlette app serving ``model``. The batcher starts and stops with the app's lifespan."""
+    config = config or ServeConfig()
+    info = model.info
+    decode_pool = ThreadPoolExecutor(max_workers=config.decode_threads, thread_name_prefix="effnet-decode")
+    metrics: ServerMetrics
+    batcher = DynamicBatcher(
+        {PIXELS: model.probabilities, TENSOR: model.tensor_probabilities},
+        max_batch=config.max_batch, max_wait_s=config.max_wait_ms / 1000, max_queue=config.max_queue,
+        on_batch=lambda kind, rows, seconds: metrics.observe_batch(kind, rows, seconds),
+    )
+    metrics = ServerMetrics(queue_depth=lambda: batcher.queue_depth, in_flight=lambda: batcher.in_flight)
+    metrics.model_info.info({k: str(v) for k, v in info.to_dict().items()})
+    index_html = _index_html()
+
+    # -- helpers -------------------------------------------------------------------------------
+    def instrumented(name: str) -> Callable[[Handler], Handler]:
+        """Count, time and turn every failure of a handler into a JSON error answer."""
+
+        def wrap(handler: Handler) -> Handler:
+            @functools.wraps(handler)
+            async def endpoint(request: Request) -> Response:
+                started = time.perf_counter()
+                try:
+                    response = await handler(request)
+                except ApiError as e:
+                    metrics.errors.labels(e.kind).inc()
+                    response = error_response(e.status, e.message, e.headers)
+                except ClientDisconnect:
+                    metrics.errors.labels("client_disconnect").inc()
+                    response = Response(status_code=499)  # nobody is listening; nginx's code, for the logs
+                except Exception:  # a bug or a model failure: log it, answer 500, keep serving
+                    log.exception("internal error while answering %s %s", request.method, request.url.path)
+                    metrics.errors.labels("internal").inc()
+                    response = error_response(500, "internal server error (see the server log)")
+                metrics.requests.labels(name, str(response.status_code)).inc()
+                metrics.latency.labels(name).observe(time.perf_counter() - started)
+                return response
+
+            return endpoint
+
+        return wrap
+
+    async def in_thread(fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(decode_pool, fn, *args)
+
+    @contextlib.asynccontextmanager
+    async def admitted():
+        """A place among ``max_queue`` and the request timeout, around the work of one request."""
+        try:
+            async with batcher.admit():
+                async with asyncio.timeout(config.timeout_s):
+                    yield
+        except QueueFullError as e:
+            raise ApiError(503, "queue_full", f"server busy: {e}; retry later", {"retry-after": "1"}) from None
+        except BatcherClosedError as e:
+            raise ApiError(503, "shutting_down", str(e)) from None
+        except TimeoutError:
+            raise ApiError(504, "timeout", f"no answer within {config.timeout_s:g} s (--timeout)") from None
+
+    async def read_body(request: Request) -> bytes:
+        """The whole body, refusing more than ``max_body_mb`` by Content-Length and by counting the stream."""
+        limit = config.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                raise ApiError(400, "bad_request", f"invalid Content-Length {declared!r}")
+            if int(declared) > limit:
+                raise ApiError(413, "body_too_large",
+                               f"request body of {int(declared):,} bytes is above the limit of {limit:,} bytes "
+                               f"(--max-body-mb {config.max_body_mb:g})")
+        chunks, total = [], 0
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit:
+                raise ApiError(413, "body_too_large",
+                               f"request body is above the limit of {limit:,} bytes "
+                               f"(--max-body-mb {config.max_body_mb:g})")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def image_bytes(request: Request, body: bytes) -> bytes:
+        """Raw body, or the multipart field ``image``."""
+        if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+            return body
+
+        async def replay() -> dict:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        try:
+            form = await Request(request.scope, replay).form(
+                max_files=1, max_fields=16, max_part_size=config.max_body_bytes)
+        except HTTPException as e:  # Starlette turns multipart parse errors into 400s
+            raise ApiError(400, "bad_request", f"malformed multipart body: {e.detail}") from None
+        try:
+            field = form.get("image")
+            if field is None:
+                raise ApiError(400, "bad_request",
+                               f"multipart body has no field 'image' (fields: {', '.join(form.keys()) or 'none'})")
+            if not isinstance(field, UploadFile):
+                raise ApiError(400, "bad_request", "multipart field 'image' must be a file upload, not a text value")
+            return await field.read()
+        finally:
+            await form.close()
+
+    def check_model(request: Request) -> None:
+        name = request.path_params["name"]
+        if name != info.name:
+            raise ApiError(404, "unknown_model", f"unknown model {name!r}; this server has {info.name!r}")
+        version = request.path_params.get("version")
+        if version is not None and version != info.version:
+            raise ApiError(404, "unknown_model",
+                           f"unknown version {version!r} of model {name!r}; available: {info.version!r}")
+
+    # -- endpoints -----------------------------------------------------------------------------
+    @instrumented("classify")
+    async def classify(request: Request) -> Response:
+        started = time.perf_counter()
+        raw_k = request.query_params.get("top_k", "5")
+        if not raw_k.isdigit() or not 1 <= int(raw_k) <= MAX_TOP_K:
+            raise ApiError(400, "bad_request", f"top_k must be an integer from 1 to {MAX_TOP_K}, got {raw_k!r}")
+        async with admitted():
+            data = await image_bytes(request, await read_body(request))
+            if not data:
+                raise ApiError(400, "empty_body", "empty request body: send image bytes (raw, or multipart "
+                                                  "field 'image')")
+            try:
+                crop = await in_thread(model.crop, data)
+            except ImageError as e:
+                raise ApiError(400, "bad_image", str(e)) from None
+            probs = await batcher.submit(PIXELS, crop[np.newaxis])
+        predictions = [p.to_dict() for p in model.top_k(probs[0], int(raw_k))]
+        return JSONResponse({
+            "predictions": predictions, "model": info.name, "weights": info.weights,
+            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+        })
+
+    @instrumented("infer")
+    async def infer(request: Request) -> Response:
+        check_model(request)
+        if not model.accepts_tensors:
+            raise ApiError(501, "unsupported", f"the {info.backend} backend takes image pixels, not normalized "
+                                               "tensors: serve with --backend torch for the v2 tensor API")
+        async with admitted():
+            body = await read_body(request)
+            parsed = await in_thread(kserve.parse_infer_request, body,
+                                     request.headers.get(kserve.HEADER_LENGTH), info)
+            probs = await batcher.submit(TENSOR, parsed.data)
+        content, headers = kserve.encode_infer_response(info, parsed, probs)
+        return Response(content, headers=headers)
+
+    @instrumented("metadata")
+    async def model_metadata(request: Request) -> Response:
+        check_model(request)
+        return JSONResponse(kserve.model_metadata(info))
+
+    @instrumented("health")
+    async def model_ready(request: Request) -> Response:
+        check_model(request)
+        return JSONResponse({"name": info.name, "ready": batcher.running}, status_code=200 if batcher.running else 503)
+
+    @instrumented("metadata")
+    async def server_metadata(request: Request) -> Response:
+        return JSONResponse({"name": "effnet", "version": __version__, "extensions": list(kserve.EXTENSIONS)})
+
+    @instrumented("health")
+    async def live(request: Request) -> Response:
+        return JSONResponse({"live": True})
+
+    @instrumented("health")
+    async def ready(request: Request) -> Response:
+        return JSONResponse({"ready": batcher.running}, status_code=200 if batcher.running else 503)
+
+    @instrumented("metadata")
+    async def model_summary(request: Request) -> Response:
+        return JSONResponse({**info.to_dict(), "max_batch": config.max_batch, "max_body_mb": config.max_body_mb})
+
+    @instrumented("page")
+    async def page(request: Request) -> Response:
+        return HTMLResponse(index_html)
+
+    async def prometheus(request: Request) -> Response:
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        """Unknown paths and wrong methods: JSON like every other error."""
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        kind = {404: "not_found", 405: "method_not_allowed"}.get(status, "bad_request")
+        metrics.errors.labels(kind).inc()
+        metrics.requests.labels("unmatched", str(status)).inc()
+        detail = exc.detail if isinstance(exc, HTTPException) else "internal server error"
+        message = f"{detail}: {request.method} {request.url.path}"
+        return error_response(status, message, getattr(exc, "headers", None))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        await batcher.start()
+        log.info("serving %s (%s, %s) with max batch %d, max wait %g ms", info.name, info.backend,
+                 info.precision, config.max_batch, config.max_wait_ms)
+        try:
+            yield
+        finally:
+            # uvicorn has already let in-flight requests finish (graceful shutdown) before this runs.
+            await batcher.stop()
+            decode_pool.shutdown(wait=False, cancel_futures=True)
+
+    post, get = ["POST"], ["GET"]
+    routes = [
+        Route("/", page, methods=get),
+        Route("/metrics", prometheus, methods=get),
+        Route("/v1/classify", classify, methods=post),
+        Route("/v1/model", model_summary, methods=get),
+        Route("/v2", server_metadata, methods=get),
+        Route("/v2/health/live", live, methods=get),
+        Route("/v2/health/ready", ready, methods=get),
+        Route("/v2/models/{name}", model_metadata, methods=get),
+        Route("/v2/models/{name}/ready", model_ready, methods=get),
+        Route("/v2/models/{name}/infer", infer, methods=post),
+        Route("/v2/models/{name}/versions/{version}", model_metadata, methods=get),
+        Route("/v2/models/{name}/versions/{version}/ready", model_ready, methods=get),
+        Route("/v2/models/{name}/versions/{version}/infer", infer, methods=post),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={404: http_error, 405: http_error})
+    app.state.model = model
+    app.state.config = config
+    app.state.batcher = batcher
+    app.state.metrics = metrics
+    return app

@@ -1,0 +1,207 @@
+"""Dynamic batching: many concurrent requests, one forward pass.
+
+Requests put their inputs on a bounded queue; one loop takes the first waiting
+item and gathers more of the same kind until the batch holds ``max_batch`` rows
+or the first item has waited ``max_wait_s``. The batch runs in a worker thread
+(never on the event loop, so the server keeps accepting and answering while the
+model computes), and each request gets its own rows back. Items queued while a
+batch runs are gathered at once, so under load batches fill without waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Callable, Mapping
+
+import numpy as np
+
+Runner = Callable[[np.ndarray], np.ndarray]
+BatchHook = Callable[[str, int, float], None]  # (kind, rows, seconds)
+
+
+class QueueFullError(RuntimeError):
+    """More requests are in flight than ``max_queue`` allows; the caller should answer 503."""
+
+
+class BatcherClosedError(RuntimeError):
+    """The batcher is stopped (the server is shutting down)."""
+
+
+@dataclass
+class _Item:
+    kind: str
+    array: np.ndarray
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+class DynamicBatcher:
+    """Batch inputs from concurrent coroutines into calls of ``runners[kind]``.
+
+    ``runners`` maps a kind of input (e.g. ``"pixels"``, ``"tensor"``) to a
+    function ``[N, ...] -> [N, ...]`` that runs in ``executor`` (one thread by
+    default: the model's own intra-op threads already use the cores). Items of
+    different kinds never share a batch.
+
+    ``max_queue`` bounds the requests *admitted* (decoding, queued or running),
+    so memory stays bounded under overload: :meth:`admit` raises
+    :class:`QueueFullError` beyond it.
+    """
+
+    def __init__(self, runners: Mapping[str, Runner], *, max_batch: int = 8, max_wait_s: float = 0.005,
+                 max_queue: int = 64, executor: Executor | None = None,
+                 on_batch: BatchHook | None = None) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        if max_wait_s < 0:
+            raise ValueError(f"max_wait_s must be >= 0, got {max_wait_s}")
+        if max_queue < 1:
+            raise ValueError(f"max_queue must be >= 1, got {max_queue}")
+        self.runners = dict(runners)
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self.max_queue = max_queue
+        self._own_executor = executor is None
+        self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="effnet-infer")
+        self._on_batch = on_batch
+        self._queue: deque[_Item] = deque()
+        self._wakeup = asyncio.Event()  # binds to the running loop on first use (Python >= 3.10)
+        self._task: asyncio.Task | None = None
+        self._admitted = 0
+        self._closed = False
+
+    # -- state -------------------------------------------------------------------------------
+    @property
+    def queue_depth(self) -> int:
+        """Items waiting for a batch."""
+        return len(self._queue)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests admitted and not finished (decoding, queued or running)."""
+        return self._admitted
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done() and not self._closed
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._task is not None:
+            return
+        self._task = asyncio.create_task(self._loop(), name="effnet-batcher")
+
+    async def stop(self, drain_timeout_s: float = 30.0) -> None:
+        """Finish what is queued (up to ``drain_timeout_s``), then stop the loop."""
+        self._closed = True
+        if self._task is not None:
+            deadline = time.monotonic() + drain_timeout_s
+            while self._queue and not self._task.done() and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for item in self._queue:
+            if not item.future.done():
+                item.future.set_exception(BatcherClosedError("the server is shutting down"))
+        self._queue.clear()
+        if self._own_executor:
+            self._executor.shutdown(wait=True)
+
+    # -- requests ------------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def admit(self) -> AsyncIterator[None]:
+        """Hold one of ``max_queue`` places for the whole life of a request."""
+        if self._closed:
+            raise BatcherClosedError("the server is shutting down")
+        if self._admitted >= self.max_queue:
+            raise QueueFullError(f"{self._admitted} requests in flight, the limit is {self.max_queue} (--max-queue)")
+        self._admitted += 1
+        try:
+            yield
+        finally:
+            self._admitted -= 1
+
+    async def submit(self, kind: str, array: np.ndarray) -> np.ndarray:
+        """Queue ``array`` (``[n, ...]`` rows) and wait for its ``[n, ...]`` outputs.
+
+        Cancelling the caller (e.g. a request timeout) drops the item if its batch
+        has not started yet.
+        """
+        if kind not in self.runners:
+            raise KeyError(f"no runner for input kind {kind!r}; known: {', '.join(self.runners)}")
+        if self._task is None or self._closed:
+            raise BatcherClosedError("the batcher is not running")
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append(_Item(kind, array, future))
+        self._wakeup.set()
+        try:
+            return await future
+        finally:
+            if not future.done():
+                future.cancel()
+
+    # -- the loop ------------------------------------------------------------------------------
+    async def _next_item(self) -> _Item:
+        while True:
+            while not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            item = self._queue.popleft()
+            if not item.future.done():  # skip requests that timed out while queued
+                return item
+
+    async def _gather(self, first: _Item) -> list[_Item]:
+        batch, rows = [first], len(first.array)
+        deadline = first.enqueued + self.max_wait_s
+        while rows < self.max_batch:
+            if self._queue:
+                nxt = self._queue[0]
+                if nxt.future.done():
+                    self._queue.popleft()
+                    continue
+                if nxt.kind != first.kind or rows + len(nxt.array) > self.max_batch:
+                    break
+                batch.append(self._queue.popleft())
+                rows += len(nxt.array)
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except TimeoutError:
+                break
+        return [item for item in batch if not item.future.done()]
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._gather(await self._next_item())
+            if not batch:
+                continue
+            kind = batch[0].kind
+            x = batch[0].array if len(batch) == 1 else np.concatenate([item.array for item in batch])
+            started = time.monotonic()
+            try:
+                out = await loop.run_in_executor(self._executor, self.runners[kind], x)
+            except Exception as e:  # the model failed: every request of this batch gets the error
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(e)
+                continue
+            if self._on_batch is not None:
+                self._on_batch(kind, len(x), time.monotonic() - started)
+            offset = 0
+            for item in batch:
+                n = len(item.array)
+                if not item.future.done():
+                    item.future.set_result(out[offset:offset + n])
+                offset += n

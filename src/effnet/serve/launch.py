@@ -1,0 +1,93 @@
+"""Load the model and run uvicorn: what ``effnet serve`` does after parsing its arguments.
+
+With ``workers > 1`` uvicorn starts worker processes that each import
+:func:`app_from_env` and load their own copy of the model; the options travel in
+the ``EFFNET_SERVE_OPTIONS`` environment variable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+
+from ..errors import EffnetError
+from .app import ServeConfig, create_app
+from .model import ServedModel
+
+ENV_OPTIONS = "EFFNET_SERVE_OPTIONS"
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    model: str = "efficientnet-b5"
+    weights: str | None = None
+    backend: str = "torch"
+    precision: str | None = None  # None: the backend's default, which it reports in /v2/models/{name}
+    name: str | None = None  # model name in the v2 API; default: the model name
+    threads: int | None = None  # intra-op threads per worker; default: the cores divided among workers
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    log_level: str = "info"
+    access_log: bool = True
+    config: ServeConfig = field(default_factory=ServeConfig)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "ServerOptions":
+        raw = json.loads(text)
+        return cls(**{**raw, "config": ServeConfig(**raw["config"])})
+
+    @property
+    def worker_threads(self) -> int:
+        return self.threads or max(1, (os.cpu_count() or 1) // self.workers)
+
+
+def load_model(options: ServerOptions) -> ServedModel:
+    from ..predict import Classifier
+
+    backend_options: dict = {"threads": options.worker_threads} if options.backend == "torch" else {}
+    if options.precision is not None:
+        backend_options["precision"] = options.precision
+    classifier = Classifier(options.model, options.weights, backend=options.backend, progress=False,
+                            **backend_options)
+    return ServedModel(classifier, name=options.name)
+
+
+def app_from_env():
+    """uvicorn factory for worker processes (``--workers N``)."""
+    try:
+        options = ServerOptions.from_json(os.environ[ENV_OPTIONS])
+    except KeyError:
+        raise EffnetError(f"{ENV_OPTIONS} is not set: start workers with `effnet serve --workers N`") from None
+    return create_app(load_model(options), options.config)
+
+
+def serve(options: ServerOptions) -> None:
+    """Run until SIGINT/SIGTERM; in-flight requests finish first (uvicorn's graceful shutdown)."""
+    import uvicorn
+
+    common = dict(
+        host=options.host, port=options.port, log_level=options.log_level, access_log=options.access_log,
+        # Requests cannot outlive their timeout, so shutdown never waits much longer than that.
+        timeout_graceful_shutdown=int(options.config.timeout_s) + 5,
+    )
+    where = f"http://{options.host}:{options.port}"
+    if options.workers == 1:
+        model = load_model(options)  # before binding: a bad --model/--weights fails here, with one line
+        info = model.info
+        print(f"effnet serve: {info.name} (weights {info.weights}, {info.backend} {info.precision}) on {where}  "
+              "[page /, KServe v2 /v2, /v1/classify, /metrics]", file=sys.stderr, flush=True)
+        uvicorn.run(create_app(model, options.config), **common)
+        return
+    from ..predict import resolve_source
+
+    resolve_source(options.model, options.weights, progress=False)  # fail early, before forking workers
+    os.environ[ENV_OPTIONS] = options.to_json()
+    print(f"effnet serve: {options.model} in {options.workers} worker processes on {where}", file=sys.stderr,
+          flush=True)
+    uvicorn.run("effnet.serve.launch:app_from_env", factory=True, workers=options.workers, **common)

@@ -1,0 +1,105 @@
+"""What the server needs from a classifier, in one small class.
+
+:class:`ServedModel` wraps :class:`effnet.predict.Classifier` so that the
+server's answers are the library's answers: images go through
+``Classifier.crop`` and ``Classifier.probabilities`` (exactly what
+``effnet classify`` runs), and labels through ``Classifier.top_k``. The KServe
+v2 tensor path takes the normalized NCHW float tensor the PyTorch model takes,
+so it calls the torch backend's model directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from ..predict import Classifier, Prediction
+
+
+class TensorInputUnsupported(RuntimeError):
+    """The backend cannot take a normalized float tensor (only the torch backend can)."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str  # the name clients use in /v2/models/{name}
+    version: str
+    input_size: int  # H = W of the crop the model takes
+    num_classes: int
+    backend: str
+    precision: str
+    weights: str | None  # weights record name, or the checkpoint file name
+    channel_order: str  # of the v2 tensor input
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name, "version": self.version, "input_size": self.input_size,
+            "num_classes": self.num_classes, "backend": self.backend, "precision": self.precision,
+            "weights": self.weights, "channel_order": self.channel_order, "mean": list(self.mean),
+            "std": list(self.std),
+        }
+
+
+class ServedModel:
+    """Decode + crop, pixels -> probabilities, tensor -> probabilities, top-k labels."""
+
+    def __init__(self, classifier: Classifier, name: str | None = None, version: str = "1") -> None:
+        self.classifier = classifier
+        source = classifier.source
+        weights = source.record.name if source.record else (source.checkpoint.name if source.checkpoint else None)
+        p = classifier.preprocess
+        self.info = ModelInfo(
+            name=name or source.model, version=version, input_size=p.input_size,
+            num_classes=len(classifier.labels), backend=getattr(classifier.backend, "name", "?"),
+            precision=getattr(classifier.backend, "precision", "?"), weights=weights,
+            channel_order=p.channel_order, mean=tuple(p.mean), std=tuple(p.std),
+        )
+        self._tensor_runner = _torch_tensor_runner(classifier.backend)
+
+    @property
+    def accepts_tensors(self) -> bool:
+        return self._tensor_runner is not None
+
+    def crop(self, data: bytes) -> np.ndarray:
+        """Image bytes -> uint8 HWC RGB crop; raises :class:`effnet.ImageError` for bad images."""
+        # A writable copy: the crop is a read-only view of the PIL image, and torch warns when it wraps one.
+        return np.array(self.classifier.crop(data))
+
+    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 [N, H, W, 3] crops -> float32 [N, classes]."""
+        return self.classifier.probabilities(pixels)
+
+    def tensor_probabilities(self, x: np.ndarray) -> np.ndarray:
+        """float32 [N, 3, H, W] normalized input (the PyTorch model's ``data``) -> float32 [N, classes]."""
+        if self._tensor_runner is None:
+            raise TensorInputUnsupported(
+                f"the {self.info.backend} backend takes image pixels, not normalized tensors; "
+                "serve with --backend torch for the v2 tensor API"
+            )
+        return self._tensor_runner(x)
+
+    def top_k(self, probs: np.ndarray, k: int) -> list[Prediction]:
+        return self.classifier.top_k(probs, k)
+
+
+def _torch_tensor_runner(backend: object) -> Callable[[np.ndarray], np.ndarray] | None:
+    """softmax(model(x)) for a backend that holds a torch module, else None."""
+    model = getattr(backend, "model", None)
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a core dependency
+        return None
+    if not isinstance(model, torch.nn.Module):
+        return None
+    device = getattr(backend, "device", torch.device("cpu"))
+
+    @torch.inference_mode()
+    def run(x: np.ndarray) -> np.ndarray:
+        logits = model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device))
+        return torch.softmax(logits.float(), dim=1).cpu().numpy()  # as TorchBackend.__call__ does
+
+    return run

@@ -1,0 +1,144 @@
+"""DynamicBatcher on its own: batches form across concurrent callers, within limits, and failures stay local."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from effnet.serve.batcher import BatcherClosedError, DynamicBatcher, QueueFullError
+
+
+class Recorder:
+    """A runner that records batch sizes; optionally blocks until released (to let a queue build up)."""
+
+    def __init__(self, gate: threading.Event | None = None) -> None:
+        self.sizes: list[int] = []
+        self.gate = gate
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.gate is not None:
+            self.gate.wait(10)
+        self.sizes.append(len(x))
+        return x * 2
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_concurrent_submissions_share_batches_and_get_their_own_rows():
+    async def main():
+        rec = Recorder()
+        b = DynamicBatcher({"x": rec}, max_batch=4, max_wait_s=0.2)
+        await b.start()
+        outs = await asyncio.gather(*(b.submit("x", np.full((1, 2), i, np.float32)) for i in range(10)))
+        await b.stop()
+        return rec.sizes, outs
+
+    sizes, outs = run(main())
+    assert sum(sizes) == 10 and max(sizes) == 4 and len(sizes) == 3  # 4 + 4 + 2
+    for i, out in enumerate(outs):
+        np.testing.assert_array_equal(out, np.full((1, 2), 2 * i, np.float32))
+
+
+def test_multi_row_items_are_kept_whole_and_kinds_never_mix():
+    async def main():
+        a, t = Recorder(), Recorder()
+        b = DynamicBatcher({"a": a, "t": t}, max_batch=4, max_wait_s=0.2)
+        await b.start()
+        outs = await asyncio.gather(
+            b.submit("a", np.ones((3, 1))), b.submit("t", np.ones((1, 1))), b.submit("a", np.ones((2, 1))),
+            b.submit("t", np.ones((1, 1))),
+        )
+        await b.stop()
+        return a.sizes, t.sizes, [len(o) for o in outs]
+
+    a_sizes, t_sizes, lengths = run(main())
+    assert lengths == [3, 1, 2, 1]
+    assert sorted(a_sizes) == [2, 3]  # 3 + 2 > max_batch: two batches, each item whole
+    assert sum(t_sizes) == 2
+
+
+def test_a_lone_request_waits_at_most_max_wait():
+    async def main():
+        rec = Recorder()
+        b = DynamicBatcher({"x": rec}, max_batch=64, max_wait_s=0.01)
+        await b.start()
+        out = await asyncio.wait_for(b.submit("x", np.ones((1, 1))), timeout=30)
+        await b.stop()
+        return rec.sizes, out
+
+    sizes, out = run(main())
+    assert sizes == [1] and out.tolist() == [[2.0]]
+
+
+def test_admission_is_bounded():
+    async def main():
+        b = DynamicBatcher({"x": Recorder()}, max_queue=2)
+        await b.start()
+        async with b.admit(), b.admit():
+            assert b.in_flight == 2
+            with pytest.raises(QueueFullError, match="limit is 2"):
+                async with b.admit():
+                    pass
+        assert b.in_flight == 0
+        async with b.admit():  # places are given back
+            pass
+        await b.stop()
+        with pytest.raises(BatcherClosedError):
+            async with b.admit():
+                pass
+
+    run(main())
+
+
+def test_cancelled_request_is_dropped_from_the_queue():
+    async def main():
+        gate = threading.Event()
+        rec = Recorder(gate)
+        b = DynamicBatcher({"x": rec}, max_batch=1, max_wait_s=0)
+        await b.start()
+        first = asyncio.create_task(b.submit("x", np.ones((1, 1))))  # occupies the model until the gate opens
+        await asyncio.sleep(0.05)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.05):
+                await b.submit("x", np.ones((1, 1)))  # times out while queued
+        third = asyncio.create_task(b.submit("x", np.ones((1, 1))))
+        await asyncio.sleep(0.05)
+        gate.set()
+        await asyncio.gather(first, third)
+        await b.stop()
+        return rec.sizes
+
+    assert run(main()) == [1, 1]  # the timed-out item never ran
+
+
+def test_model_failure_reaches_every_caller_of_that_batch_and_the_loop_goes_on():
+    calls = []
+
+    def flaky(x: np.ndarray) -> np.ndarray:
+        calls.append(len(x))
+        if len(calls) == 1:
+            raise RuntimeError("model exploded")
+        return x
+
+    async def main():
+        b = DynamicBatcher({"x": flaky}, max_batch=8, max_wait_s=0.1)
+        await b.start()
+        results = await asyncio.gather(*(b.submit("x", np.ones((1, 1))) for _ in range(3)), return_exceptions=True)
+        after = await b.submit("x", np.ones((1, 1)))
+        await b.stop()
+        return results, after
+
+    results, after = run(main())
+    assert all(isinstance(r, RuntimeError) and "exploded" in str(r) for r in results)
+    assert after.tolist() == [[1.0]]
+
+
+@pytest.mark.parametrize("kwargs", [{"max_batch": 0}, {"max_wait_s": -1}, {"max_queue": 0}])
+def test_invalid_limits_are_refused(kwargs):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        DynamicBatcher({"x": Recorder()}, **kwargs)

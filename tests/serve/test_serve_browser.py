@@ -1,0 +1,54 @@
+"""The page at / in headless Chromium: upload an example photo, see the expected top-1 label as a bar.
+
+Needs Debian's `chromium` (/usr/bin/chromium, installed by scripts/setup.sh) and the `playwright` Python
+package driving it; Playwright's own browser download is not used.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from tests.serve.serve_fixtures import lite0_classifier, server  # noqa: F401 - pytest fixtures
+
+CHELSEA = Path(__file__).resolve().parents[2] / "examples" / "chelsea.png"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium; "
+                                                "scripts/setup.sh does it where apt-get exists and runs as root)"),
+]
+
+
+def test_page_upload_shows_top5_bars(server, lite0_classifier, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed "
+                                                                 "(pip install 'effnet[test]')")
+    expected = lite0_classifier.classify([CHELSEA], top_k=5)[0].predictions
+    screenshot = tmp_path / "serve_page.png"
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 900, "height": 640})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
+            page.goto(server.url + "/")
+            page.wait_for_function("document.getElementById('model').textContent.includes('efficientnet-lite0')")
+            page.set_input_files("#file", str(CHELSEA))
+            page.wait_for_selector("#results li:nth-child(5) .label", timeout=60_000)
+            labels = page.locator("#results .label").all_inner_texts()
+            percents = page.locator("#results .pct").all_inner_texts()
+            page.wait_for_function("parseFloat(document.querySelector('#results .bar').style.width) > 0")
+            assert page.locator("#preview").evaluate("img => img.complete && img.naturalWidth > 0")
+            page.screenshot(path=str(screenshot), full_page=True)
+        finally:
+            browser.close()
+    print(f"\nbrowser screenshot: {screenshot}")
+    assert labels == [p.label for p in expected]
+    assert percents[0] == f"{100 * expected[0].probability:.1f}%"
+    assert not errors, errors
+    assert screenshot.stat().st_size > 10_000
