@@ -114,7 +114,7 @@ class Classifier:
 
     def crop(self, image: ImageSource) -> np.ndarray:
         """Decode, resize and crop one image: uint8 HWC RGB at the model's input size."""
-        return np.asarray(resize_crop(load_image(image), self.preprocess))
+        return np.array(resize_crop(load_image(image), self.preprocess))  # writable, torch.from_numpy-safe
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 NHWC crops -> float32 [N, num_classes] probabilities."""
