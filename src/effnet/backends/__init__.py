@@ -67,3 +67,19 @@ def _torch() -> BackendFactory:
 
 
 register("torch", _torch)
+
+
+def _onnxruntime() -> BackendFactory:
+    from .onnxruntime_backend import OnnxRuntimeBackend
+
+    return OnnxRuntimeBackend
+
+
+def _openvino() -> BackendFactory:
+    from .openvino_backend import OpenVINOBackend
+
+    return OpenVINOBackend
+
+
+register("onnxruntime", _onnxruntime)
+register("openvino", _openvino)

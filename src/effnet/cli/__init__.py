@@ -17,7 +17,7 @@ from .. import __version__
 from ..errors import EffnetError
 
 # Subcommand modules, in help order.
-COMMANDS = ("classify", "info", "weights", "eval", "serve")
+COMMANDS = ("classify", "info", "weights", "eval", "serve", "export")
 
 
 class UsageError(EffnetError):

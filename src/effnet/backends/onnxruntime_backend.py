@@ -1,0 +1,85 @@
+"""ONNX Runtime backend: the static ONNX export, fed normalized RGB like the PyTorch model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EffnetError
+from ..export import exported_artifact, require
+from ..weights.records import Preprocess
+from . import ModelSource
+
+INSTALL_EXTRA = "onnx"
+
+
+def check_crops(pixels: np.ndarray, input_size: int, backend: str) -> np.ndarray:
+    """Reject anything but a [N, S, S, 3] batch of crops at the model's input size, with the shapes."""
+    pixels = np.asarray(pixels)
+    if pixels.ndim != 4 or pixels.shape[-1] != 3 or pixels.shape[1:3] != (input_size, input_size) or not len(pixels):
+        raise EffnetError(
+            f"{backend} backend: expected a batch of RGB crops of shape [N, {input_size}, {input_size}, 3] "
+            f"(NHWC, N >= 1), got {list(pixels.shape)}"
+        )
+    return pixels
+
+
+def normalize_batch(pixels: np.ndarray, p: Preprocess) -> np.ndarray:
+    """uint8 NHWC RGB -> float32 NCHW ``(x - mean) / std`` in ``p.channel_order``.
+
+    The batch form of :func:`effnet.preprocess.normalize`, same arithmetic.
+    """
+    x = pixels.astype(np.float32)
+    x -= np.asarray(p.mean, dtype=np.float32)
+    x /= np.asarray(p.std, dtype=np.float32)
+    if p.channel_order == "BGR":
+        x = x[..., ::-1]
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+class OnnxRuntimeBackend:
+    """``effnet export onnx`` (static size, dynamic batch) in an ONNX Runtime CPU session.
+
+    Options: ``threads`` (intra-op threads; default: ONNX Runtime's choice),
+    ``cache_dir`` (where exports are cached; default ``$EFFNET_HOME/exports``).
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, source: ModelSource, *, precision: str = "fp32", threads: int | None = None,
+                 cache_dir: str | Path | None = None) -> None:
+        ort = require("onnxruntime", INSTALL_EXTRA, "the onnxruntime backend")
+        if precision != "fp32":
+            raise EffnetError(f"the onnxruntime backend runs fp32 only, got precision {precision!r}")
+        if threads is not None and threads < 1:
+            raise EffnetError(f"threads must be >= 1, got {threads}")
+        self.precision = precision
+        self.preprocess = source.preprocess
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        state = ort.capi.onnxruntime_pybind11_state
+        self._errors: tuple[type[BaseException], ...] = (RuntimeError,) + tuple(
+            getattr(state, n) for n in ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf",
+                                        "NoSuchFile", "RuntimeException") if hasattr(state, n)
+        )
+        with exported_artifact("onnx", source, cache_dir=Path(cache_dir) if cache_dir else None) as path:
+            self.model_path = path
+            # The session reads the whole file now, so a temporary export may go away after this block.
+            try:
+                self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            except self._errors as e:
+                raise EffnetError(f"onnxruntime backend: cannot load {path} ({e}); delete {path.parent} "
+                                  "to export it again") from None
+        self._input = self.session.get_inputs()[0].name
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        pixels = check_crops(pixels, self.preprocess.input_size, self.name)
+        x = normalize_batch(pixels, self.preprocess)
+        try:
+            (probs,) = self.session.run(None, {self._input: x})
+        except self._errors as e:  # e.g. InvalidArgument on a shape the graph does not take
+            raise EffnetError(f"onnxruntime backend: inference on input {list(x.shape)} failed: {e}") from None
+        return np.asarray(probs, dtype=np.float32)

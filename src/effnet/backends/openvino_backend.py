@@ -1,0 +1,136 @@
+"""OpenVINO backend: the card's converted model (IR), fed raw BGR pixels.
+
+The execution precision is always set explicitly: on CPUs with AVX512_BF16 or AMX
+the CPU plugin would otherwise run bf16 by default, silently moving the outputs.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import EffnetError
+from ..export import exported_artifact, require
+from . import ModelSource
+from .onnxruntime_backend import check_crops
+
+INSTALL_EXTRA = "openvino"
+# effnet precision name -> OpenVINO element type attribute of the inference precision hint.
+# int8 is a quantized IR (`effnet quantize`); its remaining float ops run in f32.
+_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
+
+
+def bgr_nchw(pixels: np.ndarray) -> np.ndarray:
+    """uint8 NHWC RGB -> float32 NCHW BGR raw 0-255 values: the IR's input convention."""
+    return np.ascontiguousarray(pixels[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32)
+
+
+class OpenVINOBackend:
+    """``effnet export openvino`` compiled on an OpenVINO device (default CPU).
+
+    Options: ``precision`` (``fp32`` default, ``bf16``, ``fp16``: the inference
+    precision hint, and ``.precision`` reports what the plugin actually runs;
+    ``int8``: the IR made by ``effnet quantize``; ``float_precision`` ``fp32`` (default) or ``bf16``
+    for its ops that stay in float), ``threads`` (inference threads),
+    ``batch_size`` (compile for this static batch size; calls must then use it),
+    ``streams`` (parallel inference streams; that many calls may run at once from
+    different threads), ``fp16_weights`` (the FP16-compressed IR), ``model_path``
+    (an existing IR in the same convention, instead of the cached export),
+    ``device``, ``cache_dir``.
+    """
+
+    name = "openvino"
+
+    def __init__(self, source: ModelSource, *, precision: str = "fp32", threads: int | None = None,
+                 streams: int | None = None, fp16_weights: bool = False, model_path: str | os.PathLike | None = None,
+                 device: str = "CPU", cache_dir: str | Path | None = None,
+                 float_precision: str | None = None, batch_size: int | None = None) -> None:
+        ov = require("openvino", INSTALL_EXTRA, "the openvino backend")
+        import openvino.properties as props
+        import openvino.properties.hint as hints
+
+        if precision not in _HINTS:
+            raise EffnetError(f"openvino backend: precision must be one of {', '.join(_HINTS)}, got {precision!r}")
+        for option, value in (("threads", threads), ("streams", streams), ("batch_size", batch_size)):
+            if value is not None and value < 1:
+                raise EffnetError(f"{option} must be >= 1, got {value}")
+        self.preprocess = source.preprocess
+        types = {name: getattr(ov.Type, attr) for name, attr in _HINTS.items()}
+        # int8 only: the precision of the ops NNCF leaves in float (SE gate, pooling, softmax...);
+        # bf16 is faster where the CPU has it (effnet.quantize and docs/performance.md).
+        if float_precision is not None and (precision != "int8" or float_precision not in ("fp32", "bf16")):
+            raise EffnetError(f"openvino backend: float_precision is for precision int8 and is fp32 or bf16, "
+                              f"got {float_precision!r} with precision {precision!r}")
+        hint = types[float_precision] if float_precision is not None else types[precision]
+        config: dict[Any, Any] = {hints.inference_precision: hint}
+        if threads is not None:
+            config[props.inference_num_threads] = threads
+        if streams is not None:
+            config[props.num_streams] = streams
+        cache = Path(cache_dir) if cache_dir else None
+        if model_path is not None:
+            artifact: Any = nullcontext(Path(model_path))
+        elif precision == "int8":
+            from ..quantize import int8_model_path
+
+            artifact = nullcontext(int8_model_path(source, cache))
+        else:
+            # Built (once) from an ONNX export, so a first run also needs the onnx package.
+            artifact = exported_artifact("openvino", source, cache_dir=cache, fp16=fp16_weights)
+        core = ov.Core()
+        with artifact as path:
+            if not Path(path).is_file():
+                raise EffnetError(f"openvino backend: no IR at {path}")
+            self.model_path = Path(path)
+            try:
+                model = core.read_model(str(path))
+                if batch_size is not None:
+                    # A static input shape lets the CPU plugin skip per-call shape inference and pick
+                    # static kernels: measured 4-5 % faster on B5 at batch 1 (docs/performance.md).
+                    size = self.preprocess.input_size
+                    model.reshape({model.input(0): [batch_size, 3, size, size]})
+                self.compiled = core.compile_model(model, device, config)
+            except RuntimeError as e:
+                raise EffnetError(f"openvino backend: cannot compile {path} on {device}: {e}") from None
+        actual = self.compiled.get_property(hints.inference_precision)
+        ran = next((name for name in ("fp32", "bf16", "fp16") if types[name] == actual), str(actual))
+        self.inference_precision = ran
+        self.precision = "int8" if precision == "int8" else ran
+        self.weights_precision = "int8" if precision == "int8" else ("fp16" if fp16_weights else "fp32")
+        self.device = device
+        self.static_batch = batch_size
+        self.streams = self.compiled.get_property(props.num_streams)
+        self.threads = self.compiled.get_property(props.inference_num_threads)
+        # One infer request per stream, handed out to concurrent callers: requests are not thread-safe,
+        # and a caller waits only when every stream is busy.
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        try:
+            count = max(1, int(self.streams))
+        except (TypeError, ValueError):  # a symbolic value such as AUTO
+            count = 1
+        for _ in range(count):
+            self._requests.put(self.compiled.create_infer_request())
+
+    def describe(self) -> dict[str, Any]:
+        """What runs, for benchmark reports."""
+        return {"precision": self.precision, "inference_precision": self.inference_precision,
+                "static_batch": self.static_batch,
+                "weights_precision": self.weights_precision, "device": self.device,
+                "streams": str(self.streams), "threads": self.threads, "model": str(self.model_path)}
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        pixels = check_crops(pixels, self.preprocess.input_size, self.name)
+        x = bgr_nchw(pixels)
+        request = self._requests.get()
+        try:
+            request.infer({0: x})
+            return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+        except RuntimeError as e:
+            raise EffnetError(f"openvino backend: inference on input {list(x.shape)} failed: {e}") from None
+        finally:
+            self._requests.put(request)

@@ -1,0 +1,101 @@
+"""effnet export onnx|openvino — write the ONNX model or the OpenVINO "converted model" (IR).
+
+onnx:      input `data` float32 [N,3,H,W] normalized RGB (as in PyTorch), output `prob` (softmax).
+openvino:  input `data` float32 [N,3,H,W] raw 0-255 BGR pixels (mean/scale inside), output `prob`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from .. import export as exp
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from . import add_model_arguments
+
+    p = sub.add_parser("export", help="export to ONNX or OpenVINO IR", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    formats = p.add_subparsers(dest="format", metavar="FORMAT", required=True)
+
+    onnx = formats.add_parser("onnx", help="ONNX model (normalized RGB input)",
+                              description="Export an ONNX model: SAME pads inside the Conv nodes, batch norm "
+                                          "folded, metadata_props with preprocessing and labels.")
+    add_model_arguments(onnx)
+    onnx.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="file to write")
+    onnx.add_argument("--dynamic", action="store_true",
+                      help="height and width dynamic too (SAME pads computed in the graph)")
+    onnx.add_argument("--opset", type=int, default=exp.DEFAULT_OPSET,
+                      help=f"ONNX opset, {exp.MIN_OPSET}-{exp.MAX_OPSET} (default: %(default)s)")
+    onnx.add_argument("--logits", action="store_true", help="output raw logits (named `logits`) instead of `prob`")
+    _common(onnx)
+    onnx.set_defaults(func=run_onnx)
+
+    ov = formats.add_parser("openvino", help="OpenVINO IR (raw BGR input, normalization inside)",
+                            description="Export the OpenVINO IR (NAME.xml + NAME.bin): input raw 0-255 BGR "
+                                        "pixels, mean/scale and channel flip in the graph, output `prob`.")
+    add_model_arguments(ov)
+    ov.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="directory to write the IR into")
+    ov.add_argument("--fp16", action="store_true", help="store FP16-compressed weights (default: FP32)")
+    ov.add_argument("--name", default=None, help="file name stem of the IR (default: the model name)")
+    _common(ov)
+    ov.set_defaults(func=run_openvino)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch-size", type=int, default=None, metavar="N",
+                   help="fix the batch dimension to N (default: dynamic)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    p.add_argument("--no-progress", action="store_true", help="no download progress bar on stderr")
+
+
+def _check(args: argparse.Namespace) -> None:
+    from . import UsageError
+
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    opset = getattr(args, "opset", exp.DEFAULT_OPSET)
+    if not exp.MIN_OPSET <= opset <= exp.MAX_OPSET:
+        raise UsageError(f"--opset must be between {exp.MIN_OPSET} and {exp.MAX_OPSET}, got {opset}")
+
+
+def _report(args: argparse.Namespace, summary: dict) -> int:
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        for f in summary["files"]:
+            print(f)
+    return 0
+
+
+def run_onnx(args: argparse.Namespace) -> int:
+    from ..predict import resolve_source
+
+    _check(args)
+    source = resolve_source(args.model, args.weights, progress=not args.no_progress)
+    path = exp.export_onnx(source, args.output, dynamic=args.dynamic, logits=args.logits, opset=args.opset,
+                           batch_size=args.batch_size)
+    size = "H" if args.dynamic else source.preprocess.input_size
+    return _report(args, {
+        "format": "onnx", "files": [str(path)], "model": source.model, "weights": exp.onnx_metadata(source)["weights"],
+        "input": {"name": exp.INPUT_NAME, "shape": [args.batch_size or "N", 3, size, "W" if args.dynamic else size],
+                  "convention": f"normalized {source.preprocess.channel_order}"},
+        "output": exp.LOGITS_NAME if args.logits else exp.OUTPUT_NAME, "opset": args.opset,
+    })
+
+
+def run_openvino(args: argparse.Namespace) -> int:
+    from ..predict import resolve_source
+
+    _check(args)
+    source = resolve_source(args.model, args.weights, progress=not args.no_progress)
+    xml = exp.export_openvino(source, args.output, fp16=args.fp16, batch_size=args.batch_size, name=args.name)
+    size = source.preprocess.input_size
+    return _report(args, {
+        "format": "openvino", "files": [str(xml), str(xml.with_suffix(".bin"))], "model": source.model,
+        "weights": exp.onnx_metadata(source)["weights"],
+        "input": {"name": exp.INPUT_NAME, "shape": [args.batch_size or "N", 3, size, size],
+                  "convention": "raw 0-255 BGR"},
+        "output": exp.OUTPUT_NAME, "weights_precision": "fp16" if args.fp16 else "fp32",
+    })

@@ -1,0 +1,106 @@
+"""One predictor over every backend: same answers, cached exports, clear errors."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+import numpy as np
+import pytest
+
+import effnet.export
+from effnet.backends import ModelSource, create_backend
+from effnet.errors import EffnetError
+from effnet.labels import synset_index
+from effnet.predict import Classifier
+from effnet.preprocess import load_image, resize_crop
+
+BACKENDS = ("torch", "onnxruntime", "openvino")
+
+
+@pytest.mark.slow
+def test_lite0_same_top1_on_every_sample_image_for_all_backends(lite0_source, sample_images, export_cache):
+    crops = np.stack([np.asarray(resize_crop(load_image(p), lite0_source.preprocess)) for p in sample_images])
+    probs = {}
+    for name in BACKENDS:
+        options = {} if name == "torch" else {"cache_dir": export_cache}
+        backend = create_backend(name, lite0_source, **options)
+        probs[name] = np.concatenate([backend(crops[i:i + 20]) for i in range(0, len(crops), 20)])
+    top1 = {name: p.argmax(1) for name, p in probs.items()}
+    assert (top1["onnxruntime"] == top1["torch"]).all()
+    assert (top1["openvino"] == top1["torch"]).all()
+    for name in ("onnxruntime", "openvino"):
+        assert np.abs(probs[name] - probs["torch"]).max() < 1e-5, name
+    labels = np.array([synset_index()[p.name[:9]] for p in sample_images])
+    assert (top1["torch"] == labels).sum() >= 88  # the real weights really are running (reference: 89-90)
+
+
+def test_classifier_takes_the_backend_and_its_options(lite0_source, sample_images, export_cache):
+    clf = Classifier("efficientnet-lite0", backend="openvino", cache_dir=export_cache, threads=1)
+    (result,) = clf.classify(sample_images[0], top_k=3)
+    assert result.ok and result.predictions[0].synset == sample_images[0].name[:9]
+    assert clf.backend.name == "openvino" and clf.backend.precision == "fp32"
+
+
+class _Rebuilt(Exception):
+    pass
+
+
+def test_exports_are_cached_and_reused(lite0_source, export_cache, monkeypatch):
+    first = create_backend("onnxruntime", lite0_source, cache_dir=export_cache)
+    entry = first.model_path.parent
+    assert entry.parent == export_cache and (entry / "export.json").is_file()
+    assert not [p for p in export_cache.iterdir() if p.name.startswith(".")]  # no half-built entries
+
+    def no_export(*args, **kwargs):
+        raise _Rebuilt("exported again")
+
+    monkeypatch.setattr(effnet.export, "_build", no_export)
+    second = create_backend("onnxruntime", lite0_source, cache_dir=export_cache)
+    assert second.model_path == first.model_path
+    # Other options are another artifact: this one must be built.
+    with pytest.raises(_Rebuilt):
+        create_backend("openvino", lite0_source, cache_dir=export_cache, fp16_weights=True)
+
+
+def test_a_changed_checkpoint_is_exported_again(tmp_path, lite0_source, export_cache):
+    ckpt = tmp_path / "lite0.pth"
+    shutil.copy(lite0_source.checkpoint, ckpt)
+    source = ModelSource("efficientnet-lite0", None, ckpt, lite0_source.preprocess)
+    first = create_backend("onnxruntime", source, cache_dir=export_cache).model_path
+    st = ckpt.stat()  # re-saved weights: a new mtime
+    os.utime(ckpt, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    second = create_backend("onnxruntime", source, cache_dir=export_cache).model_path
+    assert first != second and first.is_file() and second.is_file()
+
+
+def test_random_init_source_is_exported_to_a_temporary_place(lite0_source, tmp_path):
+    cache = tmp_path / "cache"
+    source = ModelSource("efficientnet-lite0", None, None, lite0_source.preprocess)
+    backend = create_backend("onnxruntime", source, cache_dir=cache)
+    assert not backend.model_path.exists()  # deleted once the session was loaded
+    assert not cache.exists()
+    pixels = np.zeros((1, 224, 224, 3), dtype=np.uint8)
+    assert backend(pixels).shape == (1, 1000)
+
+
+@pytest.mark.parametrize("backend", ["b5_ort", "b5_ov"])
+def test_wrong_input_shape_to_a_static_model_is_a_clear_error(request, backend):
+    runner = request.getfixturevalue(backend)
+    with pytest.raises(EffnetError, match=r"expected a batch of RGB crops of shape \[N, 456, 456, 3\].*got \[1, 380, 380, 3\]"):
+        runner(np.zeros((1, 380, 380, 3), dtype=np.uint8))
+    with pytest.raises(EffnetError, match=r"got \[456, 456, 3\]"):
+        runner(np.zeros((456, 456, 3), dtype=np.uint8))
+
+
+@pytest.mark.parametrize(("backend", "package", "extra"), [
+    ("onnxruntime", "onnxruntime", "onnx"),
+    ("onnxruntime", "onnx", "onnx"),
+    ("openvino", "openvino", "openvino"),
+])
+def test_missing_backend_package_names_the_extra(lite0_source, monkeypatch, tmp_path, backend, package, extra):
+    monkeypatch.setitem(sys.modules, package, None)  # `import package` now raises ImportError
+    with pytest.raises(EffnetError, match=rf"needs the Python package '{package}'.*pip install 'effnet\[{extra}\]'"):
+        create_backend(backend, lite0_source, cache_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
