@@ -1,41 +1,78 @@
-"""PyTorch eager backend: the reference every other backend is compared with."""
+"""PyTorch backend: fp32 eager is the reference every other backend is compared with.
+
+Options select faster paths, each verified against fp32 eager in tests/perf:
+
+- ``fast=True``: batch norm folded into the convs and channels_last weights (:mod:`effnet.optimize`);
+- ``compile=True``: ``torch.compile`` (inductor, freezing) on top of ``fast`` (first call compiles);
+- ``precision="bf16"``: bfloat16 stem and blocks (fp32 head) on the ``fast`` path, on CPUs with native bf16.
+
+The default (fp32, no options) is the plain eager model, unchanged.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..errors import EffnetError
 from ..factory import create_model
+from ..optimize import InferenceConfig, optimize_for_inference
 from . import ModelSource
+
+PRECISIONS = ("fp32", "bf16")
 
 
 class TorchBackend:
     name = "torch"
 
     def __init__(self, source: ModelSource, *, precision: str = "fp32", threads: int | None = None,
-                 device: str = "cpu") -> None:
-        if precision != "fp32":
-            raise EffnetError(f"the torch backend runs fp32 only for now, got precision {precision!r}")
+                 device: str = "cpu", fast: bool = False, compile: bool = False,
+                 channels_last: bool | None = None) -> None:
+        if precision not in PRECISIONS:
+            raise EffnetError(f"the torch backend runs {' or '.join(PRECISIONS)}, got precision {precision!r} "
+                              "(int8 runs on the openvino backend after `effnet quantize`)")
         if threads is not None:
+            if threads < 1:
+                raise EffnetError(f"threads must be >= 1, got {threads}")
             torch.set_num_threads(threads)
         self.precision = precision
         self.device = torch.device(device)
-        self.model = create_model(source.model, pretrained=source.checkpoint or False).to(self.device)
+        model = create_model(source.model, pretrained=source.checkpoint or False).to(self.device)
+        # bf16 and compile always start from the folded, channels_last model: it is their fast layout.
+        fold = fast or compile or precision == "bf16"
+        cl = fold if channels_last is None else channels_last
+        self.inference_config = InferenceConfig(precision=precision, fold_bn=fold, channels_last=cl,  # type: ignore[arg-type]
+                                                compile=compile)
+        self.model: Any = optimize_for_inference(model, self.inference_config) if fold or cl else model
+        self._channels_last = cl
         p = source.preprocess
         # (x - mean) / std on 0-255 pixels, as the record says; applied on the device.
         self._mean = torch.tensor(p.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(p.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self._bgr = p.channel_order == "BGR"
 
+    def describe(self) -> dict[str, Any]:
+        """What runs, for benchmark reports."""
+        c = self.inference_config
+        return {"precision": self.precision, "bn_folded": c.fold_bn, "channels_last": c.channels_last,
+                "compiled": c.compile, "device": str(self.device), "threads": torch.get_num_threads(),
+                "path": c.describe()}
+
     def normalize(self, pixels: np.ndarray) -> torch.Tensor:
+        # NHWC uint8 permuted to NCHW is channels_last in memory already; keep it so when asked.
         x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device).permute(0, 3, 1, 2).float()
         x = (x - self._mean) / self._std
-        return x.flip(1) if self._bgr else x
+        if self._bgr:
+            x = x.flip(1)
+        if self._channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x  # a bf16 model casts inside (its head runs fp32)
 
     @torch.inference_mode()
     def logits(self, pixels: np.ndarray) -> torch.Tensor:
         return self.model(self.normalize(pixels))
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
-        return torch.softmax(self.logits(pixels), dim=1).float().cpu().numpy()
+        return torch.softmax(self.logits(pixels).float(), dim=1).cpu().numpy()

@@ -17,7 +17,7 @@ from .. import __version__
 from ..errors import EffnetError
 
 # Subcommand modules, in help order.
-COMMANDS = ("classify", "info", "weights", "eval", "serve", "export")
+COMMANDS = ("classify", "info", "weights", "eval", "serve", "export", "bench", "quantize")
 
 
 class UsageError(EffnetError):

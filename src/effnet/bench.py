@@ -1,0 +1,238 @@
+"""A benchmark loop in the manner of OpenVINO's ``benchmark_app``, for any callable or backend.
+
+First inference (lazy initialisation, compilation) is timed on its own, then warm-up runs, then the
+measured loop: a fixed number of iterations or a time budget. Latency statistics are per call
+(one call = one batch); throughput is images over the wall time of the measured loop. With
+``streams > 1`` that many calls run concurrently from threads (each stream is one in-flight request),
+so throughput can rise while each call's latency does too.
+
+The report carries the configuration and the precision that actually ran (a backend's ``precision``
+attribute), never the requested one alone: OpenVINO silently runs bf16 on CPUs that have it.
+"""
+
+from __future__ import annotations
+
+import platform
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import EffnetError
+
+LATENCY_KEYS = ("median", "mean", "min", "max", "p90", "p99")
+_LABELS = {"median": "Median", "mean": "Average", "min": "Min", "max": "Max", "p90": "P90", "p99": "P99"}
+
+
+def latency_stats(latencies_ms: list[float] | np.ndarray) -> dict[str, float]:
+    """median / mean / min / max / p90 / p99 of per-call latencies in milliseconds."""
+    a = np.asarray(latencies_ms, dtype=np.float64)
+    if a.size == 0:
+        raise EffnetError("no latencies to summarize (0 iterations ran)")
+    return {
+        "median": float(np.median(a)), "mean": float(a.mean()), "min": float(a.min()), "max": float(a.max()),
+        "p90": float(np.percentile(a, 90)), "p99": float(np.percentile(a, 99)),
+    }
+
+
+@dataclass
+class BenchResult:
+    """One benchmark run: timings plus everything needed to reproduce and interpret them."""
+
+    first_inference_ms: float
+    latencies_ms: list[float]
+    wall_s: float
+    batch_size: int
+    streams: int
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def iterations(self) -> int:
+        return len(self.latencies_ms)
+
+    @property
+    def latency_ms(self) -> dict[str, float]:
+        return latency_stats(self.latencies_ms)
+
+    @property
+    def throughput_img_s(self) -> float:
+        return self.iterations * self.batch_size / self.wall_s if self.wall_s > 0 else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "latency_ms": self.latency_ms,
+            "throughput_img_s": self.throughput_img_s,
+            "first_inference_ms": self.first_inference_ms,
+            "iterations": self.iterations,
+            "duration_s": self.wall_s,
+            "batch_size": self.batch_size,
+            "streams": self.streams,
+            "config": self.config,
+        }
+
+    def summary(self) -> str:
+        """Human-readable report, in benchmark_app's order."""
+        lat = self.latency_ms
+        cfg = self.config
+        lines = [
+            f"[config] {', '.join(f'{k}={v}' for k, v in cfg.items() if not isinstance(v, dict))}",
+            f"First inference took {self.first_inference_ms:.2f} ms",
+            f"Count:          {self.iterations} iterations",
+            f"Duration:       {self.wall_s * 1e3:.2f} ms",
+            "Latency:",
+            *(f"   {_LABELS[k] + ':':<12}{lat[k]:.2f} ms" for k in LATENCY_KEYS),
+            f"Throughput:     {self.throughput_img_s:.2f} FPS (images/s, batch {self.batch_size})",
+        ]
+        return "\n".join(lines)
+
+
+def run_benchmark(
+    fn: Callable[[], Any],
+    *,
+    batch_size: int = 1,
+    iterations: int | None = None,
+    time_s: float | None = None,
+    warmup: int = 2,
+    streams: int = 1,
+    config: dict[str, Any] | None = None,
+) -> BenchResult:
+    """Time ``fn()`` (one call = one batch of ``batch_size`` images).
+
+    Stops after ``iterations`` calls, or after ``time_s`` seconds of measured loop (at least one call),
+    whichever is given; neither means 10 iterations. ``streams`` calls run concurrently; ``fn`` must
+    then be thread-safe.
+    """
+    if iterations is not None and iterations < 1:
+        raise EffnetError(f"iterations must be >= 1, got {iterations}")
+    if time_s is not None and time_s <= 0:
+        raise EffnetError(f"time must be > 0 seconds, got {time_s}")
+    if streams < 1 or batch_size < 1 or warmup < 0:
+        raise EffnetError(f"streams and batch size must be >= 1 and warm-up >= 0, got {streams}, {batch_size}, "
+                          f"{warmup}")
+    if iterations is None and time_s is None:
+        iterations = 10
+
+    t0 = time.perf_counter()
+    fn()
+    first_ms = (time.perf_counter() - t0) * 1e3
+    for _ in range(warmup):
+        fn()
+
+    latencies: list[float] = []
+    lock = threading.Lock()
+    started = 0
+    start = time.perf_counter()
+    deadline = None if time_s is None else start + time_s
+
+    def claim() -> bool:
+        # Iteration budget is shared by all streams: claim one before running it.
+        nonlocal started
+        with lock:
+            if iterations is not None and started >= iterations:
+                return False
+            if deadline is not None and started > 0 and time.perf_counter() >= deadline:
+                return False
+            started += 1
+            return True
+
+    def worker() -> None:
+        while claim():
+            t = time.perf_counter()
+            fn()
+            dt = (time.perf_counter() - t) * 1e3
+            with lock:
+                latencies.append(dt)
+
+    if streams == 1:
+        worker()
+    else:
+        with ThreadPoolExecutor(max_workers=streams) as pool:
+            for f in [pool.submit(worker) for _ in range(streams)]:
+                f.result()
+    wall = time.perf_counter() - start
+    return BenchResult(first_ms, latencies, wall, batch_size, streams, dict(config or {}))
+
+
+def machine_description() -> dict[str, Any]:
+    """CPU model, core count and ISA features that decide which kernels run (AVX-512, VNNI, BF16, AMX)."""
+    import os
+
+    info: dict[str, Any] = {"machine": platform.machine(), "logical_cpus": os.cpu_count(), "cpu": platform.processor()}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            text = f.read()
+    except OSError:
+        return info
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name":
+            info["cpu"] = value.strip()
+        elif key == "flags":
+            flags = set(value.split())
+            info["isa"] = sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16",
+                                          "amx_int8", "avx512_fp16"})
+            break
+    return info
+
+
+def random_pixels(batch_size: int, size: int, seed: int = 0) -> np.ndarray:
+    """uint8 NHWC RGB crops, what a backend's ``__call__`` takes; random, since speed does not depend on content."""
+    return np.random.default_rng(seed).integers(0, 256, (batch_size, size, size, 3), dtype=np.uint8)
+
+
+def benchmark_backend(
+    backend: Any,
+    *,
+    input_size: int,
+    batch_size: int = 1,
+    iterations: int | None = None,
+    time_s: float | None = None,
+    warmup: int = 2,
+    streams: int = 1,
+    config: dict[str, Any] | None = None,
+) -> BenchResult:
+    """Benchmark an :mod:`effnet.backends` backend on random crops, preprocessing-free (crops are ready).
+
+    Each call includes the backend's own normalization and softmax, as a user's call does.
+    """
+    pixels = random_pixels(batch_size, input_size)
+    cfg = {
+        "backend": getattr(backend, "name", type(backend).__name__),
+        "precision": getattr(backend, "precision", "unknown"),
+        "batch_size": batch_size, "streams": streams, "input_size": input_size,
+        **(config or {}),
+    }
+    details = getattr(backend, "describe", None)
+    if callable(details):
+        cfg["backend_details"] = details()
+    return run_benchmark(lambda: backend(pixels), batch_size=batch_size, iterations=iterations, time_s=time_s,
+                         warmup=warmup, streams=streams, config=cfg)
+
+
+# Fastest measured path per precision on a CPU (docs/performance.md: B5, batch 1, 2 threads, one
+# interleaved run): fp32 openvino 70 ms < onnxruntime 75 < torch compiled 91 < torch fast 111 < torch
+# eager 129; bf16 openvino 40 < torch compiled 54 < torch 73; int8 openvino 33 (the only int8 path).
+# Each entry falls back to the next when its package is missing; compiled torch paths are left out
+# because their first call compiles for 10-30 s.
+_FASTEST: dict[str, tuple[tuple[str, dict[str, Any], str], ...]] = {
+    "fp32": (("openvino", {"precision": "fp32"}, "openvino"), ("onnxruntime", {}, "onnxruntime"),
+             ("torch", {"fast": True}, "torch")),
+    "bf16": (("openvino", {"precision": "bf16"}, "openvino"), ("torch", {"precision": "bf16"}, "torch")),
+    "int8": (("openvino", {"precision": "int8"}, "openvino"),),
+}
+
+
+def fastest_path(precision: str = "fp32") -> tuple[str, dict[str, Any]]:
+    """(backend name, options) of the fastest measured CPU path for ``precision`` that is installed here."""
+    import importlib.util
+
+    if precision not in _FASTEST:
+        raise EffnetError(f"precision must be one of {', '.join(_FASTEST)}, got {precision!r}")
+    for backend, options, package in _FASTEST[precision]:
+        if importlib.util.find_spec(package) is not None:
+            return backend, dict(options)
+    raise EffnetError(f"no installed backend runs {precision}: pip install 'effnet[openvino]'")

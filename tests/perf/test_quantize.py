@@ -1,0 +1,84 @@
+"""`effnet quantize` (NNCF post-training INT8) and the int8 OpenVINO path, on Lite0's real weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from effnet.backends import create_backend
+from tests.perf.perf_helpers import run_batches, top1_agreement
+from tests.testutils import run_cli
+
+pytest.importorskip("nncf", reason="nncf not installed (pip install 'effnet[quantize]')")
+pytest.importorskip("openvino", reason="openvino not installed")
+
+
+@pytest.fixture(scope="module")
+def calibration_images(sample_images: list[Path]) -> list[Path]:
+    """20 of the 100 sample images (every 5th): a small calibration set, as the issue asks."""
+    return sample_images[1::5]
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory, calibration_images, lite0_checkpoint) -> dict:
+    out = tmp_path_factory.mktemp("int8")
+    r = run_cli("quantize", "--model", "efficientnet-lite0", "--calibration", *map(str, calibration_images),
+                "--subset-size", "20", "--bias-correction", "full", "-o", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)  # stdout is the JSON alone: NNCF's progress bars go to stderr
+
+
+def test_quantize_writes_an_int8_ir(quantized):
+    xml = Path(quantized["path"])
+    assert xml.is_file() and xml.with_suffix(".bin").is_file()
+    assert quantized["calibration_images"] == 20 and not quantized["skipped_images"]
+    assert quantized["quantized_ops"]["Convolution"] > 0 and quantized["quantized_ops"]["GroupConvolution"] > 0
+    assert "FakeQuantize" in xml.read_text()
+    meta = json.loads((xml.parent / "quantize.json").read_text())
+    assert meta["settings"]["preset"] == "performance" and meta["settings"]["model_type"] is None
+    assert meta["settings"]["fast_bias_correction"] is False
+
+
+def test_int8_top1_agreement_on_lite0(quantized, lite0_source, sample_crops, fp32_probs):
+    """>= 97 % of the 100 sample images keep their fp32 top-1 (measured 98-99 % with full bias correction)."""
+    backend = create_backend("openvino", lite0_source, precision="int8", model_path=quantized["path"])
+    assert backend.precision == "int8"
+    agreement, flips = top1_agreement(run_batches(backend, sample_crops), fp32_probs)
+    assert agreement >= 0.97, f"int8 top-1 agreement {agreement:.0%}, flipped images {flips}"
+
+
+def test_bench_runs_the_int8_ir(quantized):
+    r = run_cli("bench", "--model", "efficientnet-lite0", "--backend", "openvino", "--precision", "int8",
+                "--model-path", quantized["path"], "--float-precision", "bf16", "--iterations", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads(r.stdout)["config"]
+    assert cfg["precision"] == "int8" and cfg["backend_details"]["inference_precision"] == "bf16"
+
+
+def test_quantize_into_the_cache_is_found_by_precision_int8(tmp_path, calibration_images, lite0_checkpoint):
+    env = {"EFFNET_HOME": str(tmp_path)}
+    missing = run_cli("bench", "--model", "efficientnet-lite0", "--backend", "openvino", "--precision", "int8",
+                      "--iterations", "1", env=env)
+    assert missing.returncode == 1 and "effnet quantize" in missing.stderr and "Traceback" not in missing.stderr
+    r = run_cli("quantize", "--model", "efficientnet-lite0", "--calibration", *map(str, calibration_images[:4]),
+                "--subset-size", "4", env=env)
+    assert r.returncode == 0, r.stderr
+    assert Path(r.stdout.splitlines()[0]).is_relative_to(tmp_path)
+    found = run_cli("bench", "--model", "efficientnet-lite0", "--backend", "openvino", "--precision", "int8",
+                    "--iterations", "1", "--json", env=env)
+    assert found.returncode == 0, found.stderr
+    assert json.loads(found.stdout)["config"]["precision"] == "int8"
+
+
+def test_quantize_errors_are_one_line(tmp_path, lite0_checkpoint):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = run_cli("quantize", "--model", "efficientnet-lite0", "--calibration", str(empty), "-o", str(tmp_path / "o"))
+    assert r.returncode == 1 and "no images found" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("quantize", "--model", "efficientnet-lite0", "--calibration", str(tmp_path / "nope"))
+    assert r.returncode == 1 and "does not exist" in r.stderr
+    r = run_cli("quantize", "--model", "efficientnet-lite0", "--calibration", str(empty), "--subset-size", "0")
+    assert r.returncode == 2
+    assert not (tmp_path / "o").exists()  # nothing half-written
