@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
 from tests.testutils import SAMPLE, randomize_batchnorm
+
+_HOME: str | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A fresh EFFNET_HOME for the session (and the CLI subprocesses it starts): tests never read or
+    fill the user's cache, so CI on a clean machine sees what a developer's run sees."""
+    global _HOME
+    _HOME = tempfile.mkdtemp(prefix="effnet-test-home-")
+    os.environ["EFFNET_HOME"] = _HOME
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _HOME:
+        shutil.rmtree(_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
