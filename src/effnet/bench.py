@@ -213,26 +213,11 @@ def benchmark_backend(
                          warmup=warmup, streams=streams, config=cfg)
 
 
-# Fastest measured path per precision on a CPU (docs/performance.md: B5, batch 1, 2 threads, one
-# interleaved run): fp32 openvino 70 ms < onnxruntime 75 < torch compiled 91 < torch fast 111 < torch
-# eager 129; bf16 openvino 40 < torch compiled 54 < torch 73; int8 openvino 33 (the only int8 path).
-# Each entry falls back to the next when its package is missing; compiled torch paths are left out
-# because their first call compiles for 10-30 s.
-_FASTEST: dict[str, tuple[tuple[str, dict[str, Any], str], ...]] = {
-    "fp32": (("openvino", {"precision": "fp32"}, "openvino"), ("onnxruntime", {}, "onnxruntime"),
-             ("torch", {"fast": True}, "torch")),
-    "bf16": (("openvino", {"precision": "bf16"}, "openvino"), ("torch", {"precision": "bf16"}, "torch")),
-    "int8": (("openvino", {"precision": "int8"}, "openvino"),),
-}
-
-
 def fastest_path(precision: str = "fp32") -> tuple[str, dict[str, Any]]:
-    """(backend name, options) of the fastest measured CPU path for ``precision`` that is installed here."""
-    import importlib.util
+    """(backend name, options) of the fastest measured CPU path for ``precision`` that is installed here.
 
-    if precision not in _FASTEST:
-        raise EffnetError(f"precision must be one of {', '.join(_FASTEST)}, got {precision!r}")
-    for backend, options, package in _FASTEST[precision]:
-        if importlib.util.find_spec(package) is not None:
-            return backend, dict(options)
-    raise EffnetError(f"no installed backend runs {precision}: pip install 'effnet[openvino]'")
+    The table lives with the backends (:data:`effnet.backends.FASTEST`), where ``--backend auto`` uses it.
+    """
+    from .backends import resolve_auto
+
+    return resolve_auto(precision)

@@ -104,3 +104,34 @@ def test_missing_backend_package_names_the_extra(lite0_source, monkeypatch, tmp_
     with pytest.raises(EffnetError, match=rf"needs the Python package '{package}'.*pip install 'effnet\[{extra}\]'"):
         create_backend(backend, lite0_source, cache_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_every_backend_takes_normalized_tensors(lite0_source, sample_images, export_cache):
+    """`infer_normalized` (the KServe v2 tensor path) gives each backend the PyTorch model's input convention."""
+    from effnet.preprocess import normalize
+
+    p = lite0_source.preprocess
+    crops = np.stack([np.asarray(resize_crop(load_image(f), p)) for f in sample_images[:4]])
+    x = np.stack([normalize(c, p) for c in crops])
+    reference = create_backend("torch", lite0_source)(crops)
+    for name in BACKENDS:
+        options = {} if name == "torch" else {"cache_dir": export_cache}
+        got = create_backend(name, lite0_source, **options).infer_normalized(x)
+        assert np.abs(got - reference).max() < 1e-5, name
+
+
+def test_auto_picks_the_fastest_installed_backend(lite0_source, export_cache, monkeypatch):
+    import importlib.util
+
+    from effnet.backends import FASTEST, resolve_auto
+
+    backend = create_backend("auto", lite0_source, cache_dir=export_cache)
+    assert (backend.name, backend.precision) == ("openvino", "fp32")  # openvino is installed by the setup
+    assert resolve_auto("bf16") == ("openvino", {"precision": "bf16"})
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "openvino" else real(n, *a))
+    assert resolve_auto("fp32") == FASTEST["fp32"][1]  # falls back to onnxruntime
+    with pytest.raises(EffnetError, match="effnet\\[openvino\\]"):
+        resolve_auto("int8")
+    with pytest.raises(EffnetError, match="precision must be one of"):
+        resolve_auto("int3")

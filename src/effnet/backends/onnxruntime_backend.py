@@ -77,7 +77,11 @@ class OnnxRuntimeBackend:
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         pixels = check_crops(pixels, self.preprocess.input_size, self.name)
-        x = normalize_batch(pixels, self.preprocess)
+        return self.infer_normalized(normalize_batch(pixels, self.preprocess))
+
+    def infer_normalized(self, x: np.ndarray) -> np.ndarray:
+        """float32 NCHW normalized input (the ONNX graph's own convention) -> probabilities."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
         try:
             (probs,) = self.session.run(None, {self._input: x})
         except self._errors as e:  # e.g. InvalidArgument on a shape the graph does not take

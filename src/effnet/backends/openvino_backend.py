@@ -125,7 +125,23 @@ class OpenVINOBackend:
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         pixels = check_crops(pixels, self.preprocess.input_size, self.name)
-        x = bgr_nchw(pixels)
+        return self._infer(bgr_nchw(pixels))
+
+    def infer_normalized(self, x: np.ndarray) -> np.ndarray:
+        """float32 NCHW normalized input (the PyTorch model's convention) -> probabilities.
+
+        Undoes the normalization (x * std + mean) and flips to BGR, because the IR takes raw BGR
+        pixels with mean/scale inside; in float32 this round trip moves the result by ~1e-6.
+        """
+        p = self.preprocess
+        x = np.asarray(x, dtype=np.float32)
+        raw = x * np.asarray(p.std, dtype=np.float32).reshape(1, 3, 1, 1) + np.asarray(
+            p.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+        if p.channel_order == "RGB":
+            raw = raw[:, ::-1]
+        return self._infer(np.ascontiguousarray(raw))
+
+    def _infer(self, x: np.ndarray) -> np.ndarray:
         request = self._requests.get()
         try:
             request.infer({0: x})

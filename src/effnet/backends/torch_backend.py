@@ -76,3 +76,11 @@ class TorchBackend:
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         return torch.softmax(self.logits(pixels).float(), dim=1).cpu().numpy()
+
+    @torch.inference_mode()
+    def infer_normalized(self, x: np.ndarray) -> np.ndarray:
+        """float32 NCHW normalized input (the model's own convention) -> probabilities."""
+        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
+        if self._channels_last:
+            t = t.contiguous(memory_format=torch.channels_last)
+        return torch.softmax(self.model(t).float(), dim=1).cpu().numpy()

@@ -43,6 +43,19 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                         "record name; default: the model's default record, downloaded once into the cache")
 
 
+def add_backend_arguments(p: argparse.ArgumentParser) -> None:
+    """--backend / --precision, shared by classify, eval and serve."""
+    from ..backends import available_backends
+
+    p.add_argument("--backend", default="auto",
+                   help=f"inference backend: auto, {', '.join(available_backends())}. auto (default) is the "
+                        "fastest installed one measured for the precision (docs/performance.md): openvino, "
+                        "else onnxruntime, else torch")
+    p.add_argument("--precision", default=None,
+                   help="fp32 (default), bf16 or int8 where the backend runs it; always set explicitly, "
+                        "never a silent bf16")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -15,14 +15,13 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from ..backends import available_backends
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..evaluate import EvalReport, Progress
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from . import add_model_arguments
+    from . import add_backend_arguments, add_model_arguments
 
     p = sub.add_parser("eval", help="measure top-1 / top-5 accuracy on ImageNet", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -30,11 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_model_arguments(p)
     p.add_argument("--annotations", metavar="FILE", default=None,
                    help="labels for a folder of images: '<file name> <class index>' per line (OMZ/Caffe val.txt)")
-    p.add_argument("--backend", default="torch", help=f"inference backend: {', '.join(available_backends())} "
-                                                      "(default: %(default)s)")
-    p.add_argument("--precision", default=None,
-                   help="inference precision passed to the backend (e.g. fp32; default: the backend's own, "
-                        "which the report states)")
+    add_backend_arguments(p)
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default: %(default)s)")
     p.add_argument("--workers", type=int, default=None,
                    help="image decoding threads, running ahead of the model (default: min(4, CPU count))")

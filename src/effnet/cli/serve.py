@@ -13,15 +13,12 @@ import importlib.util
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from ..backends import available_backends
-    from . import add_model_arguments
+    from . import add_backend_arguments, add_model_arguments
 
     p = sub.add_parser("serve", help="run an HTTP inference server", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(p)
-    p.add_argument("--backend", default="torch", help=f"inference backend: {', '.join(available_backends())} "
-                                                      "(the v2 tensor API needs torch)")
-    p.add_argument("--precision", default=None, help="backend precision, e.g. fp32 (default: the backend's)")
+    add_backend_arguments(p)
     p.add_argument("--name", default=None, help="model name in the v2 API (default: the --model name)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default: %(default)s)")

@@ -217,7 +217,7 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> Starlet
         check_model(request)
         if not model.accepts_tensors:
             raise ApiError(501, "unsupported", f"the {info.backend} backend takes image pixels, not normalized "
-                                               "tensors: serve with --backend torch for the v2 tensor API")
+                                               "tensors: serve with --backend torch, onnxruntime or openvino for the v2 tensor API")
         async with admitted():
             body = await read_body(request)
             parsed = await in_thread(kserve.parse_infer_request, body,

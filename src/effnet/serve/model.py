@@ -4,8 +4,8 @@
 server's answers are the library's answers: images go through
 ``Classifier.crop`` and ``Classifier.probabilities`` (exactly what
 ``effnet classify`` runs), and labels through ``Classifier.top_k``. The KServe
-v2 tensor path takes the normalized NCHW float tensor the PyTorch model takes,
-so it calls the torch backend's model directly.
+v2 tensor path takes the normalized NCHW float tensor the PyTorch model takes;
+every backend accepts it through ``Backend.infer_normalized``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from ..predict import Classifier, Prediction
 
 
 class TensorInputUnsupported(RuntimeError):
-    """The backend cannot take a normalized float tensor (only the torch backend can)."""
+    """The backend cannot take a normalized float tensor (it has no ``infer_normalized``)."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class ServedModel:
             precision=getattr(classifier.backend, "precision", "?"), weights=weights,
             channel_order=p.channel_order, mean=tuple(p.mean), std=tuple(p.std),
         )
-        self._tensor_runner = _torch_tensor_runner(classifier.backend)
+        self._tensor_runner = _tensor_runner(classifier.backend)
 
     @property
     def accepts_tensors(self) -> bool:
@@ -78,7 +78,7 @@ class ServedModel:
         if self._tensor_runner is None:
             raise TensorInputUnsupported(
                 f"the {self.info.backend} backend takes image pixels, not normalized tensors; "
-                "serve with --backend torch for the v2 tensor API"
+                "serve with another --backend for the v2 tensor API"
             )
         return self._tensor_runner(x)
 
@@ -86,20 +86,7 @@ class ServedModel:
         return self.classifier.top_k(probs, k)
 
 
-def _torch_tensor_runner(backend: object) -> Callable[[np.ndarray], np.ndarray] | None:
-    """softmax(model(x)) for a backend that holds a torch module, else None."""
-    model = getattr(backend, "model", None)
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a core dependency
-        return None
-    if not isinstance(model, torch.nn.Module):
-        return None
-    device = getattr(backend, "device", torch.device("cpu"))
-
-    @torch.inference_mode()
-    def run(x: np.ndarray) -> np.ndarray:
-        logits = model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device))
-        return torch.softmax(logits.float(), dim=1).cpu().numpy()  # as TorchBackend.__call__ does
-
-    return run
+def _tensor_runner(backend: object) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The backend's normalized-tensor entry point (``Backend.infer_normalized``), if it has one."""
+    run = getattr(backend, "infer_normalized", None)
+    return run if callable(run) else None
