@@ -26,7 +26,7 @@ class UsageError(EffnetError):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="effnet", description="EfficientNet-B5 ImageNet classifier: classify, inspect, manage weights."
+        prog="effnet", description="EfficientNet-B5 ImageNet classifier: classify, evaluate, export, benchmark, quantize and serve it."
     )
     parser.add_argument("--version", action="version", version=f"effnet {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
