@@ -47,7 +47,9 @@ def test_containers_and_dataparallel_prefix(lite0, tmp_path):
 def test_missing_num_batches_tracked_is_tolerated(lite0, tmp_path):
     path = tmp_path / "no_nbt.pth"
     torch.save({k: v for k, v in lite0.state_dict().items() if not k.endswith("num_batches_tracked")}, path)
-    effnet.create_model("efficientnet-lite0", pretrained=path)
+    loaded = effnet.create_model("efficientnet-lite0", pretrained=path)
+    assert torch.equal(loaded.head.bn.running_var, lite0.head.bn.running_var)
+    assert torch.equal(loaded.stem.conv.weight, lite0.stem.conv.weight)
 
 
 def test_wrong_keys_and_shapes_are_all_listed_at_once(lite0, tmp_path):
