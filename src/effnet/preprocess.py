@@ -141,13 +141,13 @@ def resize_crop(image: Image.Image, p: Preprocess) -> Image.Image:
 
 
 def normalize(pixels: np.ndarray, p: Preprocess) -> np.ndarray:
-    """HWC uint8 RGB -> CHW float32 ``(x - mean) / std`` in ``p.channel_order``."""
+    """HWC (or NHWC batch) uint8 RGB -> CHW (NCHW) float32 ``(x - mean) / std`` in ``p.channel_order``."""
     x = pixels.astype(np.float32)
     x -= np.asarray(p.mean, dtype=np.float32)
     x /= np.asarray(p.std, dtype=np.float32)
     if p.channel_order == "BGR":
         x = x[..., ::-1]
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
+    return np.ascontiguousarray(np.moveaxis(x, -1, -3))
 
 
 def preprocess(source: ImageSource, p: Preprocess) -> np.ndarray:

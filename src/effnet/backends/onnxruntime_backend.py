@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import EffnetError
 from ..export import exported_artifact, require
-from ..weights.records import Preprocess
+from ..preprocess import normalize
 from . import ModelSource
 
 INSTALL_EXTRA = "onnx"
@@ -23,19 +23,6 @@ def check_crops(pixels: np.ndarray, input_size: int, backend: str) -> np.ndarray
             f"(NHWC, N >= 1), got {list(pixels.shape)}"
         )
     return pixels
-
-
-def normalize_batch(pixels: np.ndarray, p: Preprocess) -> np.ndarray:
-    """uint8 NHWC RGB -> float32 NCHW ``(x - mean) / std`` in ``p.channel_order``.
-
-    The batch form of :func:`effnet.preprocess.normalize`, same arithmetic.
-    """
-    x = pixels.astype(np.float32)
-    x -= np.asarray(p.mean, dtype=np.float32)
-    x /= np.asarray(p.std, dtype=np.float32)
-    if p.channel_order == "BGR":
-        x = x[..., ::-1]
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
 class OnnxRuntimeBackend:
@@ -77,7 +64,7 @@ class OnnxRuntimeBackend:
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         pixels = check_crops(pixels, self.preprocess.input_size, self.name)
-        return self.infer_normalized(normalize_batch(pixels, self.preprocess))
+        return self.infer_normalized(normalize(pixels, self.preprocess))
 
     def infer_normalized(self, x: np.ndarray) -> np.ndarray:
         """float32 NCHW normalized input (the ONNX graph's own convention) -> probabilities."""
