@@ -32,9 +32,10 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -75,8 +76,15 @@ def lscpu() -> str:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
         return json.dumps(machine_description())
-    keep = ("Model name", "CPU(s)", "Thread(s) per core", "Core(s) per socket", "L2 cache", "L3 cache",
-            "Hypervisor vendor")
+    keep = (
+        "Model name",
+        "CPU(s)",
+        "Thread(s) per core",
+        "Core(s) per socket",
+        "L2 cache",
+        "L3 cache",
+        "Hypervisor vendor",
+    )
     lines = [line for line in out.splitlines() if line.split(":")[0].strip() in keep]
     isa = machine_description().get("isa", [])
     return "\n".join(lines + [f"ISA (subset):                            {' '.join(isa)}"])
@@ -85,6 +93,7 @@ def lscpu() -> str:
 # ------------------------------------------------------------------------------------------------
 # Peers
 # ------------------------------------------------------------------------------------------------
+
 
 def reference_model(model_name: str) -> torch.nn.Module:
     """gen-efficientnet's TF-ported model of the same variant (efficientnet-b5 -> tf_efficientnet_b5)."""
@@ -105,8 +114,9 @@ def plain_onnx(model: torch.nn.Module, size: int, batch: int, path: Path) -> Pat
         warnings.simplefilter("ignore")
         # dynamo=True (torch's new default) needs onnxscript; the TorchScript exporter is what
         # most published exports of this model were made with.
-        torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=17, input_names=["data"],
-                          output_names=["logits"])
+        torch.onnx.export(
+            model, (x,), str(path), dynamo=False, opset_version=17, input_names=["data"], output_names=["logits"]
+        )
     return path
 
 
@@ -123,6 +133,7 @@ def peer_paths(model_name: str, size: int, batch: int, threads: int, workdir: Pa
         def call() -> Any:
             with torch.inference_mode():
                 return ref(inp)
+
         return call
 
     paths.append(Timed("geffnet eager", "peer", "fp32", eager(x), "reference model, NCHW input"))
@@ -134,26 +145,42 @@ def peer_paths(model_name: str, size: int, batch: int, threads: int, workdir: Pa
     so.intra_op_num_threads = threads
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
-    paths.append(Timed("ONNX Runtime (plain export)", "peer", "fp32", lambda: sess.run(None, {"data": xn}),
-                       f"onnxruntime {ort.__version__}, intra_op_num_threads={threads}"))
+    paths.append(
+        Timed(
+            "ONNX Runtime (plain export)",
+            "peer",
+            "fp32",
+            lambda: sess.run(None, {"data": xn}),
+            f"onnxruntime {ort.__version__}, intra_op_num_threads={threads}",
+        )
+    )
 
     core = ov.Core()
     ov_model = core.read_model(str(onnx_path))
-    for label, config in (("OpenVINO default (plain export)", {}),
-                          ("OpenVINO f32 (plain export)", {"INFERENCE_PRECISION_HINT": "f32"})):
+    for label, config in (
+        ("OpenVINO default (plain export)", {}),
+        ("OpenVINO f32 (plain export)", {"INFERENCE_PRECISION_HINT": "f32"}),
+    ):
         compiled = core.compile_model(ov_model, "CPU", {"INFERENCE_NUM_THREADS": threads, **config})
         request = compiled.create_infer_request()
         actual = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
         precision = {"<Type: 'bfloat16'>": "bf16", "<Type: 'float32'>": "fp32"}.get(actual, actual)
-        paths.append(Timed(label, "peer", precision, (lambda r: lambda: r.infer({0: xn}))(request),
-                           f"openvino {ov.__version__}, INFERENCE_PRECISION_HINT={actual} "
-                           f"({'default' if not config else 'set'})"))
+        paths.append(
+            Timed(
+                label,
+                "peer",
+                precision,
+                (lambda r: lambda: r.infer({0: xn}))(request),
+                f"openvino {ov.__version__}, INFERENCE_PRECISION_HINT={actual} ({'default' if not config else 'set'})",
+            )
+        )
     return paths
 
 
 # ------------------------------------------------------------------------------------------------
 # effnet paths
 # ------------------------------------------------------------------------------------------------
+
 
 def effnet_paths(args: argparse.Namespace, source: Any, size: int, workdir: Path) -> list[Timed]:
     pixels = random_pixels(args.batch_size, size)
@@ -166,13 +193,23 @@ def effnet_paths(args: argparse.Namespace, source: Any, size: int, workdir: Path
         ("effnet openvino bf16", "openvino", {"precision": "bf16"}),
     ]
     if not args.no_compile:
-        specs[3:3] = [("effnet torch compiled", "torch", {"precision": "fp32", "compile": True}),
-                      ("effnet torch bf16 compiled", "torch", {"precision": "bf16", "compile": True})]
+        specs[3:3] = [
+            ("effnet torch compiled", "torch", {"precision": "fp32", "compile": True}),
+            ("effnet torch bf16 compiled", "torch", {"precision": "bf16", "compile": True}),
+        ]
     if args.int8 is not None:
-        specs += [("effnet openvino int8", "openvino",
-                   {"precision": "int8", "model_path": args.int8, "float_precision": "bf16"}),
-                  ("effnet openvino int8 (float parts fp32)", "openvino",
-                   {"precision": "int8", "model_path": args.int8, "float_precision": "fp32"})]
+        specs += [
+            (
+                "effnet openvino int8",
+                "openvino",
+                {"precision": "int8", "model_path": args.int8, "float_precision": "bf16"},
+            ),
+            (
+                "effnet openvino int8 (float parts fp32)",
+                "openvino",
+                {"precision": "int8", "model_path": args.int8, "float_precision": "fp32"},
+            ),
+        ]
     out = []
     for name, backend_name, options in specs:
         if args.only and not any(s in name for s in args.only):
@@ -187,8 +224,16 @@ def effnet_paths(args: argparse.Namespace, source: Any, size: int, workdir: Path
             log(f"  skipped {name}: {e}")
             continue
         details = backend.describe() if hasattr(backend, "describe") else {}
-        out.append(Timed(name, "effnet", backend.precision, (lambda b: lambda: b(pixels))(backend),
-                         json.dumps(details) if details else "", build_s=time.perf_counter() - t))
+        out.append(
+            Timed(
+                name,
+                "effnet",
+                backend.precision,
+                (lambda b: lambda: b(pixels))(backend),
+                json.dumps(details) if details else "",
+                build_s=time.perf_counter() - t,
+            )
+        )
     return out
 
 
@@ -201,14 +246,17 @@ def make_int8(args: argparse.Namespace, source: Any, workdir: Path) -> str | Non
 
     log(f"quantizing to INT8 with NNCF on {args.calibration} (subset {args.subset_size})")
     report = quantize_openvino(source, args.calibration, subset_size=args.subset_size, output_dir=workdir / "int8")
-    log(f"  {report.calibration_images} images, {report.seconds:.0f} s; int8 inputs {report.quantized_ops}, "
-        f"float inputs {report.float_ops}")
+    log(
+        f"  {report.calibration_images} images, {report.seconds:.0f} s; int8 inputs {report.quantized_ops}, "
+        f"float inputs {report.float_ops}"
+    )
     return str(report.path)
 
 
 # ------------------------------------------------------------------------------------------------
 # Interleaved timing and the table
 # ------------------------------------------------------------------------------------------------
+
 
 def interleave(paths: list[Timed], rounds: int, per_round: int, warmup: int) -> None:
     for p in paths:
@@ -219,7 +267,7 @@ def interleave(paths: list[Timed], rounds: int, per_round: int, warmup: int) -> 
             p.call()
         log(f"warm: {p.name} (first call {p.first_ms:.0f} ms)")
     for r in range(rounds):
-        order = paths[r % len(paths):] + paths[:r % len(paths)]  # rotate: no path always runs first
+        order = paths[r % len(paths) :] + paths[: r % len(paths)]  # rotate: no path always runs first
         for p in order:
             ts = []
             for _ in range(per_round):
@@ -232,7 +280,7 @@ def interleave(paths: list[Timed], rounds: int, per_round: int, warmup: int) -> 
 
 def paired_ratio(a: Timed, b: Timed) -> float:
     """Median over rounds of (a's round median / b's round median)."""
-    return float(np.median([np.median(x) / np.median(y) for x, y in zip(a.times, b.times)]))
+    return float(np.median([np.median(x) / np.median(y) for x, y in zip(a.times, b.times, strict=True)]))
 
 
 def fastest(paths: list[Timed], group: str, precision: str) -> Timed | None:
@@ -260,11 +308,23 @@ def render(paths: list[Timed], args: argparse.Namespace, meta: dict) -> tuple[st
         s = latency_stats(p.all_ms)
         r_ort = paired_ratio(p, base) if base else float("nan")
         r_ov = paired_ratio(p, ovd) if ovd else float("nan")
-        rows.append({"name": p.name, "group": p.group, "precision": p.precision, "note": p.note,
-                     "ms_per_img": {k: v / batch for k, v in s.items()}, "ratio_vs_ort_plain": r_ort,
-                     "ratio_vs_ov_default": r_ov, "first_call_ms": p.first_ms, "build_s": p.build_s})
-        lines.append(f"| {p.name} | {p.precision} | {s['median'] / batch:.1f} | {s['min'] / batch:.1f} | "
-                     f"{s['p90'] / batch:.1f} | {r_ort:.2f} | {r_ov:.2f} | {p.first_ms:.0f} |")
+        rows.append(
+            {
+                "name": p.name,
+                "group": p.group,
+                "precision": p.precision,
+                "note": p.note,
+                "ms_per_img": {k: v / batch for k, v in s.items()},
+                "ratio_vs_ort_plain": r_ort,
+                "ratio_vs_ov_default": r_ov,
+                "first_call_ms": p.first_ms,
+                "build_s": p.build_s,
+            }
+        )
+        lines.append(
+            f"| {p.name} | {p.precision} | {s['median'] / batch:.1f} | {s['min'] / batch:.1f} | "
+            f"{s['p90'] / batch:.1f} | {r_ort:.2f} | {r_ov:.2f} | {p.first_ms:.0f} |"
+        )
 
     targets = []
 
@@ -273,15 +333,28 @@ def render(paths: list[Timed], args: argparse.Namespace, meta: dict) -> tuple[st
             targets.append({"target": label, "measured": None, "limit": limit, "met": None})
             return
         r = paired_ratio(a, b)
-        targets.append({"target": label, "path": a.name, "peer": b.name, "measured": r, "limit": limit,
-                        "met": r <= limit if lower_is_better else r >= limit})
+        targets.append(
+            {
+                "target": label,
+                "path": a.name,
+                "peer": b.name,
+                "measured": r,
+                "limit": limit,
+                "met": r <= limit if lower_is_better else r >= limit,
+            }
+        )
 
-    target("effnet fp32 (fastest) <= 0.75x ONNX Runtime fp32 (plain export)",
-           fastest(paths, "effnet", "fp32"), base, 0.75)
+    target(
+        "effnet fp32 (fastest) <= 0.75x ONNX Runtime fp32 (plain export)", fastest(paths, "effnet", "fp32"), base, 0.75
+    )
     target("effnet bf16 (fastest) <= 0.8x OpenVINO default (bf16)", fastest(paths, "effnet", "bf16"), ovd, 0.8)
     target("effnet int8 <= 0.5x OpenVINO default (bf16)", fastest(paths, "effnet", "int8"), ovd, 0.5)
-    target("effnet torch eager fp32 <= 1.0x geffnet eager (issue 2)", by_name(paths, "effnet torch eager"),
-           by_name(paths, "geffnet eager"), 1.0)
+    target(
+        "effnet torch eager fp32 <= 1.0x geffnet eager (issue 2)",
+        by_name(paths, "effnet torch eager"),
+        by_name(paths, "geffnet eager"),
+        1.0,
+    )
     lines += ["", "| target | path | measured ratio | met |", "| --- | --- | ---: | --- |"]
     for t in targets:
         m = "n/a" if t["measured"] is None else f"{t['measured']:.2f}"
@@ -295,6 +368,7 @@ def render(paths: list[Timed], args: argparse.Namespace, meta: dict) -> tuple[st
 # ------------------------------------------------------------------------------------------------
 # classify throughput vs pure inference
 # ------------------------------------------------------------------------------------------------
+
 
 def classify_section(args: argparse.Namespace, source: Any, weights: str) -> tuple[str, dict]:
     """images/s of Classifier.iter_classify on a folder vs the same backend's pure inference images/s."""
@@ -323,8 +397,9 @@ def classify_section(args: argparse.Namespace, source: Any, weights: str) -> tup
         c = n / (time.perf_counter() - t)
         p2 = pure(min(len(images), 20))
         pure_ips = (p1 + p2) / 2
-        results.append({"options": options, "pure_img_s": pure_ips, "classify_img_s": c, "ratio": c / pure_ips,
-                        "images": n})
+        results.append(
+            {"options": options, "pure_img_s": pure_ips, "classify_img_s": c, "ratio": c / pure_ips, "images": n}
+        )
         lines.append(f"| {json.dumps(options)} | {pure_ips:.2f} | {c:.2f} | {c / pure_ips:.2f} |")
     return "\n".join(lines) + "\n", {"classify": results}
 
@@ -333,6 +408,7 @@ def classify_section(args: argparse.Namespace, source: Any, weights: str) -> tup
 # OpenVINO per-layer profile: why int8 is (not) faster than bf16
 # ------------------------------------------------------------------------------------------------
 
+
 def profile_openvino(xml_paths: dict[str, tuple[str, dict]], size: int, threads: int, runs: int = 5) -> str:
     import openvino as ov
 
@@ -340,8 +416,9 @@ def profile_openvino(xml_paths: dict[str, tuple[str, dict]], size: int, threads:
     x = np.random.default_rng(0).uniform(0, 255, (1, 3, size, size)).astype(np.float32)
     lines = []
     for label, (xml, config) in xml_paths.items():
-        compiled = core.compile_model(core.read_model(xml), "CPU",
-                                      {"PERF_COUNT": True, "INFERENCE_NUM_THREADS": threads, **config})
+        compiled = core.compile_model(
+            core.read_model(xml), "CPU", {"PERF_COUNT": True, "INFERENCE_NUM_THREADS": threads, **config}
+        )
         req = compiled.create_infer_request()
         totals: dict[tuple[str, str], list[float]] = {}
         for i in range(runs + 1):
@@ -355,8 +432,12 @@ def profile_openvino(xml_paths: dict[str, tuple[str, dict]], size: int, threads:
                 totals.setdefault(key, [0.0] * runs)[i - 1] += info.real_time.total_seconds() * 1e3
         med = sorted(((float(np.median(v)), k) for k, v in totals.items()), reverse=True)
         total = sum(m for m, _ in med)
-        lines += [f"**{label}** (sum of layer medians {total:.1f} ms)", "",
-                  "| layer type | kernel (exec type) | ms | share |", "| --- | --- | ---: | ---: |"]
+        lines += [
+            f"**{label}** (sum of layer medians {total:.1f} ms)",
+            "",
+            "| layer type | kernel (exec type) | ms | share |",
+            "| --- | --- | ---: | ---: |",
+        ]
         lines += [f"| {k[0]} | {k[1]} | {m:.1f} | {m / total:.0%} |" for m, k in med[:14]]
         lines.append("")
     return "\n".join(lines)
@@ -365,6 +446,7 @@ def profile_openvino(xml_paths: dict[str, tuple[str, dict]], size: int, threads:
 # ------------------------------------------------------------------------------------------------
 # GPU section
 # ------------------------------------------------------------------------------------------------
+
 
 def gpu_section(args: argparse.Namespace, source: Any) -> tuple[str, dict]:
     if not torch.cuda.is_available():
@@ -377,7 +459,8 @@ def gpu_section(args: argparse.Namespace, source: Any) -> tuple[str, dict]:
     ref = reference_model(source.model).to(dev)
     ours = fold_batchnorm(effnet.create_model(source.model, pretrained=source.checkpoint or False)).to(dev)
     ours_cl = fold_batchnorm(effnet.create_model(source.model, pretrained=source.checkpoint or False)).to(
-        dev, memory_format=torch.channels_last)
+        dev, memory_format=torch.channels_last
+    )
     rows, lines = [], ["| path | batch | ms/batch median | img/s |", "| --- | ---: | ---: | ---: |"]
     for batch in (1, args.gpu_large_batch):
         x = torch.randn(batch, 3, size, size, device=dev)
@@ -416,6 +499,7 @@ def _autocast(model: Callable, x: torch.Tensor, dtype: torch.dtype) -> Any:
 
 # ------------------------------------------------------------------------------------------------
 
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="efficientnet-b5")
@@ -432,11 +516,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="*", default=None, help="effnet paths whose names contain one of these")
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--images", default=None, help="folder for the classify-vs-inference section")
-    ap.add_argument("--classify-options", default='[{"backend": "torch"}]',
-                    help="JSON list of Classifier option sets for the classify section")
+    ap.add_argument(
+        "--classify-options",
+        default='[{"backend": "torch"}]',
+        help="JSON list of Classifier option sets for the classify section",
+    )
     ap.add_argument("--profile", action="store_true", help="OpenVINO per-layer profile, bf16 vs int8")
-    ap.add_argument("--gpu", action=argparse.BooleanOptionalAction, default=None,
-                    help="run the GPU section (default: when CUDA is available)")
+    ap.add_argument(
+        "--gpu",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run the GPU section (default: when CUDA is available)",
+    )
     ap.add_argument("--gpu-large-batch", type=int, default=64)
     ap.add_argument("--gpu-iterations", type=int, default=50)
     ap.add_argument("--out", default=None, help="write the markdown report here")
@@ -456,8 +547,13 @@ def main(argv: list[str] | None = None) -> int:
         torch.save(model.state_dict(), weights)
     source = resolve_source(args.model, weights)
     size = source.preprocess.input_size
-    meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "load_before": " ".join(f"{x:.1f}" for x in os.getloadavg()),
-            "lscpu": lscpu(), "python": platform.python_version(), "versions": _versions()}
+    meta = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "load_before": " ".join(f"{x:.1f}" for x in os.getloadavg()),
+        "lscpu": lscpu(),
+        "python": platform.python_version(),
+        "versions": _versions(),
+    }
     args.int8 = make_int8(args, source, workdir)
 
     paths: list[Timed] = []
@@ -469,8 +565,17 @@ def main(argv: list[str] | None = None) -> int:
     meta["load_after"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
     table, data = render(paths, args, meta)
 
-    report = [f"## {args.model}, CPU, batch {args.batch_size}, {args.threads} threads", "", "```", meta["lscpu"],
-              "```", "", f"Versions: {meta['versions']}", "", table]
+    report = [
+        f"## {args.model}, CPU, batch {args.batch_size}, {args.threads} threads",
+        "",
+        "```",
+        meta["lscpu"],
+        "```",
+        "",
+        f"Versions: {meta['versions']}",
+        "",
+        table,
+    ]
     if args.images:
         log("classify section")
         text, extra = classify_section(args, source, weights)
@@ -481,10 +586,18 @@ def main(argv: list[str] | None = None) -> int:
         from effnet.export import exported_artifact
 
         with exported_artifact("openvino", source) as fp32_xml:
-            report += ["### OpenVINO per-layer time, bf16 vs int8 (batch 1)", "",
-                       profile_openvino({"fp32 IR, bf16": (str(fp32_xml), {"INFERENCE_PRECISION_HINT": "bf16"}),
-                                         "INT8 IR (float parts bf16)": (args.int8, {"INFERENCE_PRECISION_HINT": "bf16"})},
-                                        size, args.threads)]
+            report += [
+                "### OpenVINO per-layer time, bf16 vs int8 (batch 1)",
+                "",
+                profile_openvino(
+                    {
+                        "fp32 IR, bf16": (str(fp32_xml), {"INFERENCE_PRECISION_HINT": "bf16"}),
+                        "INT8 IR (float parts bf16)": (args.int8, {"INFERENCE_PRECISION_HINT": "bf16"}),
+                    },
+                    size,
+                    args.threads,
+                ),
+            ]
     if args.gpu or (args.gpu is None and torch.cuda.is_available()):
         log("GPU section")
         text, extra = gpu_section(args, source)

@@ -65,8 +65,12 @@ def start_server(model: str, extra: list[str], log_path: Path) -> tuple[subproce
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
     log = log_path.open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "effnet", "serve", "--model", model, "--port", str(port),
-                             "--no-access-log", *extra], stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "effnet", "serve", "--model", model, "--port", str(port), "--no-access-log", *extra],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=REPO,
+    )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -81,8 +85,9 @@ def start_server(model: str, extra: list[str], log_path: Path) -> tuple[subproce
     sys.exit(f"load_serve: the server was not ready within 300 s:\n{log_path.read_text()}")
 
 
-async def run_load(url: str, payloads: list[bytes], requests: int, concurrency: int,
-                   max_seconds: float) -> tuple[list[float], dict[str, int], float]:
+async def run_load(
+    url: str, payloads: list[bytes], requests: int, concurrency: int, max_seconds: float
+) -> tuple[list[float], dict[str, int], float]:
     latencies: list[float] = []
     failures: dict[str, int] = {}
     next_index = 0
@@ -117,8 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--requests", type=int, default=2000)
     p.add_argument("--concurrency", type=int, default=8)
-    p.add_argument("--images", type=Path, default=SAMPLE if SAMPLE.is_dir() else REPO / "examples",
-                   help="folder of images sent round-robin (default: ../shared/imagenet/sample, else examples/)")
+    p.add_argument(
+        "--images",
+        type=Path,
+        default=SAMPLE if SAMPLE.is_dir() else REPO / "examples",
+        help="folder of images sent round-robin (default: ../shared/imagenet/sample, else examples/)",
+    )
     p.add_argument("--model", default="efficientnet-lite0", help="model of the server this script starts")
     p.add_argument("--server-args", default="", help="extra `effnet serve` arguments, e.g. '--max-batch 16'")
     p.add_argument("--url", default=None, help="use a running server on this machine instead of starting one")
@@ -149,9 +158,10 @@ def main(argv: list[str] | None = None) -> int:
         memory_before = rss_mib(pid)
         batches_before, rows_before = batch_stats(url)
         latencies, failures, elapsed = asyncio.run(
-            run_load(url, payloads, args.requests, args.concurrency, args.max_seconds))
+            run_load(url, payloads, args.requests, args.concurrency, args.max_seconds)
+        )
         memory_after = rss_mib(pid)
-        batches, rows = (a - b for a, b in zip(batch_stats(url), (batches_before, rows_before)))
+        batches, rows = (a - b for a, b in zip(batch_stats(url), (batches_before, rows_before), strict=True))
         model = httpx.get(f"{url}/v1/model", timeout=10).json()
     finally:
         if proc is not None:
@@ -161,29 +171,50 @@ def main(argv: list[str] | None = None) -> int:
     ms = np.asarray(latencies) * 1000 if latencies else np.zeros(1)
     sent = len(latencies) + sum(failures.values())
     result = {
-        "model": model["name"], "weights": model["weights"], "backend": f"{model['backend']} {model['precision']}",
-        "server_max_batch": model["max_batch"], "server_args": args.server_args,
-        "requests": sent, "concurrency": args.concurrency, "ok": len(latencies),
-        "failures": sum(failures.values()), "failures_by_kind": failures,
-        "p50_ms": round(float(np.percentile(ms, 50)), 1), "p90_ms": round(float(np.percentile(ms, 90)), 1),
-        "p99_ms": round(float(np.percentile(ms, 99)), 1), "max_ms": round(float(ms.max()), 1),
-        "throughput_rps": round(len(latencies) / elapsed, 1), "seconds": round(elapsed, 2),
-        "batches": int(batches), "mean_batch": round(rows / batches, 2) if batches else None,
-        "memory_idle": memory_idle, "memory_before": memory_before, "memory_after": memory_after,
-        "images": f"{len(payloads)} files from {args.images}", "cpus": os.cpu_count(),
+        "model": model["name"],
+        "weights": model["weights"],
+        "backend": f"{model['backend']} {model['precision']}",
+        "server_max_batch": model["max_batch"],
+        "server_args": args.server_args,
+        "requests": sent,
+        "concurrency": args.concurrency,
+        "ok": len(latencies),
+        "failures": sum(failures.values()),
+        "failures_by_kind": failures,
+        "p50_ms": round(float(np.percentile(ms, 50)), 1),
+        "p90_ms": round(float(np.percentile(ms, 90)), 1),
+        "p99_ms": round(float(np.percentile(ms, 99)), 1),
+        "max_ms": round(float(ms.max()), 1),
+        "throughput_rps": round(len(latencies) / elapsed, 1),
+        "seconds": round(elapsed, 2),
+        "batches": int(batches),
+        "mean_batch": round(rows / batches, 2) if batches else None,
+        "memory_idle": memory_idle,
+        "memory_before": memory_before,
+        "memory_after": memory_after,
+        "images": f"{len(payloads)} files from {args.images}",
+        "cpus": os.cpu_count(),
     }
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         mem = lambda m: "n/a" if m is None else f"{m['rss_mib']} MiB (peak {m['peak_rss_mib']})"  # noqa: E731
-        print(f"{result['model']} ({result['backend']}, max batch {result['server_max_batch']}) on "
-              f"{result['cpus']} CPUs, {result['images']}")
-        print(f"requests {sent} at concurrency {args.concurrency}: {len(latencies)} ok, "
-              f"{result['failures']} failed {failures or ''}")
-        print(f"latency p50 {result['p50_ms']} ms, p90 {result['p90_ms']} ms, p99 {result['p99_ms']} ms, "
-              f"max {result['max_ms']} ms")
-        print(f"throughput {result['throughput_rps']} req/s over {result['seconds']} s; "
-              f"{result['batches']} batches, mean {result['mean_batch']} images/batch")
+        print(
+            f"{result['model']} ({result['backend']}, max batch {result['server_max_batch']}) on "
+            f"{result['cpus']} CPUs, {result['images']}"
+        )
+        print(
+            f"requests {sent} at concurrency {args.concurrency}: {len(latencies)} ok, "
+            f"{result['failures']} failed {failures or ''}"
+        )
+        print(
+            f"latency p50 {result['p50_ms']} ms, p90 {result['p90_ms']} ms, p99 {result['p99_ms']} ms, "
+            f"max {result['max_ms']} ms"
+        )
+        print(
+            f"throughput {result['throughput_rps']} req/s over {result['seconds']} s; "
+            f"{result['batches']} batches, mean {result['mean_batch']} images/batch"
+        )
         print(f"server memory: idle {mem(memory_idle)}, before {mem(memory_before)}, after {mem(memory_after)}")
     return 1 if failures else 0
 

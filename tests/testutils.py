@@ -32,6 +32,10 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subpro
     """Run `python -m effnet ...` in a subprocess, as a user would."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "effnet", *args], capture_output=True, text=True, env=full_env, timeout=timeout,
+        [sys.executable, "-m", "effnet", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
         cwd=REPO,
     )

@@ -10,8 +10,17 @@ from .model import EfficientNet
 from .specs import VARIANTS, get_variant
 
 __all__ = [
-    "__version__", "create_model", "EfficientNet", "VARIANTS", "get_variant", "Classifier",
-    "EffnetError", "CheckpointError", "ImageError", "UnknownNameError", "WeightsUnavailableError",
+    "__version__",
+    "create_model",
+    "EfficientNet",
+    "VARIANTS",
+    "get_variant",
+    "Classifier",
+    "EffnetError",
+    "CheckpointError",
+    "ImageError",
+    "UnknownNameError",
+    "WeightsUnavailableError",
 ]
 
 

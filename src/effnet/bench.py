@@ -15,9 +15,10 @@ from __future__ import annotations
 import platform
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -33,8 +34,12 @@ def latency_stats(latencies_ms: list[float] | np.ndarray) -> dict[str, float]:
     if a.size == 0:
         raise EffnetError("no latencies to summarize (0 iterations ran)")
     return {
-        "median": float(np.median(a)), "mean": float(a.mean()), "min": float(a.min()), "max": float(a.max()),
-        "p90": float(np.percentile(a, 90)), "p99": float(np.percentile(a, 99)),
+        "median": float(np.median(a)),
+        "mean": float(a.mean()),
+        "min": float(a.min()),
+        "max": float(a.max()),
+        "p90": float(np.percentile(a, 90)),
+        "p99": float(np.percentile(a, 99)),
     }
 
 
@@ -110,8 +115,9 @@ def run_benchmark(
     if time_s is not None and time_s <= 0:
         raise EffnetError(f"time must be > 0 seconds, got {time_s}")
     if streams < 1 or batch_size < 1 or warmup < 0:
-        raise EffnetError(f"streams and batch size must be >= 1 and warm-up >= 0, got {streams}, {batch_size}, "
-                          f"{warmup}")
+        raise EffnetError(
+            f"streams and batch size must be >= 1 and warm-up >= 0, got {streams}, {batch_size}, {warmup}"
+        )
     if iterations is None and time_s is None:
         iterations = 10
 
@@ -173,8 +179,10 @@ def machine_description() -> dict[str, Any]:
             info["cpu"] = value.strip()
         elif key == "flags":
             flags = set(value.split())
-            info["isa"] = sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16",
-                                          "amx_int8", "avx512_fp16"})
+            info["isa"] = sorted(
+                flags
+                & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx512_fp16"}
+            )
             break
     return info
 
@@ -203,14 +211,23 @@ def benchmark_backend(
     cfg = {
         "backend": getattr(backend, "name", type(backend).__name__),
         "precision": getattr(backend, "precision", "unknown"),
-        "batch_size": batch_size, "streams": streams, "input_size": input_size,
+        "batch_size": batch_size,
+        "streams": streams,
+        "input_size": input_size,
         **(config or {}),
     }
     details = getattr(backend, "describe", None)
     if callable(details):
         cfg["backend_details"] = details()
-    return run_benchmark(lambda: backend(pixels), batch_size=batch_size, iterations=iterations, time_s=time_s,
-                         warmup=warmup, streams=streams, config=cfg)
+    return run_benchmark(
+        lambda: backend(pixels),
+        batch_size=batch_size,
+        iterations=iterations,
+        time_s=time_s,
+        warmup=warmup,
+        streams=streams,
+        config=cfg,
+    )
 
 
 def fastest_path(precision: str = "fp32") -> tuple[str, dict[str, Any]]:

@@ -22,12 +22,13 @@ import re
 import tempfile
 import time
 from collections import Counter, deque
-from contextlib import closing
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from itertools import chain, zip_longest
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Literal, Sequence
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -40,8 +41,20 @@ if TYPE_CHECKING:  # pragma: no cover
     from .predict import Classifier
 
 __all__ = [
-    "Layout", "LAYOUTS", "DatasetError", "Sample", "Dataset", "find_dataset", "read_annotations",
-    "Progress", "ClassResult", "Confusion", "Failure", "ImageOutcome", "EvalReport", "evaluate",
+    "Layout",
+    "LAYOUTS",
+    "DatasetError",
+    "Sample",
+    "Dataset",
+    "find_dataset",
+    "read_annotations",
+    "Progress",
+    "ClassResult",
+    "Confusion",
+    "Failure",
+    "ImageOutcome",
+    "EvalReport",
+    "evaluate",
     "REPORT_SCHEMA",
 ]
 
@@ -111,8 +124,11 @@ def _is_image(path: Path) -> bool:
 
 def _images_under(folder: Path) -> list[Path]:
     """Images below ``folder``, recursively, skipping hidden names (such as macOS ``._*`` companions)."""
-    return sorted(p for p in folder.rglob("*")
-                  if _is_image(p) and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if _is_image(p) and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
 
 
 def _interleave(groups: Sequence[Sequence[Sample]]) -> tuple[Sample, ...]:
@@ -131,8 +147,9 @@ def read_annotations(path: str | os.PathLike, labels: Sequence[ClassLabel] | Non
     index = _synset_index(labels)
     path = Path(path)
     if not path.is_file():
-        raise DatasetError(f"annotation file {path} does not exist" if not path.exists()
-                           else f"annotation file {path} is not a file")
+        raise DatasetError(
+            f"annotation file {path} does not exist" if not path.exists() else f"annotation file {path} is not a file"
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
@@ -179,27 +196,33 @@ def _annotated(root: Path, annotations: Path, labels: Sequence[ClassLabel]) -> D
             f"{_examples(missing)}. Every image needs a line '<file name> <class index>'."
         )
     samples = tuple(Sample(p, entries[n]) for p, n in zip(images, names, strict=True))
-    return Dataset(root, "annotations", samples, tuple(labels), annotations,
-                   unmatched_annotations=len(entries) - len(samples))
+    return Dataset(
+        root, "annotations", samples, tuple(labels), annotations, unmatched_annotations=len(entries) - len(samples)
+    )
 
 
 def _class_folders(root: Path, folders: list[Path], labels: Sequence[ClassLabel]) -> Dataset:
     index = _synset_index(labels)
     not_synsets = [f.name for f in folders if not _SYNSET.fullmatch(f.name)]
     if len(not_synsets) == len(folders):
-        raise DatasetError(f"no layout fits {root}: its sub-folders ({_examples(not_synsets)}) are not named by "
-                           f"synset; {_LAYOUT_HELP}")
+        raise DatasetError(
+            f"no layout fits {root}: its sub-folders ({_examples(not_synsets)}) are not named by synset; {_LAYOUT_HELP}"
+        )
     if not_synsets:
-        raise DatasetError(f"{root}: sub-folders {_examples(not_synsets)} are not named by synset (like n01440764); "
-                           "with class folders, every sub-folder must be a class")
+        raise DatasetError(
+            f"{root}: sub-folders {_examples(not_synsets)} are not named by synset (like n01440764); "
+            "with class folders, every sub-folder must be a class"
+        )
     unknown = [f.name for f in folders if f.name not in index]
     if unknown:
-        raise DatasetError(f"{root}: unknown synset folder {_examples(unknown)}: not one of the "
-                           f"{len(labels):,} ImageNet-1k classes")
+        raise DatasetError(
+            f"{root}: unknown synset folder {_examples(unknown)}: not one of the {len(labels):,} ImageNet-1k classes"
+        )
     groups = [[Sample(p, index[f.name]) for p in _images_under(f)] for f in folders]
     if not any(groups):
-        raise DatasetError(f"no images in the {len(folders):,} class folders of {root} "
-                           f"(looked for {', '.join(IMAGE_EXTENSIONS)})")
+        raise DatasetError(
+            f"no images in the {len(folders):,} class folders of {root} (looked for {', '.join(IMAGE_EXTENSIONS)})"
+        )
     return Dataset(root, "class-folders", _interleave(groups), tuple(labels))
 
 
@@ -214,12 +237,15 @@ def _synset_prefix(root: Path, files: list[Path], labels: Sequence[ClassLabel]) 
             f"labels with --annotations val.txt. {_LAYOUT_HELP}"
         )
     if unnamed:
-        raise DatasetError(f"{root}: {len(unnamed):,} of {len(files):,} images are not named "
-                           f"'<synset>_<anything>': {_examples(unnamed)}")
+        raise DatasetError(
+            f"{root}: {len(unnamed):,} of {len(files):,} images are not named "
+            f"'<synset>_<anything>': {_examples(unnamed)}"
+        )
     unknown = [p.name for p, m in matches if m is not None and m.group(1) not in index]
     if unknown:
-        raise DatasetError(f"{root}: unknown synset in {_examples(unknown)}: not one of the "
-                           f"{len(labels):,} ImageNet-1k classes")
+        raise DatasetError(
+            f"{root}: unknown synset in {_examples(unknown)}: not one of the {len(labels):,} ImageNet-1k classes"
+        )
     by_class: dict[int, list[Sample]] = {}
     for p, m in matches:
         if m is not None:  # always, checked above
@@ -228,8 +254,9 @@ def _synset_prefix(root: Path, files: list[Path], labels: Sequence[ClassLabel]) 
     return Dataset(root, "synset-prefix", _interleave([by_class[k] for k in sorted(by_class)]), tuple(labels))
 
 
-def find_dataset(root: str | os.PathLike, annotations: str | os.PathLike | None = None,
-                 labels: Sequence[ClassLabel] | None = None) -> Dataset:
+def find_dataset(
+    root: str | os.PathLike, annotations: str | os.PathLike | None = None, labels: Sequence[ClassLabel] | None = None
+) -> Dataset:
     """Detect the layout of ``root`` and label every image in it.
 
     With ``annotations`` the labels come from that file (layout ``annotations``; images are
@@ -251,8 +278,10 @@ def find_dataset(root: str | os.PathLike, annotations: str | os.PathLike | None 
     folders = [e for e in entries if e.is_dir()]
     files = [e for e in entries if _is_image(e)]
     if folders and files:
-        raise DatasetError(f"{root} mixes sub-folders ({_examples([f.name for f in folders])}) and images "
-                           f"({_examples([f.name for f in files])}); {_LAYOUT_HELP}")
+        raise DatasetError(
+            f"{root} mixes sub-folders ({_examples([f.name for f in folders])}) and images "
+            f"({_examples([f.name for f in files])}); {_LAYOUT_HELP}"
+        )
     if folders:
         return _class_folders(root, folders, labels)
     if files:
@@ -302,8 +331,14 @@ class ClassResult:
         return 100.0 * self.top5_correct / self.count
 
     def to_dict(self) -> dict:
-        return {"index": self.index, "synset": self.synset, "label": self.label, "count": self.count,
-                "top1": self.top1, "top5": self.top5}
+        return {
+            "index": self.index,
+            "synset": self.synset,
+            "label": self.label,
+            "count": self.count,
+            "top1": self.top1,
+            "top5": self.top5,
+        }
 
 
 @dataclass(frozen=True)
@@ -315,10 +350,15 @@ class Confusion:
     count: int
 
     def to_dict(self) -> dict:
-        return {"true": {"index": self.true.index, "synset": self.true.synset, "label": self.true.label},
-                "predicted": {"index": self.predicted.index, "synset": self.predicted.synset,
-                              "label": self.predicted.label},
-                "count": self.count}
+        return {
+            "true": {"index": self.true.index, "synset": self.true.synset, "label": self.true.label},
+            "predicted": {
+                "index": self.predicted.index,
+                "synset": self.predicted.synset,
+                "label": self.predicted.label,
+            },
+            "count": self.count,
+        }
 
 
 @dataclass(frozen=True)
@@ -409,20 +449,38 @@ class EvalReport:
         ref = self.reference
         return {
             "schema": self.schema,
-            "model": self.model, "weights": self.weights, "backend": self.backend, "precision": self.precision,
-            "dataset": {"path": self.dataset, "layout": self.layout, "size": self.dataset_size,
-                        "limit": self.limit, "unmatched_annotations": self.unmatched_annotations},
+            "model": self.model,
+            "weights": self.weights,
+            "backend": self.backend,
+            "precision": self.precision,
+            "dataset": {
+                "path": self.dataset,
+                "layout": self.layout,
+                "size": self.dataset_size,
+                "limit": self.limit,
+                "unmatched_annotations": self.unmatched_annotations,
+            },
             "preprocess": self.preprocess.to_dict(),
-            "total": self.total, "count": self.count, "failed": self.failed,
-            "top1": self.top1, "top5": self.top5,
-            "top1_correct": self.top1_correct, "top5_correct": self.top5_correct,
-            "reference": None if ref is None else {"top1": ref.top1, "top5": ref.top5, "dataset": ref.dataset,
-                                                   "source": ref.source},
-            "delta_top1": self.delta_top1, "delta_top5": self.delta_top5,
-            "throughput": {"images_per_second": self.images_per_second, "seconds": self.seconds,
-                           "inference_seconds": self.inference_seconds,
-                           "decode_wait_seconds": self.decode_wait_seconds,
-                           "batch_size": self.batch_size, "workers": self.workers},
+            "total": self.total,
+            "count": self.count,
+            "failed": self.failed,
+            "top1": self.top1,
+            "top5": self.top5,
+            "top1_correct": self.top1_correct,
+            "top5_correct": self.top5_correct,
+            "reference": None
+            if ref is None
+            else {"top1": ref.top1, "top5": ref.top5, "dataset": ref.dataset, "source": ref.source},
+            "delta_top1": self.delta_top1,
+            "delta_top5": self.delta_top5,
+            "throughput": {
+                "images_per_second": self.images_per_second,
+                "seconds": self.seconds,
+                "inference_seconds": self.inference_seconds,
+                "decode_wait_seconds": self.decode_wait_seconds,
+                "batch_size": self.batch_size,
+                "workers": self.workers,
+            },
             "per_class": [c.to_dict() for c in self.per_class],
             "most_confused": [c.to_dict() for c in self.confused],
             "failures": [f.to_dict() for f in self.failures],
@@ -488,8 +546,9 @@ class _Tally:
     def per_class(self) -> tuple[ClassResult, ...]:
         labels = self.labels
         return tuple(
-            ClassResult(i, labels[i].synset, labels[i].label, int(self.counts[i]), int(self.hits1[i]),
-                        int(self.hits5[i]))
+            ClassResult(
+                i, labels[i].synset, labels[i].label, int(self.counts[i]), int(self.hits1[i]), int(self.hits5[i])
+            )
             for i in np.flatnonzero(self.counts).tolist()
         )
 
@@ -498,8 +557,9 @@ class _Tally:
         return tuple(Confusion(self.labels[t], self.labels[p], count) for (t, p), count in ranked)
 
 
-def _decoded(classifier: Classifier, samples: Sequence[Sample], batch_size: int,
-             workers: int) -> Iterator[tuple[list[tuple[Sample, np.ndarray | None, str | None]], float]]:
+def _decoded(
+    classifier: Classifier, samples: Sequence[Sample], batch_size: int, workers: int
+) -> Iterator[tuple[list[tuple[Sample, np.ndarray | None, str | None]], float]]:
     """Yield (batch, seconds waited for it): decoding runs ahead in ``workers`` threads.
 
     At most ``2 * batch_size + workers`` decodes are queued, enough to keep the pool busy
@@ -538,9 +598,16 @@ def _decoded(classifier: Classifier, samples: Sequence[Sample], batch_size: int,
                 f.cancel()
 
 
-def evaluate(classifier: Classifier, dataset: Dataset | str | os.PathLike, *, batch_size: int = 16,
-             workers: int | None = None, limit: int | None = None, max_confused: int = 20,
-             progress: Callable[[Progress], None] | None = None) -> EvalReport:
+def evaluate(
+    classifier: Classifier,
+    dataset: Dataset | str | os.PathLike,
+    *,
+    batch_size: int = 16,
+    workers: int | None = None,
+    limit: int | None = None,
+    max_confused: int = 20,
+    progress: Callable[[Progress], None] | None = None,
+) -> EvalReport:
     """Classify every image of ``dataset`` (a :class:`Dataset` or a folder) and measure top-1 / top-5.
 
     ``limit`` evaluates the first ``limit`` samples (a class-interleaved subset, see :class:`Dataset`).
@@ -558,8 +625,10 @@ def evaluate(classifier: Classifier, dataset: Dataset | str | os.PathLike, *, ba
         dataset = find_dataset(dataset, labels=classifier.labels)
     labels = classifier.labels
     if tuple(c.synset for c in dataset.labels) != tuple(c.synset for c in labels):
-        raise DatasetError("the dataset was labelled with a different class list than the classifier's "
-                           f"({len(dataset.labels):,} vs {len(labels):,} classes)")
+        raise DatasetError(
+            "the dataset was labelled with a different class list than the classifier's "
+            f"({len(dataset.labels):,} vs {len(labels):,} classes)"
+        )
     workers = workers or min(4, os.cpu_count() or 1)
     samples = dataset.samples[:limit] if limit else dataset.samples
     num_classes = len(labels)
@@ -580,28 +649,55 @@ def evaluate(classifier: Classifier, dataset: Dataset | str | os.PathLike, *, ba
                 probs = classifier.probabilities(np.stack([px for _, px in good]))
                 inference_s += time.perf_counter() - t0
                 if probs.shape != (len(good), num_classes):
-                    raise EffnetError(f"backend {classifier.backend.name!r} returned shape {tuple(probs.shape)}, "
-                                      f"expected ({len(good)}, {num_classes})")
+                    raise EffnetError(
+                        f"backend {classifier.backend.name!r} returned shape {tuple(probs.shape)}, "
+                        f"expected ({len(good)}, {num_classes})"
+                    )
                 tally.add([s for s, _ in good], probs)
             if progress is not None:
-                progress(Progress(done=len(tally.outcomes) + len(failures), total=len(samples),
-                                  evaluated=len(tally.outcomes), failed=len(failures),
-                                  top1_correct=int(tally.hits1.sum()), top5_correct=int(tally.hits5.sum()),
-                                  elapsed_s=time.perf_counter() - start))
+                progress(
+                    Progress(
+                        done=len(tally.outcomes) + len(failures),
+                        total=len(samples),
+                        evaluated=len(tally.outcomes),
+                        failed=len(failures),
+                        top1_correct=int(tally.hits1.sum()),
+                        top5_correct=int(tally.hits5.sum()),
+                        elapsed_s=time.perf_counter() - start,
+                    )
+                )
     seconds = time.perf_counter() - start
 
     if not tally.outcomes:
         first = failures[0].error if failures else "no images"
-        raise DatasetError(f"none of the {len(samples):,} images in {dataset.root} could be decoded; "
-                           f"first error: {first}")
+        raise DatasetError(
+            f"none of the {len(samples):,} images in {dataset.root} could be decoded; first error: {first}"
+        )
     record = classifier.record
     return EvalReport(
-        model=classifier.source.model, weights=_weights_name(classifier), backend=classifier.backend.name,
-        precision=classifier.backend.precision, dataset=str(dataset.root), layout=dataset.layout,
-        preprocess=classifier.preprocess, total=len(samples), count=len(tally.outcomes), failed=len(failures),
-        top1_correct=int(tally.hits1.sum()), top5_correct=int(tally.hits5.sum()),
-        per_class=tally.per_class(), confused=tally.most_confused(max_confused),
-        failures=tuple(failures), images=tuple(tally.outcomes), reference=record.metrics if record else None,
-        seconds=seconds, inference_seconds=inference_s, decode_wait_seconds=wait_s, batch_size=batch_size,
-        workers=workers, limit=limit, dataset_size=len(dataset), unmatched_annotations=dataset.unmatched_annotations,
+        model=classifier.source.model,
+        weights=_weights_name(classifier),
+        backend=classifier.backend.name,
+        precision=classifier.backend.precision,
+        dataset=str(dataset.root),
+        layout=dataset.layout,
+        preprocess=classifier.preprocess,
+        total=len(samples),
+        count=len(tally.outcomes),
+        failed=len(failures),
+        top1_correct=int(tally.hits1.sum()),
+        top5_correct=int(tally.hits5.sum()),
+        per_class=tally.per_class(),
+        confused=tally.most_confused(max_confused),
+        failures=tuple(failures),
+        images=tuple(tally.outcomes),
+        reference=record.metrics if record else None,
+        seconds=seconds,
+        inference_seconds=inference_s,
+        decode_wait_seconds=wait_s,
+        batch_size=batch_size,
+        workers=workers,
+        limit=limit,
+        dataset_size=len(dataset),
+        unmatched_annotations=dataset.unmatched_annotations,
     )

@@ -39,9 +39,10 @@ import shutil
 import sys
 import tempfile
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -57,9 +58,19 @@ from .optimize import fold_batchnorm
 from .padding import SameConv2d, same_pad
 
 __all__ = [
-    "DEFAULT_OPSET", "MIN_OPSET", "MAX_OPSET", "INPUT_NAME", "OUTPUT_NAME", "LOGITS_NAME",
-    "require", "prepare_for_export", "onnx_metadata", "export_onnx", "export_openvino",
-    "exported_artifact", "exports_dir",
+    "DEFAULT_OPSET",
+    "MIN_OPSET",
+    "MAX_OPSET",
+    "INPUT_NAME",
+    "OUTPUT_NAME",
+    "LOGITS_NAME",
+    "require",
+    "prepare_for_export",
+    "onnx_metadata",
+    "export_onnx",
+    "export_openvino",
+    "exported_artifact",
+    "exports_dir",
 ]
 
 INPUT_NAME = "data"
@@ -69,9 +80,7 @@ LOGITS_NAME = "logits"
 # graph is written for (Softmax over one axis; Max on int64 in the dynamic pads).
 DEFAULT_OPSET = 17
 MIN_OPSET = 13
-MAX_OPSET: int = getattr(
-    getattr(torch.onnx, "_constants", None), "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", 20
-)
+MAX_OPSET: int = getattr(getattr(torch.onnx, "_constants", None), "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", 20)
 
 ExportKind = Literal["onnx", "openvino"]
 
@@ -91,6 +100,7 @@ def require(module: str, extra: str, purpose: str) -> ModuleType:
 # Model preparation: fold BN (effnet.optimize.fold_batchnorm), swap SAME convs for ONNX-friendly ones
 # --------------------------------------------------------------------------------------------
 
+
 class _StaticSameConv(torch.autograd.Function):
     """Conv with fixed, possibly asymmetric pads; exports as one ONNX Conv with ``pads``."""
 
@@ -102,8 +112,17 @@ class _StaticSameConv(torch.autograd.Function):
     @staticmethod
     def symbolic(g, x, weight, bias, kernel, stride, pads, dilation, groups):
         # ONNX Conv pads: [top, left, bottom, right] (all begins, then all ends).
-        return g.op("Conv", x, weight, bias, kernel_shape_i=list(kernel), strides_i=list(stride), pads_i=list(pads),
-                    dilations_i=list(dilation), group_i=groups)
+        return g.op(
+            "Conv",
+            x,
+            weight,
+            bias,
+            kernel_shape_i=list(kernel),
+            strides_i=list(stride),
+            pads_i=list(pads),
+            dilations_i=list(dilation),
+            group_i=groups,
+        )
 
 
 class _DynamicSameConv(torch.autograd.Function):
@@ -121,19 +140,30 @@ class _DynamicSameConv(torch.autograd.Function):
         def const(values: list[int]):
             return g.op("Constant", value_t=torch.tensor(values, dtype=torch.int64))
 
-        span = [(k - 1) * d + 1 for k, d in zip(kernel, dilation)]  # dilated kernel extent
+        span = [(k - 1) * d + 1 for k, d in zip(kernel, dilation, strict=True)]  # dilated kernel extent
         hw = g.op("Slice", g.op("Shape", x), const([2]), const([4]))
         s = const(list(stride))
         # out = ceil(in / s); total = max((out - 1) * s + span - in, 0); before = total // 2.
         out = g.op("Div", g.op("Add", hw, const([v - 1 for v in stride])), s)
-        total = g.op("Max", g.op("Sub", g.op("Add", g.op("Mul", g.op("Sub", out, const([1, 1])), s),
-                                               const(span)), hw), const([0, 0]))
+        total = g.op(
+            "Max",
+            g.op("Sub", g.op("Add", g.op("Mul", g.op("Sub", out, const([1, 1])), s), const(span)), hw),
+            const([0, 0]),
+        )
         before = g.op("Div", total, const([2, 2]))
         after = g.op("Sub", total, before)
         pads = g.op("Concat", const([0, 0]), before, const([0, 0]), after, axis_i=0)
         padded = g.op("Pad", x, pads, mode_s="constant")
-        return g.op("Conv", padded, weight, bias, kernel_shape_i=list(kernel), strides_i=list(stride),
-                    dilations_i=list(dilation), group_i=groups)
+        return g.op(
+            "Conv",
+            padded,
+            weight,
+            bias,
+            kernel_shape_i=list(kernel),
+            strides_i=list(stride),
+            dilations_i=list(dilation),
+            group_i=groups,
+        )
 
 
 class _ExportSameConv(nn.Conv2d):
@@ -144,19 +174,32 @@ class _ExportSameConv(nn.Conv2d):
     """
 
     def __init__(self, conv: SameConv2d, pads: tuple[int, int, int, int] | None) -> None:
-        super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=0,
-                         dilation=conv.dilation, groups=conv.groups, bias=True)
+        super().__init__(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            stride=conv.stride,
+            padding=0,
+            dilation=conv.dilation,
+            groups=conv.groups,
+            bias=True,
+        )
         self.weight = conv.weight
-        self.bias = conv.bias if conv.bias is not None else nn.Parameter(
-            torch.zeros(conv.out_channels, dtype=conv.weight.dtype), requires_grad=False)
+        self.bias = (
+            conv.bias
+            if conv.bias is not None
+            else nn.Parameter(torch.zeros(conv.out_channels, dtype=conv.weight.dtype), requires_grad=False)
+        )
         self.pads = pads
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.pads is None:
-            return _DynamicSameConv.apply(x, self.weight, self.bias, self.kernel_size, self.stride, self.dilation,
-                                          self.groups)
-        return _StaticSameConv.apply(x, self.weight, self.bias, self.kernel_size, self.stride, self.pads,
-                                     self.dilation, self.groups)
+            return _DynamicSameConv.apply(
+                x, self.weight, self.bias, self.kernel_size, self.stride, self.dilation, self.groups
+            )
+        return _StaticSameConv.apply(
+            x, self.weight, self.bias, self.kernel_size, self.stride, self.pads, self.dilation, self.groups
+        )
 
 
 def _swap_same_convs(module: nn.Module, dynamic: bool) -> None:
@@ -204,6 +247,7 @@ def prepare_for_export(model: EfficientNet, *, dynamic: bool = False, logits: bo
 # ONNX
 # --------------------------------------------------------------------------------------------
 
+
 def _resolve(source: ModelSource | str, weights: Pretrained | None, progress: bool) -> ModelSource:
     if isinstance(source, ModelSource):
         if weights is not None:
@@ -215,8 +259,7 @@ def _resolve(source: ModelSource | str, weights: Pretrained | None, progress: bo
 
 
 def _load_model(source: ModelSource) -> EfficientNet:
-    return create_model(source.model, pretrained=source.checkpoint or False,
-                        input_size=source.preprocess.input_size)
+    return create_model(source.model, pretrained=source.checkpoint or False, input_size=source.preprocess.input_size)
 
 
 def _check_options(opset: int, batch_size: int | None) -> None:
@@ -226,8 +269,9 @@ def _check_options(opset: int, batch_size: int | None) -> None:
         raise EffnetError(f"batch size must be >= 1 (or None for a dynamic batch), got {batch_size}")
 
 
-def _onnx_bytes(model: EfficientNet, size: int, *, dynamic: bool, logits: bool, opset: int,
-                batch_size: int | None) -> bytes:
+def _onnx_bytes(
+    model: EfficientNet, size: int, *, dynamic: bool, logits: bool, opset: int, batch_size: int | None
+) -> bytes:
     """Trace the export copy of ``model`` into serialized ONNX (needs the ``onnx`` package: torch uses it)."""
     require("onnx", "onnx", "ONNX export")
     exportable = prepare_for_export(model, dynamic=dynamic, logits=logits)
@@ -244,8 +288,15 @@ def _onnx_bytes(model: EfficientNet, size: int, *, dynamic: bool, logits: bool, 
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            exportable, (example,), buffer, dynamo=False, input_names=[INPUT_NAME], output_names=[output],
-            dynamic_axes={k: v for k, v in axes.items() if v}, opset_version=opset, do_constant_folding=True,
+            exportable,
+            (example,),
+            buffer,
+            dynamo=False,
+            input_names=[INPUT_NAME],
+            output_names=[output],
+            dynamic_axes={k: v for k, v in axes.items() if v},
+            opset_version=opset,
+            do_constant_folding=True,
         )
     return buffer.getvalue()
 
@@ -342,9 +393,17 @@ def _atomic_write(target: Path, write: Callable[[Path], None], what: str) -> Non
         tmp.unlink(missing_ok=True)
 
 
-def export_onnx(source: ModelSource | str, output: str | os.PathLike, *, weights: Pretrained | None = None,
-                dynamic: bool = False, logits: bool = False, opset: int = DEFAULT_OPSET,
-                batch_size: int | None = None, progress: bool = True) -> Path:
+def export_onnx(
+    source: ModelSource | str,
+    output: str | os.PathLike,
+    *,
+    weights: Pretrained | None = None,
+    dynamic: bool = False,
+    logits: bool = False,
+    opset: int = DEFAULT_OPSET,
+    batch_size: int | None = None,
+    progress: bool = True,
+) -> Path:
     """Export to ONNX at ``output`` and return its path.
 
     ``source`` is a :class:`ModelSource` or a model name (then ``weights`` as in
@@ -358,8 +417,14 @@ def export_onnx(source: ModelSource | str, output: str | os.PathLike, *, weights
     _writable_dir(target.parent, "the ONNX model")
     source = _resolve(source, weights, progress)
     onnx = require("onnx", "onnx", "ONNX export")
-    data = _onnx_bytes(_load_model(source), source.preprocess.input_size, dynamic=dynamic, logits=logits,
-                       opset=opset, batch_size=batch_size)
+    data = _onnx_bytes(
+        _load_model(source),
+        source.preprocess.input_size,
+        dynamic=dynamic,
+        logits=logits,
+        opset=opset,
+        batch_size=batch_size,
+    )
     proto = _finish_onnx(data, onnx_metadata(source, logits=logits, dynamic=dynamic))
     _atomic_write(target, lambda tmp: onnx.save_model(proto, str(tmp)), "the ONNX model")
     return target
@@ -369,14 +434,16 @@ def export_onnx(source: ModelSource | str, output: str | os.PathLike, *, weights
 # OpenVINO
 # --------------------------------------------------------------------------------------------
 
+
 def _ov_model(source: ModelSource, batch_size: int | None) -> Any:
     """The card's converted model in memory: raw BGR 0-255 input, normalization inside, output ``prob``."""
     ov = require("openvino", "openvino", "OpenVINO export")
     from openvino.preprocess import PrePostProcessor
 
     p = source.preprocess
-    data = _onnx_bytes(_load_model(source), p.input_size, dynamic=False, logits=False, opset=DEFAULT_OPSET,
-                       batch_size=batch_size)
+    data = _onnx_bytes(
+        _load_model(source), p.input_size, dynamic=False, logits=False, opset=DEFAULT_OPSET, batch_size=batch_size
+    )
     with tempfile.TemporaryDirectory(prefix="effnet-ov-") as tmp:
         onnx_path = Path(tmp) / "model.onnx"
         onnx_path.write_bytes(data)
@@ -395,11 +462,21 @@ def _ov_model(source: ModelSource, batch_size: int | None) -> Any:
     model.set_friendly_name(source.model)
     labels = get_labels(source.record.labels if source.record else "imagenet-1k")
     info = {
-        "model": source.model, "weights": _weights_name(source), "input": INPUT_NAME, "output": OUTPUT_NAME,
-        "layout": "NCHW", "channel_order": "BGR", "pixel_range": "0-255 (raw, mean/scale inside the graph)",
-        "mean": json.dumps(list(p.mean)), "std": json.dumps(list(p.std)), "mean_std_order": p.channel_order,
-        "input_size": str(p.input_size), "resize_size": str(p.resize_size), "interpolation": p.interpolation,
-        "labels": json.dumps([c.label for c in labels]), "synsets": json.dumps([c.synset for c in labels]),
+        "model": source.model,
+        "weights": _weights_name(source),
+        "input": INPUT_NAME,
+        "output": OUTPUT_NAME,
+        "layout": "NCHW",
+        "channel_order": "BGR",
+        "pixel_range": "0-255 (raw, mean/scale inside the graph)",
+        "mean": json.dumps(list(p.mean)),
+        "std": json.dumps(list(p.std)),
+        "mean_std_order": p.channel_order,
+        "input_size": str(p.input_size),
+        "resize_size": str(p.resize_size),
+        "interpolation": p.interpolation,
+        "labels": json.dumps([c.label for c in labels]),
+        "synsets": json.dumps([c.synset for c in labels]),
         "effnet_version": __version__,
     }
     for key, value in info.items():
@@ -407,9 +484,16 @@ def _ov_model(source: ModelSource, batch_size: int | None) -> Any:
     return model
 
 
-def export_openvino(source: ModelSource | str, output_dir: str | os.PathLike, *,
-                    weights: Pretrained | None = None, fp16: bool = False, batch_size: int | None = None,
-                    name: str | None = None, progress: bool = True) -> Path:
+def export_openvino(
+    source: ModelSource | str,
+    output_dir: str | os.PathLike,
+    *,
+    weights: Pretrained | None = None,
+    fp16: bool = False,
+    batch_size: int | None = None,
+    name: str | None = None,
+    progress: bool = True,
+) -> Path:
     """Export the OpenVINO IR (``NAME.xml`` + ``NAME.bin``) into ``output_dir``; return the xml path.
 
     ``name`` defaults to the model name. ``fp16`` stores FP16-compressed weights
@@ -445,6 +529,7 @@ def export_openvino(source: ModelSource | str, output_dir: str | os.PathLike, *,
 # Cache of exported artifacts, for the backends
 # --------------------------------------------------------------------------------------------
 
+
 def exports_dir() -> Path:
     """``$EFFNET_HOME/exports`` (or the platform cache directory's ``exports``)."""
     from .weights.download import default_cache_dir
@@ -465,8 +550,14 @@ def _cache_key(kind: ExportKind, source: ModelSource, options: dict[str, Any]) -
     versions = {"effnet": __version__, "torch": torch.__version__}
     if kind == "openvino":
         versions["openvino"] = require("openvino", "openvino", "the openvino backend").__version__
-    return {"kind": kind, "model": source.model, "weights": weights, "preprocess": source.preprocess.to_dict(),
-            "options": options, "versions": versions}
+    return {
+        "kind": kind,
+        "model": source.model,
+        "weights": weights,
+        "preprocess": source.preprocess.to_dict(),
+        "options": options,
+        "versions": versions,
+    }
 
 
 def _build(kind: ExportKind, source: ModelSource, directory: Path, options: dict[str, Any]) -> Path:
@@ -480,8 +571,9 @@ def _artifact(kind: ExportKind, directory: Path) -> Path:
 
 
 @contextlib.contextmanager
-def exported_artifact(kind: ExportKind, source: ModelSource, *, cache_dir: Path | None = None,
-                      **options: Any) -> Iterator[Path]:
+def exported_artifact(
+    kind: ExportKind, source: ModelSource, *, cache_dir: Path | None = None, **options: Any
+) -> Iterator[Path]:
     """Yield the path of an export of ``source`` (``model.onnx`` or ``model.xml``), from the cache if present.
 
     The cache entry is a directory built under a temporary name and renamed into
@@ -501,8 +593,10 @@ def exported_artifact(kind: ExportKind, source: ModelSource, *, cache_dir: Path 
             root.mkdir(parents=True, exist_ok=True)
             building = Path(tempfile.mkdtemp(dir=root, prefix=".building-"))
         except OSError as e:
-            print(f"effnet: export cache {root} is not writable ({e.strerror or e}); exporting to a temporary "
-                  "directory", file=sys.stderr)
+            print(
+                f"effnet: export cache {root} is not writable ({e.strerror or e}); exporting to a temporary directory",
+                file=sys.stderr,
+            )
         else:
             try:
                 _build(kind, source, building, options)

@@ -58,7 +58,11 @@ def create_model(
     if path is not None:
         state = read_checkpoint(path)
         load_into(
-            model, state, model.plan, key_format=record.key_format if record else None,
-            source=str(path), skip_classifier=num_classes != 1000,
+            model,
+            state,
+            model.plan,
+            key_format=record.key_format if record else None,
+            source=str(path),
+            skip_classifier=num_classes != 1000,
         )
     return model.eval()

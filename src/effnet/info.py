@@ -5,7 +5,7 @@ from __future__ import annotations
 from .factory import create_model
 from .flops import count_complexity
 from .specs import get_variant
-from .weights.records import default_record, records_for, DEFAULT_WEIGHTS
+from .weights.records import DEFAULT_WEIGHTS, default_record, records_for
 
 
 def model_info(model: str = "efficientnet-b5") -> dict:
@@ -21,28 +21,41 @@ def model_info(model: str = "efficientnet-b5") -> dict:
     return {
         "model": variant.name,
         "architecture": {
-            "width": variant.width, "depth": variant.depth, "resolution": variant.resolution,
-            "dropout": variant.dropout, "activation": variant.activation,
-            "squeeze_excite": variant.squeeze_excite, "stem_channels": plan.stem_channels,
-            "stage_repeats": list(plan.stage_repeats), "stage_channels": list(plan.stage_channels),
-            "blocks": len(plan.blocks), "head_channels": plan.head_channels,
+            "width": variant.width,
+            "depth": variant.depth,
+            "resolution": variant.resolution,
+            "dropout": variant.dropout,
+            "activation": variant.activation,
+            "squeeze_excite": variant.squeeze_excite,
+            "stem_channels": plan.stem_channels,
+            "stage_repeats": list(plan.stage_repeats),
+            "stage_channels": list(plan.stage_channels),
+            "blocks": len(plan.blocks),
+            "head_channels": plan.head_channels,
             "feature_map": [plan.head_channels, *net.feature_size],
-            "padding": "TF SAME", "bn_eps": net.stem.bn.eps,
+            "padding": "TF SAME",
+            "bn_eps": net.stem.bn.eps,
         },
         "input": {
-            "name": "data", "shape": [1, 3, size, size], "layout": "NCHW",
+            "name": "data",
+            "shape": [1, 3, size, size],
+            "layout": "NCHW",
             "channel_order": p.channel_order if p else "RGB",
-            "mean": list(p.mean) if p else None, "std": list(p.std) if p else None,
+            "mean": list(p.mean) if p else None,
+            "std": list(p.std) if p else None,
             "note": "pixel values 0-255; the model takes (x - mean) / std",
         },
         "output": {"name": "prob", "shape": [1, net.num_classes], "meaning": "softmax probabilities, ImageNet-1k"},
         "complexity": {
-            "params": c.params, "params_bn_folded": c.params_bn_folded,
-            "macs": c.macs, "gflops": round(c.flops / 1e9, 3), "elementwise_outputs": c.elementwise,
+            "params": c.params,
+            "params_bn_folded": c.params_bn_folded,
+            "macs": c.macs,
+            "gflops": round(c.flops / 1e9, 3),
+            "elementwise_outputs": c.elementwise,
             "convention": "params: PyTorch parameters (BN gamma/beta counted); params_bn_folded: BN folded into "
-                          "conv biases, the convention of the Open Model Zoo card (30.303 M for B5). "
-                          "gflops = 2 x multiply-accumulates of conv and linear layers at the input size; "
-                          "element-wise ops (BN, activations, SE gates, adds) are not included.",
+            "conv biases, the convention of the Open Model Zoo card (30.303 M for B5). "
+            "gflops = 2 x multiply-accumulates of conv and linear layers at the input size; "
+            "element-wise ops (BN, activations, SE gates, adds) are not included.",
         },
         "weights": record.to_dict() if record else None,
         "other_weights": [r.name for r in records_for(variant.name) if record is None or r.name != record.name],

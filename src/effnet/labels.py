@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 from .errors import UnknownNameError
@@ -18,7 +18,7 @@ class ClassLabel:
     label: str  # comma-separated names, e.g. "tabby, tabby cat"
 
 
-@lru_cache(maxsize=None)
+@cache
 def imagenet_labels() -> tuple[ClassLabel, ...]:
     """The 1,000 bundled ImageNet-1k classes (``imagenet_classes.txt``: ``<synset> <names>`` per line)."""
     text = resources.files("effnet").joinpath("imagenet_classes.txt").read_text(encoding="utf-8")
@@ -37,7 +37,7 @@ def get_labels(label_set: str) -> tuple[ClassLabel, ...]:
     raise UnknownNameError(f"unknown label set {label_set!r}; known: imagenet-1k")
 
 
-@lru_cache(maxsize=None)
+@cache
 def synset_index() -> dict[str, int]:
     """Synset -> class index for ImageNet-1k."""
     return {c.synset: c.index for c in imagenet_labels()}

@@ -14,11 +14,10 @@ import math
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .padding import PaddingMode, make_conv, same_output_size
-from .specs import ArchPlan, BlockSpec, Variant, build_plan, get_variant, STEM_KERNEL, STEM_STRIDE
+from .specs import STEM_KERNEL, STEM_STRIDE, ArchPlan, BlockSpec, Variant, build_plan, get_variant
 
 TF_BN_EPS = 1e-3
 # TF uses momentum 0.99 for the moving averages, i.e. PyTorch momentum 0.01.
@@ -193,13 +192,16 @@ class EfficientNet(nn.Module):
 
         self.head = ConvBnAct(
             self.plan.stem_channels if not stages else self.plan.blocks[-1].out_channels,
-            self.plan.head_channels, 1, 1, act=act, input_size=size, **norm,
+            self.plan.head_channels,
+            1,
+            1,
+            act=act,
+            input_size=size,
+            **norm,
         )
         self.feature_size = size
         self.dropout = nn.Dropout(variant.dropout)
-        self.classifier: nn.Module = (
-            nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        )
+        self.classifier: nn.Module = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         self._init_weights()
 
     def _init_weights(self) -> None:

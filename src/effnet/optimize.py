@@ -16,8 +16,9 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 from torch import nn
@@ -50,8 +51,9 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
         beta = bn.bias.detach().double() if bn.bias is not None else torch.zeros(n, dtype=torch.float64)
         scale = gamma / torch.sqrt(bn.running_var.double() + bn.eps)
         bias = conv.bias.detach().double() if conv.bias is not None else torch.zeros_like(scale)
-        conv.weight = nn.Parameter((conv.weight.detach().double() * scale.view(-1, 1, 1, 1)).to(dtype),
-                                   requires_grad=False)
+        conv.weight = nn.Parameter(
+            (conv.weight.detach().double() * scale.view(-1, 1, 1, 1)).to(dtype), requires_grad=False
+        )
         conv.bias = nn.Parameter(((bias - bn.running_mean.double()) * scale + beta).to(dtype), requires_grad=False)
         module.bn = nn.Identity()
         count += 1

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -37,8 +37,12 @@ class Prediction:
     probability: float
 
     def to_dict(self) -> dict:
-        return {"class_index": self.class_index, "synset": self.synset, "label": self.label,
-                "probability": self.probability}
+        return {
+            "class_index": self.class_index,
+            "synset": self.synset,
+            "label": self.label,
+            "probability": self.probability,
+        }
 
 
 @dataclass
@@ -72,8 +76,9 @@ def identify_record(path: Path, model: str) -> WeightsRecord | None:
     return next((r for r in candidates if digest.startswith(r.sha256.lower())), None)
 
 
-def resolve_source(model: str, weights: Pretrained | None = None, *, download: bool = True,
-                   progress: bool = True) -> ModelSource:
+def resolve_source(
+    model: str, weights: Pretrained | None = None, *, download: bool = True, progress: bool = True
+) -> ModelSource:
     """Everything a backend needs: the weights file and the preprocessing that belongs to it.
 
     ``weights=None`` means the model's default record. A file that matches no
@@ -98,9 +103,16 @@ class Classifier:
     >>> clf.classify(["cat.jpg"], top_k=3)[0].predictions[0].label
     """
 
-    def __init__(self, name: str = "efficientnet-b5", weights: Pretrained | None = None, *,
-                 backend: str = "torch", download: bool = True, progress: bool = True,
-                 **backend_options) -> None:
+    def __init__(
+        self,
+        name: str = "efficientnet-b5",
+        weights: Pretrained | None = None,
+        *,
+        backend: str = "torch",
+        download: bool = True,
+        progress: bool = True,
+        **backend_options,
+    ) -> None:
         self.source = resolve_source(name, weights, download=download, progress=progress)
         self.preprocess: Preprocess = self.source.preprocess
         self.labels: tuple[ClassLabel, ...] = get_labels(
@@ -123,12 +135,11 @@ class Classifier:
     def top_k(self, probs: np.ndarray, k: int) -> list[Prediction]:
         k = max(1, min(k, probs.shape[-1]))
         order = np.argsort(-probs, kind="stable")[:k]
-        return [
-            Prediction(int(i), self.labels[i].synset, self.labels[i].label, float(probs[i])) for i in order
-        ]
+        return [Prediction(int(i), self.labels[i].synset, self.labels[i].label, float(probs[i])) for i in order]
 
-    def iter_classify(self, images: Iterable[ImageSource], top_k: int = 5, batch_size: int = 1,
-                      workers: int | None = None) -> Iterator[ImageResult]:
+    def iter_classify(
+        self, images: Iterable[ImageSource], top_k: int = 5, batch_size: int = 1, workers: int | None = None
+    ) -> Iterator[ImageResult]:
         """Yield one :class:`ImageResult` per image, in order; unreadable images carry an error."""
         if batch_size < 1:
             raise EffnetError(f"batch size must be >= 1, got {batch_size}")
@@ -171,8 +182,9 @@ class Classifier:
             for name, px, err in pending
         ]
 
-    def classify(self, images: Sequence[ImageSource] | ImageSource, top_k: int = 5,
-                 batch_size: int = 1) -> list[ImageResult]:
+    def classify(
+        self, images: Sequence[ImageSource] | ImageSource, top_k: int = 5, batch_size: int = 1
+    ) -> list[ImageResult]:
         """Classify paths, bytes or PIL images; a single image gives a one-element list."""
         if isinstance(images, (str, os.PathLike, bytes)) or not isinstance(images, Sequence):
             images = [images]  # type: ignore[list-item]

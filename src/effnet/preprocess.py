@@ -12,7 +12,6 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -20,7 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import ImageError
 from .weights.records import Preprocess
 
-ImageSource = Union[str, os.PathLike, bytes, Image.Image]
+ImageSource = str | os.PathLike | bytes | Image.Image
 
 # Pillow's own default bomb threshold (about 89.5 Mpx, 256 MiB at 24 bpp); we enforce it
 # ourselves with a clear error instead of Pillow's warning.
@@ -165,9 +164,7 @@ def find_images(paths: list[str | os.PathLike]) -> list[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            out.extend(sorted(
-                f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
-            ))
+            out.extend(sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS))
         else:
             out.append(path)
     return out

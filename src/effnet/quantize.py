@@ -33,9 +33,10 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -89,8 +90,10 @@ def calibration_crops(images: Sequence[Path], preprocess: Preprocess, limit: int
 
 def _int8_key(source: ModelSource) -> str:
     if source.checkpoint is None:
-        raise EffnetError("an INT8 model of random-init weights has no cache entry: pass a checkpoint file "
-                          "(--weights FILE), or an output directory for the quantized IR")
+        raise EffnetError(
+            "an INT8 model of random-init weights has no cache entry: pass a checkpoint file "
+            "(--weights FILE), or an output directory for the quantized IR"
+        )
     key = _cache_key("openvino", source, {"int8": True})
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
 
@@ -123,8 +126,11 @@ def _op_precisions(model: Any) -> tuple[dict[str, int], dict[str, int]]:
             continue
         src = op.input_value(0).get_node()
         # GroupConvolution's 1x1 SE convs read a [N, C, 1, 1] tensor: report them apart from the big ones.
-        name = f"{kind} (SE 1x1)" if tuple(op.get_input_partial_shape(0).get_min_shape()[2:]) == (1, 1) \
-            and kind == "Convolution" else kind
+        name = (
+            f"{kind} (SE 1x1)"
+            if tuple(op.get_input_partial_shape(0).get_min_shape()[2:]) == (1, 1) and kind == "Convolution"
+            else kind
+        )
         (quantized if src.get_type_name() == "FakeQuantize" else floating)[name] += 1
     return dict(quantized), dict(floating)
 
@@ -196,17 +202,27 @@ def quantize_openvino(
         ignored = nncf.IgnoredScope(patterns=list(ignored_patterns), types=list(ignored_types), validate=False)
     dataset = nncf.Dataset(crops, lambda crop: bgr_nchw(crop[None]))
     settings = {
-        "preset": "performance", "model_type": None, "target_device": "CPU",
-        "fast_bias_correction": fast_bias_correction, "ignored_patterns": list(ignored_patterns),
-        "ignored_types": list(ignored_types), "se_blocks": "kept in float by NNCF's SE_BLOCK ignored pattern",
-        "nncf": nncf.__version__, "openvino": ov.__version__,
+        "preset": "performance",
+        "model_type": None,
+        "target_device": "CPU",
+        "fast_bias_correction": fast_bias_correction,
+        "ignored_patterns": list(ignored_patterns),
+        "ignored_types": list(ignored_types),
+        "se_blocks": "kept in float by NNCF's SE_BLOCK ignored pattern",
+        "nncf": nncf.__version__,
+        "openvino": ov.__version__,
     }
     try:
         # NNCF's progress bars print to stdout; keep stdout for the caller's results (--json).
         with contextlib.redirect_stdout(sys.stderr):
             quantized = nncf.quantize(
-                model, dataset, preset=nncf.QuantizationPreset.PERFORMANCE, target_device=nncf.TargetDevice.CPU,
-                subset_size=len(crops), fast_bias_correction=fast_bias_correction, model_type=None,
+                model,
+                dataset,
+                preset=nncf.QuantizationPreset.PERFORMANCE,
+                target_device=nncf.TargetDevice.CPU,
+                subset_size=len(crops),
+                fast_bias_correction=fast_bias_correction,
+                model_type=None,
                 ignored_scope=ignored,
             )
     except (RuntimeError, ValueError, nncf.ValidationError) as e:
@@ -215,12 +231,17 @@ def quantize_openvino(
     metadata = {
         "model": source.model,
         "weights": source.record.name if source.record else str(source.checkpoint or "random-init"),
-        "calibration": [str(p) for p in paths], "calibration_images": len(crops), "skipped": skipped,
-        "settings": settings, "quantized_ops": quantized_ops, "float_ops": float_ops,
+        "calibration": [str(p) for p in paths],
+        "calibration_images": len(crops),
+        "skipped": skipped,
+        "settings": settings,
+        "quantized_ops": quantized_ops,
+        "float_ops": float_ops,
     }
     xml = _save_ir_atomically(ov, quantized, target, metadata)
-    return QuantizeReport(xml, len(crops), skipped, subset_size, time.perf_counter() - start,
-                          quantized_ops, float_ops, settings)
+    return QuantizeReport(
+        xml, len(crops), skipped, subset_size, time.perf_counter() - start, quantized_ops, float_ops, settings
+    )
 
 
 def print_skipped(report: QuantizeReport) -> None:

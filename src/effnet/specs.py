@@ -73,8 +73,15 @@ class Variant:
 
 def _lite(name: str, width: float, depth: float, resolution: int, dropout: float) -> Variant:
     return Variant(
-        name, width, depth, resolution, dropout,
-        activation="relu6", squeeze_excite=False, fixed_stem_head=True, fixed_first_last_repeats=True,
+        name,
+        width,
+        depth,
+        resolution,
+        dropout,
+        activation="relu6",
+        squeeze_excite=False,
+        fixed_stem_head=True,
+        fixed_first_last_repeats=True,
     )
 
 
@@ -196,9 +203,14 @@ def build_plan(variant: Variant, stages: tuple[StageSpec, ...] = B0_STAGES) -> A
             se = max(1, int(in_ch * spec.se_ratio)) if variant.squeeze_excite and spec.se_ratio > 0 else 0
             blocks.append(
                 BlockSpec(
-                    stage=s, index=i, in_channels=in_ch, out_channels=out_ch,
-                    expand_ratio=spec.expand_ratio, kernel_size=spec.kernel_size,
-                    stride=spec.stride if i == 0 else 1, se_channels=se,
+                    stage=s,
+                    index=i,
+                    in_channels=in_ch,
+                    out_channels=out_ch,
+                    expand_ratio=spec.expand_ratio,
+                    kernel_size=spec.kernel_size,
+                    stride=spec.stride if i == 0 else 1,
+                    se_channels=se,
                 )
             )
             in_ch = out_ch

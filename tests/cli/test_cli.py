@@ -48,12 +48,15 @@ def test_bad_image_is_reported_others_still_run(tmp_path, lite0_checkpoint):
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("args,needle", [
-    (("classify", "--top-k", "0", "examples"), "--top-k"),
-    (("classify", "--model", "efficientnet-lite0", "--batch-size", "0", "examples"), "--batch-size"),
-    (("classify",), "required"),
-    (("nonsense",), "invalid choice"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (("classify", "--top-k", "0", "examples"), "--top-k"),
+        (("classify", "--model", "efficientnet-lite0", "--batch-size", "0", "examples"), "--batch-size"),
+        (("classify",), "required"),
+        (("nonsense",), "invalid choice"),
+    ],
+)
 def test_usage_errors_exit_2(args, needle):
     proc = run_cli(*args)
     assert proc.returncode == 2

@@ -38,9 +38,27 @@ def reuse_lite0(monkeypatch: pytest.MonkeyPatch, lite0_classifier) -> None:
 def test_end_to_end_subprocess(sample_dir: Path, sample_report: EvalReport, tmp_path: Path) -> None:
     out = tmp_path / "report.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "effnet", "eval", str(sample_dir), "--model", "efficientnet-lite0",
-         "--batch-size", "16", "--workers", "2", "--json", str(out), "--min-top1", "85"],
-        capture_output=True, text=True, cwd=REPO, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "effnet",
+            "eval",
+            str(sample_dir),
+            "--model",
+            "efficientnet-lite0",
+            "--batch-size",
+            "16",
+            "--workers",
+            "2",
+            "--json",
+            str(out),
+            "--min-top1",
+            "85",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -48,18 +66,26 @@ def test_end_to_end_subprocess(sample_dir: Path, sample_report: EvalReport, tmp_
     # No --backend: the CLI default `auto` picks the fastest installed backend, always at fp32.
     expected_backend = effnet.backends.resolve_auto("fp32")[0]
     assert (report["count"], report["failed"], report["backend"], report["precision"]) == (
-        100, 0, expected_backend, "fp32")
+        100,
+        0,
+        expected_backend,
+        "fp32",
+    )
     # Same numbers as the library call on the same data.
-    assert (report["top1_correct"], report["top5_correct"]) == (sample_report.top1_correct,
-                                                                sample_report.top5_correct)
+    assert (report["top1_correct"], report["top5_correct"]) == (sample_report.top1_correct, sample_report.top5_correct)
     assert f"top-1       {sample_report.top1:.2f} %  ({sample_report.top1_correct}/100)" in proc.stdout
     assert "reference  top-1 75.10 %" in proc.stdout and "img/s" in proc.stdout
     assert "most confused" in proc.stdout
 
 
 @pytest.mark.slow
-def test_min_top1_sets_the_exit_code(monkeypatch: pytest.MonkeyPatch, reuse_lite0, sample_report: EvalReport,
-                                     sample_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_min_top1_sets_the_exit_code(
+    monkeypatch: pytest.MonkeyPatch,
+    reuse_lite0,
+    sample_report: EvalReport,
+    sample_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     monkeypatch.setattr(effnet.evaluate, "evaluate", lambda *a, **k: sample_report)
     base = ["eval", str(sample_dir), "--model", "efficientnet-lite0", "--no-progress"]
     assert main([*base, "--min-top1", str(sample_report.top1)]) == 0  # equal passes
@@ -69,8 +95,9 @@ def test_min_top1_sets_the_exit_code(monkeypatch: pytest.MonkeyPatch, reuse_lite
 
 
 @pytest.mark.slow
-def test_unreadable_image_is_reported_and_fails(reuse_lite0, sample_images: list[Path], tmp_path: Path,
-                                                build_layout, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unreadable_image_is_reported_and_fails(
+    reuse_lite0, sample_images: list[Path], tmp_path: Path, build_layout, capsys: pytest.CaptureFixture[str]
+) -> None:
     data, _ = build_layout(sample_images[:2], tmp_path / "data", "synset-prefix")
     (data / "n01440764_broken.JPEG").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     out = tmp_path / "r.json"
@@ -84,28 +111,37 @@ def test_unreadable_image_is_reported_and_fails(reuse_lite0, sample_images: list
     assert report["failures"][0]["path"].endswith("n01440764_broken.JPEG") and report["failures"][0]["error"]
 
 
-@pytest.mark.parametrize("args, code, message", [
-    (["--limit", "0"], 2, "--limit must be >= 1"),
-    (["--batch-size", "0"], 2, "--batch-size must be >= 1"),
-    (["--workers", "0"], 2, "--workers must be >= 1"),
-    (["--min-top1", "150"], 2, "--min-top1 is a percentage between 0 and 100"),
-    (["--json", "no/such/folder/r.json"], 2, "folder no/such/folder does not exist"),
-    (["--annotations", "missing.txt"], 1, "annotation file missing.txt does not exist"),
-], ids=["limit", "batch-size", "workers", "min-top1", "json-folder", "annotations"])
-def test_bad_arguments_fail_before_the_model_loads(no_model, sample_dir: Path, args: list[str], code: int,
-                                                   message: str, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["--limit", "0"], 2, "--limit must be >= 1"),
+        (["--batch-size", "0"], 2, "--batch-size must be >= 1"),
+        (["--workers", "0"], 2, "--workers must be >= 1"),
+        (["--min-top1", "150"], 2, "--min-top1 is a percentage between 0 and 100"),
+        (["--json", "no/such/folder/r.json"], 2, "folder no/such/folder does not exist"),
+        (["--annotations", "missing.txt"], 1, "annotation file missing.txt does not exist"),
+    ],
+    ids=["limit", "batch-size", "workers", "min-top1", "json-folder", "annotations"],
+)
+def test_bad_arguments_fail_before_the_model_loads(
+    no_model, sample_dir: Path, args: list[str], code: int, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["eval", str(sample_dir), *args]) == code
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("layout, message", [
-    ("empty", "no images in"),
-    ("unknown-synset", "unknown synset in n99999999_x.JPEG"),
-    ("missing-entry", "1 of 2 images in"),
-])
-def test_bad_data_fails_before_the_model_loads(no_model, tmp_path: Path, layout: str, message: str,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "layout, message",
+    [
+        ("empty", "no images in"),
+        ("unknown-synset", "unknown synset in n99999999_x.JPEG"),
+        ("missing-entry", "1 of 2 images in"),
+    ],
+)
+def test_bad_data_fails_before_the_model_loads(
+    no_model, tmp_path: Path, layout: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = tmp_path / "data"
     data.mkdir()
     extra: list[str] = []

@@ -28,7 +28,10 @@ def test_synset_prefix_layout(tmp_path: Path) -> None:
     assert ds.layout == "synset-prefix"
     # Classes interleaved, so that a prefix (--limit) spreads over classes.
     assert [(p.path.name, p.label) for p in ds.samples] == [
-        (f"{TENCH}_a.jpg", 0), (f"{GOLDFISH}_b.JPEG", 1), (f"{TENCH}_c.png", 0)]
+        (f"{TENCH}_a.jpg", 0),
+        (f"{GOLDFISH}_b.JPEG", 1),
+        (f"{TENCH}_c.png", 0),
+    ]
     assert ds.num_classes_present == 2
 
 
@@ -42,7 +45,11 @@ def test_class_folder_layout_recursive_and_interleaved(tmp_path: Path) -> None:
     ds = find_dataset(tmp_path)
     assert ds.layout == "class-folders"
     assert [(p.path.relative_to(tmp_path).as_posix(), p.label) for p in ds.samples] == [
-        (f"{TENCH}/sub/x3.JPEG", 0), (f"{SHARK}/y.JPEG", 2), (f"{TENCH}/x1.JPEG", 0), (f"{TENCH}/x2.JPEG", 0)]
+        (f"{TENCH}/sub/x3.JPEG", 0),
+        (f"{SHARK}/y.JPEG", 2),
+        (f"{TENCH}/x1.JPEG", 0),
+        (f"{TENCH}/x2.JPEG", 0),
+    ]
 
 
 def test_annotation_layout(tmp_path: Path) -> None:
@@ -50,12 +57,16 @@ def test_annotation_layout(tmp_path: Path) -> None:
     touch(data / "ILSVRC2012_val_00000002.JPEG")
     touch(data / "ILSVRC2012_val_00000001.JPEG")
     ann = tmp_path / "val.txt"
-    ann.write_text("# comment\nILSVRC2012_val_00000001.JPEG 65\n\nILSVRC2012_val_00000002.JPEG "
-                   f"{SHARK}\nILSVRC2012_val_00000003.JPEG 7\n")
+    ann.write_text(
+        "# comment\nILSVRC2012_val_00000001.JPEG 65\n\nILSVRC2012_val_00000002.JPEG "
+        f"{SHARK}\nILSVRC2012_val_00000003.JPEG 7\n"
+    )
     ds = find_dataset(data, annotations=ann)
     assert ds.layout == "annotations" and ds.annotations == ann
     assert [(p.path.name, p.label) for p in ds.samples] == [
-        ("ILSVRC2012_val_00000001.JPEG", 65), ("ILSVRC2012_val_00000002.JPEG", 2)]
+        ("ILSVRC2012_val_00000001.JPEG", 65),
+        ("ILSVRC2012_val_00000002.JPEG", 2),
+    ]
     assert ds.unmatched_annotations == 1  # listed, but no such image: counted, not an error
 
 
@@ -65,28 +76,51 @@ def test_annotation_file_inside_data_folder(tmp_path: Path) -> None:
     assert [(s.path.name, s.label) for s in find_dataset(tmp_path, tmp_path / "val.txt").samples] == [("a.JPEG", 3)]
 
 
-@pytest.mark.parametrize("make, annotations, message", [
-    (lambda d: None, None, "no images in"),
-    (lambda d: touch(d / "readme.md"), None, "no images in"),
-    (lambda d: touch(d / "n99999999_x.JPEG"), None, "unknown synset in n99999999_x.JPEG"),
-    (lambda d: touch(d / "n99999999" / "x.JPEG"), None, "unknown synset folder n99999999"),
-    (lambda d: touch(d / "ILSVRC2012_val_00000001.JPEG"), None, "--annotations val.txt"),
-    (lambda d: (touch(d / f"{TENCH}_a.JPEG"), touch(d / "b.JPEG")), None, "not named '<synset>_<anything>': b.JPEG"),
-    (lambda d: (touch(d / TENCH / "a.JPEG"), touch(d / f"{TENCH}_a.JPEG")), None, "mixes sub-folders"),
-    (lambda d: (touch(d / "train" / "a.JPEG"), touch(d / "val" / "b.JPEG")), None, "not named by synset"),
-    (lambda d: (touch(d / TENCH / "a.JPEG"), touch(d / "misc" / "b.JPEG")), None, "sub-folders misc are not named"),
-    (lambda d: (d / TENCH).mkdir(), None, "no images in the 1 class folders"),
-    (lambda d: (touch(d / "a.JPEG"), touch(d / "b.JPEG")), "a.JPEG 1\n", "1 of 2 images in"),
-    (lambda d: touch(d / "a.JPEG"), "a.JPEG 1000\n", "class index 1000 is out of range 0..999"),
-    (lambda d: touch(d / "a.JPEG"), "a.JPEG n99999999\n", ":1: unknown synset n99999999"),
-    (lambda d: touch(d / "a.JPEG"), "a.JPEG 1\na.JPEG 2\n", ":2: a.JPEG is listed twice"),
-    (lambda d: touch(d / "a.JPEG"), "a.JPEG\n", "expected '<file name> <class index>'"),
-    (lambda d: touch(d / "a.JPEG"), "a.JPEG cat\n", "expected a class index or a synset"),
-    (lambda d: touch(d / "a.JPEG"), "# nothing\n", "has no entries"),
-], ids=["empty", "no-images", "unknown-synset-prefix", "unknown-synset-folder", "val-without-annotations",
-        "partly-named", "mixed", "non-synset-folders", "stray-folder", "empty-class-folder",
-        "missing-annotation-entry", "index-out-of-range", "unknown-synset-annotation", "duplicate-entry",
-        "no-label", "bad-label", "no-entries"])
+@pytest.mark.parametrize(
+    "make, annotations, message",
+    [
+        (lambda d: None, None, "no images in"),
+        (lambda d: touch(d / "readme.md"), None, "no images in"),
+        (lambda d: touch(d / "n99999999_x.JPEG"), None, "unknown synset in n99999999_x.JPEG"),
+        (lambda d: touch(d / "n99999999" / "x.JPEG"), None, "unknown synset folder n99999999"),
+        (lambda d: touch(d / "ILSVRC2012_val_00000001.JPEG"), None, "--annotations val.txt"),
+        (
+            lambda d: (touch(d / f"{TENCH}_a.JPEG"), touch(d / "b.JPEG")),
+            None,
+            "not named '<synset>_<anything>': b.JPEG",
+        ),
+        (lambda d: (touch(d / TENCH / "a.JPEG"), touch(d / f"{TENCH}_a.JPEG")), None, "mixes sub-folders"),
+        (lambda d: (touch(d / "train" / "a.JPEG"), touch(d / "val" / "b.JPEG")), None, "not named by synset"),
+        (lambda d: (touch(d / TENCH / "a.JPEG"), touch(d / "misc" / "b.JPEG")), None, "sub-folders misc are not named"),
+        (lambda d: (d / TENCH).mkdir(), None, "no images in the 1 class folders"),
+        (lambda d: (touch(d / "a.JPEG"), touch(d / "b.JPEG")), "a.JPEG 1\n", "1 of 2 images in"),
+        (lambda d: touch(d / "a.JPEG"), "a.JPEG 1000\n", "class index 1000 is out of range 0..999"),
+        (lambda d: touch(d / "a.JPEG"), "a.JPEG n99999999\n", ":1: unknown synset n99999999"),
+        (lambda d: touch(d / "a.JPEG"), "a.JPEG 1\na.JPEG 2\n", ":2: a.JPEG is listed twice"),
+        (lambda d: touch(d / "a.JPEG"), "a.JPEG\n", "expected '<file name> <class index>'"),
+        (lambda d: touch(d / "a.JPEG"), "a.JPEG cat\n", "expected a class index or a synset"),
+        (lambda d: touch(d / "a.JPEG"), "# nothing\n", "has no entries"),
+    ],
+    ids=[
+        "empty",
+        "no-images",
+        "unknown-synset-prefix",
+        "unknown-synset-folder",
+        "val-without-annotations",
+        "partly-named",
+        "mixed",
+        "non-synset-folders",
+        "stray-folder",
+        "empty-class-folder",
+        "missing-annotation-entry",
+        "index-out-of-range",
+        "unknown-synset-annotation",
+        "duplicate-entry",
+        "no-label",
+        "bad-label",
+        "no-entries",
+    ],
+)
 def test_bad_data_is_a_clear_error(tmp_path: Path, make, annotations: str | None, message: str) -> None:
     data = tmp_path / "data"
     data.mkdir()
@@ -117,8 +151,19 @@ def test_report_write_failure_is_clear_and_leaves_nothing(tmp_path: Path) -> Non
     from effnet.weights.records import Preprocess
 
     fields = {f.name: 0 for f in dataclasses.fields(EvalReport) if f.default is dataclasses.MISSING}
-    report = EvalReport(**{**fields, "per_class": (), "confused": (), "failures": (), "images": (),
-                           "preprocess": Preprocess(224, 256), "reference": None, "seconds": 1.0, "count": 1})
+    report = EvalReport(
+        **{
+            **fields,
+            "per_class": (),
+            "confused": (),
+            "failures": (),
+            "images": (),
+            "preprocess": Preprocess(224, 256),
+            "reference": None,
+            "seconds": 1.0,
+            "count": 1,
+        }
+    )
     (tmp_path / "taken").mkdir()
     with pytest.raises(EffnetError, match="cannot write the report to .*taken"):
         report.write_json(tmp_path / "taken")  # a folder is in the way

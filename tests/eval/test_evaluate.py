@@ -31,8 +31,12 @@ def test_lite0_sample_matches_reference(sample_report: EvalReport, lite0_classif
     assert 89 <= r.top1_correct <= 91, f"top-1 {r.top1_correct}/100, reference 90 +- 1"
     assert 97 <= r.top5_correct <= 99, f"top-5 {r.top5_correct}/100, reference 98 +- 1"
     assert r.top1 == pytest.approx(r.top1_correct) and r.top5 == pytest.approx(r.top5_correct)
-    assert (r.model, r.weights, r.backend, r.precision) == ("efficientnet-lite0", "efficientnet-lite0.pypi",
-                                                            "torch", "fp32")
+    assert (r.model, r.weights, r.backend, r.precision) == (
+        "efficientnet-lite0",
+        "efficientnet-lite0.pypi",
+        "torch",
+        "fp32",
+    )
     # The record's preprocessing, not a default: bicubic 256 -> 224, mean 127 / std 128.
     assert r.preprocess == lite0_classifier.record.preprocess
     assert (r.preprocess.resize_size, r.preprocess.input_size, r.preprocess.mean[0]) == (256, 224, 127.0)
@@ -58,23 +62,56 @@ def test_json_report_schema(sample_report: EvalReport, tmp_path: Path) -> None:
     d = json.loads(path.read_text())
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]  # no temporary file left behind
     assert d["schema"] == REPORT_SCHEMA
-    assert set(d) == {"schema", "model", "weights", "backend", "precision", "dataset", "preprocess", "total",
-                      "count", "failed", "top1", "top5", "top1_correct", "top5_correct", "reference",
-                      "delta_top1", "delta_top5", "throughput", "per_class", "most_confused", "failures", "images"}
+    assert set(d) == {
+        "schema",
+        "model",
+        "weights",
+        "backend",
+        "precision",
+        "dataset",
+        "preprocess",
+        "total",
+        "count",
+        "failed",
+        "top1",
+        "top5",
+        "top1_correct",
+        "top5_correct",
+        "reference",
+        "delta_top1",
+        "delta_top5",
+        "throughput",
+        "per_class",
+        "most_confused",
+        "failures",
+        "images",
+    }
     assert (d["count"], d["failed"], d["top1_correct"]) == (100, 0, sample_report.top1_correct)
-    assert d["dataset"] == {"path": sample_report.dataset, "layout": "synset-prefix", "size": 100, "limit": None,
-                            "unmatched_annotations": 0}
+    assert d["dataset"] == {
+        "path": sample_report.dataset,
+        "layout": "synset-prefix",
+        "size": 100,
+        "limit": None,
+        "unmatched_annotations": 0,
+    }
     assert d["reference"]["top1"] == 75.1 and d["reference"]["top5"] is None
-    assert set(d["throughput"]) == {"images_per_second", "seconds", "inference_seconds", "decode_wait_seconds",
-                                    "batch_size", "workers"}
+    assert set(d["throughput"]) == {
+        "images_per_second",
+        "seconds",
+        "inference_seconds",
+        "decode_wait_seconds",
+        "batch_size",
+        "workers",
+    }
     assert set(d["per_class"][0]) == {"index", "synset", "label", "count", "top1", "top5"}
     assert set(d["most_confused"][0]) == {"true", "predicted", "count"}
     assert set(d["images"][0]) == {"path", "label", "top5"} and len(d["images"][0]["top5"]) == 5
 
 
 @pytest.mark.parametrize("layout", ["class-folders", "annotations"])
-def test_other_layouts_give_the_same_result(layout: str, sample_images: list[Path], sample_report: EvalReport,
-                                            lite0_classifier, tmp_path: Path, build_layout) -> None:
+def test_other_layouts_give_the_same_result(
+    layout: str, sample_images: list[Path], sample_report: EvalReport, lite0_classifier, tmp_path: Path, build_layout
+) -> None:
     data, ann = build_layout(sample_images, tmp_path / "data", layout)
     ds = find_dataset(data, annotations=ann)
     assert ds.layout == layout and len(ds) == 100
@@ -89,8 +126,9 @@ def test_other_layouts_give_the_same_result(layout: str, sample_images: list[Pat
     assert by_name(r) == {k: expected[k] for k in (s.path.resolve().name for s in spread)}
 
 
-def test_corrupt_and_vanished_images_are_counted(sample_images: list[Path], sample_report: EvalReport,
-                                                 lite0_classifier, tmp_path: Path, build_layout) -> None:
+def test_corrupt_and_vanished_images_are_counted(
+    sample_images: list[Path], sample_report: EvalReport, lite0_classifier, tmp_path: Path, build_layout
+) -> None:
     good = sample_images[:3]
     data, _ = build_layout(good, tmp_path / "data", "synset-prefix")
     (data / "n01440764_corrupt.JPEG").write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG")
@@ -100,7 +138,10 @@ def test_corrupt_and_vanished_images_are_counted(sample_images: list[Path], samp
     r = evaluate(lite0_classifier, data, batch_size=2, workers=2, progress=seen.append)
     assert (r.total, r.count, r.failed) == (6, 3, 3)
     assert sorted(Path(f.path).name for f in r.failures) == [
-        "n01440764_corrupt.JPEG", "n01443537_empty.JPEG", "n01484850_gone.JPEG"]
+        "n01440764_corrupt.JPEG",
+        "n01443537_empty.JPEG",
+        "n01484850_gone.JPEG",
+    ]
     assert all(f.error for f in r.failures) and {f.label for f in r.failures} == {0, 1, 2}
     expected = {k: v for k, v in by_name(sample_report).items() if k in {p.name for p in good}}
     assert by_name(r) == expected  # the failures do not disturb the other images
@@ -113,8 +154,9 @@ def test_nothing_decodable_is_an_error(lite0_classifier, tmp_path: Path) -> None
         evaluate(lite0_classifier, tmp_path)
 
 
-def test_limit_takes_a_prefix(sample_images: list[Path], sample_report: EvalReport, lite0_classifier,
-                              tmp_path: Path, build_layout) -> None:
+def test_limit_takes_a_prefix(
+    sample_images: list[Path], sample_report: EvalReport, lite0_classifier, tmp_path: Path, build_layout
+) -> None:
     data, _ = build_layout(sample_images[:6], tmp_path / "data", "class-folders")
     r = evaluate(lite0_classifier, data, limit=4, batch_size=3, workers=1)
     assert (r.total, r.count, r.limit, r.dataset_size) == (4, 4, 4, 6)
@@ -129,8 +171,7 @@ def test_bad_arguments(lite0_classifier, sample_dir: Path, bad: dict) -> None:
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
-def test_identical_across_backends(backend: str, sample_dir: Path, sample_report: EvalReport,
-                                   tmp_path: Path) -> None:
+def test_identical_across_backends(backend: str, sample_dir: Path, sample_report: EvalReport, tmp_path: Path) -> None:
     if backend not in effnet.backends.available_backends():
         pytest.skip(f"backend {backend!r} is not registered (available: {effnet.backends.available_backends()})")
     from effnet.predict import Classifier
@@ -140,7 +181,11 @@ def test_identical_across_backends(backend: str, sample_dir: Path, sample_report
     r = evaluate(clf, sample_dir, batch_size=16, workers=2)
     assert (r.backend, r.precision) == (backend, "fp32")
     assert (r.count, r.failed, r.top1_correct, r.top5_correct) == (
-        100, 0, sample_report.top1_correct, sample_report.top5_correct)
+        100,
+        0,
+        sample_report.top1_correct,
+        sample_report.top5_correct,
+    )
     ours = by_name(r)
     theirs = by_name(sample_report)
     # Same top-1 class for every image; the top-5 sets may only differ where scores tie at fp32 noise.

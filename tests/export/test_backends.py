@@ -26,7 +26,7 @@ def test_lite0_same_top1_on_every_sample_image_for_all_backends(lite0_source, sa
     for name in BACKENDS:
         options = {} if name == "torch" else {"cache_dir": export_cache}
         backend = create_backend(name, lite0_source, **options)
-        probs[name] = np.concatenate([backend(crops[i:i + 20]) for i in range(0, len(crops), 20)])
+        probs[name] = np.concatenate([backend(crops[i : i + 20]) for i in range(0, len(crops), 20)])
     top1 = {name: p.argmax(1) for name, p in probs.items()}
     assert (top1["onnxruntime"] == top1["torch"]).all()
     assert (top1["openvino"] == top1["torch"]).all()
@@ -88,17 +88,22 @@ def test_random_init_source_is_exported_to_a_temporary_place(lite0_source, tmp_p
 @pytest.mark.parametrize("backend", ["b5_ort", "b5_ov"])
 def test_wrong_input_shape_to_a_static_model_is_a_clear_error(request, backend):
     runner = request.getfixturevalue(backend)
-    with pytest.raises(EffnetError, match=r"expected a batch of RGB crops of shape \[N, 456, 456, 3\].*got \[1, 380, 380, 3\]"):
+    with pytest.raises(
+        EffnetError, match=r"expected a batch of RGB crops of shape \[N, 456, 456, 3\].*got \[1, 380, 380, 3\]"
+    ):
         runner(np.zeros((1, 380, 380, 3), dtype=np.uint8))
     with pytest.raises(EffnetError, match=r"got \[456, 456, 3\]"):
         runner(np.zeros((456, 456, 3), dtype=np.uint8))
 
 
-@pytest.mark.parametrize(("backend", "package", "extra"), [
-    ("onnxruntime", "onnxruntime", "onnx"),
-    ("onnxruntime", "onnx", "onnx"),
-    ("openvino", "openvino", "openvino"),
-])
+@pytest.mark.parametrize(
+    ("backend", "package", "extra"),
+    [
+        ("onnxruntime", "onnxruntime", "onnx"),
+        ("onnxruntime", "onnx", "onnx"),
+        ("openvino", "openvino", "openvino"),
+    ],
+)
 def test_missing_backend_package_names_the_extra(lite0_source, monkeypatch, tmp_path, backend, package, extra):
     monkeypatch.setitem(sys.modules, package, None)  # `import package` now raises ImportError
     with pytest.raises(EffnetError, match=rf"needs the Python package '{package}'.*pip install 'effnet\[{extra}\]'"):

@@ -21,8 +21,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """`python -m effnet ...` in a subprocess, as a user runs it."""
-    return subprocess.run([sys.executable, "-m", "effnet", *args], capture_output=True, text=True, timeout=300,
-                          cwd=REPO, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "effnet", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_export_onnx_and_openvino_write_exactly_the_artifacts(tmp_path, lite0_checkpoint):
@@ -48,8 +54,19 @@ def test_classify_gives_the_same_answers_on_every_backend(tmp_path, sample_image
     env = {"EFFNET_HOME": str(tmp_path / "home")}
     answers = {}
     for backend in ("torch", "onnxruntime", "openvino"):
-        proc = run_cli("classify", "--model", "efficientnet-lite0", "--backend", backend, "--json", "--top-k", "3",
-                       "--no-progress", *images, env=env)
+        proc = run_cli(
+            "classify",
+            "--model",
+            "efficientnet-lite0",
+            "--backend",
+            backend,
+            "--json",
+            "--top-k",
+            "3",
+            "--no-progress",
+            *images,
+            env=env,
+        )
         assert proc.returncode == 0, proc.stderr
         answers[backend] = [json.loads(line) for line in proc.stdout.splitlines()]
     for backend in ("onnxruntime", "openvino"):
@@ -59,8 +76,9 @@ def test_classify_gives_the_same_answers_on_every_backend(tmp_path, sample_image
             assert abs(ours["predictions"][0]["probability"] - ref["predictions"][0]["probability"]) < 1e-5
 
 
-@pytest.mark.parametrize("fmt,target", [("onnx", "blocker/out.onnx"), ("openvino", "blocker/ir"),
-                                        ("openvino", "blocker")])
+@pytest.mark.parametrize(
+    "fmt,target", [("onnx", "blocker/out.onnx"), ("openvino", "blocker/ir"), ("openvino", "blocker")]
+)
 def test_unwritable_output_is_one_clear_line_and_writes_nothing(tmp_path, capsys, lite0_checkpoint, fmt, target):
     (tmp_path / "blocker").write_text("a file where a directory is expected")
     rc = main(["export", fmt, "--model", "efficientnet-lite0", "-o", str(tmp_path / target)])

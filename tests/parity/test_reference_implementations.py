@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import effnet
-from tests.testutils import randomize_batchnorm
 from effnet.weights.convert import rename_table
+from tests.testutils import randomize_batchnorm
 
 geffnet = pytest.importorskip("geffnet", reason="reference implementation geffnet not installed")
 efficientnet_pytorch = pytest.importorskip("efficientnet_pytorch", reason="efficientnet_pytorch not installed")
@@ -58,10 +58,13 @@ def test_geffnet_lite0_structure_and_parity(tmp_path):
     assert delta < 1e-4
 
 
-@pytest.mark.parametrize("fmt,reference", [
-    ("timm", lambda: geffnet.tf_efficientnet_b5()),
-    ("lukemelas", lambda: efficientnet_pytorch.EfficientNet.from_name("efficientnet-b5")),
-])
+@pytest.mark.parametrize(
+    "fmt,reference",
+    [
+        ("timm", lambda: geffnet.tf_efficientnet_b5()),
+        ("lukemelas", lambda: efficientnet_pytorch.EfficientNet.from_name("efficientnet-b5")),
+    ],
+)
 def test_rename_tables_are_exact_bijections(fmt, reference):
     """The table covers every reference key, maps onto every effnet key, and is one-to-one."""
     ours = effnet.create_model("efficientnet-b5")

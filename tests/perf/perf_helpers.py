@@ -12,7 +12,7 @@ from tests.testutils import EXAMPLES
 
 
 def run_batches(backend, crops: np.ndarray, batch: int = 20) -> np.ndarray:
-    return np.concatenate([backend(crops[i:i + batch]) for i in range(0, len(crops), batch)])
+    return np.concatenate([backend(crops[i : i + batch]) for i in range(0, len(crops), batch)])
 
 
 def example_batch(size: int) -> torch.Tensor:
@@ -23,8 +23,10 @@ def example_batch(size: int) -> torch.Tensor:
     """
     from PIL import Image
 
-    images = [Image.open(EXAMPLES / n).convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
-              for n in ("chelsea.png", "coffee.png")]
+    images = [
+        Image.open(EXAMPLES / n).convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+        for n in ("chelsea.png", "coffee.png")
+    ]
     x = torch.from_numpy(np.stack([np.asarray(i) for i in images])).permute(0, 3, 1, 2).float()
     return ((x - 127.5) / 64.0).contiguous()
 

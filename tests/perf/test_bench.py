@@ -68,8 +68,20 @@ def test_run_benchmark_rejects_bad_settings(kwargs):
 
 
 def _bench_json(*args: str) -> dict:
-    r = run_cli("bench", "--model", "efficientnet-lite0", "--iterations", "3", "--warmup", "0", "--threads", "1",
-                "--json", "--no-progress", *args)
+    r = run_cli(
+        "bench",
+        "--model",
+        "efficientnet-lite0",
+        "--iterations",
+        "3",
+        "--warmup",
+        "0",
+        "--threads",
+        "1",
+        "--json",
+        "--no-progress",
+        *args,
+    )
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 
@@ -81,8 +93,19 @@ def test_bench_json_schema(lite0_checkpoint):
     assert out["latency_ms"]["min"] <= out["latency_ms"]["median"] <= out["latency_ms"]["max"]
     assert out["throughput_img_s"] > 0 and out["first_inference_ms"] > 0 and out["iterations"] == 3
     cfg = out["config"]
-    for key in ("model", "weights", "backend", "precision", "precision_requested", "batch_size", "threads",
-                "streams", "input_size", "machine", "options"):
+    for key in (
+        "model",
+        "weights",
+        "backend",
+        "precision",
+        "precision_requested",
+        "batch_size",
+        "threads",
+        "streams",
+        "input_size",
+        "machine",
+        "options",
+    ):
         assert key in cfg, key
     assert cfg["model"] == "efficientnet-lite0" and cfg["weights"] == "efficientnet-lite0.pypi"
     assert cfg["backend"] == "torch" and cfg["precision"] == "fp32" and cfg["input_size"] == 224
@@ -104,12 +127,15 @@ def test_bench_random_weights_and_batch(lite0_checkpoint):
     assert out["config"]["options"] == {"fast": True, "compile": False}
 
 
-@pytest.mark.parametrize("args,message", [
-    (("--iterations", "0"), "--iterations must be >= 1"),
-    (("--backend", "onnxruntime", "--fast"), "torch options"),
-    (("--backend", "nope"), "unknown backend"),
-    (("--random-weights", "--weights", "x.pth"), "exclude each other"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (("--iterations", "0"), "--iterations must be >= 1"),
+        (("--backend", "onnxruntime", "--fast"), "torch options"),
+        (("--backend", "nope"), "unknown backend"),
+        (("--random-weights", "--weights", "x.pth"), "exclude each other"),
+    ],
+)
 def test_bench_usage_errors_exit_2(args, message):
     r = run_cli("bench", "--model", "efficientnet-lite0", *args)
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr

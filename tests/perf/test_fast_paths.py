@@ -16,11 +16,21 @@ import effnet
 from effnet.backends import create_backend
 from effnet.errors import EffnetError
 from effnet.optimize import (
-    Bf16Model, InferenceConfig, bf16_supported, fold_batchnorm, optimize_for_inference,
+    Bf16Model,
+    InferenceConfig,
+    bf16_supported,
+    fold_batchnorm,
+    optimize_for_inference,
     to_channels_last,
 )
 from tests.perf.perf_helpers import (
-    EXAMPLES, calibrated_random_model, example_batch, fp32_margin, max_rel_delta, run_batches, tiny_model,
+    EXAMPLES,
+    calibrated_random_model,
+    example_batch,
+    fp32_margin,
+    max_rel_delta,
+    run_batches,
+    tiny_model,
     top1_agreement,
 )
 
@@ -78,8 +88,9 @@ def test_fast_backend_matches_eager_on_b5(tmp_path):
     checkpoint = tmp_path / "b5.pth"
     torch.save(calibrated_random_model("efficientnet-b5", 456, affine=False).state_dict(), checkpoint)
     source = resolve_source("efficientnet-b5", checkpoint)
-    pixels = np.stack([np.asarray(Image.open(EXAMPLES / n).convert("RGB").resize((456, 456)))
-                       for n in ("chelsea.png", "coffee.png")])
+    pixels = np.stack(
+        [np.asarray(Image.open(EXAMPLES / n).convert("RGB").resize((456, 456))) for n in ("chelsea.png", "coffee.png")]
+    )
     eager = create_backend("torch", source)
     fast = create_backend("torch", source, fast=True)
     assert fast.describe()["bn_folded"] and fast.describe()["channels_last"]
@@ -137,8 +148,9 @@ def test_bf16_top1_agreement_on_lite0_real_weights(lite0_source, sample_crops, f
     assert backend.precision == "bf16"
     agreement, flips = top1_agreement(run_batches(backend, sample_crops), fp32_probs)
     assert agreement >= 0.98, f"top-1 agreement {agreement:.0%}, flipped images {flips}"
-    assert all(fp32_margin(fp32_probs, i) < 0.05 for i in flips), \
+    assert all(fp32_margin(fp32_probs, i) < 0.05 for i in flips), (
         f"bf16 flipped a confident fp32 answer: {[(i, fp32_margin(fp32_probs, i)) for i in flips]}"
+    )
 
 
 def test_fast_backend_on_lite0_real_weights(lite0_source, sample_crops, fp32_probs):

@@ -24,8 +24,20 @@ def calibration_images(sample_images: list[Path]) -> list[Path]:
 @pytest.fixture(scope="module")
 def quantized(tmp_path_factory, calibration_images, lite0_checkpoint) -> dict:
     out = tmp_path_factory.mktemp("int8")
-    r = run_cli("quantize", "--model", "efficientnet-lite0", "--calibration", *map(str, calibration_images),
-                "--subset-size", "20", "--bias-correction", "full", "-o", str(out), "--json")
+    r = run_cli(
+        "quantize",
+        "--model",
+        "efficientnet-lite0",
+        "--calibration",
+        *map(str, calibration_images),
+        "--subset-size",
+        "20",
+        "--bias-correction",
+        "full",
+        "-o",
+        str(out),
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)  # stdout is the JSON alone: NNCF's progress bars go to stderr
 
@@ -50,8 +62,22 @@ def test_int8_top1_agreement_on_lite0(quantized, lite0_source, sample_crops, fp3
 
 
 def test_bench_runs_the_int8_ir(quantized):
-    r = run_cli("bench", "--model", "efficientnet-lite0", "--backend", "openvino", "--precision", "int8",
-                "--model-path", quantized["path"], "--float-precision", "bf16", "--iterations", "2", "--json")
+    r = run_cli(
+        "bench",
+        "--model",
+        "efficientnet-lite0",
+        "--backend",
+        "openvino",
+        "--precision",
+        "int8",
+        "--model-path",
+        quantized["path"],
+        "--float-precision",
+        "bf16",
+        "--iterations",
+        "2",
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     cfg = json.loads(r.stdout)["config"]
     assert cfg["precision"] == "int8" and cfg["backend_details"]["inference_precision"] == "bf16"
@@ -59,15 +85,44 @@ def test_bench_runs_the_int8_ir(quantized):
 
 def test_quantize_into_the_cache_is_found_by_precision_int8(tmp_path, calibration_images, lite0_checkpoint):
     env = {"EFFNET_HOME": str(tmp_path)}
-    missing = run_cli("bench", "--model", "efficientnet-lite0", "--backend", "openvino", "--precision", "int8",
-                      "--iterations", "1", env=env)
+    missing = run_cli(
+        "bench",
+        "--model",
+        "efficientnet-lite0",
+        "--backend",
+        "openvino",
+        "--precision",
+        "int8",
+        "--iterations",
+        "1",
+        env=env,
+    )
     assert missing.returncode == 1 and "effnet quantize" in missing.stderr and "Traceback" not in missing.stderr
-    r = run_cli("quantize", "--model", "efficientnet-lite0", "--calibration", *map(str, calibration_images[:4]),
-                "--subset-size", "4", env=env)
+    r = run_cli(
+        "quantize",
+        "--model",
+        "efficientnet-lite0",
+        "--calibration",
+        *map(str, calibration_images[:4]),
+        "--subset-size",
+        "4",
+        env=env,
+    )
     assert r.returncode == 0, r.stderr
     assert Path(r.stdout.splitlines()[0]).is_relative_to(tmp_path)
-    found = run_cli("bench", "--model", "efficientnet-lite0", "--backend", "openvino", "--precision", "int8",
-                    "--iterations", "1", "--json", env=env)
+    found = run_cli(
+        "bench",
+        "--model",
+        "efficientnet-lite0",
+        "--backend",
+        "openvino",
+        "--precision",
+        "int8",
+        "--iterations",
+        "1",
+        "--json",
+        env=env,
+    )
     assert found.returncode == 0, found.stderr
     assert json.loads(found.stdout)["config"]["precision"] == "int8"
 

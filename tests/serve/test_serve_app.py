@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import httpx
 import numpy as np
@@ -23,8 +23,18 @@ class FakeModel:
     """Duck-types ServedModel: 'images' are byte strings that say how the model should behave."""
 
     def __init__(self, accepts_tensors: bool = True) -> None:
-        self.info = ModelInfo(name="fake", version="1", input_size=4, num_classes=3, backend="fake",
-                              precision="fp32", weights=None, channel_order="RGB", mean=(0.0,) * 3, std=(1.0,) * 3)
+        self.info = ModelInfo(
+            name="fake",
+            version="1",
+            input_size=4,
+            num_classes=3,
+            backend="fake",
+            precision="fp32",
+            weights=None,
+            channel_order="RGB",
+            mean=(0.0,) * 3,
+            std=(1.0,) * 3,
+        )
         self.accepts_tensors = accepts_tensors
 
     def crop(self, data: bytes) -> np.ndarray:
@@ -47,8 +57,7 @@ class FakeModel:
         return [Prediction(int(i), f"n{i:08d}", f"class {i}", float(probs[i])) for i in order]
 
 
-def served(check: Callable[[httpx.AsyncClient], Awaitable[None]], model: FakeModel | None = None,
-           **config) -> None:
+def served(check: Callable[[httpx.AsyncClient], Awaitable[None]], model: FakeModel | None = None, **config) -> None:
     """Run the app's lifespan (the batcher) and ``check`` against it, in-process."""
     app = create_app(model or FakeModel(), ServeConfig(**config))
 

@@ -50,7 +50,9 @@ def test_multi_row_items_are_kept_whole_and_kinds_never_mix():
         b = DynamicBatcher({"a": a, "t": t}, max_batch=4, max_wait_s=0.2)
         await b.start()
         outs = await asyncio.gather(
-            b.submit("a", np.ones((3, 1))), b.submit("t", np.ones((1, 1))), b.submit("a", np.ones((2, 1))),
+            b.submit("a", np.ones((3, 1))),
+            b.submit("t", np.ones((1, 1))),
+            b.submit("a", np.ones((2, 1))),
             b.submit("t", np.ones((1, 1))),
         )
         await b.stop()

@@ -10,23 +10,34 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from tests.serve.serve_fixtures import lite0_classifier, server  # noqa: F401 - pytest fixtures
 
 CHELSEA = Path(__file__).resolve().parents[2] / "examples" / "chelsea.png"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium; "
-                                                "scripts/setup.sh does it where apt-get exists and runs as root)"),
+    pytest.mark.skipif(
+        CHROMIUM is None,
+        reason="chromium is not installed (apt-get install -y chromium; "
+        "scripts/setup.sh does it where apt-get exists and runs as root)",
+    ),
 ]
 
 
 def test_page_upload_shows_top5_bars(server, lite0_classifier, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed "
-                                                                 "(pip install 'effnet[test]')")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="the playwright package is not installed (pip install 'effnet[test]')"
+    )
     expected = lite0_classifier.classify([CHELSEA], top_k=5)[0].predictions
     screenshot = tmp_path / "serve_page.png"
     with sync_api.sync_playwright() as pw:

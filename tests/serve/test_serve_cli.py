@@ -12,19 +12,30 @@ def test_help_lists_the_limits(capsys):
         main(["serve", "--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for option in ("--max-batch", "--max-wait-ms", "--max-queue", "--max-body-mb", "--timeout", "--workers",
-                   "--host", "127.0.0.1"):
+    for option in (
+        "--max-batch",
+        "--max-wait-ms",
+        "--max-queue",
+        "--max-body-mb",
+        "--timeout",
+        "--workers",
+        "--host",
+        "127.0.0.1",
+    ):
         assert option in out
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--max-batch", "0"], "--max-batch must be > 0"),
-    (["--max-body-mb", "-1"], "--max-body-mb must be > 0"),
-    (["--timeout", "0"], "--timeout must be > 0"),
-    (["--max-wait-ms", "-5"], "--max-wait-ms must be >= 0"),
-    (["--port", "70000"], "--port must be 0-65535"),
-    (["--workers", "0"], "--workers and --threads must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--max-batch", "0"], "--max-batch must be > 0"),
+        (["--max-body-mb", "-1"], "--max-body-mb must be > 0"),
+        (["--timeout", "0"], "--timeout must be > 0"),
+        (["--max-wait-ms", "-5"], "--max-wait-ms must be >= 0"),
+        (["--port", "70000"], "--port must be 0-65535"),
+        (["--workers", "0"], "--workers and --threads must be >= 1"),
+    ],
+)
 def test_bad_limits_are_usage_errors(capsys, args, message):
     assert main(["serve", "--model", "efficientnet-lite0", *args]) == 2
     err = capsys.readouterr().err

@@ -26,6 +26,7 @@ INFER = f"/v2/models/{MODEL}/infer"
 
 def huge_png(width: int = 100_000, height: int = 100_000) -> bytes:
     """A valid PNG header declaring width x height pixels, with a tiny body (a decompression-bomb probe)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -97,8 +98,9 @@ def test_classify_raw_and_multipart_agree_with_local(client, lite0_classifier):
         assert body["model"] == MODEL and body["latency_ms"] > 0
         assert [p["class_index"] for p in body["predictions"]] == [p.class_index for p in local]
         assert [p["label"] for p in body["predictions"]] == [p.label for p in local]
-        np.testing.assert_allclose([p["probability"] for p in body["predictions"]],
-                                   [p.probability for p in local], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(
+            [p["probability"] for p in body["predictions"]], [p.probability for p in local], rtol=1e-4, atol=1e-6
+        )
     assert len(client.post("/v1/classify?top_k=3", content=CHELSEA.read_bytes()).json()["predictions"]) == 3
 
 
@@ -109,7 +111,7 @@ def test_classify_sample_matches_effnet_classify(client, lite0_classifier, sampl
     crops = [clf.crop(p) for p in sample_images]
     # The library's path (Classifier.crop -> probabilities -> top_k, as `effnet classify` runs it), in a few
     # batches to keep the test short.
-    probs = np.concatenate([clf.probabilities(np.stack(crops[i:i + 25])) for i in range(0, len(crops), 25)])
+    probs = np.concatenate([clf.probabilities(np.stack(crops[i : i + 25])) for i in range(0, len(crops), 25)])
 
     def ask(path: Path) -> dict:
         r = client.post("/v1/classify?top_k=5", content=path.read_bytes())
@@ -119,10 +121,13 @@ def test_classify_sample_matches_effnet_classify(client, lite0_classifier, sampl
     with ThreadPoolExecutor(4) as pool:
         answers = list(pool.map(ask, sample_images))
     assert len(answers) == len(sample_images)
-    for path, body, p in zip(sample_images, answers, probs):
+    for path, body, p in zip(sample_images, answers, probs, strict=True):
         served, expected = body["predictions"], clf.top_k(p, 5)
         assert (served[0]["class_index"], served[0]["synset"], served[0]["label"]) == (
-            expected[0].class_index, expected[0].synset, expected[0].label), path.name
+            expected[0].class_index,
+            expected[0].synset,
+            expected[0].label,
+        ), path.name
         # Batched differently, the floats may differ in the last bits: compare by class, not by rank.
         for pred in served:
             assert pred["probability"] == pytest.approx(float(p[pred["class_index"]]), rel=1e-4, abs=1e-6), path
@@ -143,7 +148,7 @@ def test_v2_infer_json_equals_local_predictor(client, lite0_classifier):
 
 
 def test_v2_infer_batch_nested_and_binary(client, lite0_classifier):
-    crops, xs = zip(*(crop_tensor(lite0_classifier, p) for p in (CHELSEA, COFFEE)))
+    crops, xs = zip(*(crop_tensor(lite0_classifier, p) for p in (CHELSEA, COFFEE)), strict=True)
     x = np.concatenate(xs)
     expected = lite0_classifier.probabilities(np.stack(crops))
     # Nested lists instead of a flat array.
@@ -153,12 +158,24 @@ def test_v2_infer_batch_nested_and_binary(client, lite0_classifier):
     got = np.asarray(r.json()["outputs"][0]["data"], dtype=np.float32).reshape(2, 1000)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
     # Binary tensor data extension, both ways.
-    header = json.dumps({"inputs": [{"name": "data", "datatype": "FP32", "shape": [2, 3, 224, 224],
-                                     "parameters": {"binary_data_size": x.nbytes}}],
-                         "outputs": [{"name": "prob", "parameters": {"binary_data": True}}]}).encode()
-    r = client.post(INFER, content=header + x.astype("<f4").tobytes(),
-                    headers={"inference-header-content-length": str(len(header)),
-                             "content-type": "application/octet-stream"})
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "data",
+                    "datatype": "FP32",
+                    "shape": [2, 3, 224, 224],
+                    "parameters": {"binary_data_size": x.nbytes},
+                }
+            ],
+            "outputs": [{"name": "prob", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
+    r = client.post(
+        INFER,
+        content=header + x.astype("<f4").tobytes(),
+        headers={"inference-header-content-length": str(len(header)), "content-type": "application/octet-stream"},
+    )
     assert r.status_code == 200, r.text
     n = int(r.headers["inference-header-content-length"])
     meta = json.loads(r.content[:n])
@@ -180,8 +197,12 @@ BAD_REQUESTS = {
     "empty body": ("POST", "/v1/classify", {"content": b""}, 400),
     "huge dimensions": ("POST", "/v1/classify", {"content": huge_png()}, 400),
     "multipart without image": ("POST", "/v1/classify", {"files": {"picture": ("a.png", b"x", "image/png")}}, 400),
-    "multipart image as text": ("POST", "/v1/classify", {"files": {"other": ("a", b"x")}, "data": {"image": "abc"}},
-                                400),
+    "multipart image as text": (
+        "POST",
+        "/v1/classify",
+        {"files": {"other": ("a", b"x")}, "data": {"image": "abc"}},
+        400,
+    ),
     "top_k zero": ("POST", "/v1/classify?top_k=0", {"content": COFFEE.read_bytes()}, 400),
     "top_k not a number": ("POST", "/v1/classify?top_k=five", {"content": COFFEE.read_bytes()}, 400),
     "malformed json": ("POST", INFER, {"content": b'{"inputs": [{"name": "data",'}, 400),
@@ -211,7 +232,8 @@ def test_bad_request_gets_its_4xx_and_server_keeps_serving(client, case):
 def test_error_messages_say_what_was_expected(client):
     assert "pixels" in assert_error(client.post("/v1/classify", content=huge_png()), 400)
     assert "[-1, 3, 224, 224]" in assert_error(
-        client.post(INFER, json=v2_request(np.zeros((1, 3, 32, 32), np.float32))), 400)
+        client.post(INFER, json=v2_request(np.zeros((1, 3, 32, 32), np.float32))), 400
+    )
     assert "'FP32'" in assert_error(client.post(INFER, json=v2_request(_tensor(), datatype="FP64")), 400)
     assert MODEL in assert_error(client.get("/v2/models/resnet50"), 404)
 
@@ -222,7 +244,7 @@ def test_body_limit_by_content_length_and_by_stream(client, read_metrics, server
 
     def chunks():  # no Content-Length: the server must count what it reads
         for i in range(0, len(big), 1 << 20):
-            yield big[i:i + (1 << 20)]
+            yield big[i : i + (1 << 20)]
 
     assert_error(client.post("/v1/classify", content=chunks()), 413)
     assert_error(client.post(INFER, content=big), 413)
@@ -246,8 +268,10 @@ def test_metrics_exposition(client, server, read_metrics):
 def test_load_300_requests_at_concurrency_8(server, read_metrics, sample_images):
     payloads = [p.read_bytes() for p in sample_images[:20]]
     before = read_metrics(server.url)
-    key_count, key_le1 = ("effnet_batch_size_count", (("kind", "pixels"),)), \
-        ("effnet_batch_size_bucket", (("kind", "pixels"), ("le", "1.0")))
+    key_count, key_le1 = (
+        ("effnet_batch_size_count", (("kind", "pixels"),)),
+        ("effnet_batch_size_bucket", (("kind", "pixels"), ("le", "1.0"))),
+    )
 
     def worker(index: int) -> list[int]:
         statuses = []
@@ -264,7 +288,8 @@ def test_load_300_requests_at_concurrency_8(server, read_metrics, sample_images)
     batches = after[key_count] - before.get(key_count, 0)
     single = after[key_le1] - before.get(key_le1, 0)
     rows = after[("effnet_batch_size_sum", (("kind", "pixels"),))] - before.get(
-        ("effnet_batch_size_sum", (("kind", "pixels"),)), 0)
+        ("effnet_batch_size_sum", (("kind", "pixels"),)), 0
+    )
     assert rows == 300
     assert batches - single > 0, f"no batch held more than one image ({batches} batches for 300 requests)"
     print(f"load: 300 requests at concurrency 8 ran in {batches:.0f} batches ({300 / batches:.2f} images/batch)")

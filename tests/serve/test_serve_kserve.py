@@ -11,8 +11,18 @@ from effnet.serve.errors import ApiError
 from effnet.serve.kserve import encode_infer_response, model_metadata, parse_infer_request
 from effnet.serve.model import ModelInfo
 
-INFO = ModelInfo(name="m", version="1", input_size=8, num_classes=10, backend="torch", precision="fp32",
-                 weights=None, channel_order="RGB", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+INFO = ModelInfo(
+    name="m",
+    version="1",
+    input_size=8,
+    num_classes=10,
+    backend="torch",
+    precision="fp32",
+    weights=None,
+    channel_order="RGB",
+    mean=(0.0, 0.0, 0.0),
+    std=(1.0, 1.0, 1.0),
+)
 SHAPE = [2, 3, 8, 8]
 
 
@@ -34,8 +44,9 @@ def expected() -> np.ndarray:
 def test_flat_nested_and_binary_inputs_parse_to_the_same_tensor():
     flat = parse_infer_request(body(tensor()), None, INFO)
     nested = parse_infer_request(body(tensor(data=expected().tolist())), None, INFO)
-    header = body({"name": "data", "datatype": "FP32", "shape": SHAPE,
-                   "parameters": {"binary_data_size": expected().nbytes}})
+    header = body(
+        {"name": "data", "datatype": "FP32", "shape": SHAPE, "parameters": {"binary_data_size": expected().nbytes}}
+    )
     binary = parse_infer_request(header + expected().astype("<f4").tobytes(), str(len(header)), INFO)
     for r in (flat, nested, binary):
         assert r.data.dtype == np.float32 and r.data.shape == tuple(SHAPE)
@@ -84,8 +95,11 @@ BAD = {
     "unknown output": (body(tensor(), outputs=[{"name": "logits"}]), None, "unknown output name"),
     "bad header length": (body(tensor()), "ten", "must be an integer"),
     "header length too big": (body(tensor()), "999999", "outside the body"),
-    "binary size mismatch": (body({"name": "data", "datatype": "FP32", "shape": SHAPE,
-                                   "parameters": {"binary_data_size": 12}}), None, "must be 1536"),
+    "binary size mismatch": (
+        body({"name": "data", "datatype": "FP32", "shape": SHAPE, "parameters": {"binary_data_size": 12}}),
+        None,
+        "must be 1536",
+    ),
     "id not a string": (body(tensor(), id=5), None, "'id' must be a string"),
 }
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from tests.serve.serve_fixtures import lite0_classifier, start_server, wait_in_flight  # noqa: F401 - pytest fixtures
 
 CHELSEA = Path(__file__).resolve().parents[2] / "examples" / "chelsea.png"
@@ -21,8 +22,18 @@ def post_image(url: str) -> httpx.Response:
 @pytest.mark.slow
 def test_queue_full_503_then_sigterm_finishes_in_flight_requests(start_server, wait_in_flight, lite0_classifier):
     # A batch waits up to 3 s for company (max batch 64 is never reached), so requests stay in flight.
-    server = start_server("--model", "efficientnet-lite0", "--max-batch", "64", "--max-wait-ms", "3000",
-                          "--max-queue", "3", "--timeout", "60")
+    server = start_server(
+        "--model",
+        "efficientnet-lite0",
+        "--max-batch",
+        "64",
+        "--max-wait-ms",
+        "3000",
+        "--max-queue",
+        "3",
+        "--timeout",
+        "60",
+    )
     expected = lite0_classifier.classify([CHELSEA], top_k=1)[0].predictions[0].label
     with ThreadPoolExecutor(3) as pool:
         # Overload: 3 requests in flight fill --max-queue 3, the 4th is refused at once.

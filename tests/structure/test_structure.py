@@ -30,8 +30,15 @@ def test_b5_stage_shapes_at_456(b5):
         feats = b5.forward_features(torch.zeros(1, 3, 456, 456))
     for h in hooks:
         h.remove()
-    assert shapes == [(24, 228, 228), (40, 114, 114), (64, 57, 57), (128, 29, 29), (176, 29, 29),
-                      (304, 15, 15), (512, 15, 15)]
+    assert shapes == [
+        (24, 228, 228),
+        (40, 114, 114),
+        (64, 57, 57),
+        (128, 29, 29),
+        (176, 29, 29),
+        (304, 15, 15),
+        (512, 15, 15),
+    ]
     assert tuple(feats.shape) == (1, 2048, 15, 15)
     assert b5.feature_size == (15, 15)
 

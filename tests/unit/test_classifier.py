@@ -7,8 +7,8 @@ import torch
 from PIL import Image
 
 import effnet
-from tests.testutils import EXAMPLES
 from effnet.predict import identify_record, resolve_source
+from tests.testutils import EXAMPLES
 
 
 def test_classifier_paths_and_pil_images(lite0_checkpoint):
@@ -24,7 +24,7 @@ def test_batching_does_not_change_answers(lite0_checkpoint, sample_images):
     clf = effnet.Classifier("efficientnet-lite0")
     one = clf.classify(sample_images[:6], batch_size=1)
     many = clf.classify(sample_images[:6], batch_size=4)
-    for a, b in zip(one, many):
+    for a, b in zip(one, many, strict=True):
         assert [p.class_index for p in a.predictions] == [p.class_index for p in b.predictions]
         assert a.predictions[0].probability == pytest.approx(b.predictions[0].probability, abs=1e-5)
 

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from effnet.weights.download import (ChecksumError, DownloadError, default_cache_dir, download,
-                                     sha256_file, verify_file)
+from effnet.weights.download import ChecksumError, DownloadError, default_cache_dir, download, sha256_file, verify_file
 
 FAST = dict(retries=2, backoff=0, timeout=5, progress=False)
 
@@ -21,7 +20,7 @@ FAST = dict(retries=2, backoff=0, timeout=5, progress=False)
 class _Handler(BaseHTTPRequestHandler):
     """Serves ``server.payload`` with a behaviour chosen by the request path."""
 
-    server: "_Server"
+    server: _Server
 
     def log_message(self, *args: object) -> None:  # keep pytest output clean
         pass
@@ -132,8 +131,7 @@ def test_checksum_mismatch(server, tmp_path):
 
 def test_wrong_mirror_then_good_mirror(server, tmp_path):
     dest = tmp_path / "w.pth"
-    download([server.url("/wrong.bin"), server.url("/ok.bin")], dest, _sha(server),
-             len(server.payload), **FAST)
+    download([server.url("/wrong.bin"), server.url("/ok.bin")], dest, _sha(server), len(server.payload), **FAST)
     assert dest.read_bytes() == server.payload
 
 

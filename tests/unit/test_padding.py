@@ -52,8 +52,8 @@ def _reference_same_conv(x, conv):
     """Pad with the formula applied by hand, then an unpadded conv."""
     kh, kw = conv.kernel_size
     t, b = same_pad(x.shape[-2], kh, conv.stride[0])
-    l, r = same_pad(x.shape[-1], kw, conv.stride[1])
-    return F.conv2d(F.pad(x, (l, r, t, b)), conv.weight, conv.bias, conv.stride, 0, 1, conv.groups)
+    left, right = same_pad(x.shape[-1], kw, conv.stride[1])
+    return F.conv2d(F.pad(x, (left, right, t, b)), conv.weight, conv.bias, conv.stride, 0, 1, conv.groups)
 
 
 @pytest.mark.parametrize("size,kernel", [(456, 3), (114, 5), (57, 3), (29, 5), (31, 3)])

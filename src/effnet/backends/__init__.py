@@ -10,10 +10,11 @@ all of them, and cannot drift.
 
 from __future__ import annotations
 
+import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-import importlib.util
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 

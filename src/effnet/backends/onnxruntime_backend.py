@@ -34,8 +34,14 @@ class OnnxRuntimeBackend:
 
     name = "onnxruntime"
 
-    def __init__(self, source: ModelSource, *, precision: str = "fp32", threads: int | None = None,
-                 cache_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        source: ModelSource,
+        *,
+        precision: str = "fp32",
+        threads: int | None = None,
+        cache_dir: str | Path | None = None,
+    ) -> None:
         ort = require("onnxruntime", INSTALL_EXTRA, "the onnxruntime backend")
         if precision != "fp32":
             raise EffnetError(f"the onnxruntime backend runs fp32 only, got precision {precision!r}")
@@ -49,8 +55,9 @@ class OnnxRuntimeBackend:
             options.intra_op_num_threads = threads
         state = ort.capi.onnxruntime_pybind11_state
         self._errors: tuple[type[BaseException], ...] = (RuntimeError,) + tuple(
-            getattr(state, n) for n in ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf",
-                                        "NoSuchFile", "RuntimeException") if hasattr(state, n)
+            getattr(state, n)
+            for n in ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoSuchFile", "RuntimeException")
+            if hasattr(state, n)
         )
         with exported_artifact("onnx", source, cache_dir=Path(cache_dir) if cache_dir else None) as path:
             self.model_path = path
@@ -58,8 +65,9 @@ class OnnxRuntimeBackend:
             try:
                 self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             except self._errors as e:
-                raise EffnetError(f"onnxruntime backend: cannot load {path} ({e}); delete {path.parent} "
-                                  "to export it again") from None
+                raise EffnetError(
+                    f"onnxruntime backend: cannot load {path} ({e}); delete {path.parent} to export it again"
+                ) from None
         self._input = self.session.get_inputs()[0].name
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:

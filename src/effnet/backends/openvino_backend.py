@@ -46,10 +46,20 @@ class OpenVINOBackend:
 
     name = "openvino"
 
-    def __init__(self, source: ModelSource, *, precision: str = "fp32", threads: int | None = None,
-                 streams: int | None = None, fp16_weights: bool = False, model_path: str | os.PathLike | None = None,
-                 device: str = "CPU", cache_dir: str | Path | None = None,
-                 float_precision: str | None = None, batch_size: int | None = None) -> None:
+    def __init__(
+        self,
+        source: ModelSource,
+        *,
+        precision: str = "fp32",
+        threads: int | None = None,
+        streams: int | None = None,
+        fp16_weights: bool = False,
+        model_path: str | os.PathLike | None = None,
+        device: str = "CPU",
+        cache_dir: str | Path | None = None,
+        float_precision: str | None = None,
+        batch_size: int | None = None,
+    ) -> None:
         ov = require("openvino", INSTALL_EXTRA, "the openvino backend")
         import openvino.properties as props
         import openvino.properties.hint as hints
@@ -64,8 +74,10 @@ class OpenVINOBackend:
         # int8 only: the precision of the ops NNCF leaves in float (SE gate, pooling, softmax...);
         # bf16 is faster where the CPU has it (effnet.quantize and docs/performance.md).
         if float_precision is not None and (precision != "int8" or float_precision not in ("fp32", "bf16")):
-            raise EffnetError(f"openvino backend: float_precision is for precision int8 and is fp32 or bf16, "
-                              f"got {float_precision!r} with precision {precision!r}")
+            raise EffnetError(
+                f"openvino backend: float_precision is for precision int8 and is fp32 or bf16, "
+                f"got {float_precision!r} with precision {precision!r}"
+            )
         hint = types[float_precision] if float_precision is not None else types[precision]
         config: dict[Any, Any] = {hints.inference_precision: hint}
         if threads is not None:
@@ -118,10 +130,16 @@ class OpenVINOBackend:
 
     def describe(self) -> dict[str, Any]:
         """What runs, for benchmark reports."""
-        return {"precision": self.precision, "inference_precision": self.inference_precision,
-                "static_batch": self.static_batch,
-                "weights_precision": self.weights_precision, "device": self.device,
-                "streams": str(self.streams), "threads": self.threads, "model": str(self.model_path)}
+        return {
+            "precision": self.precision,
+            "inference_precision": self.inference_precision,
+            "static_batch": self.static_batch,
+            "weights_precision": self.weights_precision,
+            "device": self.device,
+            "streams": str(self.streams),
+            "threads": self.threads,
+            "model": str(self.model_path),
+        }
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         pixels = check_crops(pixels, self.preprocess.input_size, self.name)
@@ -136,7 +154,8 @@ class OpenVINOBackend:
         p = self.preprocess
         x = np.asarray(x, dtype=np.float32)
         raw = x * np.asarray(p.std, dtype=np.float32).reshape(1, 3, 1, 1) + np.asarray(
-            p.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+            p.mean, dtype=np.float32
+        ).reshape(1, 3, 1, 1)
         if p.channel_order == "RGB":
             raw = raw[:, ::-1]
         return self._infer(np.ascontiguousarray(raw))

@@ -27,12 +27,22 @@ PRECISIONS = ("fp32", "bf16")
 class TorchBackend:
     name = "torch"
 
-    def __init__(self, source: ModelSource, *, precision: str = "fp32", threads: int | None = None,
-                 device: str = "cpu", fast: bool = False, compile: bool = False,
-                 channels_last: bool | None = None) -> None:
+    def __init__(
+        self,
+        source: ModelSource,
+        *,
+        precision: str = "fp32",
+        threads: int | None = None,
+        device: str = "cpu",
+        fast: bool = False,
+        compile: bool = False,
+        channels_last: bool | None = None,
+    ) -> None:
         if precision not in PRECISIONS:
-            raise EffnetError(f"the torch backend runs {' or '.join(PRECISIONS)}, got precision {precision!r} "
-                              "(int8 runs on the openvino backend after `effnet quantize`)")
+            raise EffnetError(
+                f"the torch backend runs {' or '.join(PRECISIONS)}, got precision {precision!r} "
+                "(int8 runs on the openvino backend after `effnet quantize`)"
+            )
         if threads is not None:
             if threads < 1:
                 raise EffnetError(f"threads must be >= 1, got {threads}")
@@ -43,8 +53,12 @@ class TorchBackend:
         # bf16 and compile always start from the folded, channels_last model: it is their fast layout.
         fold = fast or compile or precision == "bf16"
         cl = fold if channels_last is None else channels_last
-        self.inference_config = InferenceConfig(precision=precision, fold_bn=fold, channels_last=cl,  # type: ignore[arg-type]
-                                                compile=compile)
+        self.inference_config = InferenceConfig(
+            precision=precision,
+            fold_bn=fold,
+            channels_last=cl,  # type: ignore[arg-type]
+            compile=compile,
+        )
         self.model: Any = optimize_for_inference(model, self.inference_config) if fold or cl else model
         self._channels_last = cl
         p = source.preprocess
@@ -56,9 +70,15 @@ class TorchBackend:
     def describe(self) -> dict[str, Any]:
         """What runs, for benchmark reports."""
         c = self.inference_config
-        return {"precision": self.precision, "bn_folded": c.fold_bn, "channels_last": c.channels_last,
-                "compiled": c.compile, "device": str(self.device), "threads": torch.get_num_threads(),
-                "path": c.describe()}
+        return {
+            "precision": self.precision,
+            "bn_folded": c.fold_bn,
+            "channels_last": c.channels_last,
+            "compiled": c.compile,
+            "device": str(self.device),
+            "threads": torch.get_num_threads(),
+            "path": c.describe(),
+        }
 
     def normalize(self, pixels: np.ndarray) -> torch.Tensor:
         # NHWC uint8 permuted to NCHW is channels_last in memory already; keep it so when asked.

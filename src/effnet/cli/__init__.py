@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import EffnetError
@@ -26,7 +26,10 @@ class UsageError(EffnetError):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="effnet", description="EfficientNet-B5 ImageNet classifier: classify, evaluate, export, benchmark, quantize and serve it."
+        prog="effnet",
+        description=(
+            "EfficientNet-B5 ImageNet classifier: classify, evaluate, export, benchmark, quantize and serve it."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"effnet {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -38,22 +41,31 @@ def build_parser() -> argparse.ArgumentParser:
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     """--model / --weights, shared by every command that runs a model."""
     p.add_argument("--model", default="efficientnet-b5", help="model name (default: %(default)s)")
-    p.add_argument("--weights", default=None, metavar="FILE|NAME",
-                   help="checkpoint file (.pth/.safetensors; effnet, timm or lukemelas keys) or a weights "
-                        "record name; default: the model's default record, downloaded once into the cache")
+    p.add_argument(
+        "--weights",
+        default=None,
+        metavar="FILE|NAME",
+        help="checkpoint file (.pth/.safetensors; effnet, timm or lukemelas keys) or a weights "
+        "record name; default: the model's default record, downloaded once into the cache",
+    )
 
 
 def add_backend_arguments(p: argparse.ArgumentParser) -> None:
     """--backend / --precision, shared by classify, eval and serve."""
     from ..backends import available_backends
 
-    p.add_argument("--backend", default="auto",
-                   help=f"inference backend: auto, {', '.join(available_backends())}. auto (default) is the "
-                        "fastest installed one measured for the precision (docs/performance.md): openvino, "
-                        "else onnxruntime, else torch")
-    p.add_argument("--precision", default=None,
-                   help="fp32 (default), bf16 or int8 where the backend runs it; always set explicitly, "
-                        "never a silent bf16")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        help=f"inference backend: auto, {', '.join(available_backends())}. auto (default) is the "
+        "fastest installed one measured for the precision (docs/performance.md): openvino, "
+        "else onnxruntime, else torch",
+    )
+    p.add_argument(
+        "--precision",
+        default=None,
+        help="fp32 (default), bf16 or int8 where the backend runs it; always set explicitly, never a silent bf16",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

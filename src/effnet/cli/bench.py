@@ -22,29 +22,51 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("bench", help="benchmark a backend (latency, throughput)", description=__doc__)
     add_model_arguments(p)
-    p.add_argument("--random-weights", action="store_true",
-                   help="random initialization instead of --weights (speed does not depend on the weights)")
-    p.add_argument("--backend", default="torch", help=f"one of {', '.join(available_backends())} "
-                                                      "(default: %(default)s)")
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                   help="fp32 (default), bf16 (CPUs with native bf16), int8 (openvino, after `effnet quantize`)")
+    p.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="random initialization instead of --weights (speed does not depend on the weights)",
+    )
+    p.add_argument(
+        "--backend", default="torch", help=f"one of {', '.join(available_backends())} (default: %(default)s)"
+    )
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=PRECISIONS,
+        help="fp32 (default), bf16 (CPUs with native bf16), int8 (openvino, after `effnet quantize`)",
+    )
     p.add_argument("--batch-size", type=int, default=1, metavar="N", help="images per call (default: 1)")
-    p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="inference threads (default: the runtime's choice)")
-    p.add_argument("--streams", type=int, default=1, metavar="N",
-                   help="concurrent requests (default: 1, latency mode)")
+    p.add_argument(
+        "--threads", type=int, default=None, metavar="N", help="inference threads (default: the runtime's choice)"
+    )
+    p.add_argument("--streams", type=int, default=1, metavar="N", help="concurrent requests (default: 1, latency mode)")
     stop = p.add_mutually_exclusive_group()
     stop.add_argument("--iterations", type=int, default=None, metavar="N", help="measured calls (default: 20)")
     stop.add_argument("--time", type=float, default=None, metavar="S", help="measure for S seconds instead")
     p.add_argument("--warmup", type=int, default=2, metavar="N", help="untimed calls after the first (default: 2)")
-    p.add_argument("--fast", action="store_true",
-                   help="torch: batch norm folded into the convs, channels_last (bf16 always uses it)")
-    p.add_argument("--compile", action="store_true",
-                   help="torch: torch.compile (inductor, freezing) on the fast path; the first call compiles")
-    p.add_argument("--float-precision", default=None, choices=("fp32", "bf16"),
-                   help="openvino int8: precision of the ops that stay in float (default fp32; bf16 is faster)")
-    p.add_argument("--model-path", default=None, metavar="XML",
-                   help="openvino: this IR (e.g. from `effnet quantize -o DIR`) instead of the cached export")
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help="torch: batch norm folded into the convs, channels_last (bf16 always uses it)",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch: torch.compile (inductor, freezing) on the fast path; the first call compiles",
+    )
+    p.add_argument(
+        "--float-precision",
+        default=None,
+        choices=("fp32", "bf16"),
+        help="openvino int8: precision of the ops that stay in float (default fp32; bf16 is faster)",
+    )
+    p.add_argument(
+        "--model-path",
+        default=None,
+        metavar="XML",
+        help="openvino: this IR (e.g. from `effnet quantize -o DIR`) instead of the cached export",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--no-progress", action="store_true", help="no download progress bar on stderr")
     p.set_defaults(func=run)
@@ -60,8 +82,9 @@ def backend_options(args: argparse.Namespace) -> dict:
     if args.backend == "torch":
         options.update(fast=args.fast, compile=args.compile)
     elif args.fast or args.compile:
-        raise UsageError(f"--fast and --compile are torch options; the {args.backend} backend has its own "
-                         "optimizations always on")
+        raise UsageError(
+            f"--fast and --compile are torch options; the {args.backend} backend has its own optimizations always on"
+        )
     if args.backend == "openvino":
         options["batch_size"] = args.batch_size  # static shape: the benchmark's batch never changes
         if args.streams > 1:
@@ -78,10 +101,10 @@ def backend_options(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import UsageError
     from ..backends import create_backend
     from ..bench import benchmark_backend, machine_description
     from ..predict import resolve_source
+    from . import UsageError
 
     for flag in ("batch_size", "streams"):
         if getattr(args, flag) < 1:
@@ -99,16 +122,16 @@ def run(args: argparse.Namespace) -> int:
     if args.backend not in available_backends():
         raise UsageError(f"unknown backend {args.backend!r}; available: {', '.join(available_backends())}")
 
-    source = resolve_source(args.model, False if args.random_weights else args.weights,
-                            progress=not args.no_progress)
+    source = resolve_source(args.model, False if args.random_weights else args.weights, progress=not args.no_progress)
     options = backend_options(args)
     start = time.perf_counter()
     backend = create_backend(args.backend, source, **options)
     load_ms = (time.perf_counter() - start) * 1e3
     config = {
         "model": source.model,
-        "weights": "random-init" if source.checkpoint is None else (
-            source.record.name if source.record else str(source.checkpoint)),
+        "weights": "random-init"
+        if source.checkpoint is None
+        else (source.record.name if source.record else str(source.checkpoint)),
         "precision_requested": args.precision,
         "load_ms": load_ms,  # building the backend: model load, export from cache or new, compile
         "threads": args.threads,
@@ -120,17 +143,24 @@ def run(args: argparse.Namespace) -> int:
         "python": platform.python_version(),
     }
     result = benchmark_backend(
-        backend, input_size=source.preprocess.input_size, batch_size=args.batch_size,
-        iterations=args.iterations if args.iterations or args.time else 20, time_s=args.time,
-        warmup=args.warmup, streams=args.streams, config=config,
+        backend,
+        input_size=source.preprocess.input_size,
+        batch_size=args.batch_size,
+        iterations=args.iterations if args.iterations or args.time else 20,
+        time_s=args.time,
+        warmup=args.warmup,
+        streams=args.streams,
+        config=config,
     )
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
         cfg = result.config
-        print(f"{cfg['model']} ({cfg['weights']}) on {cfg['backend']}: precision {cfg['precision']}"
-              f"{' (requested ' + args.precision + ')' if cfg['precision'] != args.precision else ''}, "
-              f"batch {args.batch_size}, threads {args.threads or 'default'}, streams {args.streams}")
+        print(
+            f"{cfg['model']} ({cfg['weights']}) on {cfg['backend']}: precision {cfg['precision']}"
+            f"{' (requested ' + args.precision + ')' if cfg['precision'] != args.precision else ''}, "
+            f"batch {args.batch_size}, threads {args.threads or 'default'}, streams {args.streams}"
+        )
         if "backend_details" in cfg:
             print(f"[backend] {cfg['backend_details']}")
         print(f"Loading the backend took {load_ms:.2f} ms")

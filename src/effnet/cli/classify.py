@@ -46,8 +46,9 @@ def run(args: argparse.Namespace) -> int:
     options = {} if args.precision is None else {"precision": args.precision}
     clf = Classifier(args.model, args.weights, backend=args.backend, progress=not args.no_progress, **options)
     failed = 0
-    bar = tqdm(total=len(images), unit="img", file=sys.stderr,
-               disable=True if args.no_progress or len(images) < 2 else None)
+    bar = tqdm(
+        total=len(images), unit="img", file=sys.stderr, disable=True if args.no_progress or len(images) < 2 else None
+    )
     with bar:
         for result in clf.iter_classify(images, top_k=args.top_k, batch_size=args.batch_size):
             failed += not result.ok

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-
 if TYPE_CHECKING:  # pragma: no cover
     from ..evaluate import EvalReport, Progress
 
@@ -23,22 +22,44 @@ if TYPE_CHECKING:  # pragma: no cover
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from . import add_backend_arguments, add_model_arguments
 
-    p = sub.add_parser("eval", help="measure top-1 / top-5 accuracy on ImageNet", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "eval",
+        help="measure top-1 / top-5 accuracy on ImageNet",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("data", metavar="DATA", help="dataset folder (layout detected automatically)")
     add_model_arguments(p)
-    p.add_argument("--annotations", metavar="FILE", default=None,
-                   help="labels for a folder of images: '<file name> <class index>' per line (OMZ/Caffe val.txt)")
+    p.add_argument(
+        "--annotations",
+        metavar="FILE",
+        default=None,
+        help="labels for a folder of images: '<file name> <class index>' per line (OMZ/Caffe val.txt)",
+    )
     add_backend_arguments(p)
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=None,
-                   help="image decoding threads, running ahead of the model (default: min(4, CPU count))")
-    p.add_argument("--limit", type=int, default=None, metavar="N",
-                   help="evaluate only N images, a spread over the classes (see docs/evaluation.md)")
-    p.add_argument("--json", metavar="REPORT.json", default=None,
-                   help="write the full report (per-class accuracy, confusions, failures, per-image top-5) here")
-    p.add_argument("--min-top1", type=float, default=None, metavar="X",
-                   help="exit 1 when top-1 accuracy (percent) is below X")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="image decoding threads, running ahead of the model (default: min(4, CPU count))",
+    )
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="evaluate only N images, a spread over the classes (see docs/evaluation.md)",
+    )
+    p.add_argument(
+        "--json",
+        metavar="REPORT.json",
+        default=None,
+        help="write the full report (per-class accuracy, confusions, failures, per-image top-5) here",
+    )
+    p.add_argument(
+        "--min-top1", type=float, default=None, metavar="X", help="exit 1 when top-1 accuracy (percent) is below X"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=run)
 
@@ -69,8 +90,7 @@ def _print_report(report: EvalReport) -> None:
     subset = f", first {report.total:,} of {report.dataset_size:,}" if report.total < report.dataset_size else ""
     print(f"{report.model} ({report.weights}), backend {report.backend} {report.precision}")
     print(f"  data       {report.dataset} [{report.layout}{subset}]")
-    print(f"  images     {report.count:,} evaluated, {report.failed:,} failed"
-          f" ({len(report.per_class):,} classes)")
+    print(f"  images     {report.count:,} evaluated, {report.failed:,} failed ({len(report.per_class):,} classes)")
     print(f"  top-1      {report.top1:6.2f} %  ({report.top1_correct:,}/{report.count:,}){_signed(report.delta_top1)}")
     print(f"  top-5      {report.top5:6.2f} %  ({report.top5_correct:,}/{report.count:,}){_signed(report.delta_top5)}")
     if ref is not None:
@@ -78,15 +98,19 @@ def _print_report(report: EvalReport) -> None:
         print(f"  reference  top-1 {ref.top1:.2f} %, top-5 {top5} on {ref.dataset} ({ref.source})")
     else:
         print("  reference  none (weights without a record)")
-    print(f"  speed      {report.images_per_second:.1f} img/s ({report.seconds:.1f} s: "
-          f"model {report.inference_seconds:.1f} s, waiting for decoding {report.decode_wait_seconds:.1f} s; "
-          f"batch {report.batch_size}, "
-          f"{report.workers} decoding threads)")
+    print(
+        f"  speed      {report.images_per_second:.1f} img/s ({report.seconds:.1f} s: "
+        f"model {report.inference_seconds:.1f} s, waiting for decoding {report.decode_wait_seconds:.1f} s; "
+        f"batch {report.batch_size}, "
+        f"{report.workers} decoding threads)"
+    )
     if report.confused:
         print("most confused (true -> predicted: images):")
         for c in report.confused[:5]:
-            print(f"  {c.true.label.split(',')[0]} ({c.true.synset}) -> "
-                  f"{c.predicted.label.split(',')[0]} ({c.predicted.synset}): {c.count}")
+            print(
+                f"  {c.true.label.split(',')[0]} ({c.true.synset}) -> "
+                f"{c.predicted.label.split(',')[0]} ({c.predicted.synset}): {c.count}"
+            )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,36 +121,41 @@ def run(args: argparse.Namespace) -> int:
     # The dataset first: a wrong folder fails in a second, before the model loads.
     dataset = find_dataset(args.data, annotations=args.annotations)
     if dataset.unmatched_annotations:
-        print(f"effnet: note: {dataset.unmatched_annotations:,} entries of {args.annotations} have no image in "
-              f"{args.data}; evaluating the {len(dataset):,} images present", file=sys.stderr)
+        print(
+            f"effnet: note: {dataset.unmatched_annotations:,} entries of {args.annotations} have no image in "
+            f"{args.data}; evaluating the {len(dataset):,} images present",
+            file=sys.stderr,
+        )
     options = {} if args.precision is None else {"precision": args.precision}
     clf = Classifier(args.model, args.weights, backend=args.backend, progress=not args.no_progress, **options)
     total = min(len(dataset), args.limit or len(dataset))
-    bar = tqdm(total=total, unit="img", file=sys.stderr, dynamic_ncols=True,
-               disable=True if args.no_progress else None)
+    bar = tqdm(total=total, unit="img", file=sys.stderr, dynamic_ncols=True, disable=True if args.no_progress else None)
 
     def progress(p: Progress) -> None:
         bar.update(p.done - bar.n)
-        bar.set_postfix_str(f"top1 {p.top1:.2f}% top5 {p.top5:.2f}%" + (f" failed {p.failed}" if p.failed else ""),
-                            refresh=False)
+        bar.set_postfix_str(
+            f"top1 {p.top1:.2f}% top5 {p.top5:.2f}%" + (f" failed {p.failed}" if p.failed else ""), refresh=False
+        )
 
     with bar:
-        report = evaluate(clf, dataset, batch_size=args.batch_size, workers=args.workers, limit=args.limit,
-                          progress=progress)
+        report = evaluate(
+            clf, dataset, batch_size=args.batch_size, workers=args.workers, limit=args.limit, progress=progress
+        )
     if args.json is not None:
         report.write_json(args.json)
     _print_report(report)
     status = 0
     if report.failed:
         for f in report.failures[:10]:
-            print(f"effnet: could not read {f.error if f.path in f.error else f'{f.path}: {f.error}'}",
-                  file=sys.stderr)
+            print(f"effnet: could not read {f.error if f.path in f.error else f'{f.path}: {f.error}'}", file=sys.stderr)
         more = f" (all listed in {args.json})" if args.json and report.failed > 10 else ""
-        print(f"effnet: {report.failed:,} of {report.total:,} images could not be read{more}; the accuracy above "
-              f"is over the {report.count:,} that could", file=sys.stderr)
+        print(
+            f"effnet: {report.failed:,} of {report.total:,} images could not be read{more}; the accuracy above "
+            f"is over the {report.count:,} that could",
+            file=sys.stderr,
+        )
         status = 1
     if args.min_top1 is not None and report.top1 < args.min_top1:
         print(f"effnet: top-1 {report.top1:.2f} % is below --min-top1 {args.min_top1:g}", file=sys.stderr)
         status = 1
     return status
-

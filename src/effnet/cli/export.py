@@ -15,26 +15,41 @@ from .. import export as exp
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from . import add_model_arguments
 
-    p = sub.add_parser("export", help="export to ONNX or OpenVINO IR", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "export",
+        help="export to ONNX or OpenVINO IR",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     formats = p.add_subparsers(dest="format", metavar="FORMAT", required=True)
 
-    onnx = formats.add_parser("onnx", help="ONNX model (normalized RGB input)",
-                              description="Export an ONNX model: SAME pads inside the Conv nodes, batch norm "
-                                          "folded, metadata_props with preprocessing and labels.")
+    onnx = formats.add_parser(
+        "onnx",
+        help="ONNX model (normalized RGB input)",
+        description="Export an ONNX model: SAME pads inside the Conv nodes, batch norm "
+        "folded, metadata_props with preprocessing and labels.",
+    )
     add_model_arguments(onnx)
     onnx.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="file to write")
-    onnx.add_argument("--dynamic", action="store_true",
-                      help="height and width dynamic too (SAME pads computed in the graph)")
-    onnx.add_argument("--opset", type=int, default=exp.DEFAULT_OPSET,
-                      help=f"ONNX opset, {exp.MIN_OPSET}-{exp.MAX_OPSET} (default: %(default)s)")
+    onnx.add_argument(
+        "--dynamic", action="store_true", help="height and width dynamic too (SAME pads computed in the graph)"
+    )
+    onnx.add_argument(
+        "--opset",
+        type=int,
+        default=exp.DEFAULT_OPSET,
+        help=f"ONNX opset, {exp.MIN_OPSET}-{exp.MAX_OPSET} (default: %(default)s)",
+    )
     onnx.add_argument("--logits", action="store_true", help="output raw logits (named `logits`) instead of `prob`")
     _common(onnx)
     onnx.set_defaults(func=run_onnx)
 
-    ov = formats.add_parser("openvino", help="OpenVINO IR (raw BGR input, normalization inside)",
-                            description="Export the OpenVINO IR (NAME.xml + NAME.bin): input raw 0-255 BGR "
-                                        "pixels, mean/scale and channel flip in the graph, output `prob`.")
+    ov = formats.add_parser(
+        "openvino",
+        help="OpenVINO IR (raw BGR input, normalization inside)",
+        description="Export the OpenVINO IR (NAME.xml + NAME.bin): input raw 0-255 BGR "
+        "pixels, mean/scale and channel flip in the graph, output `prob`.",
+    )
     add_model_arguments(ov)
     ov.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="directory to write the IR into")
     ov.add_argument("--fp16", action="store_true", help="store FP16-compressed weights (default: FP32)")
@@ -44,8 +59,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch-size", type=int, default=None, metavar="N",
-                   help="fix the batch dimension to N (default: dynamic)")
+    p.add_argument(
+        "--batch-size", type=int, default=None, metavar="N", help="fix the batch dimension to N (default: dynamic)"
+    )
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.add_argument("--no-progress", action="store_true", help="no download progress bar on stderr")
 
@@ -74,15 +90,26 @@ def run_onnx(args: argparse.Namespace) -> int:
 
     _check(args)
     source = resolve_source(args.model, args.weights, progress=not args.no_progress)
-    path = exp.export_onnx(source, args.output, dynamic=args.dynamic, logits=args.logits, opset=args.opset,
-                           batch_size=args.batch_size)
+    path = exp.export_onnx(
+        source, args.output, dynamic=args.dynamic, logits=args.logits, opset=args.opset, batch_size=args.batch_size
+    )
     size = "H" if args.dynamic else source.preprocess.input_size
-    return _report(args, {
-        "format": "onnx", "files": [str(path)], "model": source.model, "weights": exp.onnx_metadata(source)["weights"],
-        "input": {"name": exp.INPUT_NAME, "shape": [args.batch_size or "N", 3, size, "W" if args.dynamic else size],
-                  "convention": f"normalized {source.preprocess.channel_order}"},
-        "output": exp.LOGITS_NAME if args.logits else exp.OUTPUT_NAME, "opset": args.opset,
-    })
+    return _report(
+        args,
+        {
+            "format": "onnx",
+            "files": [str(path)],
+            "model": source.model,
+            "weights": exp.onnx_metadata(source)["weights"],
+            "input": {
+                "name": exp.INPUT_NAME,
+                "shape": [args.batch_size or "N", 3, size, "W" if args.dynamic else size],
+                "convention": f"normalized {source.preprocess.channel_order}",
+            },
+            "output": exp.LOGITS_NAME if args.logits else exp.OUTPUT_NAME,
+            "opset": args.opset,
+        },
+    )
 
 
 def run_openvino(args: argparse.Namespace) -> int:
@@ -92,10 +119,19 @@ def run_openvino(args: argparse.Namespace) -> int:
     source = resolve_source(args.model, args.weights, progress=not args.no_progress)
     xml = exp.export_openvino(source, args.output, fp16=args.fp16, batch_size=args.batch_size, name=args.name)
     size = source.preprocess.input_size
-    return _report(args, {
-        "format": "openvino", "files": [str(xml), str(xml.with_suffix(".bin"))], "model": source.model,
-        "weights": exp.onnx_metadata(source)["weights"],
-        "input": {"name": exp.INPUT_NAME, "shape": [args.batch_size or "N", 3, size, size],
-                  "convention": "raw 0-255 BGR"},
-        "output": exp.OUTPUT_NAME, "weights_precision": "fp16" if args.fp16 else "fp32",
-    })
+    return _report(
+        args,
+        {
+            "format": "openvino",
+            "files": [str(xml), str(xml.with_suffix(".bin"))],
+            "model": source.model,
+            "weights": exp.onnx_metadata(source)["weights"],
+            "input": {
+                "name": exp.INPUT_NAME,
+                "shape": [args.batch_size or "N", 3, size, size],
+                "convention": "raw 0-255 BGR",
+            },
+            "output": exp.OUTPUT_NAME,
+            "weights_precision": "fp16" if args.fp16 else "fp32",
+        },
+    )

@@ -15,26 +15,41 @@ import importlib.util
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from . import add_backend_arguments, add_model_arguments
 
-    p = sub.add_parser("serve", help="run an HTTP inference server", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "serve",
+        help="run an HTTP inference server",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_model_arguments(p)
     add_backend_arguments(p)
     p.add_argument("--name", default=None, help="model name in the v2 API (default: the --model name)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default: %(default)s)")
     p.add_argument("--max-batch", type=int, default=8, help="images per forward pass (default: %(default)s)")
-    p.add_argument("--max-wait-ms", type=float, default=5.0,
-                   help="how long a request waits for others to fill a batch (default: %(default)s)")
-    p.add_argument("--max-queue", type=int, default=64,
-                   help="requests in flight before answering 503 (default: %(default)s)")
+    p.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=5.0,
+        help="how long a request waits for others to fill a batch (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-queue", type=int, default=64, help="requests in flight before answering 503 (default: %(default)s)"
+    )
     p.add_argument("--max-body-mb", type=float, default=16.0, help="request body limit, MiB (default: %(default)s)")
     p.add_argument("--timeout", type=float, default=30.0, help="per-request timeout, s (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="server processes, each with its own model copy (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="inference threads per worker (default: the cores divided among the workers)")
-    p.add_argument("--decode-threads", type=int, default=2,
-                   help="image decoding threads per worker (default: %(default)s)")
+    p.add_argument(
+        "--workers", type=int, default=1, help="server processes, each with its own model copy (default: %(default)s)"
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="inference threads per worker (default: the cores divided among the workers)",
+    )
+    p.add_argument(
+        "--decode-threads", type=int, default=2, help="image decoding threads per worker (default: %(default)s)"
+    )
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.add_argument("--no-access-log", action="store_true", help="no line per request on stderr")
     p.set_defaults(func=run)
@@ -44,11 +59,13 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import EffnetError
     from . import UsageError
 
-    missing = [m for m in ("starlette", "uvicorn", "multipart", "prometheus_client")
-               if importlib.util.find_spec(m) is None]
+    missing = [
+        m for m in ("starlette", "uvicorn", "multipart", "prometheus_client") if importlib.util.find_spec(m) is None
+    ]
     if missing:
-        raise EffnetError(f"effnet serve needs the serve extra (missing: {', '.join(missing)}): "
-                          "pip install 'effnet[serve]'")
+        raise EffnetError(
+            f"effnet serve needs the serve extra (missing: {', '.join(missing)}): pip install 'effnet[serve]'"
+        )
     from ..serve.app import ServeConfig
     from ..serve.launch import ServerOptions, serve
 
@@ -57,19 +74,40 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1 or (args.threads is not None and args.threads < 1):
         raise UsageError("--workers and --threads must be >= 1")
     try:
-        config = ServeConfig(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
-                             max_body_mb=args.max_body_mb, timeout_s=args.timeout,
-                             decode_threads=args.decode_threads)
+        config = ServeConfig(
+            max_batch=args.max_batch,
+            max_wait_ms=args.max_wait_ms,
+            max_queue=args.max_queue,
+            max_body_mb=args.max_body_mb,
+            timeout_s=args.timeout,
+            decode_threads=args.decode_threads,
+        )
     except ValueError as e:  # name the options, not the config fields
         message = str(e)
-        for field, option in (("timeout_s", "--timeout"), ("max_batch", "--max-batch"),
-                              ("max_wait_ms", "--max-wait-ms"), ("max_queue", "--max-queue"),
-                              ("max_body_mb", "--max-body-mb"), ("decode_threads", "--decode-threads")):
+        for field, option in (
+            ("timeout_s", "--timeout"),
+            ("max_batch", "--max-batch"),
+            ("max_wait_ms", "--max-wait-ms"),
+            ("max_queue", "--max-queue"),
+            ("max_body_mb", "--max-body-mb"),
+            ("decode_threads", "--decode-threads"),
+        ):
             message = message.replace(field, option)
         raise UsageError(message) from None
-    serve(ServerOptions(
-        model=args.model, weights=args.weights, backend=args.backend, precision=args.precision, name=args.name,
-        threads=args.threads, host=args.host, port=args.port, workers=args.workers, log_level=args.log_level,
-        access_log=not args.no_access_log, config=config,
-    ))
+    serve(
+        ServerOptions(
+            model=args.model,
+            weights=args.weights,
+            backend=args.backend,
+            precision=args.precision,
+            name=args.name,
+            threads=args.threads,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level=args.log_level,
+            access_log=not args.no_access_log,
+            config=config,
+        )
+    )
     return 0

@@ -31,8 +31,8 @@ def _records(names: list[str]):
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from ..weights.records import DEFAULT_WEIGHTS, cache_path, records_for
     from ..errors import WeightsUnavailableError
+    from ..weights.records import DEFAULT_WEIGHTS, cache_path, records_for
 
     rows = []
     for r in records_for(args.model):
@@ -41,9 +41,17 @@ def run_list(args: argparse.Namespace) -> int:
             cached = path.exists()
         except WeightsUnavailableError:
             path, cached = None, False
-        rows.append({"name": r.name, "model": r.model, "default": DEFAULT_WEIGHTS.get(r.model) == r.name,
-                     "cached": cached, "path": str(path) if path else None, "size": r.size,
-                     "top1": r.metrics.top1 if r.metrics else None})
+        rows.append(
+            {
+                "name": r.name,
+                "model": r.model,
+                "default": DEFAULT_WEIGHTS.get(r.model) == r.name,
+                "cached": cached,
+                "path": str(path) if path else None,
+                "size": r.size,
+                "top1": r.metrics.top1 if r.metrics else None,
+            }
+        )
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

@@ -14,10 +14,11 @@ import contextlib
 import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from importlib import resources
-from typing import Awaitable, Callable, TypeVar
+from typing import TypeVar
 
 import numpy as np
 from starlette.applications import Starlette
@@ -55,8 +56,7 @@ class ServeConfig:
     decode_threads: int = 2  # image decoding / JSON parsing threads (Pillow releases the GIL)
 
     def __post_init__(self) -> None:
-        problems = [f"{k} must be > 0, got {v}" for k, v in asdict(self).items()
-                    if k != "max_wait_ms" and not v > 0]
+        problems = [f"{k} must be > 0, got {v}" for k, v in asdict(self).items() if k != "max_wait_ms" and not v > 0]
         if self.max_wait_ms < 0:
             problems.append(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
         if problems:
@@ -83,7 +83,9 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> Starlet
     metrics: ServerMetrics
     batcher = DynamicBatcher(
         {PIXELS: model.probabilities, TENSOR: model.tensor_probabilities},
-        max_batch=config.max_batch, max_wait_s=config.max_wait_ms / 1000, max_queue=config.max_queue,
+        max_batch=config.max_batch,
+        max_wait_s=config.max_wait_ms / 1000,
+        max_queue=config.max_queue,
         on_batch=lambda kind, rows, seconds: metrics.observe_batch(kind, rows, seconds),
     )
     metrics = ServerMetrics(queue_depth=lambda: batcher.queue_depth, in_flight=lambda: batcher.in_flight)
@@ -143,16 +145,21 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> Starlet
             if not declared.isdigit():
                 raise ApiError(400, "bad_request", f"invalid Content-Length {declared!r}")
             if int(declared) > limit:
-                raise ApiError(413, "body_too_large",
-                               f"request body of {int(declared):,} bytes is above the limit of {limit:,} bytes "
-                               f"(--max-body-mb {config.max_body_mb:g})")
+                raise ApiError(
+                    413,
+                    "body_too_large",
+                    f"request body of {int(declared):,} bytes is above the limit of {limit:,} bytes "
+                    f"(--max-body-mb {config.max_body_mb:g})",
+                )
         chunks, total = [], 0
         async for chunk in request.stream():
             total += len(chunk)
             if total > limit:
-                raise ApiError(413, "body_too_large",
-                               f"request body is above the limit of {limit:,} bytes "
-                               f"(--max-body-mb {config.max_body_mb:g})")
+                raise ApiError(
+                    413,
+                    "body_too_large",
+                    f"request body is above the limit of {limit:,} bytes (--max-body-mb {config.max_body_mb:g})",
+                )
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -166,14 +173,18 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> Starlet
 
         try:
             form = await Request(request.scope, replay).form(
-                max_files=1, max_fields=16, max_part_size=config.max_body_bytes)
+                max_files=1, max_fields=16, max_part_size=config.max_body_bytes
+            )
         except HTTPException as e:  # Starlette turns multipart parse errors into 400s
             raise ApiError(400, "bad_request", f"malformed multipart body: {e.detail}") from None
         try:
             field = form.get("image")
             if field is None:
-                raise ApiError(400, "bad_request",
-                               f"multipart body has no field 'image' (fields: {', '.join(form.keys()) or 'none'})")
+                raise ApiError(
+                    400,
+                    "bad_request",
+                    f"multipart body has no field 'image' (fields: {', '.join(form.keys()) or 'none'})",
+                )
             if not isinstance(field, UploadFile):
                 raise ApiError(400, "bad_request", "multipart field 'image' must be a file upload, not a text value")
             return await field.read()
@@ -186,8 +197,9 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> Starlet
             raise ApiError(404, "unknown_model", f"unknown model {name!r}; this server has {info.name!r}")
         version = request.path_params.get("version")
         if version is not None and version != info.version:
-            raise ApiError(404, "unknown_model",
-                           f"unknown version {version!r} of model {name!r}; available: {info.version!r}")
+            raise ApiError(
+                404, "unknown_model", f"unknown version {version!r} of model {name!r}; available: {info.version!r}"
+            )
 
     # -- endpoints -----------------------------------------------------------------------------
     @instrumented("classify")
@@ -199,29 +211,37 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> Starlet
         async with admitted():
             data = await image_bytes(request, await read_body(request))
             if not data:
-                raise ApiError(400, "empty_body", "empty request body: send image bytes (raw, or multipart "
-                                                  "field 'image')")
+                raise ApiError(
+                    400, "empty_body", "empty request body: send image bytes (raw, or multipart field 'image')"
+                )
             try:
                 crop = await in_thread(model.crop, data)
             except ImageError as e:
                 raise ApiError(400, "bad_image", str(e)) from None
             probs = await batcher.submit(PIXELS, crop[np.newaxis])
         predictions = [p.to_dict() for p in model.top_k(probs[0], int(raw_k))]
-        return JSONResponse({
-            "predictions": predictions, "model": info.name, "weights": info.weights,
-            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-        })
+        return JSONResponse(
+            {
+                "predictions": predictions,
+                "model": info.name,
+                "weights": info.weights,
+                "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+            }
+        )
 
     @instrumented("infer")
     async def infer(request: Request) -> Response:
         check_model(request)
         if not model.accepts_tensors:
-            raise ApiError(501, "unsupported", f"the {info.backend} backend takes image pixels, not normalized "
-                                               "tensors: serve with --backend torch, onnxruntime or openvino for the v2 tensor API")
+            raise ApiError(
+                501,
+                "unsupported",
+                f"the {info.backend} backend takes image pixels, not normalized "
+                "tensors: serve with --backend torch, onnxruntime or openvino for the v2 tensor API",
+            )
         async with admitted():
             body = await read_body(request)
-            parsed = await in_thread(kserve.parse_infer_request, body,
-                                     request.headers.get(kserve.HEADER_LENGTH), info)
+            parsed = await in_thread(kserve.parse_infer_request, body, request.headers.get(kserve.HEADER_LENGTH), info)
             probs = await batcher.submit(TENSOR, parsed.data)
         content, headers = kserve.encode_infer_response(info, parsed, probs)
         return Response(content, headers=headers)
@@ -272,8 +292,14 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> Starlet
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
         await batcher.start()
-        log.info("serving %s (%s, %s) with max batch %d, max wait %g ms", info.name, info.backend,
-                 info.precision, config.max_batch, config.max_wait_ms)
+        log.info(
+            "serving %s (%s, %s) with max batch %d, max wait %g ms",
+            info.name,
+            info.backend,
+            info.precision,
+            config.max_batch,
+            config.max_wait_ms,
+        )
         try:
             yield
         finally:
@@ -297,8 +323,7 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> Starlet
         Route("/v2/models/{name}/versions/{version}/ready", model_ready, methods=get),
         Route("/v2/models/{name}/versions/{version}/infer", infer, methods=post),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan,
-                    exception_handlers={404: http_error, 405: http_error})
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: http_error, 405: http_error})
     app.state.model = model
     app.state.config = config
     app.state.batcher = batcher

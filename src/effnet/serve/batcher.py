@@ -14,9 +14,9 @@ import asyncio
 import contextlib
 import time
 from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Callable, Mapping
 
 import numpy as np
 
@@ -53,9 +53,16 @@ class DynamicBatcher:
     :class:`QueueFullError` beyond it.
     """
 
-    def __init__(self, runners: Mapping[str, Runner], *, max_batch: int = 8, max_wait_s: float = 0.005,
-                 max_queue: int = 64, executor: Executor | None = None,
-                 on_batch: BatchHook | None = None) -> None:
+    def __init__(
+        self,
+        runners: Mapping[str, Runner],
+        *,
+        max_batch: int = 8,
+        max_wait_s: float = 0.005,
+        max_queue: int = 64,
+        executor: Executor | None = None,
+        on_batch: BatchHook | None = None,
+    ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         if max_wait_s < 0:
@@ -203,5 +210,5 @@ class DynamicBatcher:
             for item in batch:
                 n = len(item.array)
                 if not item.future.done():
-                    item.future.set_result(out[offset:offset + n])
+                    item.future.set_result(out[offset : offset + n])
                 offset += n

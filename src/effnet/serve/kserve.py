@@ -33,9 +33,13 @@ def model_metadata(info: ModelInfo) -> dict:
         "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, 3, s, s]}],
         "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, info.num_classes]}],
         "parameters": {
-            "layout": "NCHW", "channel_order": info.channel_order, "mean": list(info.mean), "std": list(info.std),
+            "layout": "NCHW",
+            "channel_order": info.channel_order,
+            "mean": list(info.mean),
+            "std": list(info.std),
             "note": "data = (pixel - mean) / std on 0-255 pixels of the center crop; prob = softmax",
-            "weights": info.weights, "precision": info.precision,
+            "weights": info.weights,
+            "precision": info.precision,
         },
     }
 
@@ -73,11 +77,11 @@ def parse_infer_request(body: bytes, header_length: str | None, info: ModelInfo)
         try:
             n = int(header_length)
         except ValueError:
-            raise _bad(f"Inference-Header-Content-Length must be an integer, got {header_length!r}",
-                       "bad_request") from None
+            raise _bad(
+                f"Inference-Header-Content-Length must be an integer, got {header_length!r}", "bad_request"
+            ) from None
         if not 0 < n <= len(body):
-            raise _bad(f"Inference-Header-Content-Length {n} is outside the body of {len(body)} bytes",
-                       "bad_request")
+            raise _bad(f"Inference-Header-Content-Length {n} is outside the body of {len(body)} bytes", "bad_request")
         body, binary = body[:n], body[n:]
     if not body:
         raise _bad("empty request body: expected a JSON inference request", "empty_body")
@@ -102,8 +106,13 @@ def parse_infer_request(body: bytes, header_length: str | None, info: ModelInfo)
     s = info.input_size
     expected = [-1, 3, s, s]
     shape = tensor.get("shape")
-    if (not isinstance(shape, list) or len(shape) != 4 or not all(_is_int(d) for d in shape)
-            or shape[0] < 1 or shape[1:] != expected[1:]):
+    if (
+        not isinstance(shape, list)
+        or len(shape) != 4
+        or not all(_is_int(d) for d in shape)
+        or shape[0] < 1
+        or shape[1:] != expected[1:]
+    ):
         raise _bad(f"input {INPUT_NAME!r} must have shape {expected} (N >= 1), got {shape!r}")
     count = math.prod(shape)
 
@@ -161,5 +170,4 @@ def encode_infer_response(info: ModelInfo, request: InferRequest, probs: np.ndar
     header = json.dumps(answer, separators=(",", ":")).encode()
     if not request.binary_output:
         return header, {"content-type": "application/json"}
-    return header + probs.tobytes(), {"content-type": "application/octet-stream",
-                                      HEADER_LENGTH: str(len(header))}
+    return header + probs.tobytes(), {"content-type": "application/octet-stream", HEADER_LENGTH: str(len(header))}

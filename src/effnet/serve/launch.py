@@ -38,7 +38,7 @@ class ServerOptions:
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, text: str) -> "ServerOptions":
+    def from_json(cls, text: str) -> ServerOptions:
         raw = json.loads(text)
         return cls(**{**raw, "config": ServeConfig(**raw["config"])})
 
@@ -53,8 +53,7 @@ def load_model(options: ServerOptions) -> ServedModel:
     backend_options: dict = {"threads": options.worker_threads} if options.backend == "torch" else {}
     if options.precision is not None:
         backend_options["precision"] = options.precision
-    classifier = Classifier(options.model, options.weights, backend=options.backend, progress=False,
-                            **backend_options)
+    classifier = Classifier(options.model, options.weights, backend=options.backend, progress=False, **backend_options)
     return ServedModel(classifier, name=options.name)
 
 
@@ -72,7 +71,10 @@ def serve(options: ServerOptions) -> None:
     import uvicorn
 
     common = dict(
-        host=options.host, port=options.port, log_level=options.log_level, access_log=options.access_log,
+        host=options.host,
+        port=options.port,
+        log_level=options.log_level,
+        access_log=options.access_log,
         # Requests cannot outlive their timeout, so shutdown never waits much longer than that.
         timeout_graceful_shutdown=int(options.config.timeout_s) + 5,
     )
@@ -80,14 +82,19 @@ def serve(options: ServerOptions) -> None:
     if options.workers == 1:
         model = load_model(options)  # before binding: a bad --model/--weights fails here, with one line
         info = model.info
-        print(f"effnet serve: {info.name} (weights {info.weights}, {info.backend} {info.precision}) on {where}  "
-              "[page /, KServe v2 /v2, /v1/classify, /metrics]", file=sys.stderr, flush=True)
+        print(
+            f"effnet serve: {info.name} (weights {info.weights}, {info.backend} {info.precision}) on {where}  "
+            "[page /, KServe v2 /v2, /v1/classify, /metrics]",
+            file=sys.stderr,
+            flush=True,
+        )
         uvicorn.run(create_app(model, options.config), **common)
         return
     from ..predict import resolve_source
 
     resolve_source(options.model, options.weights, progress=False)  # fail early, before forking workers
     os.environ[ENV_OPTIONS] = options.to_json()
-    print(f"effnet serve: {options.model} in {options.workers} worker processes on {where}", file=sys.stderr,
-          flush=True)
+    print(
+        f"effnet serve: {options.model} in {options.workers} worker processes on {where}", file=sys.stderr, flush=True
+    )
     uvicorn.run("effnet.serve.launch:app_from_env", factory=True, workers=options.workers, **common)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -18,19 +18,34 @@ class ServerMetrics:
     def __init__(self, queue_depth: Callable[[], float], in_flight: Callable[[], float]) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter("effnet_requests", "HTTP requests answered, by endpoint and status code",
-                                ("endpoint", "status"), registry=r)
+        self.requests = Counter(
+            "effnet_requests", "HTTP requests answered, by endpoint and status code", ("endpoint", "status"), registry=r
+        )
         self.errors = Counter("effnet_errors", "Requests answered with an error, by kind", ("kind",), registry=r)
-        self.latency = Histogram("effnet_request_latency_seconds", "Time from request to answer, by endpoint",
-                                 ("endpoint",), buckets=LATENCY_BUCKETS, registry=r)
-        self.batch_size = Histogram("effnet_batch_size", "Rows per forward pass (dynamic batching)",
-                                    ("kind",), buckets=BATCH_BUCKETS, registry=r)
-        self.inference = Histogram("effnet_inference_seconds", "Time of one forward pass", ("kind",),
-                                   buckets=LATENCY_BUCKETS, registry=r)
+        self.latency = Histogram(
+            "effnet_request_latency_seconds",
+            "Time from request to answer, by endpoint",
+            ("endpoint",),
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "effnet_batch_size",
+            "Rows per forward pass (dynamic batching)",
+            ("kind",),
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.inference = Histogram(
+            "effnet_inference_seconds", "Time of one forward pass", ("kind",), buckets=LATENCY_BUCKETS, registry=r
+        )
         self.images = Counter("effnet_inputs", "Images or tensor rows classified", ("kind",), registry=r)
         Gauge("effnet_queue_depth", "Inputs waiting for a batch", registry=r).set_function(queue_depth)
-        Gauge("effnet_requests_in_flight", "Requests admitted and not yet answered (decoding, queued or running)",
-              registry=r).set_function(in_flight)
+        Gauge(
+            "effnet_requests_in_flight",
+            "Requests admitted and not yet answered (decoding, queued or running)",
+            registry=r,
+        ).set_function(in_flight)
         self.model_info = Info("effnet_model", "The model this server runs", registry=r)
 
     def observe_batch(self, kind: str, rows: int, seconds: float) -> None:

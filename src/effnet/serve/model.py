@@ -10,8 +10,8 @@ every backend accepts it through ``Backend.infer_normalized``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -37,9 +37,15 @@ class ModelInfo:
 
     def to_dict(self) -> dict:
         return {
-            "name": self.name, "version": self.version, "input_size": self.input_size,
-            "num_classes": self.num_classes, "backend": self.backend, "precision": self.precision,
-            "weights": self.weights, "channel_order": self.channel_order, "mean": list(self.mean),
+            "name": self.name,
+            "version": self.version,
+            "input_size": self.input_size,
+            "num_classes": self.num_classes,
+            "backend": self.backend,
+            "precision": self.precision,
+            "weights": self.weights,
+            "channel_order": self.channel_order,
+            "mean": list(self.mean),
             "std": list(self.std),
         }
 
@@ -53,10 +59,16 @@ class ServedModel:
         weights = source.record.name if source.record else (source.checkpoint.name if source.checkpoint else None)
         p = classifier.preprocess
         self.info = ModelInfo(
-            name=name or source.model, version=version, input_size=p.input_size,
-            num_classes=len(classifier.labels), backend=getattr(classifier.backend, "name", "?"),
-            precision=getattr(classifier.backend, "precision", "?"), weights=weights,
-            channel_order=p.channel_order, mean=tuple(p.mean), std=tuple(p.std),
+            name=name or source.model,
+            version=version,
+            input_size=p.input_size,
+            num_classes=len(classifier.labels),
+            backend=getattr(classifier.backend, "name", "?"),
+            precision=getattr(classifier.backend, "precision", "?"),
+            weights=weights,
+            channel_order=p.channel_order,
+            mean=tuple(p.mean),
+            std=tuple(p.std),
         )
         self._tensor_runner = _tensor_runner(classifier.backend)
 

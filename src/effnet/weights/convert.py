@@ -15,8 +15,8 @@ Key names:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 import torch
 
@@ -47,24 +47,54 @@ SCHEMES: dict[str, KeyScheme] = {
     # gen-efficientnet-pytorch / timm: InvertedResidual and DepthwiseSeparableConv name the same
     # layers differently (conv_pw is the expansion in one, the projection in the other).
     "timm": KeyScheme(
-        top={"conv_stem": "stem.conv", "bn1": "stem.bn", "conv_head": "head.conv", "bn2": "head.bn",
-             "classifier": "classifier"},
+        top={
+            "conv_stem": "stem.conv",
+            "bn1": "stem.bn",
+            "conv_head": "head.conv",
+            "bn2": "head.bn",
+            "classifier": "classifier",
+        },
         block_prefix=lambda n, b: f"blocks.{b.stage}.{b.index}",
-        expand_block={"conv_pw": "expand.conv", "bn1": "expand.bn", "conv_dw": "depthwise.conv",
-                      "bn2": "depthwise.bn", "conv_pwl": "project.conv", "bn3": "project.bn"},
-        no_expand_block={"conv_dw": "depthwise.conv", "bn1": "depthwise.bn",
-                         "conv_pw": "project.conv", "bn2": "project.bn"},
+        expand_block={
+            "conv_pw": "expand.conv",
+            "bn1": "expand.bn",
+            "conv_dw": "depthwise.conv",
+            "bn2": "depthwise.bn",
+            "conv_pwl": "project.conv",
+            "bn3": "project.bn",
+        },
+        no_expand_block={
+            "conv_dw": "depthwise.conv",
+            "bn1": "depthwise.bn",
+            "conv_pw": "project.conv",
+            "bn2": "project.bn",
+        },
         squeeze_excite={"se.conv_reduce": "se.reduce", "se.conv_expand": "se.expand"},
     ),
     # lukemelas efficientnet_pytorch: one flat block index, one MBConvBlock class.
     "lukemelas": KeyScheme(
-        top={"_conv_stem": "stem.conv", "_bn0": "stem.bn", "_conv_head": "head.conv", "_bn1": "head.bn",
-             "_fc": "classifier"},
+        top={
+            "_conv_stem": "stem.conv",
+            "_bn0": "stem.bn",
+            "_conv_head": "head.conv",
+            "_bn1": "head.bn",
+            "_fc": "classifier",
+        },
         block_prefix=lambda n, b: f"_blocks.{n}",
-        expand_block={"_expand_conv": "expand.conv", "_bn0": "expand.bn", "_depthwise_conv": "depthwise.conv",
-                      "_bn1": "depthwise.bn", "_project_conv": "project.conv", "_bn2": "project.bn"},
-        no_expand_block={"_depthwise_conv": "depthwise.conv", "_bn1": "depthwise.bn",
-                         "_project_conv": "project.conv", "_bn2": "project.bn"},
+        expand_block={
+            "_expand_conv": "expand.conv",
+            "_bn0": "expand.bn",
+            "_depthwise_conv": "depthwise.conv",
+            "_bn1": "depthwise.bn",
+            "_project_conv": "project.conv",
+            "_bn2": "project.bn",
+        },
+        no_expand_block={
+            "_depthwise_conv": "depthwise.conv",
+            "_bn1": "depthwise.bn",
+            "_project_conv": "project.conv",
+            "_bn2": "project.bn",
+        },
         squeeze_excite={"_se_reduce": "se.reduce", "_se_expand": "se.expand"},
     ),
 }
@@ -98,11 +128,7 @@ def rename_table(plan: ArchPlan, key_format: KeyFormat) -> dict[str, str]:
     """Full tensor-level table: foreign key -> effnet key (identity for ``effnet``)."""
     if key_format == "effnet":
         return {}
-    return {
-        f"{src}.{p}": f"{dst}.{p}"
-        for src, dst in _module_table(plan, key_format).items()
-        for p in _tensors(dst)
-    }
+    return {f"{src}.{p}": f"{dst}.{p}" for src, dst in _module_table(plan, key_format).items() for p in _tensors(dst)}
 
 
 _PREFIXES: dict[KeyFormat, tuple[str, ...]] = {
@@ -139,7 +165,7 @@ def unwrap(obj: object) -> dict[str, torch.Tensor]:
     if bad:
         raise CheckpointError(f"checkpoint entries that are not named tensors: {bad[:5]}")
     if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     return state
 
 

@@ -22,15 +22,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from tqdm import tqdm
 
 from ..errors import WeightsUnavailableError
 
-__all__ = ["DownloadError", "ChecksumError", "default_cache_dir", "sha256_file",
-           "verify_file", "download"]
+__all__ = ["DownloadError", "ChecksumError", "default_cache_dir", "sha256_file", "verify_file", "download"]
 
 _CHUNK = 1 << 16
 
@@ -75,12 +74,15 @@ def verify_file(path: Path, sha256: str, size: int | None) -> None:
     want = sha256.strip().lower()
     actual_size = path.stat().st_size
     if size is not None and actual_size != size:
-        raise ChecksumError(f"{path}: size mismatch: expected {size} bytes, got {actual_size} "
-                            f"(expected sha256 {want}...)")
+        raise ChecksumError(
+            f"{path}: size mismatch: expected {size} bytes, got {actual_size} (expected sha256 {want}...)"
+        )
     digest = sha256_file(path)
     if not (digest == want if len(want) == 64 else digest.startswith(want)):
-        raise ChecksumError(f"{path}: sha256 mismatch: expected {want}{'' if len(want) == 64 else '...'}"
-                            f", got {digest} (size: expected {size}, got {actual_size} bytes)")
+        raise ChecksumError(
+            f"{path}: sha256 mismatch: expected {want}{'' if len(want) == 64 else '...'}"
+            f", got {digest} (size: expected {size}, got {actual_size} bytes)"
+        )
 
 
 def _user_agent() -> str:
@@ -97,7 +99,8 @@ def _describe(exc: BaseException) -> tuple[str, bool]:
         return f"HTTP {exc.code} {exc.reason}", False
     reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
     offline = isinstance(reason, (socket.gaierror, ConnectionRefusedError)) or (
-        isinstance(reason, OSError) and reason.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH))
+        isinstance(reason, OSError) and reason.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH)
+    )
     return f"{type(reason).__name__}: {reason}", offline
 
 
@@ -139,9 +142,20 @@ def _fetch_once(url: str, part: Path, size: int | None, timeout: float, progress
         length = resp.headers.get("Content-Length")
         expected = offset + int(length) if length is not None else size
         got = 0
-        with open(part, mode) as f, tqdm(total=expected, initial=offset, unit="B", unit_scale=True,
-                                         unit_divisor=1024, desc=part.name[:-5], file=sys.stderr,
-                                         disable=not progress, leave=False) as bar:
+        with (
+            open(part, mode) as f,
+            tqdm(
+                total=expected,
+                initial=offset,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=part.name[:-5],
+                file=sys.stderr,
+                disable=not progress,
+                leave=False,
+            ) as bar,
+        ):
             while chunk := resp.read(_CHUNK):
                 f.write(chunk)
                 got += len(chunk)
@@ -153,9 +167,17 @@ def _fetch_once(url: str, part: Path, size: int | None, timeout: float, progress
             raise http.client.IncompleteRead(b"", int(length) - got)
 
 
-def download(urls: Sequence[str], dest: Path, sha256: str, size: int | None, *,
-             retries: int = 3, timeout: float = 30.0, progress: bool = True,
-             backoff: float = 1.0) -> Path:
+def download(
+    urls: Sequence[str],
+    dest: Path,
+    sha256: str,
+    size: int | None,
+    *,
+    retries: int = 3,
+    timeout: float = 30.0,
+    progress: bool = True,
+    backoff: float = 1.0,
+) -> Path:
     """Make sure a verified copy of the file is at ``dest`` and return ``dest``.
 
     Tries each URL in ``urls`` in order (mirrors); each one gets ``1 + retries`` attempts,
@@ -203,10 +225,12 @@ def download(urls: Sequence[str], dest: Path, sha256: str, size: int | None, *,
             os.replace(part, dest)  # atomic: dest is either absent or complete and verified
             return dest
     size_txt = f"{size} bytes" if size is not None else "size unknown"
-    msg = (f"could not download {dest.name}:\n"
-           + ("\n".join(f"  - {f}" for f in failures) or "  (no URL to download from)")
-           + f"\nplace the file at {dest} (sha256 starts with {sha256[:8].lower()}, {size_txt})"
-           " or pass --weights FILE")
+    msg = (
+        f"could not download {dest.name}:\n"
+        + ("\n".join(f"  - {f}" for f in failures) or "  (no URL to download from)")
+        + f"\nplace the file at {dest} (sha256 starts with {sha256[:8].lower()}, {size_txt})"
+        " or pass --weights FILE"
+    )
     if offline:
         msg += "\nno network access: this machine could not reach any download server"
     raise (ChecksumError if corrupt else DownloadError)(msg)

@@ -74,10 +74,9 @@ def load_into(
     if skip_classifier:
         converted = {k: v for k, v in converted.items() if not k.startswith("classifier.")}
     missing = [
-        k for k in own
-        if k not in converted
-        and not k.endswith(_OPTIONAL)
-        and not (skip_classifier and k.startswith("classifier."))
+        k
+        for k in own
+        if k not in converted and not k.endswith(_OPTIONAL) and not (skip_classifier and k.startswith("classifier."))
     ]
     unexpected = unmapped + [k for k in converted if k not in own]
     shapes = [

