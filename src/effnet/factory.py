@@ -9,16 +9,19 @@ from .errors import UnknownNameError
 from .model import EfficientNet
 from .specs import get_variant
 from .weights.load import load_into, read_checkpoint
+from .weights.native import read_native_info
 from .weights.records import WeightsRecord, default_record, fetch, find_record
 
 Pretrained = bool | str | os.PathLike | WeightsRecord
 
 
 def resolve_weights(name: str, pretrained: Pretrained) -> tuple[WeightsRecord | None, Path | None]:
-    """Turn ``pretrained`` into (record or None, local file or None) without loading anything.
+    """Turn ``pretrained`` into (record or None, local file or None) without downloading anything.
 
     ``True`` is the model's default record; a ``WeightsRecord`` or a record name is
-    that record; any other string or path is a checkpoint file.
+    that record; any other string or path is a checkpoint file. An effnet-native
+    ``.safetensors`` file brings its own record (model, padding, classes, labels,
+    preprocessing) from its metadata: both are returned.
     """
     if pretrained is False or pretrained is None:
         return None, None
@@ -29,7 +32,14 @@ def resolve_weights(name: str, pretrained: Pretrained) -> tuple[WeightsRecord | 
     elif isinstance(pretrained, str) and find_record(pretrained) and not Path(pretrained).exists():
         record = find_record(pretrained)
     else:
-        return None, Path(pretrained)
+        path = Path(pretrained)
+        info = read_native_info(path)
+        if info is None:
+            return None, path
+        record = info.to_record(path)
+        if record.model != name:
+            raise UnknownNameError(f"{path} holds weights for {record.model}, not {name}")
+        return record, path
     if record.model != name:
         raise UnknownNameError(f"weights {record.name!r} are for {record.model}, not {name}")
     return record, None
@@ -38,7 +48,7 @@ def resolve_weights(name: str, pretrained: Pretrained) -> tuple[WeightsRecord | 
 def create_model(
     name: str,
     pretrained: Pretrained = False,
-    num_classes: int = 1000,
+    num_classes: int | None = None,
     **kwargs,
 ) -> EfficientNet:
     """Build ``name`` (e.g. ``"efficientnet-b5"``) in eval mode.
@@ -47,13 +57,19 @@ def create_model(
     downloaded and verified into the cache once), a record name such as
     ``"tf_efficientnet_b5.ap_in1k"``, or the path of a checkpoint file in any
     supported format (effnet, timm/gen-efficientnet, lukemelas; .pth or .safetensors).
-    ``num_classes != 1000`` keeps the pretrained body and gives a new classifier.
-    Extra keyword arguments go to :class:`EfficientNet` (``padding``, ``bn_eps``, ``input_size``...).
+    ``num_classes`` defaults to the weights' own (1000 for ImageNet, the file's for an effnet-native
+    file); another value keeps the pretrained body and gives a new classifier.
+    Extra keyword arguments go to :class:`EfficientNet` (``padding``, ``bn_eps``, ``input_size``...);
+    by default the model is built the way the weights record says (TF SAME and eps 1e-3 for TF ports).
     """
     variant = get_variant(name)
-    model = EfficientNet(variant, num_classes=num_classes, **kwargs)
     record, path = resolve_weights(variant.name, pretrained)
+    own_classes = record.num_classes if record is not None else 1000
+    classes = own_classes if num_classes is None else num_classes
     if record is not None:
+        kwargs = {"padding": record.padding, "bn_eps": record.bn_eps, **kwargs}
+    model = EfficientNet(variant, num_classes=classes, **kwargs)
+    if record is not None and path is None:
         path = fetch(record)
     if path is not None:
         state = read_checkpoint(path)
@@ -63,6 +79,6 @@ def create_model(
             model.plan,
             key_format=record.key_format if record else None,
             source=str(path),
-            skip_classifier=num_classes != 1000,
+            skip_classifier=classes != own_classes,
         )
     return model.eval()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -31,10 +32,16 @@ def imagenet_labels() -> tuple[ClassLabel, ...]:
     return tuple(labels)
 
 
-def get_labels(label_set: str) -> tuple[ClassLabel, ...]:
-    if label_set == "imagenet-1k":
-        return imagenet_labels()
-    raise UnknownNameError(f"unknown label set {label_set!r}; known: imagenet-1k")
+def get_labels(label_set: str | Sequence[str]) -> tuple[ClassLabel, ...]:
+    """A named label set (``"imagenet-1k"``) or explicit class names (a fine-tuned model's classes).
+
+    Explicit names have no WordNet synset: the name stands in for it, so JSON consumers always find both.
+    """
+    if isinstance(label_set, str):
+        if label_set == "imagenet-1k":
+            return imagenet_labels()
+        raise UnknownNameError(f"unknown label set {label_set!r}; known: imagenet-1k")
+    return tuple(ClassLabel(i, name, name) for i, name in enumerate(label_set))
 
 
 @cache

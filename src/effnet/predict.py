@@ -86,7 +86,7 @@ def resolve_source(
     """
     name = get_variant(model).name
     record, path = resolve_weights(name, True if weights is None else weights)
-    if record is not None:
+    if record is not None and path is None:
         path = fetch(record, download=download, progress=progress)
     elif path is not None:
         if not path.is_file():

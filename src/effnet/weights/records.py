@@ -80,8 +80,12 @@ class WeightsRecord:
     preprocess: Preprocess
     urls: tuple[str, ...] = ()  # primary first, then mirrors; every one must pass the same checksum
     file_format: FileFormat = "pth"
-    labels: str = "imagenet-1k"
+    labels: str | tuple[str, ...] = "imagenet-1k"  # a label-set name, or the class names themselves
     num_classes: int = 1000
+    # How the model must be built for these weights: TF ports use TF SAME padding and BN eps 1e-3;
+    # PyTorch-trained checkpoints (torchvision) use symmetric padding and their own eps.
+    padding: Literal["same", "symmetric"] = "same"
+    bn_eps: float = 1e-3
     metrics: ReferenceMetrics | None = None
     num_params: int | None = None
     # Weights shipped inside an installed Python package instead of a URL:
@@ -106,8 +110,10 @@ class WeightsRecord:
             "file_format": self.file_format,
             "key_format": self.key_format,
             "preprocess": self.preprocess.to_dict(),
-            "labels": self.labels,
+            "labels": self.labels if isinstance(self.labels, str) else list(self.labels),
             "num_classes": self.num_classes,
+            "padding": self.padding,
+            "bn_eps": self.bn_eps,
             "metrics": None
             if self.metrics is None
             else {
