@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO / "src"))
 import effnet  # noqa: E402
 from effnet.backends import create_backend  # noqa: E402
 from effnet.bench import latency_stats, machine_description, random_pixels  # noqa: E402
-from effnet.predict import resolve_source  # noqa: E402
+from effnet.source import resolve_source  # noqa: E402
 
 
 @dataclass

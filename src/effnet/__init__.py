@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .errors import CheckpointError, EffnetError, ImageError, UnknownNameError, WeightsUnavailableError
 from .factory import create_model
 from .model import EfficientNet

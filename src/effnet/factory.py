@@ -29,8 +29,8 @@ def resolve_weights(name: str, pretrained: Pretrained) -> tuple[WeightsRecord | 
         return default_record(name), None
     if isinstance(pretrained, WeightsRecord):
         record = pretrained
-    elif isinstance(pretrained, str) and find_record(pretrained) and not Path(pretrained).exists():
-        record = find_record(pretrained)
+    elif isinstance(pretrained, str) and (named := find_record(pretrained)) and not Path(pretrained).exists():
+        record = named
     else:
         path = Path(pretrained)
         info = read_native_info(path)

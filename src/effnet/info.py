@@ -32,8 +32,8 @@ def model_info(model: str = "efficientnet-b5") -> dict:
             "stage_channels": list(plan.stage_channels),
             "blocks": len(plan.blocks),
             "head_channels": plan.head_channels,
-            "feature_map": [plan.head_channels, *net.feature_size],
-            "padding": "TF SAME",
+            "feature_map": [plan.head_channels, *(net.feature_size or ())],
+            "padding": "TF SAME" if net.padding_mode == "same" else "symmetric",
             "bn_eps": net.stem.bn.eps,
         },
         "input": {

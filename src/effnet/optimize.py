@@ -132,7 +132,7 @@ class InferenceConfig:
     compile: bool = False
 
     def describe(self) -> str:
-        parts = [self.precision]
+        parts: list[str] = [self.precision]
         if self.fold_bn:
             parts.append("bn-folded")
         if self.channels_last:

@@ -12,6 +12,7 @@ import io
 import os
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -19,7 +20,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import ImageError
 from .weights.records import Preprocess
 
-ImageSource = str | os.PathLike | bytes | Image.Image
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+ImageSource: TypeAlias = str | os.PathLike | bytes | Image.Image
 
 # Pillow's own default bomb threshold (about 89.5 Mpx, 256 MiB at 24 bpp); we enforce it
 # ourselves with a clear error instead of Pillow's warning.
@@ -140,13 +144,49 @@ def resize_crop(image: Image.Image, p: Preprocess) -> Image.Image:
 
 
 def normalize(pixels: np.ndarray, p: Preprocess) -> np.ndarray:
-    """HWC (or NHWC batch) uint8 RGB -> CHW (NCHW) float32 ``(x - mean) / std`` in ``p.channel_order``."""
+    """HWC (or NHWC batch) uint8 RGB -> CHW (NCHW) float32 ``(x - mean) / std`` in ``p.channel_order``.
+
+    The one normalization of effnet (numpy); :func:`normalize_tensor` is the same arithmetic in torch
+    for backends that normalize on their device. ``mean``/``std`` are given in RGB order.
+    """
     x = pixels.astype(np.float32)
     x -= np.asarray(p.mean, dtype=np.float32)
     x /= np.asarray(p.std, dtype=np.float32)
     if p.channel_order == "BGR":
         x = x[..., ::-1]
     return np.ascontiguousarray(np.moveaxis(x, -1, -3))
+
+
+def normalize_tensor(pixels: torch.Tensor, p: Preprocess, *, channels_last: bool = False) -> torch.Tensor:
+    """:func:`normalize` on a uint8 NHWC torch tensor, on whatever device it is (float32 NCHW out).
+
+    NHWC permuted to NCHW is channels_last in memory already; ``channels_last=True`` keeps it so.
+    """
+    import torch
+
+    mean = torch.tensor(p.mean, dtype=torch.float32, device=pixels.device).view(1, 3, 1, 1)
+    std = torch.tensor(p.std, dtype=torch.float32, device=pixels.device).view(1, 3, 1, 1)
+    x = (pixels.permute(0, 3, 1, 2).float() - mean) / std
+    if p.channel_order == "BGR":
+        x = x.flip(1)
+    return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def denormalize(x: np.ndarray, p: Preprocess) -> np.ndarray:
+    """The inverse of :func:`normalize` on an NCHW batch: float32 raw 0-255 values in RGB order."""
+    x = np.asarray(x, dtype=np.float32)
+    if p.channel_order == "BGR":
+        x = x[:, ::-1]
+    return x * np.asarray(p.std, dtype=np.float32).reshape(1, 3, 1, 1) + np.asarray(p.mean, dtype=np.float32).reshape(
+        1, 3, 1, 1
+    )
+
+
+def bgr_nchw(rgb: np.ndarray, *, channels_first: bool = False) -> np.ndarray:
+    """Raw RGB pixels (uint8 NHWC, or float NCHW with ``channels_first``) -> float32 NCHW BGR 0-255 values:
+    the input convention of the OpenVINO IR (the card's "converted model")."""
+    out = rgb[:, ::-1] if channels_first else rgb[..., ::-1].transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(out, dtype=np.float32)
 
 
 def preprocess(source: ImageSource, p: Preprocess) -> np.ndarray:

@@ -25,7 +25,6 @@ NNCF settings, and why (NNCF ``nncf.quantize`` docs, its OpenVINO ignored patter
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -40,14 +39,15 @@ from typing import Any
 
 import numpy as np
 
-from .backends import ModelSource
+from ._optional import require
 from .errors import EffnetError, ImageError
-from .export import _cache_key, exported_artifact, exports_dir, require
-from .preprocess import find_images, load_image, resize_crop
+from .export.cache import INT8_XML, exported_artifact, int8_model_dir
+from .pipeline import decode_crop
+from .preprocess import find_images
+from .source import ModelSource
 from .weights.records import Preprocess
 
 DEFAULT_SUBSET_SIZE = 300
-INT8_XML = "model.xml"
 
 
 @dataclass
@@ -82,37 +82,10 @@ def calibration_crops(images: Sequence[Path], preprocess: Preprocess, limit: int
     crops, skipped = [], []
     for path in images:
         try:
-            crops.append(np.asarray(resize_crop(load_image(path), preprocess)))
+            crops.append(decode_crop(path, preprocess))
         except ImageError as e:
             skipped.append(str(e))
     return crops, skipped
-
-
-def _int8_key(source: ModelSource) -> str:
-    if source.checkpoint is None:
-        raise EffnetError(
-            "an INT8 model of random-init weights has no cache entry: pass a checkpoint file "
-            "(--weights FILE), or an output directory for the quantized IR"
-        )
-    key = _cache_key("openvino", source, {"int8": True})
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-
-
-def int8_model_dir(source: ModelSource, cache_dir: Path | None = None) -> Path:
-    """The export-cache directory of the INT8 IR of ``source``'s weights (it may not exist yet)."""
-    return (cache_dir or exports_dir()) / f"{source.model}-openvino-int8-{_int8_key(source)}"
-
-
-def int8_model_path(source: ModelSource, cache_dir: Path | None = None) -> Path:
-    """The cached INT8 IR (``model.xml``) of ``source``, or an error saying how to make it."""
-    xml = int8_model_dir(source, cache_dir) / INT8_XML
-    if not xml.is_file():
-        weights = source.record.name if source.record else str(source.checkpoint)
-        raise EffnetError(
-            f"no INT8 model of {source.model} ({weights}) in the export cache ({xml.parent}): create it with "
-            f"`effnet quantize --model {source.model} --weights {weights} --calibration IMAGE_DIR`"
-        )
-    return xml
 
 
 def _op_precisions(model: Any) -> tuple[dict[str, int], dict[str, int]]:

@@ -17,7 +17,7 @@ import torch
 
 import effnet
 from effnet.backends import ModelSource, create_backend
-from effnet.predict import resolve_source
+from effnet.source import resolve_source
 from effnet.weights.records import IMAGENET_MEAN, IMAGENET_STD
 
 pytest.importorskip("onnx")

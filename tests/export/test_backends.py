@@ -9,12 +9,14 @@ import sys
 import numpy as np
 import pytest
 
-import effnet.export
+import effnet
+import effnet.export.cache
 from effnet.backends import ModelSource, create_backend
 from effnet.errors import EffnetError
 from effnet.labels import synset_index
 from effnet.predict import Classifier
 from effnet.preprocess import load_image, resize_crop
+from tests.testutils import EXAMPLES
 
 BACKENDS = ("torch", "onnxruntime", "openvino")
 
@@ -56,7 +58,7 @@ def test_exports_are_cached_and_reused(lite0_source, export_cache, monkeypatch):
     def no_export(*args, **kwargs):
         raise _Rebuilt("exported again")
 
-    monkeypatch.setattr(effnet.export, "_build", no_export)
+    monkeypatch.setattr(effnet.export.cache, "_build", no_export)
     second = create_backend("onnxruntime", lite0_source, cache_dir=export_cache)
     assert second.model_path == first.model_path
     # Other options are another artifact: this one must be built.
@@ -128,15 +130,49 @@ def test_every_backend_takes_normalized_tensors(lite0_source, sample_images, exp
 def test_auto_picks_the_fastest_installed_backend(lite0_source, export_cache, monkeypatch):
     import importlib.util
 
-    from effnet.backends import FASTEST, resolve_auto
+    from effnet.backends import resolve_auto
 
     backend = create_backend("auto", lite0_source, cache_dir=export_cache)
     assert (backend.name, backend.precision) == ("openvino", "fp32")  # openvino is installed by the setup
     assert resolve_auto("bf16") == ("openvino", {"precision": "bf16"})
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "openvino" else real(n, *a))
-    assert resolve_auto("fp32") == FASTEST["fp32"][1]  # falls back to onnxruntime
+    assert resolve_auto("fp32") == ("onnxruntime", {})  # falls back to onnxruntime
     with pytest.raises(EffnetError, match="effnet\\[openvino\\]"):
         resolve_auto("int8")
     with pytest.raises(EffnetError, match="precision must be one of"):
         resolve_auto("int3")
+
+
+def test_auto_falls_back_when_its_choice_does_not_load(lite0_source, export_cache, capfd):
+    """A backend that is installed but fails to build (here: made to) is skipped with a one-line notice,
+    and the options meant for it (cache_dir) do not break the torch fallback."""
+    from effnet.backends import _FACTORIES, register
+
+    def broken():
+        def factory(source, **options):
+            raise EffnetError("simulated: runtime library missing")
+
+        return factory
+
+    saved = dict(_FACTORIES)
+    try:
+        register("openvino", broken)
+        register("onnxruntime", broken)
+        clf = effnet.Classifier("efficientnet-lite0", backend="auto", cache_dir=export_cache)
+    finally:
+        _FACTORIES.clear()
+        _FACTORIES.update(saved)
+    assert clf.backend.name == "torch"
+    assert clf.backend.auto_choice["fallbacks"] == [
+        "openvino: simulated: runtime library missing",
+        "onnxruntime: simulated: runtime library missing",
+    ]
+    err = capfd.readouterr().err
+    assert "backend auto: openvino did not load (simulated: runtime library missing)" in err
+    assert clf.classify([EXAMPLES / "chelsea.png"])[0].predictions[0].class_index in range(281, 286)
+
+
+def test_an_option_a_named_backend_does_not_take_is_a_clear_error(lite0_source):
+    with pytest.raises(EffnetError, match="the torch backend has no option streams"):
+        create_backend("torch", lite0_source, streams=2)

@@ -126,3 +126,31 @@ def test_bad_options_are_usage_errors(tmp_path, capsys, args):
     rc = main(["export", "onnx", "--model", "efficientnet-lite0", "-o", str(tmp_path / "m.onnx"), *args])
     assert rc == 2 and "effnet: error:" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_default_exports_are_the_cards_static_1x3xhxw_and_benchmark_app_runs_them(tmp_path, lite0_checkpoint):
+    """What a user points OpenVINO's own tools at must run as it is (a dynamic batch made benchmark_app stop
+    with "Input data is dynamic. Provide data shapes!")."""
+    ir = tmp_path / "ir"
+    assert run_cli("export", "openvino", "--model", "efficientnet-lite0", "-o", str(ir)).returncode == 0
+    model = ov.Core().read_model(str(ir / "efficientnet-lite0.xml"))
+    assert str(model.input(0).get_partial_shape()) == "[1,3,224,224]"
+    path = tmp_path / "lite0.onnx"
+    assert run_cli("export", "onnx", "--model", "efficientnet-lite0", "-o", str(path)).returncode == 0
+    dims = [d.dim_param or d.dim_value for d in onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 3, 224, 224]
+    dyn = tmp_path / "dyn"
+    proc = run_cli("export", "openvino", "--model", "efficientnet-lite0", "-o", str(dyn), "--dynamic-batch")
+    assert proc.returncode == 0, proc.stderr
+    assert str(ov.Core().read_model(str(dyn / "efficientnet-lite0.xml")).input(0).get_partial_shape()) == (
+        "[?,3,224,224]"
+    )
+    tool = Path(sys.executable).with_name("benchmark_app")
+    proc = subprocess.run(
+        [str(tool), "-m", str(ir / "efficientnet-lite0.xml"), "-niter", "2", "-nireq", "1", "-hint", "latency"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Throughput" in proc.stdout

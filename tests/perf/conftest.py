@@ -16,7 +16,7 @@ from tests.perf.perf_helpers import run_batches
 
 @pytest.fixture(scope="session")
 def lite0_source(lite0_checkpoint: Path):
-    from effnet.predict import resolve_source
+    from effnet.source import resolve_source
 
     return resolve_source("efficientnet-lite0", progress=False)
 

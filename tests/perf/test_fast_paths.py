@@ -83,7 +83,7 @@ def test_channels_last_keeps_outputs():
 
 @pytest.mark.slow
 def test_fast_backend_matches_eager_on_b5(tmp_path):
-    from effnet.predict import resolve_source
+    from effnet.source import resolve_source
 
     checkpoint = tmp_path / "b5.pth"
     torch.save(calibrated_random_model("efficientnet-b5", 456, affine=False).state_dict(), checkpoint)

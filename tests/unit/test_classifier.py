@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 import effnet
-from effnet.predict import identify_record, resolve_source
+from effnet.source import identify_record, resolve_source
 from tests.testutils import EXAMPLES
 
 

@@ -1,25 +1,46 @@
 """Inference backends behind one small protocol.
 
 A backend takes a batch of center-cropped RGB pixels (uint8, NHWC, exactly what
-the weights record's resize and crop produce) and returns class probabilities.
-Each backend applies the input convention of its own artifact: the PyTorch model
-and the ONNX export take normalized RGB, the OpenVINO IR takes raw BGR pixels
-with mean/scale folded in. Preprocessing up to the crop is therefore shared by
-all of them, and cannot drift.
+the weights record's resize and crop produce, :mod:`effnet.pipeline`) and returns
+class probabilities. Each backend applies the input convention of its own artifact:
+the PyTorch model and the ONNX export take normalized RGB
+(:func:`effnet.preprocess.normalize`), the OpenVINO IR takes raw BGR pixels with
+mean/scale folded in. Preprocessing up to the crop is therefore shared by all of
+them, and cannot drift.
+
+Every backend takes the common options ``precision``, ``threads`` and ``cache_dir``
+(a backend that needs no export ignores ``cache_dir``), so ``backend="auto"`` can fall
+back from one to the next with the same call.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable
+import inspect
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from ..errors import EffnetError, UnknownNameError
-from ..weights.records import Preprocess, WeightsRecord
+from ..source import ModelSource
+
+__all__ = [
+    "Backend",
+    "BackendFactory",
+    "AutoChoice",
+    "AutoRanking",
+    "AUTO_RANKING",
+    "ModelSource",
+    "register",
+    "available_backends",
+    "installed_backends",
+    "auto_candidates",
+    "resolve_auto",
+    "create_backend",
+]
 
 
 class Backend(Protocol):
@@ -38,71 +59,141 @@ class Backend(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class ModelSource:
-    """What a backend needs to build its artifact."""
-
-    model: str  # effnet model name
-    record: WeightsRecord | None  # the weights record, when the weights are a known checkpoint
-    checkpoint: Path | None  # the local weights file (None: random init, for tests)
-    preprocess: Preprocess
-
-
 BackendFactory = Callable[..., Backend]
 _FACTORIES: dict[str, Callable[[], BackendFactory]] = {}
+_PACKAGES: dict[str, str] = {}  # backend -> the import name it needs
 
 
-def register(name: str, loader: Callable[[], BackendFactory]) -> None:
+def register(name: str, loader: Callable[[], BackendFactory], package: str | None = None) -> None:
     """Register a backend; ``loader`` imports lazily so optional packages stay optional."""
     _FACTORIES[name] = loader
+    _PACKAGES[name] = package or name
 
 
 def available_backends() -> tuple[str, ...]:
+    """Every registered backend name (installed or not)."""
     return tuple(_FACTORIES)
 
 
-# Fastest measured CPU path per precision (docs/performance.md: B5, batch 1, 2 threads, one interleaved
-# run): fp32 openvino 70 ms < onnxruntime 75 < torch compiled 91 < torch fast 111 < torch eager 129;
-# bf16 openvino 40 < torch compiled 54 < torch 73; int8 openvino 33 (the only int8 path). Each entry
-# falls back to the next when its package is missing; compiled torch paths are left out because their
-# first call compiles for 10-30 s. `--backend auto` (the CLI default) picks from here.
-FASTEST: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
-    "fp32": (("openvino", {"precision": "fp32"}), ("onnxruntime", {}), ("torch", {"fast": True})),
-    "bf16": (("openvino", {"precision": "bf16"}), ("torch", {"precision": "bf16"})),
-    "int8": (("openvino", {"precision": "int8"}),),
-}
+def installed_backends() -> tuple[str, ...]:
+    """The registered backends whose package can be imported here."""
+    return tuple(n for n in _FACTORIES if importlib.util.find_spec(_PACKAGES[n]) is not None)
+
+
+@dataclass(frozen=True)
+class AutoChoice:
+    """One entry of the ranking: a backend, the options that make it fast, and what it measured."""
+
+    backend: str
+    options: Mapping[str, Any]
+    measured: str  # the figure it was ranked by
+
+
+@dataclass(frozen=True)
+class AutoRanking:
+    """The fastest paths per precision, as measured once on one machine: data, so it can be re-measured."""
+
+    measured_on: str  # date, machine, workload
+    source: str  # where the full table is
+    paths: Mapping[str, tuple[AutoChoice, ...]]
+
+
+# docs/performance.md "The table": B5, batch 1, 2 threads, one interleaved run (15 rounds x 3 calls) on
+# 2026-11-26 00:07. Compiled torch paths are left out: their first call compiles for 10-30 s.
+AUTO_RANKING = AutoRanking(
+    measured_on="2026-11-26, AMD EPYC (family 26) under KVM, 2 cores, AVX-512 VNNI/BF16, no AMX; B5 batch 1",
+    source="docs/performance.md",
+    paths={
+        "fp32": (
+            AutoChoice("openvino", {"precision": "fp32"}, "70.2 ms"),
+            AutoChoice("onnxruntime", {}, "74.9 ms"),
+            AutoChoice("torch", {"fast": True}, "111 ms"),
+        ),
+        "bf16": (
+            AutoChoice("openvino", {"precision": "bf16"}, "40.4 ms"),
+            AutoChoice("torch", {"precision": "bf16"}, "73 ms"),
+        ),
+        "int8": (AutoChoice("openvino", {"precision": "int8"}, "32.9 ms"),),
+    },
+)
+
+
+def auto_candidates(precision: str | None = None, ranking: AutoRanking = AUTO_RANKING) -> list[tuple[str, dict]]:
+    """The installed (backend, options) paths for ``precision`` (default fp32), fastest first."""
+    precision = precision or "fp32"
+    if precision not in ranking.paths:
+        raise EffnetError(f"precision must be one of {', '.join(ranking.paths)}, got {precision!r}")
+    installed = installed_backends()
+    found = [(c.backend, dict(c.options)) for c in ranking.paths[precision] if c.backend in installed]
+    if not found:
+        raise EffnetError(f"no installed backend runs {precision}: pip install 'effnet[openvino]'")
+    return found
 
 
 def resolve_auto(precision: str | None = None) -> tuple[str, dict[str, Any]]:
-    """(backend, options) of the fastest installed path for ``precision`` (default fp32)."""
-    precision = precision or "fp32"
-    if precision not in FASTEST:
-        raise EffnetError(f"precision must be one of {', '.join(FASTEST)}, got {precision!r}")
-    for backend, options in FASTEST[precision]:
-        if importlib.util.find_spec(backend) is not None:
-            return backend, dict(options)
-    raise EffnetError(f"no installed backend runs {precision}: pip install 'effnet[openvino]'")
+    """(backend, options) of the fastest installed path for ``precision``; it is not built here."""
+    return auto_candidates(precision)[0]
 
 
-def create_backend(name: str, source: ModelSource, **options) -> Backend:
-    """Build backend ``name`` (or ``"auto"``: the fastest installed one for ``options["precision"]``)."""
-    if name == "auto":
-        name, chosen = resolve_auto(options.pop("precision", None))
-        options = {**chosen, **options}
+def _factory(name: str) -> BackendFactory:
     try:
         loader = _FACTORIES[name]
     except KeyError:
         raise UnknownNameError(f"unknown backend {name!r}; available: {', '.join(_FACTORIES)}") from None
-    return loader()(source, **options)
+    return loader()
+
+
+def _accepted(factory: BackendFactory, options: dict[str, Any]) -> dict[str, Any]:
+    """The options ``factory`` takes: auto's fallbacks drop the ones meant for another backend."""
+    params = inspect.signature(factory).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return options
+    return {k: v for k, v in options.items() if k in params}
+
+
+def _build(name: str, source: ModelSource, options: dict[str, Any]) -> Backend:
+    factory = _factory(name)
+    unknown = set(options) - set(_accepted(factory, options))
+    if unknown:
+        raise EffnetError(f"the {name} backend has no option {', '.join(sorted(unknown))}")
+    return factory(source, **options)
+
+
+def create_backend(name: str, source: ModelSource, **options: Any) -> Backend:
+    """Build backend ``name``, or with ``"auto"`` the fastest installed one for ``options["precision"]``.
+
+    ``auto`` checks that its choice really loads: if building it fails (a missing runtime library,
+    an export that cannot be made here), it says so in one line on stderr and builds the next one.
+    The backend built reports itself in ``.name`` / ``.precision``; ``.auto_choice`` says what auto chose
+    (backend, options) and which candidates failed to load.
+    """
+    if name != "auto":
+        return _build(name, source, options)
+    precision = options.pop("precision", None)
+    failures: list[str] = []
+    for backend, chosen in auto_candidates(precision):
+        merged = {**chosen, **_accepted(_factory(backend), options)}
+        if "precision" not in merged and precision is not None:
+            merged["precision"] = precision
+        try:
+            built = _factory(backend)(source, **merged)
+        except (EffnetError, ImportError, OSError, RuntimeError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            failures.append(f"{backend}: {first}")
+            print(f"effnet: backend auto: {backend} did not load ({first}); trying the next", file=sys.stderr)
+            continue
+        try:
+            built.auto_choice = {"backend": backend, "options": merged, "fallbacks": failures}  # type: ignore[attr-defined]
+        except AttributeError:  # a backend with __slots__: the notice on stderr has said it
+            pass
+        return built
+    raise EffnetError("backend auto: no installed backend loaded: " + "; ".join(failures))
 
 
 def _torch() -> BackendFactory:
     from .torch_backend import TorchBackend
 
     return TorchBackend
-
-
-register("torch", _torch)
 
 
 def _onnxruntime() -> BackendFactory:
@@ -117,5 +208,6 @@ def _openvino() -> BackendFactory:
     return OpenVINOBackend
 
 
+register("torch", _torch)
 register("onnxruntime", _onnxruntime)
 register("openvino", _openvino)

@@ -6,23 +6,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .._optional import require
 from ..errors import EffnetError
-from ..export import exported_artifact, require
+from ..export.cache import exported_artifact
+from ..pipeline import check_crops
 from ..preprocess import normalize
-from . import ModelSource
+from ..source import ModelSource
 
 INSTALL_EXTRA = "onnx"
-
-
-def check_crops(pixels: np.ndarray, input_size: int, backend: str) -> np.ndarray:
-    """Reject anything but a [N, S, S, 3] batch of crops at the model's input size, with the shapes."""
-    pixels = np.asarray(pixels)
-    if pixels.ndim != 4 or pixels.shape[-1] != 3 or pixels.shape[1:3] != (input_size, input_size) or not len(pixels):
-        raise EffnetError(
-            f"{backend} backend: expected a batch of RGB crops of shape [N, {input_size}, {input_size}, 3] "
-            f"(NHWC, N >= 1), got {list(pixels.shape)}"
-        )
-    return pixels
 
 
 class OnnxRuntimeBackend:

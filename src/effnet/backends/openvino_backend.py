@@ -14,20 +14,17 @@ from typing import Any
 
 import numpy as np
 
+from .._optional import require
 from ..errors import EffnetError
-from ..export import exported_artifact, require
-from . import ModelSource
-from .onnxruntime_backend import check_crops
+from ..export.cache import exported_artifact, int8_model_path
+from ..pipeline import check_crops
+from ..preprocess import bgr_nchw, denormalize
+from ..source import ModelSource
 
 INSTALL_EXTRA = "openvino"
 # effnet precision name -> OpenVINO element type attribute of the inference precision hint.
 # int8 is a quantized IR (`effnet quantize`); its remaining float ops run in f32.
 _HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
-
-
-def bgr_nchw(pixels: np.ndarray) -> np.ndarray:
-    """uint8 NHWC RGB -> float32 NCHW BGR raw 0-255 values: the IR's input convention."""
-    return np.ascontiguousarray(pixels[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32)
 
 
 class OpenVINOBackend:
@@ -88,8 +85,6 @@ class OpenVINOBackend:
         if model_path is not None:
             artifact: Any = nullcontext(Path(model_path))
         elif precision == "int8":
-            from ..quantize import int8_model_path
-
             artifact = nullcontext(int8_model_path(source, cache))
         else:
             # Built (once) from an ONNX export, so a first run also needs the onnx package.
@@ -151,14 +146,8 @@ class OpenVINOBackend:
         Undoes the normalization (x * std + mean) and flips to BGR, because the IR takes raw BGR
         pixels with mean/scale inside; in float32 this round trip moves the result by ~1e-6.
         """
-        p = self.preprocess
-        x = np.asarray(x, dtype=np.float32)
-        raw = x * np.asarray(p.std, dtype=np.float32).reshape(1, 3, 1, 1) + np.asarray(
-            p.mean, dtype=np.float32
-        ).reshape(1, 3, 1, 1)
-        if p.channel_order == "RGB":
-            raw = raw[:, ::-1]
-        return self._infer(np.ascontiguousarray(raw))
+        raw_rgb = denormalize(x, self.preprocess)
+        return self._infer(bgr_nchw(raw_rgb, channels_first=True))
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
         request = self._requests.get()

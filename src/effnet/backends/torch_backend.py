@@ -17,9 +17,10 @@ import numpy as np
 import torch
 
 from ..errors import EffnetError
-from ..factory import create_model
 from ..optimize import InferenceConfig, optimize_for_inference
-from . import ModelSource
+from ..pipeline import check_crops
+from ..preprocess import normalize_tensor
+from ..source import ModelSource
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -37,6 +38,7 @@ class TorchBackend:
         fast: bool = False,
         compile: bool = False,
         channels_last: bool | None = None,
+        cache_dir: object = None,  # the common backend option; the PyTorch model needs no export cache
     ) -> None:
         if precision not in PRECISIONS:
             raise EffnetError(
@@ -49,23 +51,19 @@ class TorchBackend:
             torch.set_num_threads(threads)
         self.precision = precision
         self.device = torch.device(device)
-        model = create_model(source.model, pretrained=source.checkpoint or False).to(self.device)
+        self.preprocess = source.preprocess
+        model = source.build_model().to(self.device)
         # bf16 and compile always start from the folded, channels_last model: it is their fast layout.
         fold = fast or compile or precision == "bf16"
         cl = fold if channels_last is None else channels_last
         self.inference_config = InferenceConfig(
-            precision=precision,
+            precision=precision,  # type: ignore[arg-type]  # checked against PRECISIONS above
             fold_bn=fold,
-            channels_last=cl,  # type: ignore[arg-type]
+            channels_last=cl,
             compile=compile,
         )
         self.model: Any = optimize_for_inference(model, self.inference_config) if fold or cl else model
         self._channels_last = cl
-        p = source.preprocess
-        # (x - mean) / std on 0-255 pixels, as the record says; applied on the device.
-        self._mean = torch.tensor(p.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-        self._std = torch.tensor(p.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-        self._bgr = p.channel_order == "BGR"
 
     def describe(self) -> dict[str, Any]:
         """What runs, for benchmark reports."""
@@ -81,14 +79,10 @@ class TorchBackend:
         }
 
     def normalize(self, pixels: np.ndarray) -> torch.Tensor:
-        # NHWC uint8 permuted to NCHW is channels_last in memory already; keep it so when asked.
-        x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device).permute(0, 3, 1, 2).float()
-        x = (x - self._mean) / self._std
-        if self._bgr:
-            x = x.flip(1)
-        if self._channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x  # a bf16 model casts inside (its head runs fp32)
+        """uint8 NHWC crops -> normalized float NCHW on the device (a bf16 model casts inside)."""
+        pixels = check_crops(pixels, self.preprocess.input_size, self.name)
+        x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)
+        return normalize_tensor(x, self.preprocess, channels_last=self._channels_last)
 
     @torch.inference_mode()
     def logits(self, pixels: np.ndarray) -> torch.Tensor:

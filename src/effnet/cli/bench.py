@@ -28,7 +28,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="random initialization instead of --weights (speed does not depend on the weights)",
     )
     p.add_argument(
-        "--backend", default="torch", help=f"one of {', '.join(available_backends())} (default: %(default)s)"
+        "--backend",
+        default="auto",
+        help=f"auto or one of {', '.join(available_backends())}; auto (default) is what `effnet classify` runs: "
+        "the fastest installed backend for the precision (the JSON config says which it resolved to)",
     )
     p.add_argument(
         "--precision",
@@ -79,6 +82,14 @@ def backend_options(args: argparse.Namespace) -> dict:
     options: dict = {"precision": args.precision}
     if args.threads is not None:
         options["threads"] = args.threads
+    if args.backend == "auto":
+        if args.fast or args.compile or args.float_precision is not None or args.model_path is not None:
+            raise UsageError("--fast, --compile, --float-precision and --model-path need an explicit --backend")
+        # What each candidate takes is kept by create_backend: openvino gets the static batch and streams.
+        options["batch_size"] = args.batch_size
+        if args.streams > 1:
+            options["streams"] = args.streams
+        return options
     if args.backend == "torch":
         options.update(fast=args.fast, compile=args.compile)
     elif args.fast or args.compile:
@@ -100,10 +111,17 @@ def backend_options(args: argparse.Namespace) -> dict:
     return options
 
 
+def _auto_summary(backend: object) -> dict:
+    from ..backends import AUTO_RANKING
+
+    choice = dict(getattr(backend, "auto_choice", {}))
+    return {**choice, "ranking_measured_on": AUTO_RANKING.measured_on, "ranking_source": AUTO_RANKING.source}
+
+
 def run(args: argparse.Namespace) -> int:
     from ..backends import create_backend
     from ..bench import benchmark_backend, machine_description
-    from ..predict import resolve_source
+    from ..source import resolve_source, weights_label
     from . import UsageError
 
     for flag in ("batch_size", "streams"):
@@ -119,8 +137,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--warmup must be >= 0, got {args.warmup}")
     if args.random_weights and args.weights is not None:
         raise UsageError("--random-weights and --weights exclude each other")
-    if args.backend not in available_backends():
-        raise UsageError(f"unknown backend {args.backend!r}; available: {', '.join(available_backends())}")
+    if args.backend != "auto" and args.backend not in available_backends():
+        raise UsageError(f"unknown backend {args.backend!r}; available: auto, {', '.join(available_backends())}")
 
     source = resolve_source(args.model, False if args.random_weights else args.weights, progress=not args.no_progress)
     options = backend_options(args)
@@ -129,9 +147,10 @@ def run(args: argparse.Namespace) -> int:
     load_ms = (time.perf_counter() - start) * 1e3
     config = {
         "model": source.model,
-        "weights": "random-init"
-        if source.checkpoint is None
-        else (source.record.name if source.record else str(source.checkpoint)),
+        "weights": weights_label(source),
+        "backend_requested": args.backend,
+        # What `auto` resolved to, so `bench` provably timed what `classify` runs (None: named explicitly).
+        "auto": _auto_summary(backend) if args.backend == "auto" else None,
         "precision_requested": args.precision,
         "load_ms": load_ms,  # building the backend: model load, export from cache or new, compile
         "threads": args.threads,

@@ -1,7 +1,10 @@
 """effnet export onnx|openvino — write the ONNX model or the OpenVINO "converted model" (IR).
 
-onnx:      input `data` float32 [N,3,H,W] normalized RGB (as in PyTorch), output `prob` (softmax).
-openvino:  input `data` float32 [N,3,H,W] raw 0-255 BGR pixels (mean/scale inside), output `prob`.
+onnx:      input `data` float32 [1,3,H,W] normalized RGB (as in PyTorch), output `prob` (softmax).
+openvino:  input `data` float32 [1,3,H,W] raw 0-255 BGR pixels (mean/scale inside), output `prob`.
+
+The input is static, 1x3xHxW, as on the model card, so tools that take a file (OpenVINO's benchmark_app,
+OVMS, TensorRT) run it as it is; --batch-size N fixes another batch, --dynamic-batch makes it dynamic.
 """
 
 from __future__ import annotations
@@ -59,9 +62,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--batch-size", type=int, default=None, metavar="N", help="fix the batch dimension to N (default: dynamic)"
+    batch = p.add_mutually_exclusive_group()
+    batch.add_argument(
+        "--batch-size", type=int, default=1, metavar="N", help="static batch dimension N (default: 1, as the card)"
     )
+    batch.add_argument("--dynamic-batch", action="store_true", help="a dynamic batch dimension instead of a static one")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.add_argument("--no-progress", action="store_true", help="no download progress bar on stderr")
 
@@ -69,8 +74,10 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _check(args: argparse.Namespace) -> None:
     from . import UsageError
 
-    if args.batch_size is not None and args.batch_size < 1:
+    if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.dynamic_batch:
+        args.batch_size = None  # the API's spelling of a dynamic batch
     opset = getattr(args, "opset", exp.DEFAULT_OPSET)
     if not exp.MIN_OPSET <= opset <= exp.MAX_OPSET:
         raise UsageError(f"--opset must be between {exp.MIN_OPSET} and {exp.MAX_OPSET}, got {opset}")
@@ -86,7 +93,7 @@ def _report(args: argparse.Namespace, summary: dict) -> int:
 
 
 def run_onnx(args: argparse.Namespace) -> int:
-    from ..predict import resolve_source
+    from ..source import resolve_source, weights_label
 
     _check(args)
     source = resolve_source(args.model, args.weights, progress=not args.no_progress)
@@ -100,7 +107,7 @@ def run_onnx(args: argparse.Namespace) -> int:
             "format": "onnx",
             "files": [str(path)],
             "model": source.model,
-            "weights": exp.onnx_metadata(source)["weights"],
+            "weights": weights_label(source),
             "input": {
                 "name": exp.INPUT_NAME,
                 "shape": [args.batch_size or "N", 3, size, "W" if args.dynamic else size],
@@ -113,7 +120,7 @@ def run_onnx(args: argparse.Namespace) -> int:
 
 
 def run_openvino(args: argparse.Namespace) -> int:
-    from ..predict import resolve_source
+    from ..source import resolve_source, weights_label
 
     _check(args)
     source = resolve_source(args.model, args.weights, progress=not args.no_progress)
@@ -125,7 +132,7 @@ def run_openvino(args: argparse.Namespace) -> int:
             "format": "openvino",
             "files": [str(xml), str(xml.with_suffix(".bin"))],
             "model": source.model,
-            "weights": exp.onnx_metadata(source)["weights"],
+            "weights": weights_label(source),
             "input": {
                 "name": exp.INPUT_NAME,
                 "shape": [args.batch_size or "N", 3, size, size],

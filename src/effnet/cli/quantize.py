@@ -61,8 +61,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..predict import resolve_source
     from ..quantize import print_skipped, quantize_openvino
+    from ..source import resolve_source
     from . import UsageError
 
     if args.subset_size < 1:

@@ -28,11 +28,12 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from .. import __version__
+from .._version import __version__
 from ..errors import ImageError
-from . import kserve
 from .batcher import BatcherClosedError, DynamicBatcher, QueueFullError
 from .errors import ApiError
+from .kserve import EXTENSIONS, HEADER_LENGTH, encode_infer_response, parse_infer_request
+from .kserve import model_metadata as v2_model_metadata
 from .metrics import ServerMetrics
 from .model import ServedModel
 
@@ -241,15 +242,15 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> Starlet
             )
         async with admitted():
             body = await read_body(request)
-            parsed = await in_thread(kserve.parse_infer_request, body, request.headers.get(kserve.HEADER_LENGTH), info)
+            parsed = await in_thread(parse_infer_request, body, request.headers.get(HEADER_LENGTH), info)
             probs = await batcher.submit(TENSOR, parsed.data)
-        content, headers = kserve.encode_infer_response(info, parsed, probs)
+        content, headers = encode_infer_response(info, parsed, probs)
         return Response(content, headers=headers)
 
     @instrumented("metadata")
     async def model_metadata(request: Request) -> Response:
         check_model(request)
-        return JSONResponse(kserve.model_metadata(info))
+        return JSONResponse(v2_model_metadata(info))
 
     @instrumented("health")
     async def model_ready(request: Request) -> Response:
@@ -258,7 +259,7 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> Starlet
 
     @instrumented("metadata")
     async def server_metadata(request: Request) -> Response:
-        return JSONResponse({"name": "effnet", "version": __version__, "extensions": list(kserve.EXTENSIONS)})
+        return JSONResponse({"name": "effnet", "version": __version__, "extensions": list(EXTENSIONS)})
 
     @instrumented("health")
     async def live(request: Request) -> Response:

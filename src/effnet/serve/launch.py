@@ -23,7 +23,7 @@ ENV_OPTIONS = "EFFNET_SERVE_OPTIONS"
 class ServerOptions:
     model: str = "efficientnet-b5"
     weights: str | None = None
-    backend: str = "torch"
+    backend: str = "auto"  # as the CLI: the fastest installed backend (effnet.backends.AUTO_RANKING)
     precision: str | None = None  # None: the backend's default, which it reports in /v2/models/{name}
     name: str | None = None  # model name in the v2 API; default: the model name
     threads: int | None = None  # intra-op threads per worker; default: the cores divided among workers
@@ -50,7 +50,8 @@ class ServerOptions:
 def load_model(options: ServerOptions) -> ServedModel:
     from ..predict import Classifier
 
-    backend_options: dict = {"threads": options.worker_threads} if options.backend == "torch" else {}
+    # Every backend takes `threads`: each worker process gets its share of the cores.
+    backend_options: dict = {"threads": options.worker_threads}
     if options.precision is not None:
         backend_options["precision"] = options.precision
     classifier = Classifier(options.model, options.weights, backend=options.backend, progress=False, **backend_options)
@@ -90,7 +91,7 @@ def serve(options: ServerOptions) -> None:
         )
         uvicorn.run(create_app(model, options.config), **common)
         return
-    from ..predict import resolve_source
+    from ..source import resolve_source
 
     resolve_source(options.model, options.weights, progress=False)  # fail early, before forking workers
     os.environ[ENV_OPTIONS] = options.to_json()

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..predict import Classifier, Prediction
+from ..source import weights_label
 
 
 class TensorInputUnsupported(RuntimeError):
@@ -30,7 +31,7 @@ class ModelInfo:
     num_classes: int
     backend: str
     precision: str
-    weights: str | None  # weights record name, or the checkpoint file name
+    weights: str  # effnet.source.weights_label: record name, checkpoint file name, or random-init
     channel_order: str  # of the v2 tensor input
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
@@ -56,7 +57,7 @@ class ServedModel:
     def __init__(self, classifier: Classifier, name: str | None = None, version: str = "1") -> None:
         self.classifier = classifier
         source = classifier.source
-        weights = source.record.name if source.record else (source.checkpoint.name if source.checkpoint else None)
+        weights = weights_label(source)
         p = classifier.preprocess
         self.info = ModelInfo(
             name=name or source.model,
@@ -67,8 +68,8 @@ class ServedModel:
             precision=getattr(classifier.backend, "precision", "?"),
             weights=weights,
             channel_order=p.channel_order,
-            mean=tuple(p.mean),
-            std=tuple(p.std),
+            mean=p.mean,
+            std=p.std,
         )
         self._tensor_runner = _tensor_runner(classifier.backend)
 
@@ -78,8 +79,7 @@ class ServedModel:
 
     def crop(self, data: bytes) -> np.ndarray:
         """Image bytes -> uint8 HWC RGB crop; raises :class:`effnet.ImageError` for bad images."""
-        # A writable copy: the crop is a read-only view of the PIL image, and torch warns when it wraps one.
-        return np.array(self.classifier.crop(data))
+        return self.classifier.crop(data)  # the pipeline's decode_crop: a writable array
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 [N, H, W, 3] crops -> float32 [N, classes]."""

@@ -86,11 +86,9 @@ def verify_file(path: Path, sha256: str, size: int | None) -> None:
 
 
 def _user_agent() -> str:
-    try:
-        from effnet import __version__ as version  # type: ignore[attr-defined]
-    except ImportError:
-        version = "0"
-    return f"effnet/{version}"
+    from .._version import __version__
+
+    return f"effnet/{__version__}"
 
 
 def _describe(exc: BaseException) -> tuple[str, bool]:

@@ -1,0 +1,184 @@
+"""The evaluation loop: run a :class:`~effnet.predict.Classifier` over a dataset through the one pipeline.
+
+Preprocessing is the classifier's (that is, the weights record's): nothing here resizes or normalizes.
+Images are decoded ahead of the model by :func:`effnet.pipeline.iter_batches`. An image that cannot be
+decoded is recorded as a failure with its error, never dropped: the accuracy is over the images that could
+be decoded, and the report says how many could not. This module computes and returns; printing belongs to
+the CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from contextlib import closing
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import EffnetError
+from ..labels import ClassLabel
+from ..pipeline import default_workers, iter_batches
+from ..source import weights_label
+from .datasets import Dataset, DatasetError, Sample, find_dataset
+from .report import TOP_K, ClassResult, Confusion, EvalReport, Failure, ImageOutcome, Progress
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..predict import Classifier
+
+__all__ = ["evaluate"]
+
+
+def _path(sample: Sample) -> os.PathLike:
+    return sample.path
+
+
+def _name(sample: Sample) -> str:
+    return str(sample.path)
+
+
+class _Tally:
+    """Per-class hit counts, top-1 confusions and per-image outcomes, accumulated batch by batch."""
+
+    def __init__(self, labels: Sequence[ClassLabel], k: int) -> None:
+        self.labels, self.k = labels, k
+        self.counts = np.zeros(len(labels), dtype=np.int64)
+        self.hits1 = np.zeros(len(labels), dtype=np.int64)
+        self.hits5 = np.zeros(len(labels), dtype=np.int64)
+        self.confusion: Counter[tuple[int, int]] = Counter()
+        self.outcomes: list[ImageOutcome] = []
+
+    def add(self, samples: Sequence[Sample], probs: np.ndarray) -> None:
+        # Stable sort on -p: ties resolve to the lower class index, as Classifier.top_k does.
+        top = np.argsort(-probs, axis=1, kind="stable")[:, : self.k]
+        for sample, row in zip(samples, top.tolist(), strict=True):
+            y = sample.label
+            self.counts[y] += 1
+            self.hits1[y] += row[0] == y
+            self.hits5[y] += y in row
+            if row[0] != y:
+                self.confusion[(y, row[0])] += 1
+            self.outcomes.append(ImageOutcome(str(sample.path), y, tuple(row)))
+
+    def per_class(self) -> tuple[ClassResult, ...]:
+        labels = self.labels
+        return tuple(
+            ClassResult(
+                i, labels[i].synset, labels[i].label, int(self.counts[i]), int(self.hits1[i]), int(self.hits5[i])
+            )
+            for i in np.flatnonzero(self.counts).tolist()
+        )
+
+    def most_confused(self, n: int) -> tuple[Confusion, ...]:
+        ranked = sorted(self.confusion.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+        return tuple(Confusion(self.labels[t], self.labels[p], count) for (t, p), count in ranked)
+
+
+def evaluate(
+    classifier: Classifier,
+    dataset: Dataset | str | os.PathLike,
+    *,
+    batch_size: int = 16,
+    workers: int | None = None,
+    limit: int | None = None,
+    max_confused: int = 20,
+    progress: Callable[[Progress], None] | None = None,
+) -> EvalReport:
+    """Classify every image of ``dataset`` (a :class:`Dataset` or a folder) and measure top-1 / top-5.
+
+    ``limit`` evaluates the first ``limit`` samples (a class-interleaved subset, see :class:`Dataset`).
+    ``workers`` decoding threads (default: ``min(4, cpu count)``) run ahead of the model.
+    ``progress`` is called with running totals after every batch. Raises :class:`DatasetError`
+    when no image at all could be decoded.
+    """
+    if batch_size < 1:
+        raise EffnetError(f"batch size must be >= 1, got {batch_size}")
+    if workers is not None and workers < 1:
+        raise EffnetError(f"workers must be >= 1, got {workers}")
+    if limit is not None and limit < 1:
+        raise EffnetError(f"limit must be >= 1, got {limit}")
+    if not isinstance(dataset, Dataset):
+        dataset = find_dataset(dataset, labels=classifier.labels)
+    labels = classifier.labels
+    if tuple(c.synset for c in dataset.labels) != tuple(c.synset for c in labels):
+        raise DatasetError(
+            "the dataset was labelled with a different class list than the classifier's "
+            f"({len(dataset.labels):,} vs {len(labels):,} classes)"
+        )
+    workers = workers or default_workers()
+    samples = dataset.samples[:limit] if limit else dataset.samples
+    num_classes = len(labels)
+    k = min(TOP_K, num_classes)
+
+    tally = _Tally(labels, k)
+    failures: list[Failure] = []
+    inference_s = wait_s = 0.0
+    start = time.perf_counter()
+    # closing(): on an error or Ctrl-C the decoding threads stop now, not when the generator is collected.
+    batches = iter_batches(
+        samples, classifier.preprocess, batch_size=batch_size, workers=workers, image_of=_path, name_of=_name
+    )
+    with closing(batches):
+        for batch in batches:
+            wait_s += batch.wait_s
+            failures.extend(Failure(d.name, d.item.label, d.error or "") for d in batch.failed)
+            good = batch.good
+            if good:
+                t0 = time.perf_counter()
+                probs = classifier.probabilities(batch.crops())
+                inference_s += time.perf_counter() - t0
+                if probs.shape != (len(good), num_classes):
+                    raise EffnetError(
+                        f"backend {classifier.backend.name!r} returned shape {tuple(probs.shape)}, "
+                        f"expected ({len(good)}, {num_classes})"
+                    )
+                tally.add([d.item for d in good], probs)
+            if progress is not None:
+                progress(
+                    Progress(
+                        done=len(tally.outcomes) + len(failures),
+                        total=len(samples),
+                        evaluated=len(tally.outcomes),
+                        failed=len(failures),
+                        top1_correct=int(tally.hits1.sum()),
+                        top5_correct=int(tally.hits5.sum()),
+                        elapsed_s=time.perf_counter() - start,
+                    )
+                )
+    seconds = time.perf_counter() - start
+
+    if not tally.outcomes:
+        first = failures[0].error if failures else "no images"
+        raise DatasetError(
+            f"none of the {len(samples):,} images in {dataset.root} could be decoded; first error: {first}"
+        )
+    record = classifier.record
+    return EvalReport(
+        model=classifier.source.model,
+        weights=weights_label(classifier.source),
+        backend=classifier.backend.name,
+        precision=classifier.backend.precision,
+        dataset=str(dataset.root),
+        layout=dataset.layout,
+        preprocess=classifier.preprocess,
+        total=len(samples),
+        count=len(tally.outcomes),
+        failed=len(failures),
+        top1_correct=int(tally.hits1.sum()),
+        top5_correct=int(tally.hits5.sum()),
+        per_class=tally.per_class(),
+        confused=tally.most_confused(max_confused),
+        failures=tuple(failures),
+        images=tuple(tally.outcomes),
+        reference=record.metrics if record else None,
+        seconds=seconds,
+        inference_seconds=inference_s,
+        decode_wait_seconds=wait_s,
+        batch_size=batch_size,
+        workers=workers,
+        limit=limit,
+        dataset_size=len(dataset),
+        unmatched_annotations=dataset.unmatched_annotations,
+    )
