@@ -80,12 +80,11 @@ def default_cfg(variant: Variant, num_classes: int = 1000) -> dict[str, Any]:
     if variant.name in DEFAULT_WEIGHTS:
         record = default_record(variant.name)
         return pretrained_cfg(record.preprocess, num_classes=num_classes, record=record.name)
-    lite = variant.fixed_stem_head  # the Lite family (specs._lite)
-    p = Preprocess(
-        input_size=variant.resolution,
-        resize_size=variant.resolution + _TF_CROP_PADDING,
-        **({"mean": _LITE_MEAN, "std": _LITE_STD} if lite else {}),
-    )
+    size = variant.resolution
+    if variant.fixed_stem_head:  # the Lite family (specs._lite)
+        p = Preprocess(size, size + _TF_CROP_PADDING, mean=_LITE_MEAN, std=_LITE_STD)
+    else:
+        p = Preprocess(size, size + _TF_CROP_PADDING)
     return pretrained_cfg(p, num_classes=num_classes, record=None)
 
 
