@@ -23,6 +23,28 @@ def test_b5_parameter_counts(b5):
     assert round(c.flops / 1e9, 3) == 20.533  # 2 x MACs of conv + linear; see `effnet info`
 
 
+@pytest.mark.parametrize("name,size", [("efficientnet-b5", 456), ("efficientnet-lite0", 224)])
+def test_flops_match_torch_flop_counter(b5, name, size):
+    """An independent count: torch's FlopCounterMode counts aten conv/addmm ops as 2 x MACs (bias excluded),
+    the convention effnet.flops states; it sees the SAME-padded dynamic convs and the SE 1x1 convs too."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = b5 if name == "efficientnet-b5" else effnet.create_model(name)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        model(torch.zeros(1, 3, size, size))
+    assert count_complexity(model, (size, size)).flops == counter.get_total_flops()
+
+
+def test_macs_of_one_block_by_hand(b5):
+    # B5 stage 1, block 0 at 228 x 228: MBConv1, k3, 48 -> 24 channels, SE 48 -> 12 -> 48 (0.25 x 48).
+    depthwise = 228 * 228 * 48 * 3 * 3  # one 3x3 tap per output element and channel
+    squeeze_excite = 48 * 12 + 12 * 48  # two 1x1 convs on the pooled 1x1 map
+    project = 228 * 228 * 48 * 24
+    assert depthwise + squeeze_excite + project == 82_343_808
+    assert count_complexity(b5.stages[0][0], (228, 228), in_channels=48).macs == 82_343_808
+
+
 def test_b5_stage_shapes_at_456(b5):
     shapes = []
     hooks = [s.register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape[1:]))) for s in b5.stages]
