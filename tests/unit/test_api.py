@@ -7,6 +7,7 @@ import ast
 import importlib.util
 import io
 import math
+import os
 import tomllib
 
 import pytest
@@ -64,12 +65,18 @@ def test_alias_table_covers_every_variant_both_ways():
 
 def test_record_name_builds_its_architecture_and_cfg_without_download(monkeypatch):
     def no_fetch(*args, **kwargs):
-        raise AssertionError("create_model downloaded weights for pretrained=False")
+        raise AssertionError("create_model fetched weights for pretrained=False")
 
     monkeypatch.setattr("effnet.factory.fetch", no_fetch)
-    m = effnet.create_model("tf_efficientnet_b5.ap_in1k")
-    assert m.variant.name == "efficientnet-b5" and m.padding_mode == "same"
-    cfg = m.pretrained_cfg
+    m = effnet.create_model("efficientnet-lite0.pypi")
+    assert m.variant.name == "efficientnet-lite0" and m.pretrained_cfg["record"] == "efficientnet-lite0.pypi"
+    # TF Lite: (x - 127) / 128 on 0-255 pixels, in timm's 0-1 units.
+    assert m.pretrained_cfg["mean"] == pytest.approx((127 / 255,) * 3, abs=1e-9)
+    assert m.pretrained_cfg["std"] == pytest.approx((128 / 255,) * 3, abs=1e-9)
+
+
+def test_advprop_record_cfg():
+    cfg = effnet.get_record("tf_efficientnet_b5.ap_in1k").pretrained_cfg()
     assert cfg["record"] == "tf_efficientnet_b5.ap_in1k"
     # AdvProp: mean = std = 127.5 on 0-255 pixels, i.e. 0.5 in timm's 0-1 units (timm IMAGENET_INCEPTION_MEAN).
     assert cfg["mean"] == (0.5, 0.5, 0.5) and cfg["std"] == (0.5, 0.5, 0.5)
@@ -77,7 +84,8 @@ def test_record_name_builds_its_architecture_and_cfg_without_download(monkeypatc
     assert cfg["num_classes"] == 1000 and cfg["channel_order"] == "RGB"
 
 
-def test_acceptance_command_prints_list_and_advprop_mean():
+def test_acceptance_command_prints_list_and_advprop_mean_without_downloading(tmp_path):
+    """The issue's command, verbatim, with an empty EFFNET_HOME that must stay empty."""
     import subprocess
     import sys
 
@@ -85,10 +93,12 @@ def test_acceptance_command_prints_list_and_advprop_mean():
         "import effnet; print(effnet.list_models()); "
         "m = effnet.create_model('tf_efficientnet_b5.ap_in1k'); print(m.pretrained_cfg['mean'])"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    env = {**os.environ, "EFFNET_HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert "'efficientnet-b5'" in lines[0] and lines[1] == "(0.5, 0.5, 0.5)"
+    assert lines[0] == str(list(VARIANTS)) and lines[1] == "(0.5, 0.5, 0.5)"
+    assert not any(tmp_path.rglob("*")), "something was written to the weights cache"
 
 
 def test_default_record_cfg_matches_timm_published_values():
