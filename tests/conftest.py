@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.ci_skips import pytest_make_collect_report, pytest_runtest_makereport  # noqa: F401 (CI=true: skip = fail)
 from tests.testutils import SAMPLE, randomize_batchnorm
 
 _HOME: str | None = None

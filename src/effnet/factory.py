@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-from .errors import UnknownNameError
+from .errors import EffnetError, UnknownNameError
 from .model import EfficientNet
-from .specs import get_variant
+from .specs import Variant, get_variant
 from .weights.load import load_into, read_checkpoint
 from .weights.native import read_native_info
-from .weights.records import WeightsRecord, default_record, fetch, find_record
+from .weights.preprocessing import Preprocess, pretrained_cfg
+from .weights.records import DEFAULT_WEIGHTS, WeightsRecord, default_record, fetch, find_record, list_weights
+
+__all__ = ["Pretrained", "create_model", "resolve_weights", "resolve_name", "default_cfg"]
+
+# TF reference eval preprocessing for a model without recorded weights (tensorflow/tpu efficientnet
+# preprocessing.py: CROP_PADDING = 32, i.e. resize to image_size + 32 then center crop image_size;
+# main.py MEAN_RGB/STDDEV_RGB = ImageNet mean/std x 255; Lite models are fed (x - 127) / 128,
+# lite/efficientnet_lite_builder.py).
+_TF_CROP_PADDING = 32
+_LITE_MEAN, _LITE_STD = (127.0, 127.0, 127.0), (128.0, 128.0, 128.0)
 
 Pretrained = bool | str | os.PathLike | WeightsRecord
 
@@ -45,13 +56,48 @@ def resolve_weights(name: str, pretrained: Pretrained) -> tuple[WeightsRecord | 
     return record, None
 
 
+def resolve_name(name: str) -> tuple[Variant, WeightsRecord | None]:
+    """A model name, a timm architecture name or a weights record name -> (variant, record or None).
+
+    ``"tf_efficientnet_b5.ap_in1k"`` -> (B5, that record); ``"tf_efficientnet_b5"`` and ``"efficientnet-b5"``
+    -> (B5, None). A ``<arch>.<tag>`` name whose tag is not recorded raises :class:`UnknownNameError`
+    listing the recorded weights of that architecture.
+    """
+    record = find_record(name.strip())
+    if record is not None:
+        return get_variant(record.model), record
+    arch, dot, tag = name.strip().partition(".")
+    variant = get_variant(arch)
+    if dot:
+        known = ", ".join(list_weights(variant.name)) or "none"
+        raise UnknownNameError(f"unknown weights {name!r}; weights recorded for {variant.name}: {known}")
+    return variant, None
+
+
+def default_cfg(variant: Variant, num_classes: int = 1000) -> dict[str, Any]:
+    """``pretrained_cfg`` of a model built without weights: its default record's, or the TF reference eval
+    preprocessing at the variant's resolution (``record: None``) when no weights are recorded for it."""
+    if variant.name in DEFAULT_WEIGHTS:
+        record = default_record(variant.name)
+        return pretrained_cfg(record.preprocess, num_classes=num_classes, record=record.name)
+    size = variant.resolution
+    if variant.fixed_stem_head:  # the Lite family (specs._lite)
+        p = Preprocess(size, size + _TF_CROP_PADDING, mean=_LITE_MEAN, std=_LITE_STD)
+    else:
+        p = Preprocess(size, size + _TF_CROP_PADDING)
+    return pretrained_cfg(p, num_classes=num_classes, record=None)
+
+
 def create_model(
     name: str,
     pretrained: Pretrained = False,
     num_classes: int | None = None,
     **kwargs,
 ) -> EfficientNet:
-    """Build ``name`` (e.g. ``"efficientnet-b5"``) in eval mode.
+    """Build ``name`` in eval mode: an effnet model (``"efficientnet-b5"``), a timm architecture name
+    (``"tf_efficientnet_b5"``, see :data:`effnet.specs.TIMM_ALIASES`) or a weights record name, timm style
+    (``"tf_efficientnet_b5.ap_in1k"``: with ``pretrained=True`` those weights are loaded; without, only their
+    ``pretrained_cfg`` is attached and nothing is downloaded).
 
     ``pretrained``: ``False`` (random init), ``True`` (the default weights record,
     downloaded and verified into the cache once), a record name such as
@@ -61,13 +107,25 @@ def create_model(
     file); another value keeps the pretrained body and gives a new classifier.
     Extra keyword arguments go to :class:`EfficientNet` (``padding``, ``bn_eps``, ``input_size``...);
     by default the model is built the way the weights record says (TF SAME and eps 1e-3 for TF ports).
+
+    ``model.pretrained_cfg`` (timm's dict; mean/std in timm's 0-1 units, see
+    :func:`effnet.weights.preprocessing.pretrained_cfg`) says how images must be preprocessed for the loaded
+    weights: the record's, an effnet-native file's own, or (random init, a plain checkpoint file) the model's
+    default record's.
     """
-    variant = get_variant(name)
-    record, path = resolve_weights(variant.name, pretrained)
-    own_classes = record.num_classes if record is not None else 1000
+    variant, named = resolve_name(name)
+    if named is not None and not isinstance(pretrained, bool):
+        raise EffnetError(
+            f"{name!r} names weights already: pass pretrained=True to load them (or False), not "
+            f"pretrained={pretrained!r}; to load a file, name the model: "
+            f"create_model({variant.name!r}, pretrained=PATH)"
+        )
+    record, path = resolve_weights(variant.name, named if named is not None and pretrained else pretrained)
+    built_for = record if record is not None else named  # the weights the architecture is built for
+    own_classes = built_for.num_classes if built_for is not None else 1000
     classes = own_classes if num_classes is None else num_classes
-    if record is not None:
-        kwargs = {"padding": record.padding, "bn_eps": record.bn_eps, **kwargs}
+    if built_for is not None:
+        kwargs = {"padding": built_for.padding, "bn_eps": built_for.bn_eps, **kwargs}
     model = EfficientNet(variant, num_classes=classes, **kwargs)
     if record is not None and path is None:
         path = fetch(record)
@@ -81,4 +139,8 @@ def create_model(
             source=str(path),
             skip_classifier=classes != own_classes,
         )
+    if built_for is not None:
+        model.pretrained_cfg = pretrained_cfg(built_for.preprocess, num_classes=classes, record=built_for.name)
+    else:
+        model.pretrained_cfg = default_cfg(variant, classes)
     return model.eval()

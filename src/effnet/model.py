@@ -11,7 +11,7 @@ This module imports torch only: no I/O, no downloads, no preprocessing.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -143,6 +143,10 @@ class EfficientNet(nn.Module):
     dynamically). Other sizes always work, through the dynamic SAME path.
     """
 
+    # timm's dict of the eval preprocessing the loaded weights need; set by effnet.create_model
+    # (effnet.weights.preprocessing.pretrained_cfg), empty for a model built directly.
+    pretrained_cfg: dict[str, Any]
+
     def __init__(
         self,
         variant: Variant | str,
@@ -156,6 +160,7 @@ class EfficientNet(nn.Module):
         in_channels: int = 3,
     ) -> None:
         super().__init__()
+        self.pretrained_cfg = {}
         if isinstance(variant, str):
             variant = get_variant(variant)
         if num_classes < 0:

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
-from .weights.records import Preprocess
+from .weights.preprocessing import Preprocess
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

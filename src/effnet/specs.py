@@ -14,6 +14,7 @@ Rounding rules follow the TensorFlow reference
 
 from __future__ import annotations
 
+import fnmatch
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -107,13 +108,37 @@ VARIANTS: dict[str, Variant] = {
 }
 
 
+# timm's names for the same architectures -> effnet's. The one alias table: `tf_` models are timm's ports of
+# the TF checkpoints (TF SAME padding), the plain ones its PyTorch-trained variants; the architecture is the
+# same, and which padding/BN eps a model is built with comes from the weights record, not from the name.
+TIMM_ALIASES: dict[str, str] = {
+    **{"tf_" + name.replace("-", "_"): name for name in VARIANTS},
+    **{name.replace("-", "_"): name for name in VARIANTS},
+}
+
+
 def get_variant(name: str) -> Variant:
-    """Look up a variant by name (``efficientnet-b5``; ``_`` and case are accepted)."""
-    key = name.strip().lower().replace("_", "-")
+    """Look up a variant by name: ``efficientnet-b5``, or a timm name from :data:`TIMM_ALIASES`
+    (``tf_efficientnet_b5``, ``efficientnet_b5``); case and surrounding spaces are ignored."""
+    key = name.strip().lower()
+    key = TIMM_ALIASES.get(key, key)
     try:
         return VARIANTS[key]
     except KeyError:
-        raise UnknownNameError(f"unknown model {name!r}; known models: {', '.join(VARIANTS)}") from None
+        raise UnknownNameError(
+            f"unknown model {name!r}; known models: {', '.join(VARIANTS)} (timm names such as "
+            "'tf_efficientnet_b5' and weights names such as 'tf_efficientnet_b5.ap_in1k' work too)"
+        ) from None
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Model names matching the shell-style ``pattern`` (:mod:`fnmatch`, case-insensitive), in table order.
+
+    ``list_models("*lite*")`` -> ``['efficientnet-lite0', ..., 'efficientnet-lite4']``. A timm-style pattern
+    with underscores (``"efficientnet_b*"``) matches too.
+    """
+    pat = pattern.strip().lower().replace("_", "-").removeprefix("tf-")
+    return [name for name in VARIANTS if fnmatch.fnmatchcase(name, pat)]
 
 
 def round_channels(channels: int, multiplier: float, divisor: int = CHANNEL_DIVISOR) -> int:

@@ -15,12 +15,39 @@ def b5():
     return effnet.create_model("efficientnet-b5")
 
 
+def _counted(model, size: int):
+    """effnet.flops' count and an independent one from the same forward pass: torch's FlopCounterMode counts
+    aten conv/addmm ops as 2 x MACs (bias excluded), the convention effnet.flops states; it sees the
+    SAME-padded dynamic convs and the SE 1x1 convs too."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        complexity = count_complexity(model, (size, size))
+    return complexity, counter.get_total_flops()
+
+
 def test_b5_parameter_counts(b5):
     assert sum(p.numel() for p in b5.parameters()) == 30_389_784
-    c = count_complexity(b5, (456, 456))
+    c, torch_flops = _counted(b5, 456)
+    assert c.flops == torch_flops
     # The card's 30.303 M is the count with BN folded into conv biases.
     assert c.params_bn_folded == 30_303_416
     assert round(c.flops / 1e9, 3) == 20.533  # 2 x MACs of conv + linear; see `effnet info`
+
+
+def test_lite0_flops_match_torch_flop_counter():
+    c, torch_flops = _counted(effnet.create_model("efficientnet-lite0"), 224)
+    assert c.flops == torch_flops
+
+
+def test_macs_of_one_block_by_hand(b5):
+    # B5 stage 1, block 0 at 228 x 228: MBConv1, k3, 48 -> 24 channels, SE 48 -> 12 -> 48 (0.25 x 48).
+    depthwise = 228 * 228 * 48 * 3 * 3  # one 3x3 tap per output element and channel
+    squeeze_excite = 48 * 12 + 12 * 48  # two 1x1 convs on the pooled 1x1 map
+    project = 228 * 228 * 48 * 24
+    assert depthwise + squeeze_excite + project == 82_343_808
+    assert count_complexity(b5.stages[0][0], (228, 228), in_channels=48).macs == 82_343_808
 
 
 def test_b5_stage_shapes_at_456(b5):

@@ -49,11 +49,30 @@ def test_same_pad_rejects_nonsense():
 
 
 def _reference_same_conv(x, conv):
-    """Pad with the formula applied by hand, then an unpadded conv."""
-    kh, kw = conv.kernel_size
-    t, b = same_pad(x.shape[-2], kh, conv.stride[0])
-    left, right = same_pad(x.shape[-1], kw, conv.stride[1])
-    return F.conv2d(F.pad(x, (left, right, t, b)), conv.weight, conv.bias, conv.stride, 0, 1, conv.groups)
+    """The same weights through other implementations of TF SAME, which write the TF formula out themselves:
+    efficientnet_pytorch's (lukemelas) Conv2dDynamicSamePadding and geffnet's conv2d_same."""
+    lukemelas = pytest.importorskip("efficientnet_pytorch.utils", reason="efficientnet_pytorch not installed")
+    geffnet = pytest.importorskip("geffnet.conv2d_layers", reason="geffnet not installed")
+    ref = lukemelas.Conv2dDynamicSamePadding(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        groups=conv.groups,
+        bias=conv.bias is not None,
+    )
+    with torch.no_grad():
+        ref.weight.copy_(conv.weight)
+        if conv.bias is not None:
+            ref.bias.copy_(conv.bias)
+        a = ref(x)
+        b = geffnet.conv2d_same(x, conv.weight, conv.bias, conv.stride, (0, 0), (1, 1), conv.groups)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    return a
+
+
+# (size, kernel) at stride 2 -> (before, after), written out (design.md: B5 at 456, and one odd size).
+LITERAL_PADS = {(456, 3): (0, 1), (114, 5): (1, 2), (57, 3): (1, 1), (29, 5): (2, 2), (31, 3): (1, 1)}
 
 
 @pytest.mark.parametrize("size,kernel", [(456, 3), (114, 5), (57, 3), (29, 5), (31, 3)])
@@ -61,12 +80,15 @@ def test_static_path_equals_dynamic_path_at_declared_size(size, kernel):
     torch.manual_seed(0)
     conv = SameConv2d(4, 4, kernel, stride=2, groups=4, input_size=(size, size))
     x = torch.randn(1, 4, size, size)
-    symmetric = same_pad(size, kernel, 2)[0] == same_pad(size, kernel, 2)[1]
+    before, after = LITERAL_PADS[(size, kernel)]
+    symmetric = before == after
     # symmetric pads live in the conv's own padding, asymmetric ones in an explicit pad
     assert (conv.static_pad is None) == symmetric
-    assert conv.padding == ((same_pad(size, kernel, 2)[0],) * 2 if symmetric else (0, 0))
+    assert conv.padding == ((before,) * 2 if symmetric else (0, 0))
     torch.testing.assert_close(conv(x), conv.forward_dynamic(x), rtol=0, atol=0)
     torch.testing.assert_close(conv(x), _reference_same_conv(x, conv), rtol=0, atol=0)
+    padded = F.pad(x, (before, after, before, after))
+    torch.testing.assert_close(conv(x), F.conv2d(padded, conv.weight, conv.bias, 2, 0, 1, conv.groups), rtol=0, atol=0)
 
 
 def test_other_sizes_take_the_dynamic_path():

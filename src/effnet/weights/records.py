@@ -12,49 +12,47 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import UnknownNameError, WeightsUnavailableError
+from ..specs import get_variant
+from .preprocessing import (  # re-exported: Preprocess and the constants were defined here first
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    INCEPTION_MEAN,
+    INCEPTION_STD,
+    Interpolation,
+    Preprocess,
+    pretrained_cfg,
+)
 
-Interpolation = Literal["bicubic", "bilinear", "nearest"]
+if TYPE_CHECKING:
+    from ..transforms import ImageTransforms
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "INCEPTION_MEAN",
+    "INCEPTION_STD",
+    "Interpolation",
+    "KeyFormat",
+    "FileFormat",
+    "Preprocess",
+    "ReferenceMetrics",
+    "WeightsRecord",
+    "RECORDS",
+    "DEFAULT_WEIGHTS",
+    "get_record",
+    "find_record",
+    "default_record",
+    "list_weights",
+    "records_for",
+    "cache_path",
+    "fetch",
+]
+
 KeyFormat = Literal["effnet", "timm", "lukemelas"]
 FileFormat = Literal["pth", "safetensors"]
-
-IMAGENET_MEAN = (123.675, 116.28, 103.53)  # 0.485, 0.456, 0.406 x 255
-IMAGENET_STD = (58.395, 57.12, 57.375)  # 0.229, 0.224, 0.225 x 255
-INCEPTION_MEAN = (127.5, 127.5, 127.5)  # 0.5 x 255: timm IMAGENET_INCEPTION_MEAN, used by AdvProp weights
-INCEPTION_STD = (127.5, 127.5, 127.5)
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """Eval preprocessing of one checkpoint, on 0-255 pixel values.
-
-    Decode -> RGB -> resize the shorter side to ``resize_size`` -> center crop
-    ``input_size`` -> subtract ``mean`` -> divide by ``std`` -> NCHW in ``channel_order``.
-    """
-
-    input_size: int
-    resize_size: int
-    interpolation: Interpolation = "bicubic"
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    channel_order: Literal["RGB", "BGR"] = "RGB"
-
-    @property
-    def crop_fraction(self) -> float:
-        return self.input_size / self.resize_size
-
-    def to_dict(self) -> dict:
-        return {
-            "input_size": self.input_size,
-            "resize_size": self.resize_size,
-            "crop_fraction": round(self.crop_fraction, 4),
-            "interpolation": self.interpolation,
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "channel_order": self.channel_order,
-        }
 
 
 @dataclass(frozen=True)
@@ -97,6 +95,20 @@ class WeightsRecord:
     @property
     def sha256_is_prefix(self) -> bool:
         return len(self.sha256) < 64
+
+    def pretrained_cfg(self) -> dict[str, Any]:
+        """This record as timm's ``pretrained_cfg`` (see :func:`effnet.weights.preprocessing.pretrained_cfg`)."""
+        return pretrained_cfg(self.preprocess, num_classes=self.num_classes, record=self.name)
+
+    def transforms(self) -> ImageTransforms:
+        """The eval transform these weights need: image (PIL, path or bytes) -> normalized CHW float tensor.
+
+        torchvision's ``weights.transforms()``: the same decode, resize, crop and normalize that
+        :class:`effnet.Classifier` applies, so ``model(t(img)[None])`` sees the pixels the Classifier feeds it.
+        """
+        from ..transforms import ImageTransforms
+
+        return ImageTransforms(self.preprocess)
 
     def to_dict(self) -> dict:
         return {
@@ -260,6 +272,15 @@ def default_record(model: str) -> WeightsRecord:
             f"no pretrained weights are recorded for {model!r}; models with weights: {', '.join(DEFAULT_WEIGHTS)}. "
             "Pass a checkpoint file instead (--weights FILE)."
         ) from None
+
+
+def list_weights(model: str | None = None) -> list[str]:
+    """Names of the recorded weights (timm style ``<arch>.<tag>``), all or those of one model.
+
+    ``model`` is any name :func:`effnet.specs.get_variant` accepts (``efficientnet-b5``, ``tf_efficientnet_b5``).
+    """
+    wanted = None if model is None else get_variant(model).name
+    return [r.name for r in RECORDS if wanted is None or r.model == wanted]
 
 
 def records_for(model: str | None = None) -> tuple[WeightsRecord, ...]:
