@@ -14,7 +14,7 @@ from .weights.native import read_native_info
 from .weights.preprocessing import Preprocess, pretrained_cfg
 from .weights.records import DEFAULT_WEIGHTS, WeightsRecord, default_record, fetch, find_record, list_weights
 
-__all__ = ["Pretrained", "create_model", "resolve_weights", "resolve_name", "default_cfg"]
+__all__ = ["Pretrained", "create_model", "resolve_weights", "resolve_name", "default_cfg", "default_preprocess"]
 
 # TF reference eval preprocessing for a model without recorded weights (tensorflow/tpu efficientnet
 # preprocessing.py: CROP_PADDING = 32, i.e. resize to image_size + 32 then center crop image_size;
@@ -74,18 +74,23 @@ def resolve_name(name: str) -> tuple[Variant, WeightsRecord | None]:
     return variant, None
 
 
-def default_cfg(variant: Variant, num_classes: int = 1000) -> dict[str, Any]:
-    """``pretrained_cfg`` of a model built without weights: its default record's, or the TF reference eval
-    preprocessing at the variant's resolution (``record: None``) when no weights are recorded for it."""
+def default_preprocess(variant: Variant) -> tuple[Preprocess, WeightsRecord | None]:
+    """The preprocessing of a model run without its own record (random init, a foreign checkpoint file):
+    its default record's, or the TF reference eval preprocessing at the variant's resolution when no
+    weights are recorded for it (then the record is None)."""
     if variant.name in DEFAULT_WEIGHTS:
         record = default_record(variant.name)
-        return pretrained_cfg(record.preprocess, num_classes=num_classes, record=record.name)
+        return record.preprocess, record
     size = variant.resolution
     if variant.fixed_stem_head:  # the Lite family (specs._lite)
-        p = Preprocess(size, size + _TF_CROP_PADDING, mean=_LITE_MEAN, std=_LITE_STD)
-    else:
-        p = Preprocess(size, size + _TF_CROP_PADDING)
-    return pretrained_cfg(p, num_classes=num_classes, record=None)
+        return Preprocess(size, size + _TF_CROP_PADDING, mean=_LITE_MEAN, std=_LITE_STD), None
+    return Preprocess(size, size + _TF_CROP_PADDING), None
+
+
+def default_cfg(variant: Variant, num_classes: int = 1000) -> dict[str, Any]:
+    """``pretrained_cfg`` of a model built without weights (:func:`default_preprocess`)."""
+    p, record = default_preprocess(variant)
+    return pretrained_cfg(p, num_classes=num_classes, record=record.name if record else None)
 
 
 def create_model(

@@ -25,17 +25,12 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from .errors import EffnetError, ImageError
-from .preprocess import ImageSource, load_image, resize_crop
+from .preprocess import ImageSource, decode_crop
 from .weights.records import Preprocess
 
 __all__ = ["decode_crop", "check_crops", "image_name", "Decoded", "Batch", "iter_batches", "default_workers"]
 
 T = TypeVar("T")
-
-
-def decode_crop(image: ImageSource, preprocess: Preprocess) -> np.ndarray:
-    """Decode, resize and center-crop one image: a writable uint8 HWC RGB array at the record's input size."""
-    return np.array(resize_crop(load_image(image), preprocess))  # np.array copies: writable, torch.from_numpy-safe
 
 
 def check_crops(pixels: np.ndarray, input_size: int, backend: str) -> np.ndarray:

@@ -143,6 +143,14 @@ def resize_crop(image: Image.Image, p: Preprocess) -> Image.Image:
     return image.crop((left, top, left + crop, top + crop))
 
 
+def decode_crop(image: ImageSource, p: Preprocess) -> np.ndarray:
+    """Decode, resize and center-crop one image: a writable uint8 HWC RGB array at ``p.input_size``.
+
+    The one decode step of every path (:mod:`effnet.pipeline`, the server, ``record.transforms()``).
+    """
+    return np.array(resize_crop(load_image(image), p))  # np.array copies: writable, torch.from_numpy-safe
+
+
 def normalize(pixels: np.ndarray, p: Preprocess) -> np.ndarray:
     """HWC (or NHWC batch) uint8 RGB -> CHW (NCHW) float32 ``(x - mean) / std`` in ``p.channel_order``.
 
@@ -191,7 +199,7 @@ def bgr_nchw(rgb: np.ndarray, *, channels_first: bool = False) -> np.ndarray:
 
 def preprocess(source: ImageSource, p: Preprocess) -> np.ndarray:
     """Decode and preprocess one image: a CHW float32 array ready for the model."""
-    return normalize(np.asarray(resize_crop(load_image(source), p)), p)
+    return normalize(decode_crop(source, p), p)
 
 
 def find_images(paths: list[str | os.PathLike]) -> list[Path]:

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import EffnetError
-from .factory import Pretrained, resolve_weights
+from .factory import Pretrained, default_preprocess, resolve_weights
 from .labels import ClassLabel, get_labels
 from .specs import get_variant
 from .weights.download import sha256_file
-from .weights.records import RECORDS, Preprocess, WeightsRecord, default_record, fetch
+from .weights.records import RECORDS, Preprocess, WeightsRecord, fetch
 
 if TYPE_CHECKING:  # pragma: no cover
     from .model import EfficientNet
@@ -98,14 +98,5 @@ def resolve_source(
         if not path.is_file():
             raise EffnetError(f"weights file {path} does not exist")
         record = identify_record(path, name)
-    if record is not None:
-        preprocess = record.preprocess
-    else:
-        try:
-            preprocess = default_record(name).preprocess
-        except EffnetError:
-            # A model with no recorded weights (random init, or a foreign file): its paper resolution,
-            # no crop margin, ImageNet mean/std — stated here because no record can state it.
-            res = get_variant(name).resolution
-            preprocess = Preprocess(input_size=res, resize_size=res)
+    preprocess = record.preprocess if record is not None else default_preprocess(get_variant(name))[0]
     return ModelSource(model=name, record=record, checkpoint=path, preprocess=preprocess)

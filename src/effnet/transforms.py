@@ -1,9 +1,8 @@
 """A weights record's eval transform as one callable (torchvision's ``weights.transforms()`` idea).
 
-:class:`ImageTransforms` holds no math of its own: it chains :func:`effnet.preprocess.load_image`,
-:func:`~effnet.preprocess.resize_crop` and :func:`~effnet.preprocess.normalize`, the functions
-:class:`effnet.Classifier` feeds its backends from, so a model called on ``t(image)[None]`` sees the same
-float32 values the Classifier gives it.
+:class:`ImageTransforms` holds no math of its own: it chains :func:`effnet.preprocess.decode_crop` and
+:func:`~effnet.preprocess.normalize`, the functions :class:`effnet.Classifier` feeds its backends from, so a
+model called on ``t(image)[None]`` sees the same float32 values the Classifier gives it.
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .preprocess import ImageSource, load_image, normalize, resize_crop
+from .preprocess import ImageSource, decode_crop, normalize
 from .weights.preprocessing import Preprocess
 
 __all__ = ["ImageTransforms"]
@@ -30,7 +29,7 @@ class ImageTransforms:
 
     def crop(self, image: ImageSource) -> np.ndarray:
         """The uint8 HWC RGB crop, before normalization."""
-        return np.asarray(resize_crop(load_image(image), self.preprocess))
+        return decode_crop(image, self.preprocess)
 
     def __call__(self, image: ImageSource) -> torch.Tensor:
         return torch.from_numpy(normalize(self.crop(image), self.preprocess))
