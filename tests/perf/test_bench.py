@@ -87,7 +87,7 @@ def _bench_json(*args: str) -> dict:
 
 
 def test_bench_json_schema(lite0_checkpoint):
-    out = _bench_json()
+    out = _bench_json("--backend", "torch")
     assert set(out["latency_ms"]) == set(LATENCY_KEYS)
     assert all(v > 0 for v in out["latency_ms"].values())
     assert out["latency_ms"]["min"] <= out["latency_ms"]["median"] <= out["latency_ms"]["max"]
@@ -114,7 +114,7 @@ def test_bench_json_schema(lite0_checkpoint):
 
 @pytest.mark.skipif(not bf16_supported(), reason="this CPU has no native bf16")
 def test_bench_reports_the_precision_that_ran(lite0_checkpoint):
-    torch_bf16 = _bench_json("--precision", "bf16")["config"]
+    torch_bf16 = _bench_json("--backend", "torch", "--precision", "bf16")["config"]
     assert torch_bf16["precision"] == "bf16" and torch_bf16["backend_details"]["bn_folded"]
     # OpenVINO would run bf16 by default on this CPU: fp32 must be what is asked for and reported.
     ov = _bench_json("--backend", "openvino")["config"]
@@ -122,7 +122,7 @@ def test_bench_reports_the_precision_that_ran(lite0_checkpoint):
 
 
 def test_bench_random_weights_and_batch(lite0_checkpoint):
-    out = _bench_json("--random-weights", "--batch-size", "2", "--fast")
+    out = _bench_json("--backend", "torch", "--random-weights", "--batch-size", "2", "--fast")
     assert out["config"]["weights"] == "random-init" and out["batch_size"] == 2
     assert out["config"]["options"] == {"fast": True, "compile": False}
 
@@ -142,8 +142,28 @@ def test_bench_usage_errors_exit_2(args, message):
 
 
 def test_bench_int8_on_torch_is_a_clear_error(lite0_checkpoint):
-    r = run_cli("bench", "--model", "efficientnet-lite0", "--precision", "int8", "--iterations", "1")
+    r = run_cli(
+        "bench", "--model", "efficientnet-lite0", "--backend", "torch", "--precision", "int8", "--iterations", "1"
+    )
     assert r.returncode == 1 and "openvino backend" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bench_times_by_default_what_classify_runs(lite0_checkpoint):
+    """`effnet bench` with no --backend resolves `auto` exactly as `effnet classify` does, and says so."""
+    from effnet.predict import Classifier
+
+    cfg = _bench_json()["config"]
+    classify_backend = Classifier("efficientnet-lite0", backend="auto").backend
+    assert cfg["backend_requested"] == "auto"
+    assert (cfg["backend"], cfg["precision"]) == (classify_backend.name, classify_backend.precision)
+    assert cfg["auto"]["backend"] == cfg["backend"] and cfg["auto"]["fallbacks"] == []
+    assert cfg["auto"]["ranking_measured_on"].startswith("20")
+
+
+def test_bench_auto_without_an_int8_model_says_how_to_make_one(lite0_checkpoint):
+    r = run_cli("bench", "--model", "efficientnet-lite0", "--precision", "int8", "--iterations", "1")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "no installed backend loaded" in r.stderr and "effnet quantize" in r.stderr
 
 
 def test_fastest_path_names_an_installed_backend_that_runs_the_precision():

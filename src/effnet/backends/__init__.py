@@ -171,7 +171,8 @@ def create_backend(name: str, source: ModelSource, **options: Any) -> Backend:
         return _build(name, source, options)
     precision = options.pop("precision", None)
     failures: list[str] = []
-    for backend, chosen in auto_candidates(precision):
+    candidates = auto_candidates(precision)
+    for n, (backend, chosen) in enumerate(candidates, 1):
         merged = {**chosen, **_accepted(_factory(backend), options)}
         if "precision" not in merged and precision is not None:
             merged["precision"] = precision
@@ -180,7 +181,8 @@ def create_backend(name: str, source: ModelSource, **options: Any) -> Backend:
         except (EffnetError, ImportError, OSError, RuntimeError) as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             failures.append(f"{backend}: {first}")
-            print(f"effnet: backend auto: {backend} did not load ({first}); trying the next", file=sys.stderr)
+            if n < len(candidates):
+                print(f"effnet: backend auto: {backend} did not load ({first}); trying the next", file=sys.stderr)
             continue
         try:
             built.auto_choice = {"backend": backend, "options": merged, "fallbacks": failures}  # type: ignore[attr-defined]
