@@ -122,7 +122,7 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> Starlet
                     response = error_response(500, "internal server error (see the server log)")
                 metrics.requests.labels(name, str(response.status_code)).inc()
                 metrics.latency.labels(name).observe(time.perf_counter() - started)
-                metrics.sample()
+                metrics.sample(answered=1)
                 return response
 
             return endpoint

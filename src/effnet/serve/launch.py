@@ -69,7 +69,23 @@ def app_from_env():
         options = ServerOptions.from_json(os.environ[ENV_OPTIONS])
     except KeyError:
         raise EffnetError(f"{ENV_OPTIONS} is not set: start workers with `effnet serve --workers N`") from None
-    return create_app(load_model(options), options.config)
+    model = load_model(options)
+    app = create_app(model, options.config)
+    app.state.metrics.set_worker_threads(_backend_threads(model, options))
+    return app
+
+
+def _backend_threads(model: ServedModel, options: ServerOptions) -> int:
+    """The inference threads this worker's backend runs with, as the backend reports them."""
+    backend = model.classifier.backend
+    threads = getattr(backend, "threads", None)
+    if isinstance(threads, int):
+        return threads
+    if getattr(backend, "name", None) == "torch":
+        import torch
+
+        return torch.get_num_threads()
+    return options.worker_threads
 
 
 def serve(options: ServerOptions) -> None:

@@ -76,11 +76,26 @@ class ServerMetrics:
             else:
                 Gauge(name, doc, registry=r).set_function(read)
         self.model_info = Info("effnet_model", "The model this server runs", registry=self.registry)
+        # Per worker process (one sample per pid): which worker answered how much, with how many threads.
+        self._worker_requests = self._worker_threads = None
+        if self.multiprocess:
+            self._worker_requests = Gauge(
+                "effnet_worker_requests", "Requests answered by this worker", registry=None, multiprocess_mode="all"
+            )
+            self._worker_threads = Gauge(
+                "effnet_worker_threads", "Inference threads of this worker", registry=None, multiprocess_mode="all"
+            )
 
-    def sample(self) -> None:
-        """Multiprocess mode: store this worker's current queue depth and in-flight count."""
+    def set_worker_threads(self, threads: int) -> None:
+        if self._worker_threads is not None:
+            self._worker_threads.set(threads)
+
+    def sample(self, answered: int = 0) -> None:
+        """Multiprocess mode: store this worker's current queue depth and in-flight count (and answers)."""
         for gauge, read in self._sampled:
             gauge.set(read())
+        if answered and self._worker_requests is not None:
+            self._worker_requests.inc(answered)
 
     def worker_exit(self) -> None:
         """Multiprocess mode: drop this worker's live gauges (its counters stay in the totals)."""

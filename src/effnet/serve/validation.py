@@ -30,8 +30,9 @@ def json_depth(text: bytes, stop_above: int | None = None) -> int:
 
     Runs at C/numpy speed on the raw bytes (about 1 s for 16 MB of brackets on a busy core). With
     ``stop_above``, the answer is exact only about which side of that bound the depth lies: it stops once
-    the depth passes it, and returns the count of openings (an upper bound) when that is within it. Escapes are removed first (``\\\\`` then ``\\"``, the only ones that can
-    hide a quote); what is left of a string lies between an odd and an even quote.
+    the depth passes it, and returns the count of openings (an upper bound) when that is within it.
+    Escapes are removed first (``\\\\`` then ``\\"``, the only ones that can hide a quote); what is left
+    of a string lies between an odd and an even quote.
     """
     s = text.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _DROP)
     opened = s.count(b"[") + s.count(b"{")
