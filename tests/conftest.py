@@ -22,11 +22,20 @@ def pytest_configure(config: pytest.Config) -> None:
     global _HOME
     _HOME = tempfile.mkdtemp(prefix="effnet-test-home-")
     os.environ["EFFNET_HOME"] = _HOME
+    # No test downloads from the internet, connected or not: the download tests, which talk to a local
+    # server on 127.0.0.1, lift this themselves (fixture `downloads_allowed`).
+    os.environ["EFFNET_OFFLINE"] = "1"
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     if _HOME:
         shutil.rmtree(_HOME, ignore_errors=True)
+
+
+@pytest.fixture
+def downloads_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lift the suite's EFFNET_OFFLINE=1 for a test that downloads from a local server on 127.0.0.1."""
+    monkeypatch.delenv("EFFNET_OFFLINE", raising=False)
 
 
 @pytest.fixture(scope="session")

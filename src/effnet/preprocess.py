@@ -103,8 +103,10 @@ def load_image(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS) -> Image
             raise ImageError(f"{name}: not an image Pillow can read") from None
         except Image.DecompressionBombError as e:
             raise ImageError(f"{name}: refused, too many pixels ({e})") from None
-        except OSError as e:
-            raise ImageError(f"{name}: cannot open image: {e}") from None
+        except Exception as e:  # noqa: BLE001 - untrusted bytes: Pillow's plugins raise OSError, but also
+            # ValueError ("Truncated IHDR chunk"), struct.error, EOFError, IndexError... (found by fuzzing:
+            # tests/serve/test_serve_fuzz.py); whatever they raise, these bytes are not an image we can open.
+            raise ImageError(f"{name}: cannot open image: {type(e).__name__}: {e}") from None
     width, height = image.size
     if width * height > max_pixels:
         raise ImageError(
@@ -117,8 +119,11 @@ def load_image(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS) -> Image
         image.load()
         image = ImageOps.exif_transpose(image)
         return to_rgb(image)
-    except (OSError, SyntaxError, ValueError) as e:  # truncated data, broken chunks, bad EXIF
-        raise ImageError(f"{name}: cannot decode image: {e}") from None
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"{name}: refused, too many pixels ({e})") from None
+    except Exception as e:  # noqa: BLE001 - truncated data, broken chunks, bad EXIF, and whatever else a
+        # decoder raises on hostile bytes (see above): a bad image, never a crash of the caller
+        raise ImageError(f"{name}: cannot decode image: {type(e).__name__}: {e}") from None
 
 
 def resize_crop(image: Image.Image, p: Preprocess) -> Image.Image:

@@ -75,10 +75,27 @@ def test_unknown_model_is_a_clear_error():
 
 
 def test_b5_offline_and_not_cached_says_what_to_do(offline_home):
-    proc = run_cli("classify", "examples", env=offline_home, timeout=120)
+    # Offline explicitly (not by the absence of a network): on a connected machine this would download 122 MB.
+    proc = run_cli("classify", "examples", env={**offline_home, "EFFNET_OFFLINE": "1"}, timeout=120)
     assert proc.returncode == 1
-    assert "tf_efficientnet_b5_aa-99018a74.pth" in proc.stderr
+    assert "tf_efficientnet_b5_aa-99018a74.pth" in proc.stderr and "EFFNET_OFFLINE=1" in proc.stderr
     assert offline_home["EFFNET_HOME"] in proc.stderr and "--weights FILE" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("classify", "--offline", "examples"),
+        ("weights", "download", "--offline", "tf_efficientnet_b5.ra_in1k"),
+        ("export", "onnx", "--offline", "-o", "never.onnx"),
+    ],
+)
+def test_offline_flag_fails_fast_without_the_env(offline_home, args):
+    """--offline alone (EFFNET_OFFLINE unset for this run) forbids the download, with the same message."""
+    proc = run_cli(*args, env={**offline_home, "EFFNET_OFFLINE": ""}, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "downloads are disabled" in proc.stderr and "--weights FILE" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

@@ -5,16 +5,30 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from effnet.weights.download import ChecksumError, DownloadError, default_cache_dir, download, sha256_file, verify_file
+from effnet.weights.download import (
+    ChecksumError,
+    DownloadError,
+    default_cache_dir,
+    download,
+    part_path,
+    sha256_file,
+    verify_file,
+)
+from tests.testutils import REPO
 
 FAST = dict(retries=2, backoff=0, timeout=5, progress=False)
+
+pytestmark = pytest.mark.usefixtures("downloads_allowed")  # a local server on 127.0.0.1 only
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -37,8 +51,18 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(404)
         elif path == "/500-once.bin" and n == 1:
             self.send_error(500)
-        elif path == "/wrong.bin":
+        elif path == "/wrong.bin" or (path == "/wrong-once.bin" and n == 1):
             self._send(bytes(b ^ 0xFF for b in data), None)
+        elif path == "/slow.bin":
+            # Long enough (~1 s) that a second process asks for the file while the first still downloads it.
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            step = len(data) // 10 + 1
+            for i in range(0, len(data), step):
+                self.wfile.write(data[i : i + step])
+                self.wfile.flush()
+                time.sleep(0.1)
         elif path == "/drop.bin" and n == 1:
             # Promise the full body, deliver half, then hang up (HTTP/1.0: socket closes after).
             self.send_response(200)
@@ -47,7 +71,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data[: len(data) // 2])
             self.wfile.flush()
             self.close_connection = True
-        elif path in ("/ok.bin", "/drop.bin", "/500-once.bin"):
+        elif path in ("/ok.bin", "/drop.bin", "/500-once.bin", "/wrong-once.bin"):
             self._send(data, rng)
         else:
             self.send_error(404)
@@ -101,15 +125,15 @@ def _sha(srv: _Server) -> str:
     return hashlib.sha256(srv.payload).hexdigest()
 
 
-def _part(dest: Path) -> Path:
-    return dest.with_name(dest.name + ".part")
+def _parts(dest: Path) -> list[Path]:
+    return sorted(dest.parent.glob("*.part"))
 
 
 def test_success_and_cached_second_call(server, tmp_path):
     dest = tmp_path / "sub" / "w.pth"
     out = download([server.url("/ok.bin")], dest, _sha(server), len(server.payload), **FAST)
     assert out == dest and dest.read_bytes() == server.payload
-    assert not _part(dest).exists()
+    assert not _parts(dest)
     # Second call: already there and verified, so no request at all.
     download([server.url("/ok.bin")], dest, _sha(server), len(server.payload), **FAST)
     assert server.counts["/ok.bin"] == 1
@@ -125,8 +149,17 @@ def test_checksum_mismatch(server, tmp_path):
     dest = tmp_path / "w.pth"
     with pytest.raises(ChecksumError) as ei:
         download([server.url("/wrong.bin")], dest, _sha(server), len(server.payload), **FAST)
-    assert "/wrong.bin" in str(ei.value) and _sha(server) in str(ei.value)
-    assert not dest.exists() and not _part(dest).exists()
+    assert "/wrong.bin" in str(ei.value) and _sha(server) in str(ei.value) and "fresh start" in str(ei.value)
+    assert not dest.exists() and not _parts(dest)
+    # One fresh start from byte 0 (no Range), then the URL is given up: it serves the wrong file.
+    assert server.ranges == [("/wrong.bin", None), ("/wrong.bin", None)]
+
+
+def test_wrong_bytes_once_then_right_bytes(server, tmp_path):
+    dest = tmp_path / "w.pth"
+    download([server.url("/wrong-once.bin")], dest, _sha(server), len(server.payload), **FAST)
+    assert dest.read_bytes() == server.payload and not _parts(dest)
+    assert server.ranges == [("/wrong-once.bin", None), ("/wrong-once.bin", None)]
 
 
 def test_wrong_mirror_then_good_mirror(server, tmp_path):
@@ -138,28 +171,42 @@ def test_wrong_mirror_then_good_mirror(server, tmp_path):
 def test_dropped_connection_resumes_with_range(server, tmp_path):
     dest = tmp_path / "w.pth"
     download([server.url("/drop.bin")], dest, _sha(server), len(server.payload), **FAST)
-    assert dest.read_bytes() == server.payload and not _part(dest).exists()
+    assert dest.read_bytes() == server.payload and not _parts(dest)
     half = len(server.payload) // 2
     assert [r for p, r in server.ranges if p == "/drop.bin"] == [None, f"bytes={half}-"]
 
 
 def test_part_already_complete_gets_416(server, tmp_path):
     dest = tmp_path / "w.pth"
-    _part(dest).write_bytes(server.payload)
+    part_path(dest, server.url("/ok.bin")).write_bytes(server.payload)
     download([server.url("/ok.bin")], dest, _sha(server), len(server.payload), **FAST)
     assert dest.read_bytes() == server.payload
     assert server.ranges == [("/ok.bin", f"bytes={len(server.payload)}-")]
 
 
-def test_corrupt_part_is_discarded(server, tmp_path):
+def test_corrupt_part_is_discarded_and_the_url_retried_from_zero(server, tmp_path):
     dest = tmp_path / "w.pth"
-    _part(dest).write_bytes(b"\0" * 1000)  # stale garbage from some earlier run
-    with pytest.raises(ChecksumError):
-        download([server.url("/ok.bin")], dest, _sha(server), len(server.payload), **FAST)
-    assert not _part(dest).exists() and not dest.exists()
-    # The next call starts from scratch and succeeds.
-    download([server.url("/ok.bin")], dest, _sha(server), len(server.payload), **FAST)
+    url = server.url("/ok.bin")
+    part_path(dest, url).write_bytes(b"\0" * 1000)  # stale garbage left by some earlier run
+    download([url], dest, _sha(server), len(server.payload), **FAST)
+    assert dest.read_bytes() == server.payload and not _parts(dest)
+    # The resume completed a file that failed its checksum; the same URL then started again from byte 0.
+    assert server.ranges == [("/ok.bin", "bytes=1000-"), ("/ok.bin", None)]
+
+
+def test_each_url_has_its_own_part(server, tmp_path):
+    dest = tmp_path / "w.pth"
+    first, second = server.url("/404.bin"), server.url("/ok.bin")
+    assert part_path(dest, first) != part_path(dest, second)
+    assert part_path(dest, first).name.startswith("w.pth.") and part_path(dest, first).suffix == ".part"
+    # A partial file of another mirror (and one of the old shared kind) is not resumed from this one...
+    part_path(dest, first).write_bytes(server.payload[:1000])
+    dest.with_name("w.pth.part").write_bytes(b"\0" * 1000)
+    download([first, second], dest, _sha(server), len(server.payload), **FAST)
     assert dest.read_bytes() == server.payload
+    assert [r for p, r in server.ranges if p == "/ok.bin"] == [None]
+    # ...and once the file is verified, no partial file of it is left.
+    assert not _parts(dest)
 
 
 def test_bad_file_at_dest_is_replaced(server, tmp_path):
@@ -177,7 +224,7 @@ def test_404_and_mirror_fallback(server, tmp_path):
     assert url in str(ei.value) and "404" in str(ei.value)
     assert not isinstance(ei.value, ChecksumError)
     assert server.counts["/404.bin"] == 1  # 404 is not retried
-    assert not dest.exists() and not _part(dest).exists()
+    assert not dest.exists() and not _parts(dest)
 
     download([url, server.url("/ok.bin")], dest, _sha(server), len(server.payload), **FAST)
     assert dest.read_bytes() == server.payload
@@ -201,7 +248,64 @@ def test_offline_message(tmp_path):
     msg = str(ei.value)
     assert url in msg and str(dest) in msg and "--weights" in msg
     assert "no network access" in msg and "abababab" in msg and "1234 bytes" in msg
-    assert not dest.exists() and not _part(dest).exists()
+    assert not dest.exists() and not _parts(dest)
+
+
+def test_offline_env_fails_fast_without_a_request(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("EFFNET_OFFLINE", "1")
+    dest = tmp_path / "w.pth"
+    with pytest.raises(DownloadError) as ei:
+        download([server.url("/ok.bin")], dest, _sha(server), len(server.payload), **FAST)
+    msg = str(ei.value)
+    assert "EFFNET_OFFLINE=1" in msg and str(dest) in msg and "--weights FILE" in msg
+    assert not server.ranges and not dest.exists() and not list(tmp_path.iterdir())
+    # A verified cached file needs no network: offline still finds it.
+    dest.write_bytes(server.payload)
+    assert download([server.url("/ok.bin")], dest, _sha(server), len(server.payload), **FAST) == dest
+    monkeypatch.setenv("EFFNET_OFFLINE", "0")
+    dest.unlink()
+    download([server.url("/ok.bin")], dest, _sha(server), len(server.payload), **FAST)
+    assert server.counts["/ok.bin"] == 1
+
+
+_RACER = """
+import sys, time
+from pathlib import Path
+from effnet.weights.download import download
+url, dest, sha, size, ready, go = sys.argv[1:]
+Path(ready).touch()
+while not Path(go).exists():
+    time.sleep(0.005)
+download([url], Path(dest), sha, int(size), retries=0, backoff=0, timeout=30, progress=False)
+"""
+
+
+def test_two_processes_racing_download_once(server, tmp_path):
+    dest = tmp_path / "cache" / "w.pth"
+    go = tmp_path / "go"
+    env = {k: v for k, v in os.environ.items() if k != "EFFNET_OFFLINE"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "src"), env.get("PYTHONPATH")) if p)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _RACER, server.url("/slow.bin"), str(dest), _sha(server)]
+            + [str(len(server.payload)), str(tmp_path / f"ready{i}"), str(go)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / f"ready{i}").exists() for i in range(2)):  # both imported, waiting on the start line
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+        time.sleep(0.01)
+    go.touch()
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], results
+    assert server.counts["/slow.bin"] == 1  # the second process waited for the lock, then found the file
+    assert dest.read_bytes() == server.payload
+    assert {p.name for p in dest.parent.iterdir()} - {"w.pth.lock"} == {"w.pth"}  # no .part left behind
 
 
 def test_verify_file(tmp_path):

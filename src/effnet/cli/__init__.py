@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -48,6 +49,16 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         help="checkpoint file (.pth/.safetensors; effnet, timm or lukemelas keys) or a weights "
         "record name; default: the model's default record, downloaded once into the cache",
     )
+    add_offline_argument(p)
+
+
+def add_offline_argument(p: argparse.ArgumentParser) -> None:
+    """--offline, for every command that may download weights: sets EFFNET_OFFLINE=1 for this run."""
+    p.add_argument(
+        "--offline",
+        action="store_true",
+        help="never download: use cached or given weights only, else fail at once (same as EFFNET_OFFLINE=1)",
+    )
 
 
 def add_backend_arguments(p: argparse.ArgumentParser) -> None:
@@ -71,6 +82,11 @@ def add_backend_arguments(p: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "offline", False):
+        # Through the environment, so that whatever downloads (and `serve --workers N` processes) sees it.
+        from ..weights.download import OFFLINE_ENV
+
+        os.environ[OFFLINE_ENV] = "1"
     try:
         return int(args.func(args) or 0)
     except UsageError as e:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,6 +26,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_backend_arguments(p)
     p.add_argument("--name", default=None, help="model name in the v2 API (default: the --model name)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
+    p.add_argument(
+        "--api-key",
+        default=None,
+        metavar="KEY",
+        help="require 'Authorization: Bearer KEY' on every endpoint but health (default: $EFFNET_API_KEY; "
+        "without a key, a non-loopback --host prints a warning)",
+    )
     p.add_argument("--port", type=int, default=8000, help="TCP port (default: %(default)s)")
     p.add_argument("--max-batch", type=int, default=8, help="images per forward pass (default: %(default)s)")
     p.add_argument(
@@ -67,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
             f"effnet serve needs the serve extra (missing: {', '.join(missing)}): pip install 'effnet[serve]'"
         )
     from ..serve.app import ServeConfig
+    from ..serve.auth import API_KEY_ENV
     from ..serve.launch import ServerOptions, serve
 
     if not 0 <= args.port <= 65535:
@@ -81,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
             max_body_mb=args.max_body_mb,
             timeout_s=args.timeout,
             decode_threads=args.decode_threads,
+            api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
         )
     except ValueError as e:  # name the options, not the config fields
         message = str(e)
@@ -91,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
             ("max_queue", "--max-queue"),
             ("max_body_mb", "--max-body-mb"),
             ("decode_threads", "--decode-threads"),
+            ("api_key", "--api-key"),
         ):
             message = message.replace(field, option)
         raise UsageError(message) from None

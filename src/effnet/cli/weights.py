@@ -7,6 +7,8 @@ import json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from . import add_offline_argument
+
     p = sub.add_parser("weights", help="list, download, verify or locate pretrained weights", description=__doc__)
     ws = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     ls = ws.add_parser("list", help="recorded checkpoints and whether they are cached")
@@ -20,6 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ):
         a = ws.add_parser(action, help=helptext)
         a.add_argument("names", nargs="+", metavar="NAME", help="weights record name or model name")
+        if action == "download":
+            add_offline_argument(a)
         a.set_defaults(func=func)
 
 

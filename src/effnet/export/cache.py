@@ -2,6 +2,9 @@
 
 Entries are keyed by model, weights, options and versions (:func:`cache_key`), built under a temporary
 ``.building-*`` name and renamed into place in one step, so an entry is complete whenever it exists.
+A builder holds a lock (``.building-*.lock``, flock: released by the OS when the process dies) for as long
+as its directory exists, so a directory whose lock is free was left by a killed build and is removed the
+next time the cache is used.
 The INT8 IR made by ``effnet quantize`` lives here too (:func:`int8_model_dir`), so the OpenVINO backend
 and quantization share one notion of where an artifact of a source is.
 """
@@ -15,11 +18,14 @@ import os
 import shutil
 import sys
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock
+from filelock import Timeout as LockTimeout
 
 from .._optional import require
 from .._version import __version__
@@ -29,7 +35,16 @@ from ._common import ExportKind
 from .onnx import export_onnx
 from .openvino import export_openvino
 
-__all__ = ["exports_dir", "cache_key", "exported_artifact", "INT8_XML", "int8_model_dir", "int8_model_path"]
+__all__ = [
+    "exports_dir",
+    "cache_key",
+    "exported_artifact",
+    "locked_build_dir",
+    "remove_stale_builds",
+    "INT8_XML",
+    "int8_model_dir",
+    "int8_model_path",
+]
 
 INT8_XML = "model.xml"
 
@@ -77,6 +92,55 @@ def _artifact(kind: ExportKind, directory: Path) -> Path:
     return directory / ("model.onnx" if kind == "onnx" else "model.xml")
 
 
+_BUILDING = ".building-"
+
+
+@contextlib.contextmanager
+def locked_build_dir(root: Path) -> Iterator[Path]:
+    """A fresh ``.building-*`` directory in ``root``, locked for as long as it exists; removed at the end."""
+    name = f"{_BUILDING}{uuid.uuid4().hex[:16]}"
+    lock_path = root / f"{name}.lock"
+    lock = FileLock(str(lock_path))
+    lock.acquire()  # before the directory exists, so that no cleaner ever sees it unlocked while we build
+    building = root / name
+    try:
+        building.mkdir()
+        yield building
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+        lock.release()
+        lock_path.unlink(missing_ok=True)
+
+
+def remove_stale_builds(root: Path) -> list[Path]:
+    """Remove the ``.building-*`` directories (and lock files) of builders that are gone; return them.
+
+    A directory whose lock can be taken has no live builder: its process was killed mid-build (the OS
+    released its flock). One without a lock file predates the lock and is stale too.
+    """
+    removed: list[Path] = []
+    if not root.is_dir():
+        return removed
+    for path in sorted(root.glob(f"{_BUILDING}*")):
+        is_lock = path.name.endswith(".lock")
+        lock_path = path if is_lock else path.with_name(path.name + ".lock")
+        if is_lock and path.with_name(path.name[: -len(".lock")]).exists():
+            continue  # handled with its directory
+        lock = FileLock(str(lock_path))
+        try:
+            lock.acquire(timeout=0)
+        except LockTimeout:
+            continue  # its builder is alive
+        try:
+            if not is_lock:
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+        finally:
+            lock.release()
+            lock_path.unlink(missing_ok=True)
+    return removed
+
+
 @contextlib.contextmanager
 def exported_artifact(
     kind: ExportKind, source: ModelSource, *, cache_dir: Path | None = None, **options: Any
@@ -93,12 +157,15 @@ def exported_artifact(
         key = cache_key(kind, source, options)
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
         entry = root / f"{source.model}-{kind}-{digest}"
+        with contextlib.suppress(OSError):  # a read-only cache still serves what it holds
+            remove_stale_builds(root)
         if _artifact(kind, entry).is_file():
             yield _artifact(kind, entry)
             return
         try:
             root.mkdir(parents=True, exist_ok=True)
-            building = Path(tempfile.mkdtemp(dir=root, prefix=".building-"))
+            build = locked_build_dir(root)
+            building = build.__enter__()
         except OSError as e:
             print(
                 f"effnet: export cache {root} is not writable ({e.strerror or e}); exporting to a temporary directory",
@@ -114,7 +181,7 @@ def exported_artifact(
                     if not _artifact(kind, entry).is_file():  # not a lost race: a real failure
                         raise
             finally:
-                shutil.rmtree(building, ignore_errors=True)
+                build.__exit__(None, None, None)
             yield _artifact(kind, entry)
             return
     with tempfile.TemporaryDirectory(prefix="effnet-export-") as tmp:

@@ -16,26 +16,29 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from typing import TypeVar
 
 import numpy as np
 from starlette.applications import Starlette
-from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from .._version import __version__
 from ..errors import ImageError
+from .auth import BearerAuth
 from .batcher import BatcherClosedError, DynamicBatcher, QueueFullError
 from .errors import ApiError
 from .kserve import EXTENSIONS, HEADER_LENGTH, encode_infer_response, parse_infer_request
 from .kserve import model_metadata as v2_model_metadata
 from .metrics import ServerMetrics
 from .model import ServedModel
+from .openapi import openapi_spec
+from .validation import check_query, multipart_image, parse_int_param
 
 log = logging.getLogger("effnet.serve")
 T = TypeVar("T")
@@ -55,9 +58,13 @@ class ServeConfig:
     max_body_mb: float = 16.0  # request body limit; 413 beyond
     timeout_s: float = 30.0  # per request, from admission to answer; 504 beyond
     decode_threads: int = 2  # image decoding / JSON parsing threads (Pillow releases the GIL)
+    api_key: str | None = field(default=None, repr=False)  # when set, every non-health route needs it (auth.py)
 
     def __post_init__(self) -> None:
-        problems = [f"{k} must be > 0, got {v}" for k, v in asdict(self).items() if k != "max_wait_ms" and not v > 0]
+        limits = {k: v for k, v in asdict(self).items() if k not in ("max_wait_ms", "api_key")}
+        problems = [f"{k} must be > 0, got {v}" for k, v in limits.items() if not v > 0]
+        if self.api_key is not None and not self.api_key.strip():
+            problems.append("api_key must not be empty")
         if self.max_wait_ms < 0:
             problems.append(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
         if problems:
@@ -115,6 +122,7 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> Starlet
                     response = error_response(500, "internal server error (see the server log)")
                 metrics.requests.labels(name, str(response.status_code)).inc()
                 metrics.latency.labels(name).observe(time.perf_counter() - started)
+                metrics.sample(answered=1)
                 return response
 
             return endpoint
@@ -129,6 +137,7 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> Starlet
         """A place among ``max_queue`` and the request timeout, around the work of one request."""
         try:
             async with batcher.admit():
+                metrics.sample()
                 async with asyncio.timeout(config.timeout_s):
                     yield
         except QueueFullError as e:
@@ -169,28 +178,7 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> Starlet
         if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
             return body
 
-        async def replay() -> dict:
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        try:
-            form = await Request(request.scope, replay).form(
-                max_files=1, max_fields=16, max_part_size=config.max_body_bytes
-            )
-        except HTTPException as e:  # Starlette turns multipart parse errors into 400s
-            raise ApiError(400, "bad_request", f"malformed multipart body: {e.detail}") from None
-        try:
-            field = form.get("image")
-            if field is None:
-                raise ApiError(
-                    400,
-                    "bad_request",
-                    f"multipart body has no field 'image' (fields: {', '.join(form.keys()) or 'none'})",
-                )
-            if not isinstance(field, UploadFile):
-                raise ApiError(400, "bad_request", "multipart field 'image' must be a file upload, not a text value")
-            return await field.read()
-        finally:
-            await form.close()
+        return await multipart_image(request.headers, body, "image", config.max_body_bytes)  # in memory only
 
     def check_model(request: Request) -> None:
         name = request.path_params["name"]
@@ -206,9 +194,8 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> Starlet
     @instrumented("classify")
     async def classify(request: Request) -> Response:
         started = time.perf_counter()
-        raw_k = request.query_params.get("top_k", "5")
-        if not raw_k.isdigit() or not 1 <= int(raw_k) <= MAX_TOP_K:
-            raise ApiError(400, "bad_request", f"top_k must be an integer from 1 to {MAX_TOP_K}, got {raw_k!r}")
+        check_query(request.query_params, ("top_k",), "/v1/classify")
+        top_k = parse_int_param(request.query_params, "top_k", 5, 1, min(MAX_TOP_K, info.num_classes))
         async with admitted():
             data = await image_bytes(request, await read_body(request))
             if not data:
@@ -220,7 +207,7 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> Starlet
             except ImageError as e:
                 raise ApiError(400, "bad_image", str(e)) from None
             probs = await batcher.submit(PIXELS, crop[np.newaxis])
-        predictions = [p.to_dict() for p in model.top_k(probs[0], int(raw_k))]
+        predictions = [p.to_dict() for p in model.top_k(probs[0], top_k)]
         return JSONResponse(
             {
                 "predictions": predictions,
@@ -233,6 +220,7 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> Starlet
     @instrumented("infer")
     async def infer(request: Request) -> Response:
         check_model(request)
+        check_query(request.query_params, (), "the v2 infer endpoint")
         if not model.accepts_tensors:
             raise ApiError(
                 501,
@@ -280,6 +268,12 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> Starlet
     async def prometheus(request: Request) -> Response:
         return Response(metrics.render(), media_type=metrics.content_type)
 
+    spec = openapi_spec(info, max_body_mb=config.max_body_mb, auth=config.api_key is not None)
+
+    @instrumented("metadata")
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(spec)
+
     async def http_error(request: Request, exc: Exception) -> Response:
         """Unknown paths and wrong methods: JSON like every other error."""
         status = exc.status_code if isinstance(exc, HTTPException) else 500
@@ -307,11 +301,13 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> Starlet
             # uvicorn has already let in-flight requests finish (graceful shutdown) before this runs.
             await batcher.stop()
             decode_pool.shutdown(wait=False, cancel_futures=True)
+            metrics.worker_exit()
 
     post, get = ["POST"], ["GET"]
     routes = [
         Route("/", page, methods=get),
         Route("/metrics", prometheus, methods=get),
+        Route("/openapi.json", openapi, methods=get),
         Route("/v1/classify", classify, methods=post),
         Route("/v1/model", model_summary, methods=get),
         Route("/v2", server_metadata, methods=get),
@@ -324,7 +320,20 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> Starlet
         Route("/v2/models/{name}/versions/{version}/ready", model_ready, methods=get),
         Route("/v2/models/{name}/versions/{version}/infer", infer, methods=post),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: http_error, 405: http_error})
+
+    def unauthorized(path: str) -> None:
+        metrics.errors.labels("unauthorized").inc()
+        metrics.requests.labels("unauthorized", "401").inc()
+
+    middleware = []
+    if config.api_key is not None:
+        middleware.append(Middleware(BearerAuth, api_key=config.api_key, on_reject=unauthorized))
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={404: http_error, 405: http_error},
+    )
     app.state.model = model
     app.state.config = config
     app.state.batcher = batcher

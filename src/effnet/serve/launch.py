@@ -2,18 +2,23 @@
 
 With ``workers > 1`` uvicorn starts worker processes that each import
 :func:`app_from_env` and load their own copy of the model; the options travel in
-the ``EFFNET_SERVE_OPTIONS`` environment variable.
+the ``EFFNET_SERVE_OPTIONS`` environment variable, and the metrics of all workers
+meet in a ``PROMETHEUS_MULTIPROC_DIR`` made for this run and removed when it ends.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
+import tempfile
 from dataclasses import asdict, dataclass, field
 
 from ..errors import EffnetError
 from .app import ServeConfig, create_app
+from .auth import exposure_warning
+from .metrics import MULTIPROC_ENV
 from .model import ServedModel
 
 ENV_OPTIONS = "EFFNET_SERVE_OPTIONS"
@@ -64,7 +69,23 @@ def app_from_env():
         options = ServerOptions.from_json(os.environ[ENV_OPTIONS])
     except KeyError:
         raise EffnetError(f"{ENV_OPTIONS} is not set: start workers with `effnet serve --workers N`") from None
-    return create_app(load_model(options), options.config)
+    model = load_model(options)
+    app = create_app(model, options.config)
+    app.state.metrics.set_worker_threads(_backend_threads(model, options))
+    return app
+
+
+def _backend_threads(model: ServedModel, options: ServerOptions) -> int:
+    """The inference threads this worker's backend runs with, as the backend reports them."""
+    backend = model.classifier.backend
+    threads = getattr(backend, "threads", None)
+    if isinstance(threads, int):
+        return threads
+    if getattr(backend, "name", None) == "torch":
+        import torch
+
+        return torch.get_num_threads()
+    return options.worker_threads
 
 
 def serve(options: ServerOptions) -> None:
@@ -80,6 +101,9 @@ def serve(options: ServerOptions) -> None:
         timeout_graceful_shutdown=int(options.config.timeout_s) + 5,
     )
     where = f"http://{options.host}:{options.port}"
+    warning = exposure_warning(options.host, options.config.api_key)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     if options.workers == 1:
         model = load_model(options)  # before binding: a bad --model/--weights fails here, with one line
         info = model.info
@@ -98,4 +122,12 @@ def serve(options: ServerOptions) -> None:
     print(
         f"effnet serve: {options.model} in {options.workers} worker processes on {where}", file=sys.stderr, flush=True
     )
-    uvicorn.run("effnet.serve.launch:app_from_env", factory=True, workers=options.workers, **common)
+    # Set before the workers start (they read it when they first import prometheus_client); a fresh
+    # directory per run, so counts of an earlier run or of a killed worker's predecessor never add in.
+    metrics_dir = tempfile.mkdtemp(prefix="effnet-serve-metrics-")
+    os.environ[MULTIPROC_ENV] = metrics_dir
+    try:
+        uvicorn.run("effnet.serve.launch:app_from_env", factory=True, workers=options.workers, **common)
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -1,12 +1,20 @@
 """Download pretrained weight files into the per-user cache, safely.
 
-Standard library HTTP (urllib) only, plus tqdm for the progress bar. Guarantees:
+Standard library HTTP (urllib) only, plus tqdm for the progress bar and filelock. Guarantees:
 
-* a file at ``dest`` has always been verified (size + sha256): the body goes to
-  ``<dest>.part`` and is renamed with ``os.replace`` (atomic) only after it checks out;
+* a file at ``dest`` has always been verified (size + sha256): the body goes to a
+  ``.part`` file of its own per URL (``<dest>.<sha1(url)[:8]>.part``: bytes from two
+  mirrors are never spliced together) and is renamed with ``os.replace`` (atomic) only
+  after it checks out;
+* one process at a time downloads a given file: an inter-process lock (``<dest>.lock``)
+  is held while it does, and whoever waited for it finds the verified file and returns;
 * an interrupted transfer is resumed with an HTTP ``Range`` request rather than restarted;
+* a ``.part`` that fails verification (a stale or corrupt resume, or bad bytes on the
+  wire) is deleted and that URL tried once more from byte 0 before the next mirror;
 * transient failures (5xx, 408, 429, network errors) are retried with exponential
-  backoff, permanent ones (other 4xx) and corrupt files move on to the next mirror;
+  backoff, permanent ones (other 4xx) move on to the next mirror;
+* ``EFFNET_OFFLINE=1`` (the CLI's ``--offline``) makes a download fail at once, without
+  touching the network, with the same message as a machine that has no network;
 * when everything fails, the error says what went wrong for each URL and how to
   provide the file by hand (``--weights FILE``), which matters on offline machines.
 """
@@ -14,6 +22,7 @@ Standard library HTTP (urllib) only, plus tqdm for the progress bar. Guarantees:
 from __future__ import annotations
 
 import errno
+import glob
 import hashlib
 import http.client
 import os
@@ -25,13 +34,27 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+from filelock import FileLock
+from filelock import Timeout as LockTimeout
 from tqdm import tqdm
 
 from ..errors import WeightsUnavailableError
 
-__all__ = ["DownloadError", "ChecksumError", "default_cache_dir", "sha256_file", "verify_file", "download"]
+__all__ = [
+    "OFFLINE_ENV",
+    "DownloadError",
+    "ChecksumError",
+    "default_cache_dir",
+    "offline",
+    "part_path",
+    "sha256_file",
+    "verify_file",
+    "download",
+]
 
 _CHUNK = 1 << 16
+OFFLINE_ENV = "EFFNET_OFFLINE"
+_TRUE = ("1", "true", "yes", "on")
 
 
 class DownloadError(WeightsUnavailableError):
@@ -53,6 +76,17 @@ def default_cache_dir() -> Path:
     if os.environ.get("XDG_CACHE_HOME"):
         return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "effnet"
     return Path.home() / ".cache" / "effnet"
+
+
+def offline() -> bool:
+    """True when ``$EFFNET_OFFLINE`` asks for no network access (1, true, yes or on)."""
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() in _TRUE
+
+
+def part_path(dest: Path, url: str) -> Path:
+    """The partial file of ``dest`` downloaded from ``url``: one per URL, so mirrors never share bytes."""
+    tag = hashlib.sha1(url.encode(), usedforsecurity=False).hexdigest()[:8]
+    return dest.with_name(f"{dest.name}.{tag}.part")
 
 
 def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
@@ -102,7 +136,7 @@ def _describe(exc: BaseException) -> tuple[str, bool]:
     return f"{type(reason).__name__}: {reason}", offline
 
 
-def _fetch_once(url: str, part: Path, size: int | None, timeout: float, progress: bool) -> None:
+def _fetch_once(url: str, part: Path, size: int | None, timeout: float, progress: bool, desc: str) -> None:
     """One attempt to complete ``part`` from ``url``, resuming whatever it already holds.
 
     Raises _Permanent for errors retrying cannot fix; anything else is worth a retry.
@@ -148,7 +182,7 @@ def _fetch_once(url: str, part: Path, size: int | None, timeout: float, progress
                 unit="B",
                 unit_scale=True,
                 unit_divisor=1024,
-                desc=part.name[:-5],
+                desc=desc,
                 file=sys.stderr,
                 disable=not progress,
                 leave=False,
@@ -175,53 +209,122 @@ def download(
     timeout: float = 30.0,
     progress: bool = True,
     backoff: float = 1.0,
+    lock_timeout: float = 3600.0,
 ) -> Path:
     """Make sure a verified copy of the file is at ``dest`` and return ``dest``.
 
     Tries each URL in ``urls`` in order (mirrors); each one gets ``1 + retries`` attempts,
-    sleeping ``backoff * 2**attempt`` seconds between them. See the module docstring for
-    the guarantees. Raises ChecksumError if some mirror served bytes that failed
-    verification, else DownloadError, listing every URL's last error.
+    sleeping ``backoff * 2**attempt`` seconds between them, plus one fresh start from byte 0
+    when its bytes fail verification. See the module docstring for the guarantees. Waits up
+    to ``lock_timeout`` seconds for another process downloading the same file. Raises
+    ChecksumError if some mirror served bytes that failed verification, else DownloadError,
+    listing every URL's last error.
     """
     dest = Path(dest)
-    if dest.exists():
-        try:
-            verify_file(dest, sha256, size)
-            return dest
-        except ChecksumError:
-            dest.unlink()  # never leave a bad file where the loader would pick it up
+    # dest is only ever written by an atomic rename of a verified file: reading it needs no lock.
+    if _verified(dest, sha256, size, remove_bad=False):
+        return dest
+    if offline():
+        raise DownloadError(
+            _failure_message(
+                dest, sha256, size, [f"downloads are disabled: {OFFLINE_ENV}=1 (or --offline) is set"], offline=False
+            )
+        )
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
+    lock = FileLock(str(dest.with_name(dest.name + ".lock")))
+    try:
+        lock.acquire(timeout=0)
+    except LockTimeout:
+        if progress:
+            print(f"waiting for another process downloading {dest.name} ({lock.lock_file})", file=sys.stderr)
+        try:
+            lock.acquire(timeout=lock_timeout)
+        except LockTimeout:
+            raise DownloadError(
+                f"could not download {dest.name}: another process has been downloading it for over "
+                f"{lock_timeout:g} s (it holds the lock {lock.lock_file})"
+            ) from None
+    try:
+        if _verified(dest, sha256, size, remove_bad=True):  # the process we waited for has downloaded it
+            return dest
+        return _download_locked(urls, dest, sha256, size, retries, timeout, progress, backoff)
+    finally:
+        lock.release()
+
+
+def _verified(dest: Path, sha256: str, size: int | None, *, remove_bad: bool) -> bool:
+    if not dest.exists():
+        return False
+    try:
+        verify_file(dest, sha256, size)
+        return True
+    except ChecksumError:
+        if remove_bad:  # only under the lock: never delete a good file another process just renamed into place
+            dest.unlink(missing_ok=True)  # never leave a bad file where the loader would pick it up
+        return False
+
+
+def _download_locked(
+    urls: Sequence[str],
+    dest: Path,
+    sha256: str,
+    size: int | None,
+    retries: int,
+    timeout: float,
+    progress: bool,
+    backoff: float,
+) -> Path:
     failures: list[str] = []
-    offline = corrupt = False
+    offline_seen = corrupt = False
     for url in urls:
-        for attempt in range(retries + 1):
+        part = part_path(dest, url)
+        fresh_start_used = False
+        attempt = 0
+        while attempt <= retries:
             if attempt:
                 time.sleep(backoff * 2 ** (attempt - 1))
             try:
-                _fetch_once(url, part, size, timeout, progress)
+                _fetch_once(url, part, size, timeout, progress, dest.name)
             except _Permanent as e:
                 failures.append(f"{url}: {e}")
                 break
             except (OSError, http.client.HTTPException) as e:  # URLError, resets, timeouts
                 why, off = _describe(e)
-                offline |= off
+                offline_seen |= off
                 # A host name that does not resolve will not resolve a second later either.
                 unresolved = isinstance(getattr(e, "reason", e), socket.gaierror)
                 if attempt == retries or unresolved:
                     failures.append(f"{url}: {why} (after {attempt + 1} attempt{'s' if attempt else ''})")
                     break
+                attempt += 1
                 continue
             try:
                 verify_file(part, sha256, size)
             except ChecksumError as e:
-                # Do not resume a corrupt file: drop it; this mirror is wrong, try the next one.
+                # Never resume a corrupt file. A stale .part from an earlier run, or bytes damaged on the way,
+                # deserve one fresh start from byte 0; a URL that fails twice serves the wrong file: next mirror.
                 part.unlink(missing_ok=True)
-                failures.append(f"{url}: {e}")
+                if not fresh_start_used:
+                    fresh_start_used = True
+                    continue
+                failures.append(f"{url}: {e} (also after a fresh start from byte 0)")
                 corrupt = True
                 break
             os.replace(part, dest)  # atomic: dest is either absent or complete and verified
+            _remove_stale_parts(dest)
             return dest
+    raise (ChecksumError if corrupt else DownloadError)(
+        _failure_message(dest, sha256, size, failures, offline=offline_seen)
+    )
+
+
+def _remove_stale_parts(dest: Path) -> None:
+    """Other mirrors' partial files (and the old shared ``<dest>.part``) are useless once dest is verified."""
+    for stale in [*dest.parent.glob(f"{glob.escape(dest.name)}.*.part"), dest.with_name(dest.name + ".part")]:
+        stale.unlink(missing_ok=True)
+
+
+def _failure_message(dest: Path, sha256: str, size: int | None, failures: list[str], *, offline: bool) -> str:
     size_txt = f"{size} bytes" if size is not None else "size unknown"
     msg = (
         f"could not download {dest.name}:\n"
@@ -231,4 +334,4 @@ def download(
     )
     if offline:
         msg += "\nno network access: this machine could not reach any download server"
-    raise (ChecksumError if corrupt else DownloadError)(msg)
+    return msg

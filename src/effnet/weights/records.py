@@ -142,7 +142,10 @@ class WeightsRecord:
 
 _GH_TIMM = "https://github.com/huggingface/pytorch-image-models/releases/download/v0.1-weights/"
 _GH_TIMM_OLD = "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/"
-_HF = "https://huggingface.co/timm/{}/resolve/main/pytorch_model.bin"
+# No Hugging Face "mirror": huggingface.co/timm/<name>/pytorch_model.bin is the checkpoint re-saved by timm
+# (a different pickle of the same tensors), so its bytes cannot match the sha256 prefix published in the
+# GitHub file name, and a URL whose bytes can never verify is not a mirror. One could come back with its
+# own sha256 and size (a record of its own), measured from the file itself.
 _B5_PARAMS = 30_389_784
 _B5_TIMM_EVAL = Preprocess(input_size=456, resize_size=488)  # timm crop_pct 0.934: floor(456 / 0.934) = 488
 _IMAGENET_VAL = "ImageNet-1k val, 50,000 images"
@@ -168,7 +171,7 @@ def _timm_b5(
         size=size,
         key_format="timm",
         preprocess=preprocess,
-        urls=(base + file, _HF.format(name)),
+        urls=(base + file,),
         metrics=metrics,
         num_params=_B5_PARAMS,
         notes=notes,
@@ -184,8 +187,7 @@ RECORDS: tuple[WeightsRecord, ...] = (
         base=_GH_TIMM,
         size=122_398_414,
         metrics=ReferenceMetrics(83.69, 96.71, _IMAGENET_VAL, "Open Model Zoo efficientnet-b5-pytorch model card"),
-        notes="Default for efficientnet-b5. Only the sha256 prefix (file name) and the size are published; "
-        "the Hugging Face mirror is used only if its bytes pass the same check.",
+        notes="Default for efficientnet-b5. Only the sha256 prefix (file name) and the size are published.",
     ),
     _timm_b5(
         "ra_in1k",

@@ -1,0 +1,205 @@
+"""The OpenAPI 3.1 description of the server's HTTP API, served at ``/openapi.json``.
+
+Written by hand from the routes in :mod:`effnet.serve.app` (a test checks that every route is described),
+so that clients and schema-driven fuzzers know each endpoint, its parameters, bodies and error answers.
+The v2 endpoints follow the KServe Open Inference Protocol (REST); sizes come from the served model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .kserve import INPUT_NAME, OUTPUT_NAME
+from .model import ModelInfo
+
+__all__ = ["openapi_spec"]
+
+_ERROR = {"$ref": "#/components/responses/Error"}
+_JSON = "application/json"
+
+
+def _json(schema: dict, description: str) -> dict:
+    return {"description": description, "content": {_JSON: {"schema": schema}}}
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _get(summary: str, schema: dict, *, errors: tuple[int, ...] = (), params: tuple[str, ...] = ()) -> dict:
+    op: dict[str, Any] = {"summary": summary, "responses": {"200": _json(schema, "OK")}}
+    op["responses"].update({str(code): _ERROR for code in errors})
+    if params:
+        op["parameters"] = [_p(p) for p in params]
+    return {"get": op}
+
+
+def openapi_spec(info: ModelInfo, *, max_body_mb: float, auth: bool) -> dict:
+    """The spec for a server of ``info``; ``auth``: every non-health operation needs a Bearer key."""
+    s, k = info.input_size, info.num_classes
+    model_params = ("name",)
+    version_params = ("name", "version")
+    infer_body = {
+        "required": True,
+        "description": f"A v2 inference request: one FP32 input {INPUT_NAME!r} of shape [N, 3, {s}, {s}] "
+        "(normalized NCHW), as JSON 'data' or, with Inference-Header-Content-Length, as little-endian bytes "
+        f"after the JSON header. At most {max_body_mb:g} MiB.",
+        "content": {
+            _JSON: {"schema": _ref("InferRequest")},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+
+    def infer(*path_params: str) -> dict:
+        return {
+            "post": {
+                "summary": "Run the model on a tensor (KServe v2 infer)",
+                "parameters": [_p(p) for p in (*path_params, "InferenceHeaderContentLength")],
+                "requestBody": infer_body,
+                "responses": {
+                    "200": {
+                        "description": f"Output {OUTPUT_NAME!r}: FP32 [N, {k}] softmax probabilities",
+                        "content": {
+                            _JSON: {"schema": _ref("InferResponse")},
+                            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                        },
+                    },
+                    **{str(c): _ERROR for c in (400, 401, 404, 413, 501, 503, 504)},
+                },
+            }
+        }
+
+    paths: dict[str, dict] = {
+        "/": {"get": {"summary": "Upload page", "responses": {"200": {"description": "HTML page"}}}},
+        "/openapi.json": _get("This description", {"type": "object"}),
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics (all worker processes)",
+                "responses": {"200": {"description": "Prometheus text format", "content": {"text/plain": {}}}},
+            }
+        },
+        "/v1/classify": {
+            "post": {
+                "summary": "Classify one image (raw bytes, or multipart field 'image')",
+                "parameters": [_p("top_k")],
+                "requestBody": {
+                    "required": True,
+                    "description": f"JPEG/PNG/... bytes, at most {max_body_mb:g} MiB",
+                    "content": {
+                        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                        "image/*": {"schema": {"type": "string", "format": "binary"}},
+                        "multipart/form-data": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["image"],
+                                "properties": {"image": {"type": "string", "format": "binary"}},
+                            }
+                        },
+                    },
+                },
+                "responses": {
+                    "200": _json(_ref("Classification"), "Top-k predictions"),
+                    **{str(c): _ERROR for c in (400, 401, 413, 503, 504)},
+                },
+            }
+        },
+        "/v1/model": _get("The served model, its preprocessing and limits", {"type": "object"}, errors=(401,)),
+        "/v2": _get("Server metadata (KServe v2)", _ref("ServerMetadata"), errors=(401,)),
+        "/v2/health/live": _get("Liveness (no key needed)", {"type": "object"}),
+        "/v2/health/ready": _get("Readiness (no key needed)", {"type": "object"}, errors=(503,)),
+        "/v2/models/{name}": _get("Model metadata", _ref("ModelMetadata"), errors=(401, 404), params=model_params),
+        "/v2/models/{name}/ready": _get("Model readiness", {"type": "object"}, errors=(404, 503), params=model_params),
+        "/v2/models/{name}/infer": infer("name"),
+        "/v2/models/{name}/versions/{version}": _get(
+            "Model metadata of a version", _ref("ModelMetadata"), errors=(401, 404), params=version_params
+        ),
+        "/v2/models/{name}/versions/{version}/ready": _get(
+            "Model readiness of a version", {"type": "object"}, errors=(404, 503), params=version_params
+        ),
+        "/v2/models/{name}/versions/{version}/infer": infer("name", "version"),
+    }
+    if auth:
+        for path, item in paths.items():
+            if "/health/" not in path and not path.endswith("/ready"):
+                for op in item.values():
+                    op["security"] = [{"bearer": []}]
+                    op["responses"]["401"] = _ERROR
+    tensor = {
+        "type": "object",
+        "required": ["name", "shape", "datatype"],
+        "additionalProperties": False,
+        "properties": {
+            "name": {"const": INPUT_NAME},
+            "shape": {
+                "type": "array",
+                "minItems": 4,
+                "maxItems": 4,
+                "items": {"type": "integer"},
+                "description": f"[N, 3, {s}, {s}], N >= 1",
+            },
+            "datatype": {"const": "FP32"},
+            "parameters": _ref("Parameters"),
+            "data": {"type": "array", "description": "flat row-major or nested [N][3][H][W] numbers"},
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "effnet serve",
+            "version": info.version,
+            "description": f"{info.name} ({info.weights}, {info.backend} {info.precision}): ImageNet classifier",
+        },
+        "paths": paths,
+        "components": {
+            "parameters": {
+                "name": {"name": "name", "in": "path", "required": True, "schema": {"const": info.name}},
+                "version": {"name": "version", "in": "path", "required": True, "schema": {"const": info.version}},
+                "top_k": {
+                    "name": "top_k",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": k, "default": 5},
+                },
+                "InferenceHeaderContentLength": {
+                    "name": "Inference-Header-Content-Length",
+                    "in": "header",
+                    "description": "bytes of JSON before the binary tensor data (binary tensor extension)",
+                    "schema": {"type": "integer", "minimum": 1},
+                },
+            },
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+                "Parameters": {
+                    "type": "object",
+                    "additionalProperties": {"type": ["boolean", "number", "string"]},
+                },
+                "InferRequest": {
+                    "type": "object",
+                    "required": ["inputs"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "id": {"type": "string"},
+                        "parameters": _ref("Parameters"),
+                        "inputs": {"type": "array", "minItems": 1, "maxItems": 1, "items": tensor},
+                        "outputs": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "properties": {"name": {"const": OUTPUT_NAME}, "parameters": _ref("Parameters")},
+                            },
+                        },
+                    },
+                },
+                "InferResponse": {"type": "object"},
+                "ModelMetadata": {"type": "object"},
+                "ServerMetadata": {"type": "object"},
+                "Classification": {"type": "object"},
+            },
+            "responses": {"Error": _json(_ref("Error"), "Error: {'error': what was wrong}")},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+def _p(name: str) -> dict:
+    return {"$ref": f"#/components/parameters/{name}"}
