@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -55,7 +55,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
             (conv.weight.detach().double() * scale.view(-1, 1, 1, 1)).to(dtype), requires_grad=False
         )
         conv.bias = nn.Parameter(((bias - bn.running_mean.double()) * scale + beta).to(dtype), requires_grad=False)
-        module.bn = nn.Identity()
+        module.bn = nn.Identity()  # type: ignore[assignment]  # the BN is folded into the conv
         count += 1
     if count == 0:
         raise EffnetError(f"fold_batchnorm found no conv + batch-norm pair in {type(model).__name__}")
@@ -64,7 +64,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 
 def to_channels_last(model: nn.Module) -> nn.Module:
     """4-D weights in NHWC order (in place; returns the model). Feed it channels_last inputs too."""
-    return model.to(memory_format=torch.channels_last)
+    return model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # missing from torch's stubs
 
 
 def bf16_supported() -> bool:
@@ -101,7 +101,7 @@ class Bf16Model(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        m = self.model
+        m: Any = self.model
         h = m.stages(m.stem(x.to(torch.bfloat16)))
         return m.forward_head(m.head(h.float()))
 

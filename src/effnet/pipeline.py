@@ -120,7 +120,7 @@ def iter_batches(
     if workers is not None and workers < 1:
         raise EffnetError(f"workers must be >= 1, got {workers}")
     workers = workers or default_workers()
-    get_image: Callable[[T], Any] = image_of or (lambda item: item)
+    get_image: Callable[[T], Any] = image_of or (lambda item: item)  # type: ignore[return-value]
     todo = iter(items)
     window: deque[Future[Decoded[T]]] = deque()
     ahead = 2 * batch_size + workers

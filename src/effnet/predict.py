@@ -142,4 +142,4 @@ class Classifier:
         """Classify paths, bytes or PIL images; a single image gives a one-element list."""
         if isinstance(images, (str, os.PathLike, bytes)) or not isinstance(images, Sequence):
             images = [images]
-        return list(self.iter_classify(images, top_k=top_k, batch_size=batch_size))
+        return list(self.iter_classify(images, top_k=top_k, batch_size=batch_size))  # type: ignore[arg-type]

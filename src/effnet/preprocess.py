@@ -98,7 +98,7 @@ def load_image(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS) -> Image
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                image = Image.open(fp)  # reads the header only
+                image = Image.open(fp)  # type: ignore[arg-type]  # str, PathLike or BytesIO here
         except UnidentifiedImageError:
             raise ImageError(f"{name}: not an image Pillow can read") from None
         except Image.DecompressionBombError as e:

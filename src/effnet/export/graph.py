@@ -99,10 +99,10 @@ class _ExportSameConv(nn.Conv2d):
         super().__init__(
             conv.in_channels,
             conv.out_channels,
-            conv.kernel_size,
-            stride=conv.stride,
+            conv.kernel_size,  # type: ignore[arg-type]  # a 2-tuple for Conv2d
+            stride=conv.stride,  # type: ignore[arg-type]
             padding=0,
-            dilation=conv.dilation,
+            dilation=conv.dilation,  # type: ignore[arg-type]
             groups=conv.groups,
             bias=True,
         )

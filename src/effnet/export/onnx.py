@@ -71,7 +71,7 @@ def onnx_bytes(
         torch.onnx.export(
             exportable,
             (example,),
-            buffer,
+            buffer,  # type: ignore[arg-type]  # torch.onnx.export writes to file-likes too
             dynamo=False,
             input_names=[INPUT_NAME],
             output_names=[output],

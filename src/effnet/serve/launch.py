@@ -8,6 +8,8 @@ meet in a ``PROMETHEUS_MULTIPROC_DIR`` made for this run and removed when it end
 
 from __future__ import annotations
 
+from typing import Any
+
 import json
 import os
 import shutil
@@ -92,7 +94,7 @@ def serve(options: ServerOptions) -> None:
     """Run until SIGINT/SIGTERM; in-flight requests finish first (uvicorn's graceful shutdown)."""
     import uvicorn
 
-    common = dict(
+    common: dict[str, Any] = dict(
         host=options.host,
         port=options.port,
         log_level=options.log_level,
