@@ -8,14 +8,13 @@ meet in a ``PROMETHEUS_MULTIPROC_DIR`` made for this run and removed when it end
 
 from __future__ import annotations
 
-from typing import Any
-
 import json
 import os
 import shutil
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from ..errors import EffnetError
 from .app import ServeConfig, create_app
