@@ -8,7 +8,8 @@
   elementwise ops (SiLU, SE gate, residual add, pads) fuse into neighbours.
 - :class:`Bf16Model`: bfloat16 weights and activations in the stem and blocks, where the CPU has native
   bf16 dot products (AVX512_BF16 / AMX, :func:`bf16_supported`); elsewhere bf16 is emulated and slower
-  than fp32, so it is refused.
+  than fp32, so it is refused. On CUDA it always runs (tensor cores), and :class:`HalfBodyModel` with
+  ``torch.float16`` gives the fp16 variant (CUDA only: CPUs have no fast fp16 convolutions).
 
 :func:`optimize_for_inference` chains them; the result is a new module, the input model is left untouched.
 """
@@ -26,7 +27,9 @@ from torch import nn
 from .errors import EffnetError
 from .model import ConvBnAct
 
-Precision = Literal["fp32", "bf16"]
+Precision = Literal["fp32", "bf16", "fp16"]
+# Stem and blocks in these dtypes, head in fp32 (HalfBodyModel).
+LOW_PRECISION = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
@@ -47,8 +50,9 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
             raise EffnetError(f"cannot fold {bn}: it tracks no running statistics")
         dtype = conv.weight.dtype
         n = bn.num_features
-        gamma = bn.weight.detach().double() if bn.weight is not None else torch.ones(n, dtype=torch.float64)
-        beta = bn.bias.detach().double() if bn.bias is not None else torch.zeros(n, dtype=torch.float64)
+        f64 = {"dtype": torch.float64, "device": conv.weight.device}
+        gamma = bn.weight.detach().double() if bn.weight is not None else torch.ones(n, **f64)
+        beta = bn.bias.detach().double() if bn.bias is not None else torch.zeros(n, **f64)
         scale = gamma / torch.sqrt(bn.running_var.double() + bn.eps)
         bias = conv.bias.detach().double() if conv.bias is not None else torch.zeros_like(scale)
         conv.weight = nn.Parameter(
@@ -75,19 +79,42 @@ def bf16_supported() -> bool:
         return False
 
 
-class Bf16Model(nn.Module):
-    """An EfficientNet whose stem and MBConv stages run in bfloat16, head and classifier in fp32.
+class HalfBodyModel(nn.Module):
+    """An EfficientNet whose stem and MBConv stages run in ``dtype`` (bf16 or fp16), head and classifier in fp32.
 
-    Takes and returns fp32 (the cast happens inside). Whole-stage bf16 rather than autocast: autocast
-    keeps the elementwise ops (SiLU, SE gate, residual adds) in fp32 and casts around every conv,
-    which costs more memory traffic than it saves on this memory-bound network. The head (1x1 conv
+    Takes and returns fp32 (the cast happens inside). Whole-stage low precision rather than autocast:
+    autocast keeps the elementwise ops (SiLU, SE gate, residual adds) in fp32 and casts around every
+    conv, which costs more memory traffic than it saves on this memory-bound network. The head (1x1 conv
     to 1280/2048 channels, pooling, classifier) stays fp32 because that is where the logits are formed:
-    on Lite0's real weights it lifts top-1 agreement with fp32 from 96 to 98 of 100 sample images, for
-    under 3 % of B5's multiply-adds.
+    on Lite0's real weights it lifts bf16's top-1 agreement with fp32 from 96 to 98 of 100 sample images,
+    for under 3 % of B5's multiply-adds. No speed check here: :class:`Bf16Model` refuses emulated CPU bf16,
+    and the torch backend runs fp16 on CUDA only.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> None:
         super().__init__()
+        for part in ("stem", "stages", "head", "forward_head"):
+            if not hasattr(model, part):
+                raise EffnetError(
+                    f"{type(self).__name__} needs an EfficientNet (stem, stages, head), got {type(model).__name__}"
+                )
+        if dtype not in LOW_PRECISION.values():
+            raise EffnetError(f"the body runs in bfloat16 or float16, got {dtype}")
+        model.stem.to(dtype)
+        model.stages.to(dtype)
+        self.dtype = dtype
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m: Any = self.model
+        h = m.stages(m.stem(x.to(self.dtype)))
+        return m.forward_head(m.head(h.float()))
+
+
+class Bf16Model(HalfBodyModel):
+    """:class:`HalfBodyModel` in bfloat16; on the CPU only where oneDNN has native bf16 (else refused)."""
+
+    def __init__(self, model: nn.Module) -> None:
         for part in ("stem", "stages", "head", "forward_head"):
             if not hasattr(model, part):
                 raise EffnetError(f"Bf16Model needs an EfficientNet (stem, stages, head), got {type(model).__name__}")
@@ -96,28 +123,25 @@ class Bf16Model(nn.Module):
                 "bf16 needs a CPU with native bfloat16 support (AVX512_BF16 or AMX); this one has none, "
                 "and emulated bf16 is slower than fp32: use --precision fp32"
             )
-        model.stem.to(torch.bfloat16)
-        model.stages.to(torch.bfloat16)
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        m: Any = self.model
-        h = m.stages(m.stem(x.to(torch.bfloat16)))
-        return m.forward_head(m.head(h.float()))
+        super().__init__(model, torch.bfloat16)
 
 
-def compile_model(model: nn.Module, *, freezing: bool = True, dynamic: bool = False) -> Callable:
+def compile_model(
+    model: nn.Module, *, freezing: bool = True, dynamic: bool = False, mode: str | None = None
+) -> Callable:
     """``torch.compile`` with inductor; ``freezing`` folds the (no-grad) weights into the compiled graph.
 
     Compilation happens on the first call (tens of seconds to minutes for B5 on a small CPU) and again
     for each new input shape unless ``dynamic``. Call it under ``torch.inference_mode()``/``no_grad``.
+    ``mode`` is torch.compile's (None: default; ``"reduce-overhead"`` adds CUDA graphs on CUDA).
+    ``"max-autotune"`` is accepted but costs minutes of benchmarking kernels at the first call.
     """
     import torch._inductor.config as inductor_config
 
     # Freezing is a process-wide inductor switch; it only affects graphs compiled without autograd.
     inductor_config.freezing = freezing
     try:
-        return torch.compile(model, backend="inductor", dynamic=dynamic)
+        return torch.compile(model, backend="inductor", dynamic=dynamic, mode=mode)
     except RuntimeError as e:  # e.g. no C++ compiler for the CPU kernels
         raise EffnetError(f"torch.compile is not usable here: {e}") from None
 
@@ -130,6 +154,7 @@ class InferenceConfig:
     fold_bn: bool = True
     channels_last: bool = True
     compile: bool = False
+    compile_mode: str | None = None  # torch.compile's mode; None is its default
 
     def describe(self) -> str:
         parts: list[str] = [self.precision]
@@ -137,19 +162,26 @@ class InferenceConfig:
             parts.append("bn-folded")
         if self.channels_last:
             parts.append("channels_last")
-        parts.append("compiled" if self.compile else "eager")
+        if self.compile:
+            parts.append(f"compiled({self.compile_mode})" if self.compile_mode else "compiled")
+        else:
+            parts.append("eager")
         return " ".join(parts)
 
 
 def optimize_for_inference(model: nn.Module, config: InferenceConfig = InferenceConfig()) -> nn.Module | Callable:
     """A new, eval-mode module (or compiled callable) with the transforms of ``config`` applied."""
-    if config.precision not in ("fp32", "bf16"):
-        raise EffnetError(f"precision must be 'fp32' or 'bf16' for PyTorch, got {config.precision!r}")
+    if config.precision not in ("fp32", *LOW_PRECISION):
+        raise EffnetError(f"precision must be fp32, bf16 or fp16 for PyTorch, got {config.precision!r}")
     out = fold_batchnorm(model) if config.fold_bn else copy.deepcopy(model).eval()
     if config.channels_last:
         to_channels_last(out)
     if config.precision == "bf16":
         out = Bf16Model(out)
+    elif config.precision == "fp16":
+        if all(p.device.type == "cpu" for p in out.parameters()):
+            raise EffnetError("fp16 runs on CUDA only (CPUs have no fast fp16 convolutions): use bf16 or fp32")
+        out = HalfBodyModel(out, torch.float16)
     for p in out.parameters():
         p.requires_grad_(False)
-    return compile_model(out) if config.compile else out
+    return compile_model(out, mode=config.compile_mode) if config.compile else out

@@ -91,6 +91,7 @@ class Classifier:
         weights: Pretrained | None = None,
         *,
         backend: str = "torch",
+        device: str = "cpu",
         download: bool = True,
         progress: bool = True,
         **backend_options: Any,
@@ -98,7 +99,8 @@ class Classifier:
         self.source: ModelSource = resolve_source(name, weights, download=download, progress=progress)
         self.preprocess: Preprocess = self.source.preprocess
         self.labels: tuple[ClassLabel, ...] = self.source.labels
-        self.backend: Backend = create_backend(backend, self.source, **backend_options)
+        # device: cpu, cuda, cuda:N or auto (effnet.device); batch_hint=N lets a CUDA fast path prepare batch N.
+        self.backend: Backend = create_backend(backend, self.source, device=device, **backend_options)
 
     @property
     def record(self) -> WeightsRecord | None:

@@ -8,6 +8,7 @@ transform and the Open Model Zoo card use), so the same pixels reach the model.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import warnings
@@ -177,12 +178,25 @@ def normalize_tensor(pixels: torch.Tensor, p: Preprocess, *, channels_last: bool
     """
     import torch
 
-    mean = torch.tensor(p.mean, dtype=torch.float32, device=pixels.device).view(1, 3, 1, 1)
-    std = torch.tensor(p.std, dtype=torch.float32, device=pixels.device).view(1, 3, 1, 1)
+    mean, std = _mean_std(tuple(p.mean), tuple(p.std), pixels.device)
     x = (pixels.permute(0, 3, 1, 2).float() - mean) / std
     if p.channel_order == "BGR":
         x = x.flip(1)
     return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+@functools.lru_cache(maxsize=16)
+def _mean_std(
+    mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The constants on ``device``, made once: a copy to a GPU per call would be a synchronous host-to-device
+    transfer, and is not allowed at all while a CUDA graph is being captured."""
+    import torch
+
+    def const(values: tuple[float, ...]) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+
+    return const(mean), const(std)
 
 
 def denormalize(x: np.ndarray, p: Preprocess) -> np.ndarray:

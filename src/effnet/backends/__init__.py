@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..device import device_kind, parse_device, resolve_device
 from ..errors import EffnetError, UnknownNameError
 from ..source import ModelSource
 
@@ -33,6 +34,8 @@ __all__ = [
     "AutoChoice",
     "AutoRanking",
     "AUTO_RANKING",
+    "AUTO_RANKING_CUDA",
+    "DEVICE_BACKENDS",
     "ModelSource",
     "register",
     "available_backends",
@@ -118,6 +121,44 @@ AUTO_RANKING = AutoRanking(
 )
 
 
+# On CUDA only the torch backend runs (onnxruntime and OpenVINO run on the CPU here), and the ranking is
+# NOT MEASURED on effnet's paths: no GPU was available when it was written (benchmarks/gpu_check.sh
+# measures it and writes docs/performance.md). It rests on issue 11's H200 run of timm and effnet B5:
+# eager batch 1 is launch bound (12.1 ms bf16 eager vs 2.49 ms compiled with CUDA graphs), so the first
+# choice captures CUDA graphs at load; torch.compile is left out because it compiles at load for tens of
+# seconds. The fallback, if capture fails, is the eager fast path. fp32 keeps PyTorch's defaults (cuDNN
+# convolutions may use TF32).
+AUTO_RANKING_CUDA = AutoRanking(
+    measured_on="not measured (no GPU in the session that wrote it); order from issue 11's H200 timm/effnet run",
+    source="benchmarks/bench_gpu.py, docs/performance.md",
+    paths={
+        precision: (
+            AutoChoice("torch", {**extra, "cuda_graphs": True}, "not measured"),
+            AutoChoice("torch", {**extra, "fast": True}, "not measured"),
+        )
+        for precision, extra in (("fp32", {}), ("bf16", {"precision": "bf16"}), ("fp16", {"precision": "fp16"}))
+    },
+)
+# Backends that take effnet device strings; the others run on the CPU (OpenVINO's own ``device`` option
+# names OpenVINO devices and is not set from --device).
+DEVICE_BACKENDS = ("torch",)
+
+
+def _device_options(name: str, options: dict[str, Any], device: str, batch_hint: int | None) -> dict[str, Any]:
+    """``options`` for backend ``name`` on ``device``: the device where the backend takes one, and the
+    caller's batch size as the torch backend's ``batch_size`` when it prepares fixed shapes."""
+    if name not in DEVICE_BACKENDS:
+        if device != "auto" and device_kind(device) != "cpu":  # auto: the CPU, for a CPU backend
+            raise EffnetError(
+                f"the {name} backend runs on the CPU here; --device {device} needs --backend torch (or auto)"
+            )
+        return options
+    out = {"device": device, **options}
+    if (out.get("cuda_graphs") or out.get("compile")) and batch_hint is not None:
+        out.setdefault("batch_size", batch_hint)
+    return out
+
+
 def auto_candidates(precision: str | None = None, ranking: AutoRanking = AUTO_RANKING) -> list[tuple[str, dict]]:
     """The installed (backend, options) paths for ``precision`` (default fp32), fastest first."""
     precision = precision or "fp32"
@@ -130,9 +171,14 @@ def auto_candidates(precision: str | None = None, ranking: AutoRanking = AUTO_RA
     return found
 
 
-def resolve_auto(precision: str | None = None) -> tuple[str, dict[str, Any]]:
-    """(backend, options) of the fastest installed path for ``precision``; it is not built here."""
-    return auto_candidates(precision)[0]
+def auto_ranking(device: str = "cpu") -> AutoRanking:
+    """The ranking ``auto`` uses on ``device`` (``auto``: CUDA's when CUDA is available)."""
+    return AUTO_RANKING_CUDA if resolve_device(device).type == "cuda" else AUTO_RANKING
+
+
+def resolve_auto(precision: str | None = None, device: str = "cpu") -> tuple[str, dict[str, Any]]:
+    """(backend, options) of the fastest installed path for ``precision`` on ``device``; it is not built here."""
+    return auto_candidates(precision, auto_ranking(device))[0]
 
 
 def _factory(name: str) -> BackendFactory:
@@ -162,18 +208,25 @@ def _build(name: str, source: ModelSource, options: dict[str, Any]) -> Backend:
 def create_backend(name: str, source: ModelSource, **options: Any) -> Backend:
     """Build backend ``name``, or with ``"auto"`` the fastest installed one for ``options["precision"]``.
 
+    ``device`` (cpu, cuda, cuda:N, auto; default cpu) goes to the backends that take one (torch); for the
+    others anything but the CPU is an error, and ``auto`` on CUDA ranks the CUDA paths. ``batch_hint``
+    (the caller's batch size) becomes the torch backend's ``batch_size`` when it prepares fixed shapes
+    (CUDA graphs, compile on CUDA); OpenVINO's own ``batch_size`` makes its shape static, so it stays explicit.
+
     ``auto`` checks that its choice really loads: if building it fails (a missing runtime library,
     an export that cannot be made here), it says so in one line on stderr and builds the next one.
     The backend built reports itself in ``.name`` / ``.precision``; ``.auto_choice`` says what auto chose
     (backend, options) and which candidates failed to load.
     """
+    device = parse_device(options.pop("device", None) or "cpu")
+    batch_hint = options.pop("batch_hint", None)
     if name != "auto":
-        return _build(name, source, options)
+        return _build(name, source, _device_options(name, options, device, batch_hint))
     precision = options.pop("precision", None)
     failures: list[str] = []
-    candidates = auto_candidates(precision)
+    candidates = auto_candidates(precision, auto_ranking(device))
     for n, (backend, chosen) in enumerate(candidates, 1):
-        merged = {**chosen, **_accepted(_factory(backend), options)}
+        merged = _device_options(backend, {**chosen, **_accepted(_factory(backend), options)}, device, batch_hint)
         if "precision" not in merged and precision is not None:
             merged["precision"] = precision
         try:

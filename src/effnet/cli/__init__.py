@@ -79,6 +79,28 @@ def add_backend_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def device_type(text: str) -> str:
+    """argparse ``type=`` for --device: the canonical spelling, or a usage error (exit 2)."""
+    from ..device import DeviceError, parse_device
+
+    try:
+        return parse_device(text)
+    except DeviceError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_device_argument(p: argparse.ArgumentParser, what: str = "the model runs") -> None:
+    """--device, shared by classify, eval, serve, bench and export onnx (one parser: effnet.device)."""
+    p.add_argument(
+        "--device",
+        default="cpu",
+        type=device_type,
+        metavar="cpu|cuda|cuda:N|auto",
+        help=f"where {what}: cpu (default), cuda, cuda:N, or auto (cuda when torch sees a GPU, else cpu). "
+        "CUDA runs the torch backend; --backend auto then picks its CUDA-graph fast path",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -14,11 +14,11 @@ import time
 
 from ..backends import available_backends
 
-PRECISIONS = ("fp32", "bf16", "int8")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from . import add_model_arguments
+    from . import add_device_argument, add_model_arguments
 
     p = sub.add_parser("bench", help="benchmark a backend (latency, throughput)", description=__doc__)
     add_model_arguments(p)
@@ -37,8 +37,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--precision",
         default="fp32",
         choices=PRECISIONS,
-        help="fp32 (default), bf16 (CPUs with native bf16), int8 (openvino, after `effnet quantize`)",
+        help="fp32 (default), bf16 (CPUs with native bf16; CUDA), fp16 (CUDA), int8 (openvino, after quantize)",
     )
+    add_device_argument(p, "the torch backend runs")
     p.add_argument("--batch-size", type=int, default=1, metavar="N", help="images per call (default: 1)")
     p.add_argument(
         "--threads", type=int, default=None, metavar="N", help="inference threads (default: the runtime's choice)"
@@ -56,7 +57,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--compile",
         action="store_true",
-        help="torch: torch.compile (inductor, freezing) on the fast path; the first call compiles",
+        help="torch: torch.compile (inductor, freezing) on the fast path; the first call compiles "
+        "(on CUDA: at load, timed as compile_s)",
+    )
+    p.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="torch on CUDA: capture CUDA graphs for --batch-size (and 1) at load, timed as compile_s; "
+        "with --compile: torch.compile(mode='reduce-overhead')",
     )
     p.add_argument(
         "--float-precision",
@@ -83,19 +91,37 @@ def backend_options(args: argparse.Namespace) -> dict:
     if args.threads is not None:
         options["threads"] = args.threads
     if args.backend == "auto":
-        if args.fast or args.compile or args.float_precision is not None or args.model_path is not None:
-            raise UsageError("--fast, --compile, --float-precision and --model-path need an explicit --backend")
-        # What each candidate takes is kept by create_backend: openvino gets the static batch and streams.
+        if (
+            args.fast
+            or args.compile
+            or args.cuda_graphs
+            or args.float_precision is not None
+            or args.model_path is not None
+        ):
+            raise UsageError(
+                "--fast, --compile, --cuda-graphs, --float-precision and --model-path need an explicit --backend"
+            )
+        # What each candidate takes is kept by create_backend: openvino gets the static batch and streams,
+        # torch the device and (on CUDA) the one batch shape to prepare at load.
         options["batch_size"] = args.batch_size
+        options["device"] = args.device
+        options["prepared_sizes"] = (args.batch_size,)
         if args.streams > 1:
             options["streams"] = args.streams
         return options
     if args.backend == "torch":
-        options.update(fast=args.fast, compile=args.compile)
-    elif args.fast or args.compile:
+        options.update(fast=args.fast, compile=args.compile, device=args.device)
+        if args.cuda_graphs:
+            options["cuda_graphs"] = True
+        if args.cuda_graphs or args.compile:
+            options["batch_size"] = args.batch_size  # the shape prepared at load
+    elif args.fast or args.compile or args.cuda_graphs:
         raise UsageError(
-            f"--fast and --compile are torch options; the {args.backend} backend has its own optimizations always on"
+            f"--fast, --compile and --cuda-graphs are torch options; the {args.backend} backend has its own "
+            "optimizations always on"
         )
+    elif args.device != "cpu":
+        raise UsageError(f"--device {args.device} runs the torch backend; the {args.backend} backend runs on the CPU")
     if args.backend == "openvino":
         options["batch_size"] = args.batch_size  # static shape: the benchmark's batch never changes
         if args.streams > 1:
@@ -111,11 +137,12 @@ def backend_options(args: argparse.Namespace) -> dict:
     return options
 
 
-def _auto_summary(backend: object) -> dict:
-    from ..backends import AUTO_RANKING
+def _auto_summary(backend: object, device: str = "cpu") -> dict:
+    from ..backends import auto_ranking
 
+    ranking = auto_ranking(device)
     choice = dict(getattr(backend, "auto_choice", {}))
-    return {**choice, "ranking_measured_on": AUTO_RANKING.measured_on, "ranking_source": AUTO_RANKING.source}
+    return {**choice, "ranking_measured_on": ranking.measured_on, "ranking_source": ranking.source}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -150,9 +177,14 @@ def run(args: argparse.Namespace) -> int:
         "weights": weights_label(source),
         "backend_requested": args.backend,
         # What `auto` resolved to, so `bench` provably timed what `classify` runs (None: named explicitly).
-        "auto": _auto_summary(backend) if args.backend == "auto" else None,
+        "auto": _auto_summary(backend, args.device) if args.backend == "auto" else None,
         "precision_requested": args.precision,
         "load_ms": load_ms,  # building the backend: model load, export from cache or new, compile
+        # Of which (torch on CUDA) compiling and capturing the prepared shapes; None when nothing was
+        # prepared at load (on the CPU a compiled model compiles in its first call: first_inference_ms).
+        "setup_s": load_ms / 1e3,
+        "compile_s": getattr(backend, "compile_s", None),
+        "device": str(getattr(backend, "device", "cpu")),
         "threads": args.threads,
         "iterations_requested": args.iterations,
         "time_requested_s": args.time,
@@ -182,6 +214,10 @@ def run(args: argparse.Namespace) -> int:
         )
         if "backend_details" in cfg:
             print(f"[backend] {cfg['backend_details']}")
-        print(f"Loading the backend took {load_ms:.2f} ms")
+        compile_s = cfg["compile_s"]
+        print(
+            f"Loading the backend took {load_ms:.2f} ms"
+            + ("" if compile_s is None else f" (of which compiling/capturing {compile_s * 1e3:.2f} ms)")
+        )
         print("\n".join(result.summary().splitlines()[1:]))
     return 0

@@ -13,7 +13,7 @@ from ..preprocess import find_images
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from . import add_backend_arguments, add_model_arguments
+    from . import add_backend_arguments, add_device_argument, add_model_arguments
 
     p = sub.add_parser("classify", help="classify images", description=__doc__)
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders (searched recursively)")
@@ -21,6 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, default=5, help="labels per image (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default: %(default)s)")
     add_backend_arguments(p)
+    add_device_argument(p)
     p.add_argument("--json", action="store_true", help="one JSON object per image per line on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=run)
@@ -44,7 +45,15 @@ def run(args: argparse.Namespace) -> int:
     if not images:
         raise UsageError(f"no images found in {', '.join(args.paths)}")
     options = {} if args.precision is None else {"precision": args.precision}
-    clf = Classifier(args.model, args.weights, backend=args.backend, progress=not args.no_progress, **options)
+    clf = Classifier(
+        args.model,
+        args.weights,
+        backend=args.backend,
+        device=args.device,
+        progress=not args.no_progress,
+        batch_hint=args.batch_size,
+        **options,
+    )
     failed = 0
     bar = tqdm(
         total=len(images), unit="img", file=sys.stderr, disable=True if args.no_progress or len(images) < 2 else None

@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from . import add_backend_arguments, add_model_arguments
+    from . import add_backend_arguments, add_device_argument, add_model_arguments
 
     p = sub.add_parser(
         "eval",
@@ -37,6 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="labels for a folder of images: '<file name> <class index>' per line (OMZ/Caffe val.txt)",
     )
     add_backend_arguments(p)
+    add_device_argument(p)
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default: %(default)s)")
     p.add_argument(
         "--workers",
@@ -85,10 +86,11 @@ def _signed(x: float | None) -> str:
     return "" if x is None else f"  ({x:+.2f} vs reference)"
 
 
-def _print_report(report: EvalReport) -> None:
+def _print_report(report: EvalReport, device: str = "cpu") -> None:
     ref = report.reference
     subset = f", first {report.total:,} of {report.dataset_size:,}" if report.total < report.dataset_size else ""
-    print(f"{report.model} ({report.weights}), backend {report.backend} {report.precision}")
+    on = "" if device == "cpu" else f" on {device}"
+    print(f"{report.model} ({report.weights}), backend {report.backend} {report.precision}{on}")
     print(f"  data       {report.dataset} [{report.layout}{subset}]")
     print(f"  images     {report.count:,} evaluated, {report.failed:,} failed ({len(report.per_class):,} classes)")
     print(f"  top-1      {report.top1:6.2f} %  ({report.top1_correct:,}/{report.count:,}){_signed(report.delta_top1)}")
@@ -127,7 +129,15 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     options = {} if args.precision is None else {"precision": args.precision}
-    clf = Classifier(args.model, args.weights, backend=args.backend, progress=not args.no_progress, **options)
+    clf = Classifier(
+        args.model,
+        args.weights,
+        backend=args.backend,
+        device=args.device,
+        progress=not args.no_progress,
+        batch_hint=args.batch_size,
+        **options,
+    )
     total = min(len(dataset), args.limit or len(dataset))
     bar = tqdm(total=total, unit="img", file=sys.stderr, dynamic_ncols=True, disable=True if args.no_progress else None)
 
@@ -143,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.json is not None:
         report.write_json(args.json)
-    _print_report(report)
+    _print_report(report, str(getattr(clf.backend, "device", "cpu")))
     status = 0
     if report.failed:
         for f in report.failures[:10]:

@@ -16,7 +16,7 @@ from .. import export as exp
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from . import add_model_arguments
+    from . import add_device_argument, add_model_arguments
 
     p = sub.add_parser(
         "export",
@@ -44,6 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help=f"ONNX opset, {exp.MIN_OPSET}-{exp.MAX_OPSET} (default: %(default)s)",
     )
     onnx.add_argument("--logits", action="store_true", help="output raw logits (named `logits`) instead of `prob`")
+    add_device_argument(onnx, "the model is traced (the graph is the same)")
     _common(onnx)
     onnx.set_defaults(func=run_onnx)
 
@@ -98,7 +99,13 @@ def run_onnx(args: argparse.Namespace) -> int:
     _check(args)
     source = resolve_source(args.model, args.weights, progress=not args.no_progress)
     path = exp.export_onnx(
-        source, args.output, dynamic=args.dynamic, logits=args.logits, opset=args.opset, batch_size=args.batch_size
+        source,
+        args.output,
+        dynamic=args.dynamic,
+        logits=args.logits,
+        opset=args.opset,
+        batch_size=args.batch_size,
+        device=args.device,
     )
     size = "H" if args.dynamic else source.preprocess.input_size
     return _report(

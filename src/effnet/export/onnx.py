@@ -20,6 +20,7 @@ import torch
 
 from .._optional import require
 from .._version import __version__
+from ..device import resolve_device
 from ..errors import EffnetError
 from ..factory import Pretrained
 from ..model import EfficientNet
@@ -51,18 +52,29 @@ def _check_options(opset: int, batch_size: int | None) -> None:
 
 
 def onnx_bytes(
-    model: EfficientNet, size: int, *, dynamic: bool, logits: bool, opset: int, batch_size: int | None
+    model: EfficientNet,
+    size: int,
+    *,
+    dynamic: bool,
+    logits: bool,
+    opset: int,
+    batch_size: int | None,
+    device: str = "cpu",
 ) -> bytes:
-    """Trace the export copy of ``model`` into serialized ONNX (needs the ``onnx`` package: torch uses it)."""
+    """Trace the export copy of ``model`` into serialized ONNX (needs the ``onnx`` package: torch uses it).
+
+    ``device`` is where the trace runs (cpu, cuda, cuda:N, auto; :mod:`effnet.device`); the graph is the same.
+    """
     require("onnx", "onnx", "ONNX export")
-    exportable = prepare_for_export(model, dynamic=dynamic, logits=logits)
+    where = resolve_device(device)
+    exportable = prepare_for_export(model, dynamic=dynamic, logits=logits).to(where)
     output = LOGITS_NAME if logits else OUTPUT_NAME
     axes: dict[str, dict[int, str]] = {INPUT_NAME: {}, output: {}}
     if batch_size is None:
         axes[INPUT_NAME][0] = axes[output][0] = "batch"
     if dynamic:
         axes[INPUT_NAME].update({2: "height", 3: "width"})
-    example = torch.zeros(batch_size or 1, 3, size, size)
+    example = torch.zeros(batch_size or 1, 3, size, size, device=where)
     buffer = io.BytesIO()
     # The TorchScript exporter (dynamo=False) honours autograd.Function symbolics and needs no
     # onnxscript; its deprecation and tracer warnings are expected here and say nothing to a user.
@@ -136,8 +148,9 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     batch_size: int | None = 1,
     progress: bool = True,
+    device: str = "cpu",
 ) -> Path:
-    """Export to ONNX at ``output`` and return its path.
+    """Export to ONNX at ``output`` and return its path (traced on ``device``).
 
     ``source`` is a :class:`ModelSource` or a model name (then ``weights`` as in
     :class:`effnet.predict.Classifier`: ``None`` = the default record, a record
@@ -157,6 +170,7 @@ def export_onnx(
         logits=logits,
         opset=opset,
         batch_size=batch_size,
+        device=device,
     )
     proto = _finish_onnx(data, onnx_metadata(source, logits=logits, dynamic=dynamic))
     atomic_write(target, lambda tmp: onnx.save_model(proto, str(tmp)), "the ONNX model")

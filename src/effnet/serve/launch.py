@@ -31,6 +31,7 @@ class ServerOptions:
     weights: str | None = None
     backend: str = "auto"  # as the CLI: the fastest installed backend (effnet.backends.AUTO_RANKING)
     precision: str | None = None  # None: the backend's default, which it reports in /v2/models/{name}
+    device: str = "cpu"  # cpu, cuda, cuda:N, auto (effnet.device)
     name: str | None = None  # model name in the v2 API; default: the model name
     threads: int | None = None  # intra-op threads per worker; default: the cores divided among workers
     host: str = "127.0.0.1"
@@ -60,7 +61,15 @@ def load_model(options: ServerOptions) -> ServedModel:
     backend_options: dict = {"threads": options.worker_threads}
     if options.precision is not None:
         backend_options["precision"] = options.precision
-    classifier = Classifier(options.model, options.weights, backend=options.backend, progress=False, **backend_options)
+    classifier = Classifier(
+        options.model,
+        options.weights,
+        backend=options.backend,
+        device=options.device,
+        progress=False,
+        batch_hint=options.config.max_batch,  # a CUDA fast path prepares the batcher's largest batch
+        **backend_options,
+    )
     return ServedModel(classifier, name=options.name)
 
 
