@@ -27,6 +27,16 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["EFFNET_OFFLINE"] = "1"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``@pytest.mark.gpu`` tests skip when CUDA is absent: the one skip the project allows for hardware."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason=f"needs CUDA: torch.cuda.is_available() is False (torch {torch.__version__})")
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip)
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     if _HOME:
         shutil.rmtree(_HOME, ignore_errors=True)

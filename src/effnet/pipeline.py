@@ -91,9 +91,11 @@ class Batch(Generic[T]):
         return np.stack(good)
 
 
-def _decode(item: T, image: ImageSource, name: str, preprocess: Preprocess) -> Decoded[T]:
+def _decode(
+    item: T, image: ImageSource, name: str, preprocess: Preprocess, decode: Callable[..., np.ndarray]
+) -> Decoded[T]:
     try:
-        return Decoded(item, name, decode_crop(image, preprocess))
+        return Decoded(item, name, decode(image, preprocess))
     except (ImageError, OSError) as e:  # OSError: a file that vanished or cannot be read mid-run
         return Decoded(item, name, None, str(e) or type(e).__name__)
 
@@ -106,6 +108,7 @@ def iter_batches(
     workers: int | None = None,
     image_of: Callable[[T], ImageSource] | None = None,
     name_of: Callable[[T], str] | None = None,
+    decode: Callable[[ImageSource, Preprocess], np.ndarray] | None = None,
 ) -> Generator[Batch[T], None, None]:
     """Yield :class:`Batch` es of decoded ``items`` in order, decoding ahead in ``workers`` threads.
 
@@ -113,7 +116,8 @@ def iter_batches(
     ``name_of(item)`` how results name it (default: its path). A batch closes when it holds ``batch_size``
     good crops, so failures never shrink a forward pass. At most ``2 * batch_size + workers`` decodes are in
     flight: enough to keep the pool busy during the next forward pass. Closing the generator early (an error,
-    Ctrl-C, ``break``) cancels the decodes not yet started.
+    Ctrl-C, ``break``) cancels the decodes not yet started. ``decode`` replaces :func:`decode_crop` (the
+    exact Pillow path) with another ``(image, preprocess) -> crop``, e.g. ``--decode gpu``'s.
     """
     if batch_size < 1:
         raise EffnetError(f"batch size must be >= 1, got {batch_size}")
@@ -133,7 +137,7 @@ def iter_batches(
                     return
                 image = get_image(item)
                 name = name_of(item) if name_of is not None else image_name(image)
-                window.append(pool.submit(_decode, item, image, name, preprocess))
+                window.append(pool.submit(_decode, item, image, name, preprocess, decode or decode_crop))
 
         try:
             refill()

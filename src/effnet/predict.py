@@ -7,7 +7,7 @@ backend (normalization in its own input convention) -> probabilities -> labels.
 from __future__ import annotations
 
 import os
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,6 +92,7 @@ class Classifier:
         *,
         backend: str = "torch",
         device: str = "cpu",
+        decode: str = "pillow",
         download: bool = True,
         progress: bool = True,
         **backend_options: Any,
@@ -101,6 +102,14 @@ class Classifier:
         self.labels: tuple[ClassLabel, ...] = self.source.labels
         # device: cpu, cuda, cuda:N or auto (effnet.device); batch_hint=N lets a CUDA fast path prepare batch N.
         self.backend: Backend = create_backend(backend, self.source, device=device, **backend_options)
+        # decode="gpu": nvJPEG + on-GPU resize (effnet.gpu_decode), close to but not exactly Pillow's pixels.
+        self.decoder: Callable[[ImageSource, Preprocess], np.ndarray] = decode_crop
+        if decode == "gpu":
+            from .gpu_decode import GpuDecoder
+
+            self.decoder = GpuDecoder(self.preprocess, device)
+        elif decode != "pillow":
+            raise EffnetError(f"decode must be 'pillow' or 'gpu', got {decode!r}")
 
     @property
     def record(self) -> WeightsRecord | None:
@@ -108,7 +117,7 @@ class Classifier:
 
     def crop(self, image: ImageSource) -> np.ndarray:
         """Decode, resize and crop one image: uint8 HWC RGB at the model's input size."""
-        return decode_crop(image, self.preprocess)
+        return self.decoder(image, self.preprocess)
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 NHWC crops -> float32 [N, num_classes] probabilities."""
@@ -121,7 +130,7 @@ class Classifier:
         self, images: Iterable[ImageSource], batch_size: int = 1, workers: int | None = None
     ) -> Generator[Batch[ImageSource], None, None]:
         """The pipeline with this classifier's preprocessing: batches of decoded crops, in order."""
-        return iter_batches(images, self.preprocess, batch_size=batch_size, workers=workers)
+        return iter_batches(images, self.preprocess, batch_size=batch_size, workers=workers, decode=self.decoder)
 
     def iter_classify(
         self, images: Iterable[ImageSource], top_k: int = 5, batch_size: int = 1, workers: int | None = None

@@ -134,9 +134,7 @@ def resize_crop(image: Image.Image, p: Preprocess) -> Image.Image:
     and ``CenterCrop`` (offsets ``int(round((dim - crop) / 2))``).
     """
     w, h = image.size
-    short, long = (w, h) if w <= h else (h, w)
-    new_short, new_long = p.resize_size, int(p.resize_size * long / short)
-    size = (new_short, new_long) if w <= h else (new_long, new_short)
+    size = resized_size(w, h, p)
     if size != (w, h):
         image = image.resize(size, _RESAMPLE[p.interpolation])
     w, h = image.size
@@ -145,7 +143,7 @@ def resize_crop(image: Image.Image, p: Preprocess) -> Image.Image:
         padded = Image.new("RGB", (max(w, crop), max(h, crop)))
         padded.paste(image, ((max(w, crop) - w) // 2, (max(h, crop) - h) // 2))
         image, (w, h) = padded, padded.size
-    left, top = int(round((w - crop) / 2.0)), int(round((h - crop) / 2.0))
+    left, top = crop_offsets(w, h, crop)
     return image.crop((left, top, left + crop, top + crop))
 
 
@@ -155,6 +153,18 @@ def decode_crop(image: ImageSource, p: Preprocess) -> np.ndarray:
     The one decode step of every path (:mod:`effnet.pipeline`, the server, ``record.transforms()``).
     """
     return np.array(resize_crop(load_image(image), p))  # np.array copies: writable, torch.from_numpy-safe
+
+
+def resized_size(width: int, height: int, p: Preprocess) -> tuple[int, int]:
+    """(width, height) after :func:`resize_crop`'s resize: shorter side ``p.resize_size``, as torchvision."""
+    short, long = (width, height) if width <= height else (height, width)
+    new_short, new_long = p.resize_size, int(p.resize_size * long / short)
+    return (new_short, new_long) if width <= height else (new_long, new_short)
+
+
+def crop_offsets(width: int, height: int, crop: int) -> tuple[int, int]:
+    """(left, top) of the centered ``crop`` square, as torchvision ``CenterCrop``."""
+    return int(round((width - crop) / 2.0)), int(round((height - crop) / 2.0))
 
 
 def normalize(pixels: np.ndarray, p: Preprocess) -> np.ndarray:

@@ -75,14 +75,17 @@ def plan_batches(n: int, sizes: Sequence[int]) -> list[Chunk]:
 
 
 def graph_sizes(batch_size: int) -> tuple[int, ...]:
-    """The batch sizes a fixed-shape runner prepares for a configured ``batch_size``: it, and 1.
+    """The batch sizes a fixed-shape runner prepares for a configured ``batch_size``: the powers of two
+    below it, and it. A partial batch (the last one of a run, a server's batch under light load) is then
+    padded to less than twice its size instead of to ``batch_size``: a lone request does not pay for
+    a whole batch of 64. Each size costs one capture (or compile) at load and its own graph memory.
 
-    Batch 1 as well because single requests (a server at low load, one image to classify) would
-    otherwise pay for a whole padded batch; its graph costs one more capture at load.
+    >>> graph_sizes(1), graph_sizes(6), graph_sizes(64)
+    ((1,), (1, 2, 4, 6), (1, 2, 4, 8, 16, 32, 64))
     """
     if batch_size < 1:
         raise EffnetError(f"batch size must be >= 1, got {batch_size}")
-    return tuple(sorted({1, batch_size}))
+    return (*(1 << i for i in range(batch_size.bit_length()) if 1 << i < batch_size), batch_size)
 
 
 def pad_rows(x: torch.Tensor, size: int) -> torch.Tensor:

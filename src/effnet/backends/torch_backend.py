@@ -9,7 +9,7 @@ Options select faster paths, each verified against fp32 eager in tests/perf:
   bf16 and on CUDA; ``precision="fp16"``: the same in float16, CUDA only;
 - ``device``: ``cpu`` (default), ``cuda``, ``cuda:N`` or ``auto`` (:mod:`effnet.device`);
 - ``cuda_graphs=True`` (CUDA): the model, normalization and softmax captured as CUDA graphs at load for
-  ``batch_size`` and 1; other batch sizes run as chunks of those, the last one padded
+  ``batch_size`` and the powers of two below it; other batch sizes run as chunks of those, padded
   (:mod:`effnet.backends.staging`). With ``compile`` it is ``torch.compile(mode="reduce-overhead")``.
 
 On CUDA the uint8 crops go to the GPU from pinned memory and are normalized there (a quarter of the
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -55,6 +55,7 @@ class TorchBackend:
         cuda_graphs: bool = False,
         batch_size: int | None = None,
         compile_mode: str | None = None,
+        prepared_sizes: Sequence[int] | None = None,
     ) -> None:
         start = time.perf_counter()
         if precision not in PRECISIONS:
@@ -99,7 +100,8 @@ class TorchBackend:
         self._runner: FixedShapeRunner | None = None
         self.compile_s: float | None = None
         if cuda and (cuda_graphs or compile):
-            self.batch_sizes = graph_sizes(batch_size or 1)
+            # prepared_sizes overrides the default set (a benchmark prepares only the size it measures)
+            self.batch_sizes = tuple(prepared_sizes) if prepared_sizes else graph_sizes(batch_size or 1)
             marker = None
             if compile and compile_mode == "reduce-overhead":
                 marker = getattr(torch.compiler, "cudagraph_mark_step_begin", None)

@@ -114,7 +114,7 @@ def backend_options(args: argparse.Namespace) -> dict:
         if args.cuda_graphs:
             options["cuda_graphs"] = True
         if args.cuda_graphs or args.compile:
-            options["batch_size"] = args.batch_size  # the shape prepared at load
+            options["prepared_sizes"] = (args.batch_size,)  # only the shape measured is prepared at load
     elif args.fast or args.compile or args.cuda_graphs:
         raise UsageError(
             f"--fast, --compile and --cuda-graphs are torch options; the {args.backend} backend has its own "

@@ -22,6 +22,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default: %(default)s)")
     add_backend_arguments(p)
     add_device_argument(p)
+    p.add_argument(
+        "--decode",
+        default="pillow",
+        choices=("pillow", "gpu"),
+        help="pillow (default): the exact pixels of the model card's pipeline; gpu: nvJPEG and an "
+        "antialiased bicubic resize on the GPU (needs torchvision and --device cuda; close to, not "
+        "identical with, Pillow's pixels; non-JPEG files still take the Pillow path)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per image per line on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=run)
@@ -50,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         args.weights,
         backend=args.backend,
         device=args.device,
+        decode=args.decode,
         progress=not args.no_progress,
         batch_hint=args.batch_size,
         **options,

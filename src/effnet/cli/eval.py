@@ -38,6 +38,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_backend_arguments(p)
     add_device_argument(p)
+    p.add_argument(
+        "--decode",
+        default="pillow",
+        choices=("pillow", "gpu"),
+        help="pillow (default): the exact pixels of the model card's pipeline; gpu: nvJPEG and an "
+        "antialiased bicubic resize on the GPU (needs torchvision and --device cuda; close to, not "
+        "identical with, Pillow's pixels; non-JPEG files still take the Pillow path)",
+    )
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default: %(default)s)")
     p.add_argument(
         "--workers",
@@ -134,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
         args.weights,
         backend=args.backend,
         device=args.device,
+        decode=args.decode,
         progress=not args.no_progress,
         batch_hint=args.batch_size,
         **options,

@@ -118,7 +118,13 @@ def evaluate(
     start = time.perf_counter()
     # closing(): on an error or Ctrl-C the decoding threads stop now, not when the generator is collected.
     batches = iter_batches(
-        samples, classifier.preprocess, batch_size=batch_size, workers=workers, image_of=_path, name_of=_name
+        samples,
+        classifier.preprocess,
+        batch_size=batch_size,
+        workers=workers,
+        image_of=_path,
+        name_of=_name,
+        decode=getattr(classifier, "decoder", None),  # --decode gpu; default: the exact Pillow path
     )
     with closing(batches):
         for batch in batches:

@@ -1,0 +1,203 @@
+"""The CUDA path of the torch backend: its device-agnostic logic on the CPU, its CUDA parts under ``-m gpu``.
+
+Every GPU path is checked against fp32 eager on the CPU by top-1 agreement on Lite0's real weights
+over the 100 sample images (the issue's target: >= 99 %; bf16 keeps the CPU bf16 criterion: >= 98 %
+with every flip a close call in fp32). ``@pytest.mark.gpu`` tests skip only when CUDA is absent.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from effnet.backends import FASTEST, FASTEST_CUDA, create_backend, resolve_auto
+from effnet.backends.staging import Prefetcher
+from effnet.errors import EffnetError
+from effnet.optimize import HalfBodyModel, fold_batchnorm, to_channels_last
+from tests.perf.perf_helpers import fp32_margin, run_batches, top1_agreement
+from tests.testutils import EXAMPLES, run_cli
+
+gpu = pytest.mark.gpu
+
+
+def _split(crops: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
+    edges = np.cumsum([0, *sizes])
+    assert edges[-1] == len(crops)
+    return [crops[a:b] for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
+# --------------------------------------------------------------------------------------------------
+# On the CPU: the same code paths without CUDA
+# --------------------------------------------------------------------------------------------------
+
+
+def test_iter_probabilities_on_cpu_gives_what_calls_give(lite0_source, sample_crops, fp32_probs):
+    backend = create_backend("torch", lite0_source)
+    sizes = [7, 20, 1, 33, 39]  # uneven batches, as a dataset's last batch and a server's batches are
+    out = np.concatenate(list(backend.iter_probabilities(_split(sample_crops, sizes), depth=2)))
+    assert out.shape == fp32_probs.shape
+    np.testing.assert_allclose(out, fp32_probs, atol=1e-5)
+
+
+def test_fp16_body_with_fp32_head_agrees_with_fp32_on_lite0(lite0_source, sample_crops, fp32_probs):
+    """The fp16 numerics of the CUDA path's model, run on the CPU (slow there, hence CUDA-only in the backend)."""
+    reference = create_backend("torch", lite0_source)
+    model = HalfBodyModel(to_channels_last(fold_batchnorm(reference.model)), torch.float16)
+    assert model.model.stages[0][0].depthwise.conv.weight.dtype == torch.float16
+    assert model.model.head.conv.weight.dtype == torch.float32
+    with torch.inference_mode():
+        probs = np.concatenate(
+            [
+                torch.softmax(model(reference.normalize(c)).float(), dim=1).numpy()
+                for c in _split(sample_crops, [50, 50])
+            ]
+        )
+    agreement, flips = top1_agreement(probs, fp32_probs)
+    assert agreement >= 0.99, f"fp16 top-1 agreement {agreement:.0%}, flipped {flips}"
+
+
+def test_cuda_only_options_are_refused_on_the_cpu(lite0_source):
+    with pytest.raises(EffnetError, match="fp16 runs on CUDA only"):
+        create_backend("torch", lite0_source, precision="fp16")
+    with pytest.raises(EffnetError, match="CUDA graphs need --device cuda"):
+        create_backend("torch", lite0_source, cuda_graphs=True, batch_size=4)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_cpu_backends_refuse_cuda_and_name_the_way_out(lite0_source, backend):
+    with pytest.raises(EffnetError, match=f"the {backend} backend runs on the CPU here.*--backend torch"):
+        create_backend(backend, lite0_source, device="cuda:0")
+
+
+def test_auto_ranking_per_device(monkeypatch):
+    assert resolve_auto("fp32", "cpu")[0] in [b for b, _ in FASTEST["fp32"]]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for precision in ("fp32", "bf16", "fp16"):
+        name, options = resolve_auto(precision, "auto")
+        assert (name, options) == ("torch", {**FASTEST_CUDA[precision][0][1], "device": "auto"})
+        assert options["cuda_graphs"] is True
+    with pytest.raises(EffnetError, match="on CUDA precision must be one of"):
+        resolve_auto("int8", "cuda")
+
+
+def test_cpu_backend_reports_no_setup_on_load(lite0_source):
+    d = create_backend("torch", lite0_source, device="cpu").describe()
+    assert d["device"] == "cpu" and d["compile_s"] is None and d["setup_s"] > 0
+    assert d["cuda_graphs"] is False and d["prepared_batch_sizes"] is None
+
+
+def test_cli_device_errors():
+    r = run_cli("classify", "--model", "efficientnet-lite0", "--device", "gpu", str(EXAMPLES))
+    assert r.returncode == 2 and "device must be one of auto, cpu, cuda, cuda:N, got 'gpu'" in r.stderr
+    if not torch.cuda.is_available():
+        r = run_cli("classify", "--model", "efficientnet-lite0", "--no-progress", "--device", "cuda", str(EXAMPLES))
+        assert r.returncode == 1 and "Traceback" not in r.stderr
+        assert "CUDA requested (--device cuda) but torch.cuda.is_available() is False" in r.stderr
+    r = run_cli("bench", "--backend", "onnxruntime", "--device", "cuda", "--model", "efficientnet-lite0")
+    assert r.returncode == 2 and "the onnxruntime backend runs on the CPU" in r.stderr
+
+
+def test_bench_json_reports_setup_and_compile_time():
+    r = run_cli(
+        "bench", "--model", "efficientnet-lite0", "--random-weights", "--iterations", "1", "--warmup", "0", "--json"
+    )
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads(r.stdout)["config"]
+    assert cfg["setup_s"] > 0 and cfg["compile_s"] is None and cfg["device"] == "cpu"
+
+
+# --------------------------------------------------------------------------------------------------
+# On CUDA (pytest -m gpu; benchmarks/gpu_check.sh)
+# --------------------------------------------------------------------------------------------------
+
+GPU_PATHS = {
+    "eager fp32": {},
+    "fast fp32": {"fast": True},
+    "graphs fp32": {"cuda_graphs": True, "batch_size": 20},
+    "graphs fp16": {"cuda_graphs": True, "batch_size": 20, "precision": "fp16"},
+    "graphs bf16": {"cuda_graphs": True, "batch_size": 20, "precision": "bf16"},
+    "compiled fp16": {"compile": True, "batch_size": 20, "precision": "fp16"},
+    "compiled+graphs bf16": {"compile": True, "cuda_graphs": True, "batch_size": 20, "precision": "bf16"},
+}
+
+
+@gpu
+@pytest.mark.parametrize("path", list(GPU_PATHS))
+def test_gpu_path_agrees_with_cpu_fp32(path, lite0_source, sample_crops, fp32_probs):
+    options = GPU_PATHS[path]
+    backend = create_backend("torch", lite0_source, device="cuda", **options)
+    assert backend.device.type == "cuda"
+    probs = run_batches(backend, sample_crops)  # batches of 20, with graphs exactly the prepared size
+    agreement, flips = top1_agreement(probs, fp32_probs)
+    print(f"{path}: top-1 agreement with CPU fp32 {agreement:.2%}, flips {flips}")
+    if backend.precision == "bf16":
+        assert agreement >= 0.98, f"{path}: {agreement:.0%}, flips {flips}"
+        assert all(fp32_margin(fp32_probs, i) < 0.05 for i in flips)
+    else:
+        assert agreement >= 0.99, f"{path}: {agreement:.0%}, flips {flips}"
+    if backend.precision == "fp32":
+        assert np.abs(probs - fp32_probs).max() < 1e-2  # TF32 convolutions are allowed by PyTorch's default
+    if options.get("cuda_graphs") or options.get("compile"):
+        assert backend.compile_s is not None and backend.describe()["prepared_batch_sizes"]
+
+
+@gpu
+def test_graphs_pad_partial_batches_and_split_large_ones(lite0_source, sample_crops):
+    eager = create_backend("torch", lite0_source, device="cuda", fast=True)
+    graphs = create_backend("torch", lite0_source, device="cuda", cuda_graphs=True, prepared_sizes=(8,))
+    assert graphs.describe()["cuda_graphs"] is True
+    for n in (1, 5, 8, 13, 21):  # padded, exact, split + padded
+        x = sample_crops[:n]
+        np.testing.assert_allclose(graphs(x), eager(x), atol=1e-4)
+
+
+@gpu
+def test_iter_probabilities_overlapped_on_cuda_gives_what_calls_give(lite0_source, sample_crops):
+    backend = create_backend("torch", lite0_source, device="cuda", cuda_graphs=True, batch_size=32)
+    batches = _split(sample_crops, [32, 32, 32, 4])
+    out = np.concatenate(list(backend.iter_probabilities(batches, depth=2)))
+    np.testing.assert_allclose(out, np.concatenate([backend(b) for b in batches]), atol=1e-5)
+
+
+@gpu
+def test_prefetcher_on_cuda_uploads_from_pinned_buffers_on_a_side_stream():
+    rng = np.random.default_rng(0)
+    batches = [rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8) for n in (4, 9, 2, 9, 9)]
+    pre = Prefetcher(batches, "cuda", depth=2)
+    assert pre.staging and pre._stream is not None
+    out = [t for t in pre]
+    torch.cuda.synchronize()
+    for t, b in zip(out, batches, strict=True):
+        assert t.device.type == "cuda" and np.array_equal(t.cpu().numpy(), b)
+
+
+@gpu
+def test_gpu_decode_is_close_to_pillow(lite0_source, sample_images, sample_crops):
+    from effnet.gpu_decode import GpuDecoder
+
+    decoder = GpuDecoder(lite0_source.preprocess, "cuda")
+    crops = np.stack([decoder(p) for p in sample_images])
+    assert crops.shape == sample_crops.shape
+    diff = np.abs(crops.astype(np.int16) - sample_crops.astype(np.int16))
+    print(f"gpu decode vs Pillow: mean |delta| {diff.mean():.3f}, max {diff.max()}, fallbacks {decoder.fallbacks}")
+    assert diff.mean() < 2.0
+    backend = create_backend("torch", lite0_source, device="cuda")
+    agreement, flips = top1_agreement(run_batches(backend, crops), run_batches(backend, sample_crops))
+    print(f"gpu decode: top-1 agreement with the Pillow path {agreement:.2%}, flips {flips}")
+    assert agreement >= 0.95
+
+
+@gpu
+def test_cli_on_cuda():
+    r = run_cli("classify", "--device", "cuda", "--model", "efficientnet-lite0", "--no-progress", str(EXAMPLES))
+    assert r.returncode == 0, r.stderr
+    r = run_cli(
+        "bench", "--device", "cuda", "--model", "efficientnet-lite0", "--random-weights", "--batch-size", "8",
+        "--cuda-graphs", "--iterations", "5", "--json",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads(r.stdout)["config"]
+    assert cfg["compile_s"] > 0 and cfg["device"].startswith("cuda")
