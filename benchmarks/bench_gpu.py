@@ -47,9 +47,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from effnet.backends import create_backend  # noqa: E402
-from effnet.backends.torch_backend import normalize_on_device  # noqa: E402
 from effnet.device import describe_device, resolve_device  # noqa: E402
-from effnet.predict import Classifier, resolve_source  # noqa: E402
+from effnet.predict import Classifier  # noqa: E402
+from effnet.preprocess import normalize_tensor  # noqa: E402
+from effnet.source import resolve_source  # noqa: E402
 
 DOC_BEGIN, DOC_END = "<!-- bench_gpu:begin -->", "<!-- bench_gpu:end -->"
 TIMM_NAMES = {"efficientnet-b5": "tf_efficientnet_b5", "efficientnet-lite0": "tf_efficientnet_lite0"}
@@ -105,8 +106,6 @@ def timm_paths(args, source, device: torch.device, batch: int, pixels: torch.Ten
     except ImportError:
         return []
     p = source.preprocess
-    mean = torch.tensor(p.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(p.std, device=device).view(1, 3, 1, 1)
     name = args.timm_model or TIMM_NAMES.get(source.model)
     if name is None:
         log(f"no timm name for {source.model}: pass --timm-model")
@@ -118,7 +117,7 @@ def timm_paths(args, source, device: torch.device, batch: int, pixels: torch.Ten
     def runner(model, *, channels_last: bool, dtype: torch.dtype | None):
         def call():
             with torch.inference_mode():
-                x = normalize_on_device(pixels, mean, std, bgr=False, channels_last=channels_last)
+                x = normalize_tensor(pixels, p, channels_last=channels_last)  # effnet's own, on the device
                 if dtype is None:
                     y = model(x)
                 else:

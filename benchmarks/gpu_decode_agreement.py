@@ -27,8 +27,8 @@ sys.path.insert(0, str(REPO / "src"))
 from effnet.backends import create_backend  # noqa: E402
 from effnet.device import resolve_device  # noqa: E402
 from effnet.gpu_decode import GpuDecoder, gpu_resize_crop  # noqa: E402
-from effnet.predict import resolve_source  # noqa: E402
 from effnet.preprocess import find_images, load_image, resize_crop  # noqa: E402
+from effnet.source import resolve_source  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,7 +29,8 @@ sys.path.insert(0, str(REPO / "src"))
 
 from effnet.backends import create_backend  # noqa: E402
 from effnet.device import resolve_device  # noqa: E402
-from effnet.predict import resolve_source  # noqa: E402
+from effnet.preprocess import normalize_tensor  # noqa: E402
+from effnet.source import resolve_source  # noqa: E402
 
 # Kernel name patterns -> kind, first match wins (cuDNN/CUTLASS/inductor/aten names).
 KINDS: tuple[tuple[str, str], ...] = (
@@ -101,17 +102,13 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 import timm
 
-                from effnet.backends.torch_backend import normalize_on_device
-
                 m = timm.create_model("tf_efficientnet_b5", pretrained=False).eval().to(device)
                 m = m.to(memory_format=torch.channels_last)
                 p = source.preprocess
-                mean = torch.tensor(p.mean, device=device).view(1, 3, 1, 1)
-                std = torch.tensor(p.std, device=device).view(1, 3, 1, 1)
 
-                def timm_call(m=m, mean=mean, std=std):
+                def timm_call(m=m, p=p):
                     with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
-                        x = normalize_on_device(pixels, mean, std, bgr=False, channels_last=True)
+                        x = normalize_tensor(pixels, p, channels_last=True)
                         return torch.softmax(m(x).float(), 1).cpu()
 
                 calls["timm bf16 autocast channels_last eager"] = timm_call

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from effnet.backends import FASTEST, FASTEST_CUDA, create_backend, resolve_auto
+from effnet.backends import AUTO_RANKING, AUTO_RANKING_CUDA, auto_ranking, create_backend, resolve_auto
 from effnet.backends.staging import Prefetcher
 from effnet.errors import EffnetError
 from effnet.optimize import HalfBodyModel, fold_batchnorm, to_channels_last
@@ -36,10 +36,10 @@ def _split(crops: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
 
 def test_iter_probabilities_on_cpu_gives_what_calls_give(lite0_source, sample_crops, fp32_probs):
     backend = create_backend("torch", lite0_source)
-    sizes = [7, 20, 1, 33, 39]  # uneven batches, as a dataset's last batch and a server's batches are
-    out = np.concatenate(list(backend.iter_probabilities(_split(sample_crops, sizes), depth=2)))
-    assert out.shape == fp32_probs.shape
-    np.testing.assert_allclose(out, fp32_probs, atol=1e-5)
+    sizes = [7, 20, 1, 12]  # uneven batches, as a dataset's last batch and a server's batches are
+    out = np.concatenate(list(backend.iter_probabilities(_split(sample_crops[:40], sizes), depth=2)))
+    assert out.shape == (40, fp32_probs.shape[1])
+    np.testing.assert_allclose(out, fp32_probs[:40], atol=1e-5)
 
 
 def test_fp16_body_with_fp32_head_agrees_with_fp32_on_lite0(lite0_source, sample_crops, fp32_probs):
@@ -73,13 +73,19 @@ def test_cpu_backends_refuse_cuda_and_name_the_way_out(lite0_source, backend):
 
 
 def test_auto_ranking_per_device(monkeypatch):
-    assert resolve_auto("fp32", "cpu")[0] in [b for b, _ in FASTEST["fp32"]]
+    assert auto_ranking("cpu") is AUTO_RANKING
+    assert resolve_auto("fp32", "cpu")[0] in [c.backend for c in AUTO_RANKING.paths["fp32"]]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert auto_ranking("auto") is AUTO_RANKING_CUDA and auto_ranking("cuda:0") is AUTO_RANKING_CUDA
+    assert "not measured" in AUTO_RANKING_CUDA.measured_on
     for precision in ("fp32", "bf16", "fp16"):
-        name, options = resolve_auto(precision, "auto")
-        assert (name, options) == ("torch", {**FASTEST_CUDA[precision][0][1], "device": "auto"})
-        assert options["cuda_graphs"] is True
-    with pytest.raises(EffnetError, match="on CUDA precision must be one of"):
+        first, fallback = AUTO_RANKING_CUDA.paths[precision]
+        assert first.backend == fallback.backend == "torch"
+        assert first.options["cuda_graphs"] is True and "cuda_graphs" not in fallback.options
+        assert first.options.get("precision", "fp32") == precision
+        assert resolve_auto(precision, "auto") == ("torch", dict(first.options))
+    with pytest.raises(EffnetError, match="precision must be one of fp32, bf16, fp16"):
         resolve_auto("int8", "cuda")
 
 
@@ -102,8 +108,9 @@ def test_cli_device_errors():
 
 def test_bench_json_reports_setup_and_compile_time():
     r = run_cli(
-        "bench", "--model", "efficientnet-lite0", "--random-weights", "--iterations", "1", "--warmup", "0", "--json"
-    )
+        "bench", "--backend", "torch", "--model", "efficientnet-lite0", "--random-weights",
+        "--iterations", "1", "--warmup", "0", "--json",
+    )  # fmt: skip
     assert r.returncode == 0, r.stderr
     cfg = json.loads(r.stdout)["config"]
     assert cfg["setup_s"] > 0 and cfg["compile_s"] is None and cfg["device"] == "cpu"
@@ -142,6 +149,14 @@ def test_gpu_path_agrees_with_cpu_fp32(path, lite0_source, sample_crops, fp32_pr
         assert np.abs(probs - fp32_probs).max() < 1e-2  # TF32 convolutions are allowed by PyTorch's default
     if options.get("cuda_graphs") or options.get("compile"):
         assert backend.compile_s is not None and backend.describe()["prepared_batch_sizes"]
+
+
+@gpu
+def test_auto_on_cuda_captures_graphs_for_the_callers_batch(lite0_source):
+    backend = create_backend("auto", lite0_source, device="cuda", batch_hint=20)
+    d = backend.describe()
+    assert backend.name == "torch" and d["cuda_graphs"] is True and d["prepared_batch_sizes"] == [1, 2, 4, 8, 16, 20]
+    assert backend.auto_choice["fallbacks"] == []
 
 
 @gpu
