@@ -55,6 +55,13 @@ step() {  # step NAME TIMEOUT_S COMMAND...
   echo "=== [$name] $verdict in ${dt}s"
 }
 
+# The tests and benchmarks read ../shared/imagenet/sample (100 JPEGs, never in git). A device machine that
+# got a shared/ folder inside the checkout instead gets the ../shared link the code expects.
+if [ ! -d ../shared/imagenet/sample ] && [ -d shared/imagenet/sample ] && [ ! -e ../shared ]; then
+  ln -s "$PWD/shared" ../shared && echo "linked ../shared -> $PWD/shared"
+fi
+[ -d ../shared/imagenet/sample ] || echo "WARNING: ../shared/imagenet/sample is missing: sample-based tests skip, e2e and agreement fail"
+
 if [ -d .gpu-wheels ]; then
   echo "installing carried wheels from .gpu-wheels (no network, no deps)"
   "$PY" -m pip install -q --no-index --no-deps --find-links .gpu-wheels .gpu-wheels/*.whl || echo "wheel install failed"

@@ -97,6 +97,8 @@ class Classifier:
         progress: bool = True,
         **backend_options: Any,
     ) -> None:
+        if decode not in ("pillow", "gpu"):
+            raise EffnetError(f"decode must be 'pillow' or 'gpu', got {decode!r}")
         self.source: ModelSource = resolve_source(name, weights, download=download, progress=progress)
         self.preprocess: Preprocess = self.source.preprocess
         self.labels: tuple[ClassLabel, ...] = self.source.labels
@@ -108,8 +110,6 @@ class Classifier:
             from .gpu_decode import GpuDecoder
 
             self.decoder = GpuDecoder(self.preprocess, device)
-        elif decode != "pillow":
-            raise EffnetError(f"decode must be 'pillow' or 'gpu', got {decode!r}")
 
     @property
     def record(self) -> WeightsRecord | None:

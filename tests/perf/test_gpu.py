@@ -126,8 +126,9 @@ GPU_PATHS = {
     "graphs fp32": {"cuda_graphs": True, "batch_size": 20},
     "graphs fp16": {"cuda_graphs": True, "batch_size": 20, "precision": "fp16"},
     "graphs bf16": {"cuda_graphs": True, "batch_size": 20, "precision": "bf16"},
-    "compiled fp16": {"compile": True, "batch_size": 20, "precision": "fp16"},
-    "compiled+graphs bf16": {"compile": True, "cuda_graphs": True, "batch_size": 20, "precision": "bf16"},
+    # one prepared size each: a compile per size
+    "compiled fp16": {"compile": True, "prepared_sizes": (20,), "precision": "fp16"},
+    "compiled+graphs bf16": {"compile": True, "cuda_graphs": True, "prepared_sizes": (20,), "precision": "bf16"},
 }
 
 
@@ -216,3 +217,14 @@ def test_cli_on_cuda():
     assert r.returncode == 0, r.stderr
     cfg = json.loads(r.stdout)["config"]
     assert cfg["compile_s"] > 0 and cfg["device"].startswith("cuda")
+
+
+def test_serve_batching_defaults_follow_the_device(capsys, monkeypatch):
+    from effnet.cli import main
+    from effnet.cli.serve import BATCHING_DEFAULTS
+
+    assert BATCHING_DEFAULTS["cpu"] == {"max_batch": 8, "max_queue": 64}
+    assert BATCHING_DEFAULTS["cuda"]["max_batch"] > BATCHING_DEFAULTS["cpu"]["max_batch"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["serve", "--model", "efficientnet-lite0", "--device", "cuda"]) == 1
+    assert "CUDA requested (--device cuda)" in capsys.readouterr().err

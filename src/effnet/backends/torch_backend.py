@@ -9,7 +9,8 @@ Options select faster paths, each verified against fp32 eager in tests/perf:
   bf16 and on CUDA; ``precision="fp16"``: the same in float16, CUDA only;
 - ``device``: ``cpu`` (default), ``cuda``, ``cuda:N`` or ``auto`` (:mod:`effnet.device`);
 - ``cuda_graphs=True`` (CUDA): the model, normalization and softmax captured as CUDA graphs at load for
-  ``batch_size`` and the powers of two below it; other batch sizes run as chunks of those, padded
+  ``batch_size`` and the powers of two below it (compiled: 1 and ``batch_size``); other batch sizes run as
+  chunks of those, padded
   (:mod:`effnet.backends.staging`). With ``compile`` it is ``torch.compile(mode="reduce-overhead")``.
 
 On CUDA the uint8 crops go to the GPU from pinned memory and are normalized there (a quarter of the
@@ -100,8 +101,16 @@ class TorchBackend:
         self._runner: FixedShapeRunner | None = None
         self.compile_s: float | None = None
         if cuda and (cuda_graphs or compile):
-            # prepared_sizes overrides the default set (a benchmark prepares only the size it measures)
-            self.batch_sizes = tuple(prepared_sizes) if prepared_sizes else graph_sizes(batch_size or 1)
+            # prepared_sizes overrides the default set (a benchmark prepares only the size it measures).
+            # Graphs: the powers of two (a capture takes a few forward passes). Compiling: only 1 and the
+            # batch size, since each size is a compile of its own (tens of seconds for B5), and dynamo
+            # stops recompiling after torch._dynamo.config.recompile_limit (8) shapes.
+            if prepared_sizes:
+                self.batch_sizes = tuple(sorted(set(prepared_sizes)))
+            elif compile:
+                self.batch_sizes = tuple(sorted({1, batch_size or 1}))
+            else:
+                self.batch_sizes = graph_sizes(batch_size or 1)
             marker = None
             if compile and compile_mode == "reduce-overhead":
                 marker = getattr(torch.compiler, "cudagraph_mark_step_begin", None)
