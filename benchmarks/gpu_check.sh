@@ -6,6 +6,7 @@
 #   4. benchmarks/bench_gpu.py: timm and every effnet GPU path interleaved at batch 1 and 256, plus eval
 #      end to end from JPEG files (writes docs/performance.md's GPU block when on CUDA);
 #   5. benchmarks/profile_gpu.py: torch.profiler top ops at batch 256 and 1;
+#   6. benchmarks/bench_decode.py: Pillow decode + resize + crop with the machine's cores (threads, processes);
 # then a summary. Everything is teed to $OUT/log (OUT defaults to a new temp folder); each step has its
 # own timeout so one slow step cannot eat the others' time, and torch.compile uses its default mode or
 # mode="reduce-overhead" only (never max-autotune: minutes of kernel benchmarking).
@@ -89,7 +90,8 @@ if [ $DRY = 1 ]; then
   DEV=cpu
   BENCH=(--device cpu --batch-sizes 1,2 --model efficientnet-lite0 --rounds 1 --per-round 1 --e2e-repeat 1)
   PROFILE=(--device cpu --batch-sizes 1 --model efficientnet-lite0 --steps 1 --rows 10)
-  LIMITS=(300 300 600 300)
+  LIMITS=(300 300 600 300 300)
+  DECODE=(--workers 1,2 --rounds 1 --repeat 1)
 else
   DEV=cuda
   # Four B5 compiles fit the limit (timm default + reduce-overhead, effnet compiled+graphs bf16 at 1 and 256);
@@ -97,13 +99,15 @@ else
   BENCH=(--device cuda --batch-sizes 1,256 --rounds 5 --per-round 5 --e2e-repeat 4 --write-docs
          --json "$OUT/bench_gpu.json" --skip "compiled+graphs fp16" "effnet compiled bf16")
   PROFILE=(--device cuda --batch-sizes 256,1 --steps 5 --rows 25)
-  LIMITS=(130 40 220 60)  # sum 450 s + setup: under 8 minutes
+  LIMITS=(125 35 205 55 30)  # sum 450 s + setup: under 8 minutes
+  DECODE=(--rounds 1 --repeat 1)
 fi
 
 step "pytest -m gpu" "${LIMITS[0]}" "$PY" -m pytest -m gpu -q -rA -p no:cacheprovider tests/perf/test_gpu.py tests/unit
 step "nvJPEG agreement" "${LIMITS[1]}" "$PY" benchmarks/gpu_decode_agreement.py --device $DEV
 step "bench_gpu" "${LIMITS[2]}" "$PY" benchmarks/bench_gpu.py "${BENCH[@]}"
 step "profile" "${LIMITS[3]}" "$PY" benchmarks/profile_gpu.py "${PROFILE[@]}"
+step "decode throughput" "${LIMITS[4]}" "$PY" benchmarks/bench_decode.py "${DECODE[@]}"
 
 echo
 echo "=== summary (total $(($(date +%s) - START))s; log: $LOG)"
