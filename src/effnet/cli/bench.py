@@ -104,13 +104,16 @@ def backend_options(args: argparse.Namespace) -> dict:
         # What each candidate takes is kept by create_backend: openvino gets the static batch and streams,
         # torch the device and (on CUDA) the one batch shape to prepare at load.
         options["batch_size"] = args.batch_size
-        options["device"] = args.device
-        options["prepared_sizes"] = (args.batch_size,)
+        if args.device != "cpu":
+            options["device"] = args.device
+            options["prepared_sizes"] = (args.batch_size,)
         if args.streams > 1:
             options["streams"] = args.streams
         return options
     if args.backend == "torch":
-        options.update(fast=args.fast, compile=args.compile, device=args.device)
+        options.update(fast=args.fast, compile=args.compile)
+        if args.device != "cpu":  # the CPU is the default: the report's options stay as they were
+            options["device"] = args.device
         if args.cuda_graphs:
             options["cuda_graphs"] = True
         if args.cuda_graphs or args.compile:
