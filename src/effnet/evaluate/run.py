@@ -21,14 +21,14 @@ import numpy as np
 from ..errors import EffnetError
 from ..labels import ClassLabel
 from ..pipeline import default_workers, iter_batches
-from ..source import weights_label
+from ..source import ModelSource, weights_label
 from .datasets import Dataset, DatasetError, Sample, find_dataset
 from .report import TOP_K, ClassResult, Confusion, EvalReport, Failure, ImageOutcome, Progress
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..predict import Classifier
 
-__all__ = ["evaluate"]
+__all__ = ["Tally", "build_report", "evaluate"]
 
 
 def _path(sample: Sample) -> os.PathLike:
@@ -39,8 +39,11 @@ def _name(sample: Sample) -> str:
     return str(sample.path)
 
 
-class _Tally:
-    """Per-class hit counts, top-1 confusions and per-image outcomes, accumulated batch by batch."""
+class Tally:
+    """Per-class hit counts, top-1 confusions and per-image outcomes, accumulated batch by batch.
+
+    Public so that other engines (``effnet eval --engine ray``) fill the same report from their rows.
+    """
 
     def __init__(self, labels: Sequence[ClassLabel], k: int) -> None:
         self.labels, self.k = labels, k
@@ -52,8 +55,12 @@ class _Tally:
 
     def add(self, samples: Sequence[Sample], probs: np.ndarray) -> None:
         # Stable sort on -p: ties resolve to the lower class index, as Classifier.top_k does.
-        top = np.argsort(-probs, axis=1, kind="stable")[:, : self.k]
-        for sample, row in zip(samples, top.tolist(), strict=True):
+        self.add_top(samples, np.argsort(-probs, axis=1, kind="stable")[:, : self.k].tolist())
+
+    def add_top(self, samples: Sequence[Sample], top: Sequence[Sequence[int]]) -> None:
+        """Add images by their top-k class indices, best first (what ``predict.top_k`` gives)."""
+        for sample, row in zip(samples, top, strict=True):
+            row = list(row)[: self.k]
             y = sample.label
             self.counts[y] += 1
             self.hits1[y] += row[0] == y
@@ -112,7 +119,7 @@ def evaluate(
     num_classes = len(labels)
     k = min(TOP_K, num_classes)
 
-    tally = _Tally(labels, k)
+    tally = Tally(labels, k)
     failures: list[Failure] = []
     inference_s = wait_s = 0.0
     start = time.perf_counter()
@@ -155,20 +162,56 @@ def evaluate(
                 )
     seconds = time.perf_counter() - start
 
+    return build_report(
+        classifier.source,
+        dataset,
+        samples,
+        tally,
+        failures,
+        backend=classifier.backend.name,
+        precision=classifier.backend.precision,
+        seconds=seconds,
+        inference_seconds=inference_s,
+        decode_wait_seconds=wait_s,
+        batch_size=batch_size,
+        workers=workers,
+        limit=limit,
+        max_confused=max_confused,
+    )
+
+
+def build_report(
+    source: ModelSource,
+    dataset: Dataset,
+    samples: Sequence[Sample],
+    tally: Tally,
+    failures: Sequence[Failure],
+    *,
+    backend: str,
+    precision: str,
+    seconds: float,
+    inference_seconds: float,
+    decode_wait_seconds: float,
+    batch_size: int,
+    workers: int,
+    limit: int | None,
+    max_confused: int = 20,
+) -> EvalReport:
+    """The :class:`EvalReport` of a finished run; raises :class:`DatasetError` when nothing could be decoded."""
     if not tally.outcomes:
         first = failures[0].error if failures else "no images"
         raise DatasetError(
             f"none of the {len(samples):,} images in {dataset.root} could be decoded; first error: {first}"
         )
-    record = classifier.record
+    record = source.record
     return EvalReport(
-        model=classifier.source.model,
-        weights=weights_label(classifier.source),
-        backend=classifier.backend.name,
-        precision=classifier.backend.precision,
+        model=source.model,
+        weights=weights_label(source),
+        backend=backend,
+        precision=precision,
         dataset=str(dataset.root),
         layout=dataset.layout,
-        preprocess=classifier.preprocess,
+        preprocess=source.preprocess,
         total=len(samples),
         count=len(tally.outcomes),
         failed=len(failures),
@@ -180,8 +223,8 @@ def evaluate(
         images=tuple(tally.outcomes),
         reference=record.metrics if record else None,
         seconds=seconds,
-        inference_seconds=inference_s,
-        decode_wait_seconds=wait_s,
+        inference_seconds=inference_seconds,
+        decode_wait_seconds=decode_wait_seconds,
         batch_size=batch_size,
         workers=workers,
         limit=limit,
