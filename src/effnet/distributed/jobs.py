@@ -1,0 +1,98 @@
+"""What ``effnet classify --engine ray`` runs after parsing: connect, build the pipeline, write, summarize.
+
+Cluster: ``--ray-address ADDR`` (``auto``, ``ray://host:10001``, ``host:6379``, or ``local`` for a fresh
+local Ray); without it, ``RAY_ADDRESS`` or a running cluster on this machine (``ray start``) is joined,
+else a local Ray is started for the run and stopped at its end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+import ray.data
+
+from ..errors import EffnetError
+from .data import PipelineOptions, build_pipeline, default_workers, ship_weights
+from .io import WriteSummary, output_spec, read_inputs, write_results
+
+__all__ = ["ClassifyJob", "connected", "run_classify"]
+
+log = logging.getLogger("effnet.distributed")
+
+
+@contextlib.contextmanager
+def connected(address: str | None, *, progress: bool = True) -> Iterator[str]:
+    """Joined to (or started) a Ray cluster for the block; yields a description of where."""
+    ray.data.DataContext.get_current().enable_progress_bars = progress
+    # Ray Data's INFO lines (plans, per-operator logs) would bury the summary; its progress bars stay.
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    if ray.is_initialized():
+        yield "the current Ray session"
+        return
+    common: dict[str, Any] = {"logging_level": logging.WARNING}
+    try:
+        if address == "local":
+            ray.init(include_dashboard=False, **common)
+            where = "a local Ray started for this run"
+        elif address is None and not os.environ.get("RAY_ADDRESS"):
+            try:
+                ray.init(address="auto", **common)
+                where = "the Ray cluster running on this machine"
+            except ConnectionError:
+                ray.init(include_dashboard=False, **common)
+                where = "a local Ray started for this run"
+        else:
+            ray.init(address=address, **common)  # None: RAY_ADDRESS
+            where = f"the Ray cluster at {address or os.environ['RAY_ADDRESS']}"
+    except (ConnectionError, ValueError, RuntimeError) as e:
+        target = address or os.environ.get("RAY_ADDRESS")
+        raise EffnetError(f"cannot connect to the Ray cluster at {target}: {e}") from None
+    try:
+        yield where
+    finally:
+        ray.shutdown()
+
+
+@dataclass(frozen=True)
+class ClassifyJob:
+    """``effnet classify --engine ray`` after parsing."""
+
+    paths: Sequence[str]
+    output: str
+    model: str = "efficientnet-b5"
+    weights: str | None = None
+    from_list: Sequence[str] = ()
+    address: str | None = None
+    options: PipelineOptions = field(default_factory=PipelineOptions)
+    progress: bool = True
+
+
+def run_classify(job: ClassifyJob) -> WriteSummary:
+    """Classify ``job.paths`` into ``job.output``; prints one summary line on stderr."""
+    job.options.check()
+    spec = output_spec(job.output)  # a bad --output fails now, not after the run
+    with connected(job.address, progress=job.progress) as where:
+        started = time.perf_counter()
+        shipped = ship_weights(job.model, job.weights, job.options, progress=job.progress)
+        workers = job.options.workers or default_workers(job.options.cpus_per_worker, job.options.decode_cpus)
+        options = PipelineOptions(**{**job.options.__dict__, "workers": workers})
+        results = build_pipeline(read_inputs(job.paths, job.from_list), shipped, options)
+        summary = write_results(results, spec)
+        seconds = time.perf_counter() - started
+    pool = f"{workers[0]}-{workers[1]}" if isinstance(workers, tuple) else str(workers)
+    rate = summary.rows / seconds if seconds > 0 else float("nan")
+    print(
+        f"effnet: {summary.rows:,} images, {summary.errors:,} errors, {rate:.1f} images/s, {pool} workers "
+        f"({shipped.spec.backend}, {seconds:.1f} s on {where}) -> {summary.path}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return summary
