@@ -16,10 +16,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     from . import add_backend_arguments, add_device_argument, add_model_arguments
 
     p = sub.add_parser("classify", help="classify images", description=__doc__)
-    p.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders (searched recursively)")
+    p.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="image files and/or folders (searched recursively); with --engine ray also URIs (s3://, gs://, file://)",
+    )
     add_model_arguments(p)
     p.add_argument("--top-k", type=int, default=5, help="labels per image (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default: %(default)s)")
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="images per forward pass (default: 1; 8 with --engine ray)"
+    )
     add_backend_arguments(p)
     add_device_argument(p)
     p.add_argument(
@@ -32,7 +39,120 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", action="store_true", help="one JSON object per image per line on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_ray_arguments(p, workers=True)
+    p.add_argument(
+        "--output",
+        metavar="OUT",
+        default=None,
+        help="--engine ray: OUT.jsonl (the lines of --json) or a folder / OUT.parquet (Parquet), written atomically",
+    )
+    p.add_argument(
+        "--from-list",
+        metavar="FILE",
+        action="append",
+        default=[],
+        help="--engine ray: a text file of image paths or URIs, one per line (read in the cluster)",
+    )
     p.set_defaults(func=run)
+
+
+def add_ray_arguments(p: argparse.ArgumentParser, *, workers: bool) -> None:
+    """--engine and the Ray options, shared by classify and eval (docs/distributed.md)."""
+    p.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local (default): this process; ray: a Ray cluster (pip install 'effnet[ray]')",
+    )
+    p.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        default=None,
+        help="--engine ray: cluster to join (auto, host:6379, ray://host:10001, or local); default: RAY_ADDRESS "
+        "or a cluster running here, else a local Ray for this run",
+    )
+    if workers:
+        p.add_argument(
+            "--workers",
+            default=None,
+            metavar="N|MIN:MAX",
+            help="--engine ray: inference actors (default: one per node)",
+        )
+    p.add_argument(
+        "--cpus-per-worker",
+        type=float,
+        default=None,
+        metavar="F",
+        help="--engine ray: CPUs each inference actor reserves and uses (default: 1 reserved, all cores used)",
+    )
+    p.add_argument(
+        "--gpus-per-worker", type=float, default=0.0, metavar="F", help="--engine ray: GPUs per inference actor"
+    )
+
+
+def ray_workers(text: str | None) -> int | tuple[int, int] | None:
+    """``--workers`` for --engine ray: N, or MIN:MAX for an autoscaling pool."""
+    from . import UsageError
+
+    if text is None:
+        return None
+    try:
+        if ":" in text:
+            low, high = (int(x) for x in text.split(":", 1))
+            return low, high
+        return int(text)
+    except ValueError:
+        raise UsageError(f"--workers is N or MIN:MAX, got {text!r}") from None
+
+
+def ray_options(args: argparse.Namespace, batch_size: int, workers: int | tuple[int, int] | None):
+    """The Ray pipeline's options from the parsed flags (after checking Ray is installed)."""
+    from ..distributed.data import PipelineOptions
+
+    return PipelineOptions(
+        backend=args.backend,
+        precision=args.precision,
+        top_k=getattr(args, "top_k", 5),
+        batch_size=batch_size,
+        workers=workers,
+        cpus_per_worker=args.cpus_per_worker,
+        gpus_per_worker=args.gpus_per_worker,
+    )
+
+
+def _run_ray(args: argparse.Namespace) -> int:
+    from ..distributed import check_installed
+    from . import UsageError
+
+    check_installed("effnet classify --engine ray")
+    if args.output is None or args.json:
+        raise UsageError("--engine ray writes --output OUT (.jsonl, .parquet or a folder), not --json on stdout")
+    if not args.paths and not args.from_list:
+        raise UsageError(
+            "the following arguments are required: PATH (image files, folders or URIs) or --from-list FILE"
+        )
+    from ..distributed.jobs import ClassifyJob, run_classify
+
+    options = ray_options(args, args.batch_size or 8, ray_workers(args.workers))
+    from ..errors import EffnetError
+
+    try:
+        options.check()
+    except EffnetError as e:
+        raise UsageError(str(e)) from None
+    summary = run_classify(
+        ClassifyJob(
+            paths=args.paths,
+            output=args.output,
+            model=args.model,
+            weights=args.weights,
+            from_list=args.from_list,
+            address=args.ray_address,
+            options=options,
+            progress=not args.no_progress,
+        )
+    )
+    return 1 if summary.errors else 0
 
 
 def _print_human(r: ImageResult) -> None:
@@ -47,8 +167,14 @@ def _print_human(r: ImageResult) -> None:
 def run(args: argparse.Namespace) -> int:
     from . import UsageError
 
-    if args.top_k < 1 or args.batch_size < 1:
+    if args.top_k < 1 or (args.batch_size is not None and args.batch_size < 1):
         raise UsageError("--top-k and --batch-size must be >= 1")
+    if args.engine == "ray":
+        return _run_ray(args)
+    if args.output is not None or args.from_list or args.workers is not None:
+        raise UsageError("--output, --from-list and --workers are for --engine ray (locally: --json > FILE)")
+    if not args.paths:
+        raise UsageError("the following arguments are required: PATH (image files or folders)")
     images = find_images(args.paths)
     if not images:
         raise UsageError(f"no images found in {', '.join(args.paths)}")
@@ -68,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
         total=len(images), unit="img", file=sys.stderr, disable=True if args.no_progress or len(images) < 2 else None
     )
     with bar:
-        for result in clf.iter_classify(images, top_k=args.top_k, batch_size=args.batch_size):
+        for result in clf.iter_classify(images, top_k=args.top_k, batch_size=args.batch_size or 1):
             failed += not result.ok
             if args.json:
                 print(json.dumps(result.to_dict()), flush=True)

@@ -51,7 +51,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--workers",
         type=int,
         default=None,
-        help="image decoding threads, running ahead of the model (default: min(4, CPU count))",
+        help="image decoding threads, running ahead of the model (default: min(4, CPU count)); "
+        "with --engine ray: inference actors (default: one per node)",
     )
     p.add_argument(
         "--limit",
@@ -70,6 +71,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--min-top1", type=float, default=None, metavar="X", help="exit 1 when top-1 accuracy (percent) is below X"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    from .classify import add_ray_arguments
+
+    add_ray_arguments(p, workers=False)  # --workers: inference actors with --engine ray
     p.set_defaults(func=run)
 
 
@@ -123,6 +127,25 @@ def _print_report(report: EvalReport, device: str = "cpu") -> None:
             )
 
 
+def _evaluate_on_ray(args: argparse.Namespace, dataset, progress) -> EvalReport:
+    from ..distributed import check_installed
+
+    check_installed("effnet eval --engine ray")
+    from ..distributed.evaluate import EvalJob, run_eval
+    from .classify import ray_options
+
+    job = EvalJob(
+        dataset=dataset,
+        model=args.model,
+        weights=args.weights,
+        limit=args.limit,
+        address=args.ray_address,
+        options=ray_options(args, args.batch_size, args.workers),
+        progress=False,  # the report's own bar; Ray Data's would draw over it
+    )
+    return run_eval(job, progress)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate, find_dataset
     from ..predict import Classifier
@@ -136,17 +159,6 @@ def run(args: argparse.Namespace) -> int:
             f"{args.data}; evaluating the {len(dataset):,} images present",
             file=sys.stderr,
         )
-    options = {} if args.precision is None else {"precision": args.precision}
-    clf = Classifier(
-        args.model,
-        args.weights,
-        backend=args.backend,
-        device=args.device,
-        decode=args.decode,
-        progress=not args.no_progress,
-        batch_hint=args.batch_size,
-        **options,
-    )
     total = min(len(dataset), args.limit or len(dataset))
     bar = tqdm(total=total, unit="img", file=sys.stderr, dynamic_ncols=True, disable=True if args.no_progress else None)
 
@@ -156,13 +168,30 @@ def run(args: argparse.Namespace) -> int:
             f"top1 {p.top1:.2f}% top5 {p.top5:.2f}%" + (f" failed {p.failed}" if p.failed else ""), refresh=False
         )
 
-    with bar:
-        report = evaluate(
-            clf, dataset, batch_size=args.batch_size, workers=args.workers, limit=args.limit, progress=progress
+    device = "cpu"  # Ray actors run CPU backends unless --gpus-per-worker and the backend say otherwise
+    if args.engine == "ray":
+        with bar:
+            report = _evaluate_on_ray(args, dataset, progress)
+    else:
+        options = {} if args.precision is None else {"precision": args.precision}
+        clf = Classifier(
+            args.model,
+            args.weights,
+            backend=args.backend,
+            device=args.device,
+            decode=args.decode,
+            progress=not args.no_progress,
+            batch_hint=args.batch_size,
+            **options,
         )
+        device = str(getattr(clf.backend, "device", "cpu"))
+        with bar:
+            report = evaluate(
+                clf, dataset, batch_size=args.batch_size, workers=args.workers, limit=args.limit, progress=progress
+            )
     if args.json is not None:
         report.write_json(args.json)
-    _print_report(report, str(getattr(clf.backend, "device", "cpu")))
+    _print_report(report, device)
     status = 0
     if report.failed:
         for f in report.failures[:10]:

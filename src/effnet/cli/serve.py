@@ -76,6 +76,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--decode-threads", type=int, default=2, help="image decoding threads per worker (default: %(default)s)"
     )
+    p.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local (default): this machine; ray: a Ray Serve deployment on a Ray cluster (pip install 'effnet[ray]')",
+    )
+    p.add_argument("--ray-address", metavar="ADDR", default=None, help="--engine ray: cluster to join (see classify)")
+    p.add_argument("--replicas", type=int, default=None, metavar="N", help="--engine ray: replicas (default: 1)")
+    p.add_argument("--autoscale", default=None, metavar="MIN:MAX", help="--engine ray: autoscale between MIN and MAX")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.add_argument("--no-access-log", action="store_true", help="no line per request on stderr")
     p.set_defaults(func=run)
@@ -126,21 +135,50 @@ def run(args: argparse.Namespace) -> int:
         ):
             message = message.replace(field, option)
         raise UsageError(message) from None
-    serve(
-        ServerOptions(
-            model=args.model,
-            weights=args.weights,
-            backend=args.backend,
-            precision=args.precision,
-            device=args.device,
-            name=args.name,
-            threads=args.threads,
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            log_level=args.log_level,
-            access_log=not args.no_access_log,
-            config=config,
-        )
+    options = ServerOptions(
+        model=args.model,
+        weights=args.weights,
+        backend=args.backend,
+        precision=args.precision,
+        device=args.device,
+        name=args.name,
+        threads=args.threads,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+        access_log=not args.no_access_log,
+        config=config,
     )
+    if args.engine == "ray":
+        return _serve_on_ray(args, options)
+    if args.replicas is not None or args.autoscale is not None:
+        raise UsageError("--replicas and --autoscale are for --engine ray")
+    serve(options)
+    return 0
+
+
+def _serve_on_ray(args: argparse.Namespace, options) -> int:
+    from ..distributed import check_installed
+    from ..errors import EffnetError
+    from . import UsageError
+
+    check_installed("effnet serve --engine ray")
+    from ..distributed.serve import RayServeOptions, run
+
+    if args.replicas is not None and args.autoscale is not None:
+        raise UsageError("give --replicas N or --autoscale MIN:MAX, not both")
+    replicas: int | tuple[int, int] = args.replicas or 1
+    if args.autoscale is not None:
+        try:
+            low, high = (int(x) for x in args.autoscale.split(":", 1))
+        except ValueError:
+            raise UsageError(f"--autoscale is MIN:MAX, got {args.autoscale!r}") from None
+        replicas = (low, high)
+    ray_options = RayServeOptions(replicas=replicas, address=args.ray_address)
+    try:
+        ray_options.check()
+    except EffnetError as e:
+        raise UsageError(str(e)) from None
+    run(options, ray_options)
     return 0
