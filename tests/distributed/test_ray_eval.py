@@ -1,0 +1,44 @@
+"""`effnet eval --engine ray` gives the local eval's report (same code fills it) from rows computed on Ray."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.distributed.ray_fixtures import LITE0
+from tests.testutils import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def test_eval_on_ray_reports_what_the_local_eval_reports(ray_cluster, sample_dir, tmp_path):
+    reports = {}
+    for engine in ("local", "ray"):
+        out = tmp_path / f"{engine}.json"
+        extra = ["--ray-address", ray_cluster.address] if engine == "ray" else []
+        r = run_cli(
+            "eval",
+            str(sample_dir),
+            "--model",
+            LITE0,
+            "--engine",
+            engine,
+            *extra,
+            "--limit",
+            "40",
+            "--no-progress",
+            "--json",
+            str(out),
+        )
+        assert r.returncode == 0, r.stderr
+        assert "top-1" in r.stdout and "Traceback" not in r.stderr
+        reports[engine] = json.loads(out.read_text())
+    local, on_ray = reports["local"], reports["ray"]
+    assert on_ray["schema"] == local["schema"] and on_ray["backend"].endswith("on Ray")
+    for key in ("total", "count", "failed", "top1_correct", "top5_correct", "per_class", "weights", "dataset"):
+        assert on_ray[key] == local[key], key
+    by_path = {i["path"]: i for i in local["images"]}
+    assert sorted(i["path"] for i in on_ray["images"]) == sorted(by_path)
+    for image in on_ray["images"]:
+        assert image == by_path[image["path"]]

@@ -1,0 +1,93 @@
+"""What one Ray worker computes, without Ray: decode errors named by path, rows <-> ImageResult, weights
+shipped to a node and verified."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from effnet.distributed.worker import RESULT_COLUMNS, decode_rows, materialize_weights, result_columns, result_from_row
+from effnet.errors import EffnetError
+from effnet.pipeline import decode_crop
+from effnet.predict import ImageResult, Prediction
+from effnet.weights.records import Preprocess
+
+P = Preprocess(input_size=32, resize_size=36)
+
+
+def png(size=(40, 50)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, (10, 200, 30)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_decode_rows_crops_like_the_pipeline_and_names_errors_by_path(tmp_path):
+    good = png()
+    out = decode_rows(
+        ["a.png", "b.txt", "c.png", "d.png"], [good, b"not an image", b"", None], ["", "", "", "d: gone"], P
+    )
+    assert out["crop"].shape == (4, 32, 32, 3) and out["crop"].dtype == np.uint8
+    np.testing.assert_array_equal(out["crop"][0], decode_crop(good, P))
+    assert list(out["error"]) == [
+        "",
+        "b.txt: not an image Pillow can read",  # what `effnet classify` says for a file of that name
+        "c.png: empty file (0 bytes)",
+        "d: gone",  # a read error passes through
+    ]
+    # The same messages as the local pipeline gives for files with those contents.
+    (tmp_path / "b.txt").write_bytes(b"not an image")
+    with pytest.raises(EffnetError, match="not an image Pillow can read"):
+        decode_crop(tmp_path / "b.txt", P)
+
+
+def test_rows_round_trip_to_image_results():
+    results = [
+        ImageResult("x.jpg", [Prediction(3, "n1", "cat", 0.75), Prediction(1, "n2", "dog", 0.125)]),
+        ImageResult("y.jpg", error="y.jpg: no such file"),
+    ]
+    columns = result_columns(results)
+    assert tuple(columns) == RESULT_COLUMNS
+    assert columns["class_index"] == [[3, 1], []] and columns["error"] == [None, "y.jpg: no such file"]
+    rows = [{name: columns[name][i] for name in RESULT_COLUMNS} for i in range(2)]
+    assert [result_from_row(r).to_dict() for r in rows] == [r.to_dict() for r in results]
+
+
+def test_materialize_weights_verifies_and_caches_per_node(tmp_path, monkeypatch):
+    monkeypatch.setenv("EFFNET_HOME", str(tmp_path / "home"))
+    data = b"weights" * 1000
+    sha = hashlib.sha256(data).hexdigest()
+    calls = []
+
+    def fetch() -> bytes:
+        calls.append(1)
+        return data
+
+    # The driver's path is not visible here: the bytes come from the object store, once.
+    first = materialize_weights("w.pth", sha, len(data), str(tmp_path / "elsewhere" / "w.pth"), fetch)
+    again = materialize_weights("w.pth", sha, len(data), None, fetch)
+    assert first == again and first.read_bytes() == data and len(calls) == 1
+    assert not list(first.parent.glob(".*.tmp"))
+    # A shared path with the right size is used as is, without fetching.
+    shared = tmp_path / "shared.pth"
+    shared.write_bytes(data)
+    assert materialize_weights("shared.pth", sha, len(data), str(shared), fetch) == shared and len(calls) == 1
+    # Bytes that do not match the driver's checksum are refused, and nothing is left behind.
+    with pytest.raises(EffnetError, match="arrived with sha256"):
+        materialize_weights("bad.pth", "0" * 64, len(data), None, fetch)
+    assert not (Path(tmp_path / "home") / "ray-weights" / ("0" * 64) / "bad.pth").exists()
+
+
+def test_only_effnet_distributed_imports_ray():
+    src = Path(__file__).resolve().parents[2] / "src" / "effnet"
+    importers = [
+        p.relative_to(src).as_posix()
+        for p in src.rglob("*.py")
+        if any(line.lstrip().startswith(("import ray", "from ray")) for line in p.read_text().splitlines())
+    ]
+    assert importers and all(name.startswith("distributed/") for name in importers), importers
+    assert "distributed/__init__.py" not in importers  # `import effnet.distributed` works without Ray
