@@ -12,6 +12,11 @@ $py -m pip install -q -e ".[onnx,openvino,quantize,serve,ray,test]"
 # Reference implementations for the parity tests only. --no-deps: they declare torchvision,
 # which would pull a CUDA torch; neither needs it for what the tests use.
 $py -m pip install -q --no-deps geffnet==1.0.2 efficientnet_pytorch==0.7.1
+# torchvision's EfficientNet code for its parity test, as the unmodified wheel (never installed: its C++
+# extension is a CUDA build and `import torchvision` fails beside the CPU torch; the test reads the pure-Python
+# model file from the wheel, see tests/parity/torchvision_reference.py).
+ls .venv/wheels/torchvision-0.28.0-*.whl >/dev/null 2>&1 \
+    || $py -m pip download -q --no-deps --only-binary=:all: torchvision==0.28.0 -d .venv/wheels
 # Headless Chromium for the browser test of `effnet serve`: Debian's package, driven by the playwright
 # package (never `playwright install`, which downloads a browser build). Only where apt-get exists and we
 # are root; without it that one test skips.

@@ -134,7 +134,7 @@ def test_non_tensor_entries_are_refused(tmp_path):
 
 def test_unrecognized_key_format(tmp_path):
     with pytest.raises(CheckpointError, match="unrecognized checkpoint"):
-        detect_key_format({"features.0.weight": torch.zeros(1)})
+        detect_key_format({"backbone.0.weight": torch.zeros(1)})  # features.* is torchvision
 
 
 def test_direct_load_into_reports_source(lite0):
@@ -147,3 +147,49 @@ def test_direct_load_into_reports_source(lite0):
 def test_rename_table_covers_lite0_lukemelas_package_keys(lite0_checkpoint, lite0):
     keys = set(read_checkpoint(lite0_checkpoint))
     assert keys == set(rename_table(lite0.plan, "lukemelas"))
+
+
+def test_param_shapes_are_the_models_own():
+    from effnet.model import EfficientNet
+    from effnet.specs import get_variant
+    from effnet.weights.convert import param_shapes
+
+    for name in ("efficientnet-b0", "efficientnet-b5", "efficientnet-lite2"):
+        model = EfficientNet(get_variant(name), num_classes=7)
+        assert param_shapes(model.plan, 7) == {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def test_torchvision_table_covers_every_parameter():
+    from effnet.specs import build_plan, get_variant
+    from effnet.weights.convert import param_shapes, rename_table
+
+    plan = build_plan(get_variant("efficientnet-b5"))
+    table = rename_table(plan, "torchvision")
+    assert set(table.values()) == set(param_shapes(plan, 1000))
+    # a block without expansion keeps its squeeze-excite at layer 1, an expanding block at layer 2
+    assert table["features.1.0.block.1.fc1.weight"] == "stages.0.0.se.reduce.weight"
+    assert table["features.2.0.block.2.fc2.bias"] == "stages.1.0.se.expand.bias"
+    assert table["features.8.0.weight"] == "head.conv.weight" and table["classifier.1.bias"] == "classifier.bias"
+
+
+def test_conventions_per_format():
+    from effnet.weights.to_native import conventions
+
+    assert conventions("torchvision", "efficientnet-b0")[:2] == ("symmetric", 1e-5)
+    assert conventions("torchvision", "efficientnet-b5")[:2] == ("symmetric", 1e-3)
+    pad, eps, pre = conventions("timm", "efficientnet-b5")
+    assert (pad, eps, pre.input_size, pre.resize_size) == ("same", 1e-3, 456, 488)
+
+
+def test_records_of_lite_and_b5_metrics():
+    from effnet.weights.records import default_record, get_record, records_for
+
+    for n, size in ((1, 240), (2, 260)):
+        r = default_record(f"efficientnet-lite{n}")
+        assert (r.preprocess.input_size, r.preprocess.resize_size) == (size, size + 32)
+        assert r.preprocess.mean == (127.0,) * 3 and r.preprocess.std == (128.0,) * 3 and r.padding == "same"
+    assert all(r.metrics is not None and r.metrics.top5 is not None for r in records_for("efficientnet-b5")[:5])
+    aa = get_record("tf_efficientnet_b5.aa_in1k")
+    assert (aa.metrics.top1, aa.other_metrics[0].top1) == (83.69, 83.696)
+    tv = get_record("efficientnet-b5.torchvision")
+    assert (tv.padding, tv.bn_eps, tv.key_format, tv.preprocess.resize_size) == ("symmetric", 1e-3, "torchvision", 456)
