@@ -52,7 +52,7 @@ def test_lite1_package_file_round_trip_keeps_its_record(tmp_path):
     ours = effnet.create_model("efficientnet-lite1", pretrained=out)
     assert _same_logits(effnet.create_model("efficientnet-lite1", pretrained=True), ours, 240) == 0.0
     # classify reads everything else from the file
-    proc = run_cli("classify", "--model", "efficientnet-lite1", "--weights", str(out), str(EXAMPLES), "--json")
+    proc = run_cli("classify", "--weights", str(out), str(EXAMPLES), "--json", "--backend", "torch")  # no --model
     assert proc.returncode == 0, proc.stderr
     rows = {json.loads(line)["path"].rsplit("/", 1)[-1]: json.loads(line) for line in proc.stdout.splitlines()}
     assert rows["chelsea.png"]["predictions"][0]["class_index"] in range(281, 286)  # ImageNet's domestic cats

@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 def main(out: Path, model: str, sizes: list[int]) -> None:
     import keras
 
+    keras.utils.set_random_seed(0)  # Keras' own initializers: the same weights on every run
     build = getattr(keras.applications, model)
     rng = np.random.default_rng(0)
     for n, size in enumerate(sizes):

