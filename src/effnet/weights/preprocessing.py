@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -64,14 +65,24 @@ def _unit(values: tuple[float, float, float]) -> tuple[float, float, float]:
     return (round(values[0] / 255, 10), round(values[1] / 255, 10), round(values[2] / 255, 10))
 
 
+def _crop_pct(p: Preprocess) -> float:
+    """``crop_fraction`` with the fewest digits (at least 4) for which timm's ``floor(input / crop_pct)`` gives
+    back ``resize_size``: 4 digits suffice for 456 / 488 (0.9344) but not for Lite1's 240 / 272 (0.8824 -> 271)."""
+    for digits in range(4, 10):
+        pct = round(p.crop_fraction, digits)
+        if math.floor(p.input_size / pct) == p.resize_size:
+            return pct
+    return p.crop_fraction
+
+
 def pretrained_cfg(p: Preprocess, *, num_classes: int, record: str | None) -> dict[str, Any]:
     """``p`` as a timm-style ``pretrained_cfg`` dict (what ``model.pretrained_cfg`` holds).
 
     Units follow timm, so ``timm.data.resolve_data_config(model=m)`` reads it unchanged: ``mean``/``std``
     are fractions of 255 (the record's 0-255 values divided by 255: AdvProp's 127.5 is 0.5) applied after
-    scaling pixels to [0, 1]; ``input_size`` is ``(3, H, W)``. ``crop_pct`` is rounded to 4 digits so that
-    timm's ``floor(input / crop_pct)`` gives back exactly ``resize_size`` (456 / 0.9344 -> 488); effnet's
-    own code reads ``resize_size``.
+    scaling pixels to [0, 1]; ``input_size`` is ``(3, H, W)``. ``crop_pct`` is rounded to the fewest digits
+    (4 or more) for which timm's ``floor(input / crop_pct)`` gives back exactly ``resize_size``
+    (456 / 0.9344 -> 488); effnet's own code reads ``resize_size``.
     """
     return {
         "record": record,
@@ -79,7 +90,7 @@ def pretrained_cfg(p: Preprocess, *, num_classes: int, record: str | None) -> di
         "input_size": (3, p.input_size, p.input_size),
         "interpolation": p.interpolation,
         "resize_size": p.resize_size,
-        "crop_pct": round(p.crop_fraction, 4),
+        "crop_pct": _crop_pct(p),
         "crop_mode": "center",
         "mean": _unit(p.mean),
         "std": _unit(p.std),
