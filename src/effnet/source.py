@@ -16,8 +16,7 @@ from .errors import EffnetError
 from .factory import Pretrained, default_preprocess, resolve_weights
 from .labels import ClassLabel, get_labels
 from .specs import get_variant
-from .weights.download import sha256_file
-from .weights.records import RECORDS, Preprocess, WeightsRecord, fetch
+from .weights.records import Preprocess, WeightsRecord, fetch
 
 if TYPE_CHECKING:  # pragma: no cover
     from .model import EfficientNet
@@ -68,17 +67,12 @@ def weights_label(source: ModelSource) -> str:
 
 
 def identify_record(path: Path, model: str) -> WeightsRecord | None:
-    """The record whose checksum a local checkpoint file matches, if any.
+    """The record whose checksum a local checkpoint file matches, if any (:func:`match_record`).
 
     Lets ``--weights tf_efficientnet_b5_ap-9e82fae8.pth`` use the AdvProp
     preprocessing of its record instead of the model's default.
     """
-    size = path.stat().st_size
-    candidates = [r for r in RECORDS if r.model == model and r.sha256 and (r.size is None or r.size == size)]
-    if not candidates:
-        return None
-    digest = sha256_file(path)
-    return next((r for r in candidates if digest.startswith(r.sha256.lower())), None)
+    return match_record(path, model)
 
 
 def resolve_source(
