@@ -16,7 +16,7 @@ from .errors import EffnetError
 from .factory import Pretrained, default_preprocess, resolve_weights
 from .labels import ClassLabel, get_labels
 from .specs import get_variant
-from .weights.records import Preprocess, WeightsRecord, fetch
+from .weights.records import Preprocess, WeightsRecord, fetch, match_record
 
 if TYPE_CHECKING:  # pragma: no cover
     from .model import EfficientNet
