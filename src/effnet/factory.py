@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 from .errors import EffnetError, UnknownNameError
-from .model import EfficientNet
+from .features import EfficientNetFeatures
+from .model import EfficientNet, adapt_input_conv
 from .specs import Variant, get_variant
+from .weights.convert import convert_state_dict
 from .weights.load import load_into, read_checkpoint
 from .weights.native import read_native_info
 from .weights.preprocessing import Preprocess, pretrained_cfg
@@ -93,12 +96,35 @@ def default_cfg(variant: Variant, num_classes: int = 1000) -> dict[str, Any]:
     return pretrained_cfg(p, num_classes=num_classes, record=record.name if record else None)
 
 
+@overload
+def create_model(
+    name: str,
+    pretrained: Pretrained = ...,
+    num_classes: int | None = ...,
+    *,
+    features_only: Literal[False] = ...,
+    out_indices: Sequence[int] = ...,
+    **kwargs: Any,
+) -> EfficientNet: ...
+@overload
+def create_model(
+    name: str,
+    pretrained: Pretrained = ...,
+    num_classes: int | None = ...,
+    *,
+    features_only: Literal[True],
+    out_indices: Sequence[int] = ...,
+    **kwargs: Any,
+) -> EfficientNetFeatures: ...
 def create_model(
     name: str,
     pretrained: Pretrained = False,
     num_classes: int | None = None,
-    **kwargs,
-) -> EfficientNet:
+    *,
+    features_only: bool = False,
+    out_indices: Sequence[int] = (0, 1, 2, 3, 4),
+    **kwargs: Any,
+) -> EfficientNet | EfficientNetFeatures:
     """Build ``name`` in eval mode: an effnet model (``"efficientnet-b5"``), a timm architecture name
     (``"tf_efficientnet_b5"``, see :data:`effnet.specs.TIMM_ALIASES`) or a weights record name, timm style
     (``"tf_efficientnet_b5.ap_in1k"``: with ``pretrained=True`` those weights are loaded; without, only their
@@ -117,6 +143,10 @@ def create_model(
     :func:`effnet.weights.preprocessing.pretrained_cfg`) says how images must be preprocessed for the loaded
     weights: the record's, an effnet-native file's own, or (random init, a plain checkpoint file) the model's
     default record's.
+
+    Backbone options (timm's names): ``in_chans`` adapts the pretrained RGB stem (:func:`adapt_input_conv`);
+    ``drop_path_rate``, ``drop_rate`` set stochastic depth and head dropout; ``features_only=True`` returns
+    an :class:`EfficientNetFeatures` with the maps ``out_indices`` selects (strides 2, 4, 8, 16, 32).
     """
     variant, named = resolve_name(name)
     if named is not None and not isinstance(pretrained, bool):
@@ -136,11 +166,17 @@ def create_model(
         path = fetch(record)
     if path is not None:
         state = read_checkpoint(path)
+        fmt = record.key_format if record else None
+        if model.in_chans != 3:  # adapt the checkpoint's stem, once its keys are effnet's
+            converted, unmapped = convert_state_dict(state, model.plan, fmt)
+            stem = converted.get("stem.conv.weight")
+            if stem is not None and not unmapped:
+                state, fmt = {**converted, "stem.conv.weight": adapt_input_conv(stem, model.in_chans)}, "effnet"
         load_into(
             model,
             state,
             model.plan,
-            key_format=record.key_format if record else None,
+            key_format=fmt,
             source=str(path),
             skip_classifier=classes != own_classes,
         )
@@ -148,4 +184,6 @@ def create_model(
         model.pretrained_cfg = pretrained_cfg(built_for.preprocess, num_classes=classes, record=built_for.name)
     else:
         model.pretrained_cfg = default_cfg(variant, classes)
+    if features_only:
+        return EfficientNetFeatures(model, out_indices).eval()
     return model.eval()

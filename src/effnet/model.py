@@ -11,9 +11,12 @@ This module imports torch only: no I/O, no downloads, no preprocessing.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any, Literal
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 from .padding import PaddingMode, make_conv, same_output_size
@@ -87,6 +90,67 @@ def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
     return x * mask / keep
 
 
+def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """An RGB stem kernel ``[O, 3, k, k]`` for ``in_chans`` input channels, as timm's ``adapt_input_conv``.
+
+    1 channel: the sum over RGB (a grey image replicated to RGB gives the same output). Any other
+    count: the RGB kernels repeated cyclically and scaled by 3 / in_chans, so the activations keep
+    their scale (timm/models/_manipulate.py, also for 2 channels). A kernel that already has
+    ``in_chans`` channels is returned unchanged.
+    """
+    if in_chans < 1:
+        raise ValueError(f"in_chans must be >= 1, got {in_chans}")
+    channels = weight.shape[1]
+    if channels == in_chans:
+        return weight
+    if channels != 3:
+        raise ValueError(f"can only adapt a 3-channel stem kernel, this one has {channels} input channels")
+    dtype = weight.dtype
+    w = weight.float()
+    if in_chans == 1:
+        w = w.sum(dim=1, keepdim=True)
+    else:
+        w = w.repeat(1, math.ceil(in_chans / 3), 1, 1)[:, :in_chans] * (3.0 / in_chans)
+    return w.to(dtype)
+
+
+@contextmanager
+def _frozen_bn_stats(module: nn.Module) -> Iterator[None]:
+    """BN running statistics left untouched inside (momentum 0): a checkpointed block's forward runs
+    again during backward, and without this the same batch would update the statistics twice."""
+    norms = [m for m in module.modules() if isinstance(m, nn.BatchNorm2d)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum in zip(norms, saved, strict=True):
+            m.momentum = momentum
+
+
+def checkpoint_blocks(stages: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x`` through every block of ``stages`` (a sequence of stages), each under activation checkpointing.
+
+    The RNG state is restored for the recomputation (``preserve_rng_state``), so stochastic depth drops
+    the same samples twice; BN statistics are updated by the first forward only.
+    """
+    for stage in stages:
+        for block in stage:
+            x = torch.utils.checkpoint.checkpoint(
+                block,
+                x,
+                use_reentrant=False,
+                context_fn=lambda block=block: (nullcontext(), _frozen_bn_stats(block)),
+            )
+    return x
+
+
+def check_input(x: torch.Tensor, in_chans: int) -> None:
+    if x.ndim != 4 or x.shape[1] != in_chans:
+        raise ValueError(f"expected an NCHW batch with {in_chans} channels, got shape {tuple(x.shape)}")
+
+
 class MBConv(nn.Module):
     """Mobile inverted bottleneck (Sandler et al. 2018) with optional squeeze-excite.
 
@@ -141,6 +205,11 @@ class EfficientNet(nn.Module):
     ``input_size`` declares the size SAME pads are precomputed for: ``"default"``
     is the variant's resolution, ``None`` declares none (every conv pads
     dynamically). Other sizes always work, through the dynamic SAME path.
+
+    Training options (timm's names): ``drop_path_rate`` is the stochastic depth rate of the last
+    block, rising linearly from 0 over the blocks (TF reference efficientnet_model.py: ``drop_rate *
+    block_idx / num_blocks``; default: the variant's 0.2); ``drop_rate`` the dropout before the
+    classifier (default: the variant's); ``in_chans`` the input channels of the stem.
     """
 
     # timm's dict of the eval preprocessing the loaded weights need; set by effnet.create_model
@@ -157,7 +226,8 @@ class EfficientNet(nn.Module):
         bn_momentum: float = TF_BN_MOMENTUM,
         input_size: int | tuple[int, int] | Literal["default"] | None = "default",
         drop_path_rate: float | None = None,
-        in_channels: int = 3,
+        drop_rate: float | None = None,
+        in_chans: int = 3,
     ) -> None:
         super().__init__()
         self.pretrained_cfg = {}
@@ -167,6 +237,11 @@ class EfficientNet(nn.Module):
             raise ValueError(f"num_classes must be >= 0 (0 = no classifier), got {num_classes}")
         if padding not in ("same", "symmetric"):
             raise ValueError(f"padding must be 'same' or 'symmetric', got {padding!r}")
+        for what, value in (("drop_path_rate", drop_path_rate), ("drop_rate", drop_rate)):
+            if value is not None and not 0.0 <= value < 1.0:
+                raise ValueError(f"{what} must be in [0, 1), got {value}")
+        if in_chans < 1:
+            raise ValueError(f"in_chans must be >= 1, got {in_chans}")
         if input_size == "default":
             input_size = variant.resolution
         size: tuple[int, int] | None = (input_size, input_size) if isinstance(input_size, int) else input_size
@@ -176,11 +251,12 @@ class EfficientNet(nn.Module):
         self.padding_mode = padding
         self.input_size = size
         self.num_features = self.plan.head_channels
+        self.grad_checkpointing = False
         act = variant.activation
         norm = dict(padding=padding, bn_eps=bn_eps, bn_momentum=bn_momentum)
 
         self.stem = ConvBnAct(
-            in_channels, self.plan.stem_channels, STEM_KERNEL, STEM_STRIDE, act=act, input_size=size, **norm
+            in_chans, self.plan.stem_channels, STEM_KERNEL, STEM_STRIDE, act=act, input_size=size, **norm
         )
         size = None if size is None else tuple(same_output_size(s, STEM_STRIDE) for s in size)
 
@@ -205,7 +281,7 @@ class EfficientNet(nn.Module):
             **norm,
         )
         self.feature_size = size
-        self.dropout = nn.Dropout(variant.dropout)
+        self.dropout = nn.Dropout(variant.dropout if drop_rate is None else drop_rate)
         self.classifier: nn.Module = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         self._init_weights()
 
@@ -234,13 +310,41 @@ class EfficientNet(nn.Module):
             nn.init.uniform_(self.classifier.weight, -bound, bound)
             nn.init.zeros_(self.classifier.bias)
 
+    @property
+    def in_chans(self) -> int:
+        return self.stem.conv.in_channels
+
+    def adapt_input_channels(self, in_chans: int) -> None:
+        """Give the stem ``in_chans`` input channels, its RGB kernel adapted by :func:`adapt_input_conv`."""
+        old = self.stem.conv
+        if in_chans == old.in_channels:
+            return
+        new = make_conv(
+            in_chans,
+            old.out_channels,
+            STEM_KERNEL,
+            STEM_STRIDE,
+            padding=self.padding_mode,
+            input_size=self.input_size,
+        )
+        with torch.no_grad():
+            new.weight.copy_(adapt_input_conv(old.weight, in_chans))
+        self.stem.conv = new.to(old.weight.device, old.weight.dtype)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block's activations during backward instead of storing them (training only):
+        memory for compute, the gradients are the same."""
+        self.grad_checkpointing = enable
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last feature map, after the head convolution: [N, head_channels, H/32, W/32]."""
-        if x.ndim != 4 or x.shape[1] != self.stem.conv.in_channels:
-            raise ValueError(
-                f"expected an NCHW batch with {self.stem.conv.in_channels} channels, got shape {tuple(x.shape)}"
-            )
-        return self.head(self.stages(self.stem(x)))
+        check_input(x, self.in_chans)
+        x = self.stem(x)
+        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            x = checkpoint_blocks(self.stages, x)
+        else:
+            x = self.stages(x)
+        return self.head(x)
 
     def forward_embedding(self, x: torch.Tensor) -> torch.Tensor:
         """The pooled embedding fed to the classifier: [N, head_channels]."""
