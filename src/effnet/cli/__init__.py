@@ -18,7 +18,7 @@ from .._version import __version__
 from ..errors import EffnetError
 
 # Subcommand modules, in help order.
-COMMANDS = ("classify", "info", "weights", "eval", "serve", "export", "bench", "quantize")
+COMMANDS = ("classify", "info", "weights", "eval", "train", "serve", "export", "bench", "quantize")
 
 
 DEFAULT_MODEL = "efficientnet-b5"
@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="effnet",
         description=(
-            "EfficientNet-B5 ImageNet classifier: classify, evaluate, export, benchmark, quantize and serve it."
+            "EfficientNet-B5 ImageNet classifier: classify, evaluate, fine-tune, export, benchmark, quantize "
+            "and serve it."
         ),
     )
     parser.add_argument("--version", action="version", version=f"effnet {__version__}")
