@@ -19,10 +19,19 @@ from pathlib import Path
 from typing import Literal
 
 from ..errors import EffnetError
-from ..labels import ClassLabel, imagenet_labels
+from ..labels import ClassLabel, get_labels, imagenet_labels
 from ..preprocess import IMAGE_EXTENSIONS
 
-__all__ = ["Layout", "LAYOUTS", "DatasetError", "Sample", "Dataset", "find_dataset", "read_annotations"]
+__all__ = [
+    "Layout",
+    "LAYOUTS",
+    "DatasetError",
+    "Sample",
+    "Dataset",
+    "find_dataset",
+    "find_class_folders",
+    "read_annotations",
+]
 
 Layout = Literal["class-folders", "annotations", "synset-prefix"]
 LAYOUTS: tuple[Layout, ...] = ("class-folders", "annotations", "synset-prefix")
@@ -251,3 +260,34 @@ def find_dataset(
     if files:
         return _synset_prefix(root, files, labels)
     raise DatasetError(f"no images in {root} (looked for {', '.join(IMAGE_EXTENSIONS)}); {_LAYOUT_HELP}")
+
+
+def find_class_folders(root: str | os.PathLike) -> Dataset:
+    """One sub-folder per class, any names (a training set): the classes are the folder names, sorted.
+
+    Unlike :func:`find_dataset`'s ImageNet layouts, the labels are the folder names themselves
+    (class index = position in sorted order), as :func:`effnet.labels.get_labels` makes them.
+    Images are found recursively under each class folder; hidden entries are skipped. Raises
+    :class:`DatasetError` for a missing or empty folder, images beside the class folders, or a class
+    folder without images (a class nothing can be learned for).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"dataset folder {root} does not exist" if not root.exists() else f"{root} is not a folder")
+    entries = sorted(e for e in root.iterdir() if not e.name.startswith("."))
+    folders = [e for e in entries if e.is_dir()]
+    stray = [e.name for e in entries if _is_image(e)]
+    if not folders:
+        raise DatasetError(f"{root} has no class folders: expected one sub-folder of images per class (DATA/cat/*.jpg)")
+    if stray:
+        raise DatasetError(
+            f"{root} has images beside its class folders ({_examples(stray)}): every image must be in the "
+            "folder of its class"
+        )
+    groups = []
+    for label, folder in enumerate(folders):
+        images = _images_under(folder)
+        if not images:
+            raise DatasetError(f"class folder {folder} has no images (looked for {', '.join(IMAGE_EXTENSIONS)})")
+        groups.append([Sample(p, label) for p in images])
+    return Dataset(root, "class-folders", _interleave(groups), get_labels([f.name for f in folders]))

@@ -7,8 +7,9 @@ A layer over the model, the weights and the source: it writes an effnet-native
 
 from __future__ import annotations
 
+from ..evaluate.datasets import find_class_folders
 from .config import TrainConfig, TrainError
-from .data import Augment, find_class_folders
+from .data import Augment
 from .loop import TrainResult, train
 
 __all__ = ["TrainConfig", "TrainError", "TrainResult", "Augment", "find_class_folders", "train"]

@@ -15,32 +15,28 @@ distributed run see exactly the pixels an uninterrupted single-process run sees.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
 from ..errors import EffnetError, ImageError
-from ..evaluate import Dataset, DatasetError, Sample
-from ..labels import get_labels
-from ..preprocess import IMAGE_EXTENSIONS, load_image, normalize, resize_crop
+from ..evaluate.datasets import Sample
+from ..pipeline import decode_crop
+from ..preprocess import load_image, normalize
 from ..weights.records import Preprocess
 
 __all__ = [
     "TrainDataError",
-    "find_class_folders",
     "Augment",
     "split_samples",
     "random_resized_crop_box",
     "trivial_augment",
     "train_crop",
-    "eval_crop",
     "ImageDataset",
-    "collate",
+    "Collate",
 ]
 
 _RESAMPLE = {
@@ -62,42 +58,6 @@ class Augment:
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     hflip: bool = True
     trivial_augment: bool = False
-
-
-def find_class_folders(root: str | os.PathLike) -> Dataset:
-    """One sub-folder per class, any names: the classes are the folder names, sorted (index = position).
-
-    Images are found recursively under each class folder; hidden entries are skipped. Raises
-    :class:`DatasetError` for a missing or empty folder, images beside the class folders, or a class
-    folder without images (a class nothing can be learned for).
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(f"dataset folder {root} does not exist" if not root.exists() else f"{root} is not a folder")
-    entries = sorted(e for e in root.iterdir() if not e.name.startswith("."))
-    folders = [e for e in entries if e.is_dir()]
-    stray = [e.name for e in entries if e.suffix.lower() in IMAGE_EXTENSIONS and not e.is_dir()]
-    if not folders:
-        raise DatasetError(f"{root} has no class folders: expected one sub-folder of images per class (DATA/cat/*.jpg)")
-    if stray:
-        raise DatasetError(
-            f"{root} has images beside its class folders ({', '.join(stray[:3])}): every image must be in the "
-            "folder of its class"
-        )
-    groups = []
-    for label, folder in enumerate(folders):
-        images = sorted(
-            p
-            for p in folder.rglob("*")
-            if p.suffix.lower() in IMAGE_EXTENSIONS
-            and not p.is_dir()
-            and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-        )
-        if not images:
-            raise DatasetError(f"class folder {folder} has no images (looked for {', '.join(IMAGE_EXTENSIONS)})")
-        groups.append([Sample(p, label) for p in images])
-    samples = tuple(s for group in groups for s in group)
-    return Dataset(root, "class-folders", samples, get_labels([f.name for f in folders]))
 
 
 def split_samples(
@@ -221,11 +181,6 @@ def train_crop(image: Image.Image, p: Preprocess, rng: np.random.Generator, augm
     return np.array(out, dtype=np.uint8)
 
 
-def eval_crop(path: object, p: Preprocess) -> np.ndarray:
-    """The record's own eval crop (uint8 HWC), as every inference path makes it."""
-    return np.array(resize_crop(load_image(path), p), dtype=np.uint8)
-
-
 class ImageDataset(torch.utils.data.Dataset):
     """``(uint8 HWC crop, label)`` per sample; ``train=True`` augments with the (seed, epoch, index) generator."""
 
@@ -249,7 +204,7 @@ class ImageDataset(torch.utils.data.Dataset):
         sample = self.samples[index]
         try:
             if not self.train:
-                return eval_crop(sample.path, self.preprocess), sample.label
+                return decode_crop(sample.path, self.preprocess), sample.label  # the record's eval crop
             rng = np.random.default_rng([self.seed, self.epoch, index])
             return train_crop(load_image(sample.path), self.preprocess, rng, self.augment), sample.label
         except ImageError as e:
@@ -266,7 +221,3 @@ class Collate:
         pixels = np.stack([crop for crop, _ in items])
         labels = torch.tensor([label for _, label in items], dtype=torch.int64)
         return torch.from_numpy(normalize(pixels, self.preprocess)), labels
-
-
-def collate(preprocess: Preprocess) -> Collate:
-    return Collate(preprocess)

@@ -17,7 +17,7 @@ import torch.distributed as dist
 
 from ..errors import EffnetError
 
-__all__ = ["DistributedError", "World", "setup", "teardown", "all_reduce_sum"]
+__all__ = ["DistributedError", "World", "detect", "setup", "teardown", "all_reduce_sum"]
 
 
 class DistributedError(EffnetError, RuntimeError):
@@ -90,12 +90,3 @@ def all_reduce_sum(values: list[float], world: World, device: torch.device) -> l
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return [float(v) for v in t.tolist()]
-
-
-def broadcast_flag(flag: bool, world: World, device: torch.device) -> bool:
-    """Rank 0's ``flag`` on every process (e.g. "this epoch is the best so far")."""
-    if not world.distributed:
-        return flag
-    t = torch.tensor([1 if flag else 0], dtype=torch.int64, device=device)
-    dist.broadcast(t, src=0)
-    return bool(t.item())

@@ -24,13 +24,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..factory import create_model
-from ..predict import resolve_source
+from ..evaluate.datasets import find_class_folders
+from ..source import resolve_source, weights_label
 from ..weights.native import NativeInfo, save_native
-from . import distributed
 from .checkpoint import CHECKPOINT, MODEL, load_checkpoint, save_checkpoint, write_log
 from .config import TrainConfig, TrainError, freeze
-from .data import Augment, Collate, ImageDataset, find_class_folders, split_samples
+from .data import Augment, Collate, ImageDataset, split_samples
+from .distributed import World, all_reduce_sum, setup, teardown
 
 __all__ = ["TrainResult", "train", "lr_at"]
 
@@ -90,7 +90,7 @@ def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
 
 
 def _loader(
-    dataset: ImageDataset, batch: int, world: distributed.World, cfg: TrainConfig, shuffle: bool
+    dataset: ImageDataset, batch: int, world: World, cfg: TrainConfig, shuffle: bool
 ) -> torch.utils.data.DataLoader:
     # One sampler for one process and for many: DistributedSampler's permutation is seeded by
     # (seed + epoch), and rank r takes every world-th index, so the union of the ranks' k-th batches
@@ -141,16 +141,14 @@ def train(config: TrainConfig, *, on_epoch: EpochCallback | None = None) -> Trai
 
     ``on_epoch`` is called with each epoch's log record after its files are written (on every rank).
     """
-    world, device = distributed.setup(_device(config.device))
+    world, device = setup(_device(config.device))
     try:
         return _train(config, world, device, on_epoch)
     finally:
-        distributed.teardown(world)
+        teardown(world)
 
 
-def _train(
-    cfg: TrainConfig, world: distributed.World, device: torch.device, on_epoch: EpochCallback | None
-) -> TrainResult:
+def _train(cfg: TrainConfig, world: World, device: torch.device, on_epoch: EpochCallback | None) -> TrainResult:
     run = cfg.output
     if cfg.batch_size % world.size:
         raise TrainError(
@@ -169,14 +167,8 @@ def _train(
     preprocess = source.preprocess
     torch.manual_seed(cfg.seed)  # the new classifier's initialization
     record = source.record
-    pretrained: Any = record if record is not None and not record.name.startswith("file:") else source.checkpoint
-    net = create_model(
-        source.model,
-        pretrained=pretrained or False,
-        num_classes=len(classes),
-        drop_rate=cfg.drop_rate,
-        drop_path_rate=cfg.drop_path_rate,
-    )
+    # The record's padding and BN eps, static SAME pads for the record's input size, a new classifier.
+    net = source.build_model(num_classes=len(classes), drop_rate=cfg.drop_rate, drop_path_rate=cfg.drop_path_rate)
     if record is None or record.labels != classes:
         # A new task's classifier starts at zero (BiT, Kolesnikov et al. 2020, sec. 3.3): the TF
         # initializer's range 1/sqrt(num_classes) is tuned for 1,000 classes, and for two it gives
@@ -225,7 +217,7 @@ def _train(
         num_classes=len(classes),
         padding=net.padding_mode,
         bn_eps=next(m.eps for m in net.modules() if isinstance(m, nn.BatchNorm2d)),
-        source=record.name if record is not None else str(source.checkpoint or "random init"),
+        source=weights_label(source),
     )
 
     for epoch in range(epoch0, cfg.epochs):
@@ -268,7 +260,7 @@ def _train(
                     img_s=f"{seen / (time.perf_counter() - start):.1f}",
                 )
                 bar.update(1)
-        loss_sum, correct, count = distributed.all_reduce_sum(sums, world, device)
+        loss_sum, correct, count = all_reduce_sum(sums, world, device)
         elapsed = time.perf_counter() - start
         evaluated = ema if ema is not None else net
         record_line: dict[str, Any] = {
@@ -320,7 +312,7 @@ def _train(
 
 @torch.no_grad()
 def _validate(
-    model: nn.Module, loader: Any, device: torch.device, channels_last: bool, bf16: bool, world: distributed.World
+    model: nn.Module, loader: Any, device: torch.device, channels_last: bool, bf16: bool, world: World
 ) -> tuple[float, float]:
     model.eval()
     sums = [0.0, 0.0, 0.0]
@@ -329,5 +321,5 @@ def _validate(
             logits = model(x).float()
         loss = nn.functional.cross_entropy(logits, y, reduction="sum")
         sums = [sums[0] + float(loss), sums[1] + float((logits.argmax(1) == y).sum()), sums[2] + y.shape[0]]
-    loss_sum, correct, count = distributed.all_reduce_sum(sums, world, device)
+    loss_sum, correct, count = all_reduce_sum(sums, world, device)
     return loss_sum / count, correct / count
