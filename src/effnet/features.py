@@ -93,6 +93,7 @@ class EfficientNetFeatures(nn.Module):
         self.input_size = model.input_size
         self.out_indices = indices
         self.feature_info = FeatureInfo(specs[i] for i in indices)
+        self.pretrained_cfg = dict(getattr(model, "pretrained_cfg", {}))  # timm: the preprocessing of the weights
         self.grad_checkpointing = model.grad_checkpointing
         # The stage index whose output is each selected map (-1: the stem's output).
         self._taps = tuple(-1 if specs[i].module == "stem" else int(specs[i].module.split(".")[1]) for i in indices)

@@ -10,9 +10,10 @@ This module imports torch only: no I/O, no downloads, no preprocessing.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, Literal
 
 import torch
@@ -129,21 +130,23 @@ def _frozen_bn_stats(module: nn.Module) -> Iterator[None]:
             m.momentum = momentum
 
 
-def checkpoint_blocks(stages: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def checkpoint_blocks(stages: Iterable[nn.Module], x: torch.Tensor) -> torch.Tensor:
     """``x`` through every block of ``stages`` (a sequence of stages), each under activation checkpointing.
 
     The RNG state is restored for the recomputation (``preserve_rng_state``), so stochastic depth drops
     the same samples twice; BN statistics are updated by the first forward only.
     """
     for stage in stages:
-        for block in stage:
+        for block in stage.children():
             x = torch.utils.checkpoint.checkpoint(
-                block,
-                x,
-                use_reentrant=False,
-                context_fn=lambda block=block: (nullcontext(), _frozen_bn_stats(block)),
+                block, x, use_reentrant=False, context_fn=functools.partial(_checkpoint_contexts, block)
             )
     return x
+
+
+def _checkpoint_contexts(block: nn.Module) -> tuple[nullcontext[None], AbstractContextManager[None]]:
+    """(forward context, recomputation context) for ``torch.utils.checkpoint``'s ``context_fn``."""
+    return nullcontext(), _frozen_bn_stats(block)
 
 
 def check_input(x: torch.Tensor, in_chans: int) -> None:

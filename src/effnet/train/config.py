@@ -10,6 +10,7 @@ from typing import Any, Literal
 from torch import nn
 
 from ..errors import EffnetError
+from ..model import EfficientNet
 
 __all__ = ["TrainError", "TrainConfig", "parse_freeze", "freeze"]
 
@@ -104,7 +105,7 @@ def parse_freeze(spec: str) -> int | None:
     return int(m.group(1))
 
 
-def freeze(model: nn.Module, spec: str) -> list[nn.Module]:
+def freeze(model: EfficientNet, spec: str) -> list[nn.Module]:
     """Stop gradients into the frozen part of ``model`` (an EfficientNet) and return its modules.
 
     ``stages:K`` freezes the stem and the first K stages, ``body`` everything but the classifier.

@@ -161,7 +161,7 @@ def trivial_augment(image: Image.Image, rng: np.random.Generator) -> Image.Image
     if name == "Posterize":  # bits: 8 - round(bin / 5), i.e. 8 down to 2
         return ImageOps.posterize(image, 8 - int(round(b / ((_BINS - 1) / 6))))
     if name == "Solarize":  # threshold 255 down to 0
-        return ImageOps.solarize(image, 255.0 * (1 - b / (_BINS - 1)))
+        return ImageOps.solarize(image, int(round(255.0 * (1 - b / (_BINS - 1)))))
     if name == "AutoContrast":
         return ImageOps.autocontrast(image)
     if name == "Equalize":

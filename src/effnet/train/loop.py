@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -169,7 +169,7 @@ def _train(cfg: TrainConfig, world: World, device: torch.device, on_epoch: Epoch
     record = source.record
     # The record's padding and BN eps, static SAME pads for the record's input size, a new classifier.
     net = source.build_model(num_classes=len(classes), drop_rate=cfg.drop_rate, drop_path_rate=cfg.drop_path_rate)
-    if record is None or record.labels != classes:
+    if isinstance(net.classifier, nn.Linear) and (record is None or record.labels != classes):
         # A new task's classifier starts at zero (BiT, Kolesnikov et al. 2020, sec. 3.3): the TF
         # initializer's range 1/sqrt(num_classes) is tuned for 1,000 classes, and for two it gives
         # logits in the tens before the first step.
@@ -178,7 +178,7 @@ def _train(cfg: TrainConfig, world: World, device: torch.device, on_epoch: Epoch
     frozen = freeze(net, cfg.freeze)
     net.set_grad_checkpointing(cfg.grad_checkpointing)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    net = net.to(device, memory_format=fmt)
+    net = net.to(device).to(memory_format=fmt)  # type: ignore[call-overload]  # torch's stubs lack memory_format
     ema = copy.deepcopy(net).eval().requires_grad_(False) if cfg.ema_decay > 0 else None
     optimizer = torch.optim.AdamW(_param_groups(net, cfg.weight_decay), lr=cfg.lr, foreach=True)
     epoch0, step, best_epoch, best_acc, history = 0, 0, 0, None, []
@@ -222,7 +222,7 @@ def _train(cfg: TrainConfig, world: World, device: torch.device, on_epoch: Epoch
 
     for epoch in range(epoch0, cfg.epochs):
         torch.manual_seed(_seed(cfg.seed, epoch, world.rank))  # dropout and stochastic depth of this epoch
-        train_loader.sampler.set_epoch(epoch)
+        cast(torch.utils.data.DistributedSampler, train_loader.sampler).set_epoch(epoch)
         train_set.set_epoch(epoch)
         model.train()
         for m in frozen:
