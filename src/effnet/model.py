@@ -36,6 +36,11 @@ def _activation(name: str) -> nn.Module:
     raise ValueError(f"unknown activation {name!r}; expected 'silu' or 'relu6'")
 
 
+def _after(size: tuple[int, int], stride: int) -> tuple[int, int]:
+    """(H, W) after a SAME convolution of ``stride``."""
+    return same_output_size(size[0], stride), same_output_size(size[1], stride)
+
+
 class ConvBnAct(nn.Module):
     """Convolution, batch norm and an optional activation (``act=None``: linear, as in project)."""
 
@@ -173,7 +178,7 @@ class MBConv(nn.Module):
         drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
-        norm = dict(padding=padding, bn_eps=bn_eps, bn_momentum=bn_momentum)
+        norm: dict[str, Any] = dict(padding=padding, bn_eps=bn_eps, bn_momentum=bn_momentum)
         mid = spec.mid_channels
         self.spec = spec
         self.expand = (
@@ -183,7 +188,7 @@ class MBConv(nn.Module):
             mid, mid, spec.kernel_size, spec.stride, groups=mid, act=act, input_size=input_size, **norm
         )
         self.se = SqueezeExcite(mid, spec.se_channels, act) if spec.se_channels else None
-        out_size = None if input_size is None else tuple(same_output_size(s, spec.stride) for s in input_size)
+        out_size = None if input_size is None else _after(input_size, spec.stride)
         self.project = ConvBnAct(mid, spec.out_channels, 1, 1, act=None, input_size=out_size, **norm)
         self.has_residual = spec.has_residual
         self.drop_path_rate = drop_path_rate
@@ -256,12 +261,12 @@ class EfficientNet(nn.Module):
         self.num_features = self.plan.head_channels
         self.grad_checkpointing = False
         act = variant.activation
-        norm = dict(padding=padding, bn_eps=bn_eps, bn_momentum=bn_momentum)
+        norm: dict[str, Any] = dict(padding=padding, bn_eps=bn_eps, bn_momentum=bn_momentum)
 
         self.stem = ConvBnAct(
             in_chans, self.plan.stem_channels, STEM_KERNEL, STEM_STRIDE, act=act, input_size=size, **norm
         )
-        size = None if size is None else tuple(same_output_size(s, STEM_STRIDE) for s in size)
+        size = None if size is None else _after(size, STEM_STRIDE)
 
         rate = variant.drop_path_rate if drop_path_rate is None else drop_path_rate
         total = len(self.plan.blocks)
@@ -271,7 +276,7 @@ class EfficientNet(nn.Module):
                 stages.append([])
             stages[-1].append(MBConv(spec, act=act, input_size=size, drop_path_rate=rate * n / total, **norm))
             if size is not None:
-                size = tuple(same_output_size(s, spec.stride) for s in size)
+                size = _after(size, spec.stride)
         self.stages = nn.Sequential(*(nn.Sequential(*blocks) for blocks in stages))
 
         self.head = ConvBnAct(
