@@ -14,17 +14,11 @@ from .specs import Variant, get_variant
 from .weights.convert import convert_state_dict
 from .weights.load import load_into, read_checkpoint
 from .weights.native import read_native_info
-from .weights.preprocessing import Preprocess, pretrained_cfg
+from .weights.preprocessing import LITE_MEAN, LITE_STD, TF_CROP_PADDING, Preprocess, pretrained_cfg
 from .weights.records import DEFAULT_WEIGHTS, WeightsRecord, default_record, fetch, find_record, list_weights
 
 __all__ = ["Pretrained", "create_model", "resolve_weights", "resolve_name", "default_cfg", "default_preprocess"]
 
-# TF reference eval preprocessing for a model without recorded weights (tensorflow/tpu efficientnet
-# preprocessing.py: CROP_PADDING = 32, i.e. resize to image_size + 32 then center crop image_size;
-# main.py MEAN_RGB/STDDEV_RGB = ImageNet mean/std x 255; Lite models are fed (x - 127) / 128,
-# lite/efficientnet_lite_builder.py).
-_TF_CROP_PADDING = 32
-_LITE_MEAN, _LITE_STD = (127.0, 127.0, 127.0), (128.0, 128.0, 128.0)
 
 Pretrained = bool | str | os.PathLike | WeightsRecord
 
@@ -86,8 +80,8 @@ def default_preprocess(variant: Variant) -> tuple[Preprocess, WeightsRecord | No
         return record.preprocess, record
     size = variant.resolution
     if variant.fixed_stem_head:  # the Lite family (specs._lite)
-        return Preprocess(size, size + _TF_CROP_PADDING, mean=_LITE_MEAN, std=_LITE_STD), None
-    return Preprocess(size, size + _TF_CROP_PADDING), None
+        return Preprocess(size, size + TF_CROP_PADDING, mean=LITE_MEAN, std=LITE_STD), None
+    return Preprocess(size, size + TF_CROP_PADDING), None
 
 
 def default_cfg(variant: Variant, num_classes: int = 1000) -> dict[str, Any]:

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 __all__ = [
+    "TF_CROP_PADDING",
+    "LITE_MEAN",
+    "LITE_STD",
     "Interpolation",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -27,6 +30,11 @@ IMAGENET_MEAN = (123.675, 116.28, 103.53)  # 0.485, 0.456, 0.406 x 255
 IMAGENET_STD = (58.395, 57.12, 57.375)  # 0.229, 0.224, 0.225 x 255
 INCEPTION_MEAN = (127.5, 127.5, 127.5)  # 0.5 x 255: timm IMAGENET_INCEPTION_MEAN, used by AdvProp weights
 INCEPTION_STD = (127.5, 127.5, 127.5)
+# The TF reference eval (tensorflow/tpu efficientnet/preprocessing.py: CROP_PADDING = 32): resize the shorter
+# side to size + 32, then center crop size. TF Lite models are fed (x - 127) / 128
+# (efficientnet/lite/efficientnet_lite_builder.py).
+TF_CROP_PADDING = 32
+LITE_MEAN, LITE_STD = (127.0, 127.0, 127.0), (128.0, 128.0, 128.0)
 
 
 @dataclass(frozen=True)

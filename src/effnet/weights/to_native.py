@@ -22,6 +22,7 @@ from ..specs import VARIANTS, build_plan, get_variant
 from .convert import OPTIONAL_TENSORS, convert_state_dict, detect_key_format, param_shapes
 from .load import read_checkpoint
 from .native import NativeInfo, read_native_info, save_native
+from .preprocessing import TF_CROP_PADDING
 from .records import KeyFormat, Preprocess, match_record
 
 __all__ = ["SOURCE_FORMATS", "KERAS_SUFFIXES", "conventions", "convert_to_native", "read_as_native", "shape_problems"]
@@ -43,8 +44,6 @@ _TORCHVISION_EVAL: dict[str, tuple[int, int]] = {
     "efficientnet-b6": (528, 528),
     "efficientnet-b7": (600, 600),
 }
-# The TF reference eval (tensorflow/tpu efficientnet/preprocessing.py): center crop size / (size + CROP_PADDING).
-_TF_CROP_PADDING = 32
 
 
 def conventions(fmt: str, model: str) -> tuple[Padding, float, Preprocess]:
@@ -62,7 +61,7 @@ def conventions(fmt: str, model: str) -> tuple[Padding, float, Preprocess]:
     if fmt == "lukemelas":
         # lukemelas/EfficientNet-PyTorch README: Resize(image_size) + CenterCrop(image_size).
         return "same", 1e-3, Preprocess(input_size=res, resize_size=res)
-    return "same", 1e-3, Preprocess(input_size=res, resize_size=res + _TF_CROP_PADDING)
+    return "same", 1e-3, Preprocess(input_size=res, resize_size=res + TF_CROP_PADDING)
 
 
 def shape_problems(state: Mapping[str, torch.Tensor], model: str, num_classes: int) -> list[str]:
@@ -110,7 +109,7 @@ def _keras(path: Path, model: str | None) -> tuple[str, dict[str, torch.Tensor],
     model = get_variant(model).name
     kw = read_keras_weights(path, build_plan(get_variant(model)))
     res = get_variant(model).resolution
-    pre = Preprocess(input_size=res, resize_size=res + _TF_CROP_PADDING, mean=kw.mean, std=kw.std)
+    pre = Preprocess(input_size=res, resize_size=res + TF_CROP_PADDING, mean=kw.mean, std=kw.std)
     return model, kw.state, pre
 
 
