@@ -61,17 +61,7 @@ def run_eval(job: EvalJob, progress: Callable[[Progress], None] | None = None) -
             else:
                 tally.add_top([sample], [list(row["class_index"])])
             if progress is not None:
-                progress(
-                    Progress(
-                        done=len(tally.outcomes) + len(failures),
-                        total=len(samples),
-                        evaluated=len(tally.outcomes),
-                        failed=len(failures),
-                        top1_correct=int(tally.hits1.sum()),
-                        top5_correct=int(tally.hits5.sum()),
-                        elapsed_s=time.perf_counter() - start,
-                    )
-                )
+                progress(tally.progress(len(failures), len(samples), start))
         seconds = time.perf_counter() - start
     pool = workers if isinstance(workers, int) else workers[1]
     return build_report(

@@ -78,6 +78,18 @@ class Tally:
             for i in np.flatnonzero(self.counts).tolist()
         )
 
+    def progress(self, failed: int, total: int, start: float) -> Progress:
+        """Running totals for a progress callback: ``failed`` images so far of ``total``, since ``start``."""
+        return Progress(
+            done=len(self.outcomes) + failed,
+            total=total,
+            evaluated=len(self.outcomes),
+            failed=failed,
+            top1_correct=int(self.hits1.sum()),
+            top5_correct=int(self.hits5.sum()),
+            elapsed_s=time.perf_counter() - start,
+        )
+
     def most_confused(self, n: int) -> tuple[Confusion, ...]:
         ranked = sorted(self.confusion.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
         return tuple(Confusion(self.labels[t], self.labels[p], count) for (t, p), count in ranked)
@@ -149,17 +161,7 @@ def evaluate(
                     )
                 tally.add([d.item for d in good], probs)
             if progress is not None:
-                progress(
-                    Progress(
-                        done=len(tally.outcomes) + len(failures),
-                        total=len(samples),
-                        evaluated=len(tally.outcomes),
-                        failed=len(failures),
-                        top1_correct=int(tally.hits1.sum()),
-                        top5_correct=int(tally.hits5.sum()),
-                        elapsed_s=time.perf_counter() - start,
-                    )
-                )
+                progress(tally.progress(len(failures), len(samples), start))
     seconds = time.perf_counter() - start
 
     return build_report(
