@@ -131,6 +131,18 @@ def add_device_argument(p: argparse.ArgumentParser, what: str = "the model runs"
     )
 
 
+def add_decode_argument(p: argparse.ArgumentParser) -> None:
+    """--decode, shared by classify and eval."""
+    p.add_argument(
+        "--decode",
+        default="pillow",
+        choices=("pillow", "gpu"),
+        help="pillow (default): the exact pixels of the model card's pipeline; gpu: nvJPEG and an "
+        "antialiased bicubic resize on the GPU (needs torchvision and --device cuda; close to, not "
+        "identical with, Pillow's pixels; non-JPEG files still take the Pillow path)",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

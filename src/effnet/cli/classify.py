@@ -13,7 +13,7 @@ from ..preprocess import find_images
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from . import add_backend_arguments, add_device_argument, add_model_arguments
+    from . import add_backend_arguments, add_decode_argument, add_device_argument, add_model_arguments
 
     p = sub.add_parser("classify", help="classify images", description=__doc__)
     p.add_argument(
@@ -29,14 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_backend_arguments(p)
     add_device_argument(p)
-    p.add_argument(
-        "--decode",
-        default="pillow",
-        choices=("pillow", "gpu"),
-        help="pillow (default): the exact pixels of the model card's pipeline; gpu: nvJPEG and an "
-        "antialiased bicubic resize on the GPU (needs torchvision and --device cuda; close to, not "
-        "identical with, Pillow's pixels; non-JPEG files still take the Pillow path)",
-    )
+    add_decode_argument(p)
     p.add_argument("--json", action="store_true", help="one JSON object per image per line on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     add_ray_arguments(p, workers=True)

@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from . import add_backend_arguments, add_device_argument, add_model_arguments
+    from . import add_backend_arguments, add_decode_argument, add_device_argument, add_model_arguments
 
     p = sub.add_parser(
         "eval",
@@ -38,14 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_backend_arguments(p)
     add_device_argument(p)
-    p.add_argument(
-        "--decode",
-        default="pillow",
-        choices=("pillow", "gpu"),
-        help="pillow (default): the exact pixels of the model card's pipeline; gpu: nvJPEG and an "
-        "antialiased bicubic resize on the GPU (needs torchvision and --device cuda; close to, not "
-        "identical with, Pillow's pixels; non-JPEG files still take the Pillow path)",
-    )
+    add_decode_argument(p)
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default: %(default)s)")
     p.add_argument(
         "--workers",
