@@ -208,7 +208,52 @@ def test_model_failure_reaches_every_caller_of_that_batch_and_the_loop_goes_on()
     assert after.tolist() == [[1.0]]
 
 
-@pytest.mark.parametrize("kwargs", [{"max_batch": 0}, {"max_wait_s": -1}, {"max_queue": 0}])
+def test_async_runner_runs_up_to_max_concurrent_batches_at_once_and_rows_stay_with_their_callers():
+    """A remote model (a coroutine runner): 3 batches in flight at once, never a 4th, each caller its rows."""
+    state = {"now": 0, "peak": 0, "sizes": []}
+
+    async def remote(x: np.ndarray) -> np.ndarray:
+        state["now"] += 1
+        state["peak"] = max(state["peak"], state["now"])
+        state["sizes"].append(len(x))
+        await asyncio.sleep(0.05)
+        state["now"] -= 1
+        return x + 100
+
+    async def main():
+        b = DynamicBatcher({"x": remote}, max_batch=2, max_wait_s=0.0, max_concurrent_batches=3)
+        await b.start()
+        outs = await asyncio.gather(*(b.submit("x", np.full((1, 1), i, np.float32)) for i in range(12)))
+        await b.stop()
+        return outs
+
+    outs = run(main())
+    assert [o.item() for o in outs] == [100.0 + i for i in range(12)]
+    assert state["peak"] == 3 and sum(state["sizes"]) == 12
+
+
+def test_stop_answers_requests_of_a_batch_still_running_after_the_drain_time():
+    async def never(x: np.ndarray) -> np.ndarray:
+        await asyncio.sleep(60)
+        return x
+
+    async def main():
+        b = DynamicBatcher({"x": never}, max_batch=1, max_wait_s=0.0, max_concurrent_batches=2)
+        await b.start()
+        pending = asyncio.gather(*(b.submit("x", np.ones((1, 1))) for _ in range(2)), return_exceptions=True)
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        await b.stop(drain_timeout_s=0.2)
+        return await pending, time.monotonic() - started
+
+    results, took = run(main())
+    assert all(isinstance(r, BatcherClosedError) for r in results), results
+    assert took < 5
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"max_batch": 0}, {"max_wait_s": -1}, {"max_queue": 0}, {"max_concurrent_batches": 0}]
+)
 def test_invalid_limits_are_refused(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         DynamicBatcher({"x": Recorder()}, **kwargs)

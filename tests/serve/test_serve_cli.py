@@ -34,6 +34,11 @@ def test_help_lists_the_limits(capsys):
         (["--max-wait-ms", "-5"], "--max-wait-ms must be >= 0"),
         (["--port", "70000"], "--port must be 0-65535"),
         (["--workers", "0"], "--workers and --threads must be >= 1"),
+        (["--replicas", "2", "--ingress-replicas", "2"], "--replicas, --ingress-replicas: for --engine ray only"),
+        (["--engine", "ray", "--replicas", "2", "--autoscale", "1:3"], "not both"),
+        (["--engine", "ray", "--autoscale", "3:1"], "1 <= MIN <= MAX"),
+        (["--engine", "ray", "--cpus-per-replica", "0"], "CPUs per replica must be > 0"),
+        (["--engine", "ray", "--ingress-replicas", "0"], "ingress replicas must be >= 1"),
     ],
 )
 def test_bad_limits_are_usage_errors(capsys, args, message):

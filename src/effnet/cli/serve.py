@@ -83,8 +83,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="local (default): this machine; ray: a Ray Serve deployment on a Ray cluster (pip install 'effnet[ray]')",
     )
     p.add_argument("--ray-address", metavar="ADDR", default=None, help="--engine ray: cluster to join (see classify)")
-    p.add_argument("--replicas", type=int, default=None, metavar="N", help="--engine ray: replicas (default: 1)")
-    p.add_argument("--autoscale", default=None, metavar="MIN:MAX", help="--engine ray: autoscale between MIN and MAX")
+    p.add_argument("--replicas", type=int, default=None, metavar="N", help="--engine ray: model replicas (default: 1)")
+    p.add_argument(
+        "--autoscale", default=None, metavar="MIN:MAX", help="--engine ray: autoscale model replicas in MIN..MAX"
+    )
+    p.add_argument(
+        "--cpus-per-replica", type=float, default=None, metavar="F", help="--engine ray: CPUs per model replica (1)"
+    )
+    p.add_argument(
+        "--gpus-per-replica", type=float, default=None, metavar="F", help="--engine ray: GPUs per model replica (0)"
+    )
+    p.add_argument(
+        "--ingress-replicas",
+        type=int,
+        default=None,
+        metavar="N",
+        help="--engine ray: HTTP/decode replicas, which hold no model (default: 1)",
+    )
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.add_argument("--no-access-log", action="store_true", help="no line per request on stderr")
     p.set_defaults(func=run)
@@ -152,8 +167,10 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.engine == "ray":
         return _serve_on_ray(args, options)
-    if args.replicas is not None or args.autoscale is not None:
-        raise UsageError("--replicas and --autoscale are for --engine ray")
+    ray_only = ("replicas", "autoscale", "cpus_per_replica", "gpus_per_replica", "ingress_replicas")
+    given = [f"--{name.replace('_', '-')}" for name in ray_only if getattr(args, name) is not None]
+    if given:
+        raise UsageError(f"{', '.join(given)}: for --engine ray only")
     serve(options)
     return 0
 
@@ -175,7 +192,12 @@ def _serve_on_ray(args: argparse.Namespace, options) -> int:
         except ValueError:
             raise UsageError(f"--autoscale is MIN:MAX, got {args.autoscale!r}") from None
         replicas = (low, high)
-    ray_options = RayServeOptions(replicas=replicas, address=args.ray_address)
+    resources = {
+        name: getattr(args, name)
+        for name in ("cpus_per_replica", "gpus_per_replica", "ingress_replicas")
+        if getattr(args, name) is not None
+    }
+    ray_options = RayServeOptions(replicas=replicas, address=args.ray_address, **resources)
     try:
         ray_options.check()
     except EffnetError as e:

@@ -1,68 +1,220 @@
-"""``effnet serve --engine ray``: the same Starlette app as ``effnet serve``, as a Ray Serve deployment.
+"""``effnet serve --engine ray``: the same Starlette app as ``effnet serve``, on Ray Serve.
 
-Each replica is a Ray actor that builds one backend (``effnet.serve.launch.load_model``) from the weights
-the driver resolved and shipped (``effnet.distributed.worker.materialize_weights``), then hands Ray Serve
-the app of ``effnet.serve.app.create_app`` (KServe v2, ``/v1/classify``, the page, ``/metrics``; its
-batcher batches the requests that reach that replica). Ray Serve's proxy spreads requests over the
-replicas, replaces a replica whose process dies, and scales between ``--autoscale MIN:MAX``.
+Two deployments, composed (Ray Serve's model composition):
+
+* ``effnet`` — the ingress: the app of ``effnet.serve.app.create_app`` (KServe v2, ``/v1/classify``, the
+  page, ``/metrics``) behind ``@serve.ingress``. It admits, reads, validates and decodes requests and
+  batches them (``effnet.serve.batcher.DynamicBatcher``); it holds no model.
+* ``effnet-model`` — the replicas (``--replicas N`` / ``--autoscale MIN:MAX``): each builds one backend
+  (``effnet.serve.launch.load_model``) from the weights the driver resolved and shipped
+  (``effnet.distributed.worker.materialize_weights``) and runs the ingress's batches.
+
+Why two: Ray Serve's proxy answers 500 for every request in flight on a replica whose process dies (it
+cannot know whether a request may be repeated). A batch of probabilities may: inference has no side
+effects. So the ingress sends each batch to a model replica through a ``DeploymentHandle`` and, when that
+replica dies under it, sends it again — the handle's router has by then dropped the dead replica and
+picks a live one. A client sees its answer; only when no replica answers within ``MODEL_ATTEMPTS`` tries
+does it get a 503 with ``Retry-After``, and the app's own ``--timeout`` (504) bounds the whole wait.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
+import logging
+import math
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import ray
+from prometheus_client import Counter
 from ray import serve
+from ray.exceptions import ActorDiedError, ActorUnavailableError
+from ray.serve.exceptions import DeploymentUnavailableError, ReplicaUnavailableError
 
 from ..errors import EffnetError
+from ..labels import ClassLabel
+from ..predict import Prediction, top_k
+from ..preprocess import decode_crop
 from ..serve.app import create_app
+from ..serve.errors import ApiError
 from ..serve.launch import ServerOptions, load_model
+from ..serve.model import ModelInfo
 from ..source import resolve_source
+from ..weights.preprocessing import Preprocess
 from .jobs import connected
 from .worker import materialize_weights
 
-__all__ = ["RayServeOptions", "EffnetDeployment", "deployment", "run"]
+__all__ = ["RayServeOptions", "EffnetModel", "EffnetIngress", "RemoteModel", "deployment", "run", "MODEL_ATTEMPTS"]
+
+log = logging.getLogger("effnet.distributed.serve")
+
+INGRESS, MODEL = "effnet", "effnet-model"  # deployment names (actors: ServeReplica:effnet:<name>)
+MODEL_ATTEMPTS = 3  # tries of one batch on model replicas before a 503
+# A model replica runs one batch at a time (a backend is one model with its own intra-op threads, and not
+# every backend may be called from two threads); further batches wait in the handles' routers, which send
+# each to the first free replica.
+MODEL_ONGOING = 1
+# The replica's process died (ActorDiedError), is unreachable for now (ActorUnavailableError), or was
+# already gone when picked (ReplicaUnavailableError): the batch did not run to an answer, run it elsewhere.
+REPLICA_LOST = (ActorDiedError, ActorUnavailableError, ReplicaUnavailableError)
 
 
 @dataclass(frozen=True)
 class RayServeOptions:
     """The Ray side of ``effnet serve --engine ray``: replicas and the resources of each."""
 
-    replicas: int | tuple[int, int] = 1  # N, or (MIN, MAX) to autoscale on ongoing requests
+    replicas: int | tuple[int, int] = 1  # model replicas: N, or (MIN, MAX) to autoscale on ongoing batches
     cpus_per_replica: float = 1.0
     gpus_per_replica: float = 0.0
+    ingress_replicas: int = 1  # HTTP + decode replicas (no model); more when decoding is the bottleneck
     address: str | None = None
 
     def check(self) -> None:
         low, high = self.replicas if isinstance(self.replicas, tuple) else (self.replicas, self.replicas)
+        problems = []
         if not 1 <= low <= high:
-            raise EffnetError(f"replicas must be N >= 1 or MIN:MAX with 1 <= MIN <= MAX, got {self.replicas}")
+            problems.append(f"replicas must be N >= 1 or MIN:MAX with 1 <= MIN <= MAX, got {self.replicas}")
+        if self.ingress_replicas < 1:
+            problems.append(f"ingress replicas must be >= 1, got {self.ingress_replicas}")
+        if not self.cpus_per_replica > 0:
+            problems.append(f"CPUs per replica must be > 0, got {self.cpus_per_replica}")
+        if self.gpus_per_replica < 0:
+            problems.append(f"GPUs per replica must be >= 0, got {self.gpus_per_replica}")
+        if problems:
+            raise EffnetError("; ".join(problems))
+
+    @property
+    def max_replicas(self) -> int:
+        return self.replicas[1] if isinstance(self.replicas, tuple) else self.replicas
 
 
-@serve.ingress()
-class EffnetDeployment:
-    """One replica: its model, loaded once, behind the server app (built by ``__serve_build_asgi_app__``)."""
+class EffnetModel:
+    """One model replica: its backend, built once; it runs batches of crops or normalized tensors."""
 
     def __init__(self, options_json: str, weights: dict[str, Any], ref: list[ray.ObjectRef]) -> None:
         path = materialize_weights(
             weights["name"], weights["sha256"], weights["size"], weights["shared_path"], lambda: ray.get(ref[0])
         )
-        self.options = dataclasses.replace(ServerOptions.from_json(options_json), weights=str(path))
-        self.model = load_model(self.options)
+        options = ServerOptions.from_json(options_json)
+        # The replica's share of the cores is its num_cpus, not this machine's core count (the local
+        # server's default): a replica with 1 CPU on a 64-core node must not start 64 threads.
+        threads = options.threads or max(
+            1, math.floor(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))
+        )
+        self.model = load_model(dataclasses.replace(options, weights=str(path), threads=threads))
 
-    def __serve_build_asgi_app__(self) -> Any:
-        return create_app(self.model, self.options.config)
+    def describe(self) -> dict[str, Any]:
+        """What the ingress needs to decode, validate and label without the model."""
+        clf = self.model.classifier
+        return {
+            "info": self.model.info,
+            "preprocess": clf.preprocess,
+            "labels": clf.labels,
+            "accepts_tensors": self.model.accepts_tensors,
+        }
+
+    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        return self.model.probabilities(pixels)
+
+    def tensor_probabilities(self, x: np.ndarray) -> np.ndarray:
+        return self.model.tensor_probabilities(x)
+
+
+class RemoteModel:
+    """The ingress's model (``effnet.serve.model.ModelEndpoint``): decode and labels here, inference on the
+    model replicas, each batch retried on another replica when its replica dies under it."""
+
+    def __init__(
+        self,
+        handle: Any,
+        described: dict[str, Any],
+        attempts: int = MODEL_ATTEMPTS,
+        on_retry: Callable[[], None] | None = None,
+    ) -> None:
+        self.handle = handle
+        self.on_retry = on_retry
+        self.info: ModelInfo = described["info"]
+        self.preprocess: Preprocess = described["preprocess"]
+        self.labels: tuple[ClassLabel, ...] = tuple(described["labels"])
+        self._accepts_tensors: bool = described["accepts_tensors"]
+        self.attempts = attempts
+
+    @property
+    def accepts_tensors(self) -> bool:
+        return self._accepts_tensors
+
+    def crop(self, data: bytes) -> np.ndarray:
+        return decode_crop(data, self.preprocess)
+
+    def top_k(self, probs: np.ndarray, k: int) -> list[Prediction]:
+        return top_k(probs, self.labels, k)
+
+    async def probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        return await self._call("probabilities", pixels)
+
+    async def tensor_probabilities(self, x: np.ndarray) -> np.ndarray:
+        return await self._call("tensor_probabilities", x)
+
+    async def _call(self, method: str, x: np.ndarray) -> np.ndarray:
+        last: Exception | None = None
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return await getattr(self.handle, method).remote(x)
+            except REPLICA_LOST as e:
+                last = e
+                if self.on_retry is not None:
+                    self.on_retry()
+                log.warning(
+                    "model replica lost during a batch of %d (try %d of %d): %s",
+                    len(x),
+                    attempt,
+                    self.attempts,
+                    type(e).__name__,
+                )
+                await asyncio.sleep(0.1 * attempt)  # let the router see the replica gone
+            except DeploymentUnavailableError as e:
+                raise ApiError(503, "no_replica", f"no model replica is available: {e}", {"retry-after": "1"}) from None
+        raise ApiError(
+            503,
+            "no_replica",
+            f"no model replica answered in {self.attempts} tries (last: {type(last).__name__}); retry later",
+            {"retry-after": "1"},
+        )
+
+
+@serve.ingress()
+class EffnetIngress:
+    """The HTTP app (built by ``__serve_build_asgi_app__`` once the model replicas describe the model)."""
+
+    def __init__(self, model: Any, options_json: str, max_concurrent_batches: int) -> None:
+        self.handle = model
+        self.options = ServerOptions.from_json(options_json)
+        self.max_concurrent_batches = max_concurrent_batches
+
+    async def __serve_build_asgi_app__(self) -> Any:
+        described = await self.handle.describe.remote()
+        self.model = RemoteModel(self.handle, described)
+        app = create_app(self.model, self.options.config, max_concurrent_batches=self.max_concurrent_batches)
+        retried = Counter(
+            "effnet_model_retries",
+            "Batches sent again to another model replica after theirs died",
+            registry=app.state.metrics.registry,
+        )
+        self.model.on_retry = retried.inc
+        return app
 
 
 def deployment(options: ServerOptions, ray_options: RayServeOptions) -> serve.Application:
     """The bound application: weights resolved once here (the driver) and put in the object store."""
+    ray_options.check()
     source = resolve_source(options.model, options.weights, progress=False)
     if source.checkpoint is None:
         raise EffnetError("--engine ray needs weights: random-init replicas would answer differently")
@@ -76,22 +228,29 @@ def deployment(options: ServerOptions, ray_options: RayServeOptions) -> serve.Ap
     scaling: dict[str, Any]
     if isinstance(ray_options.replicas, tuple):
         low, high = ray_options.replicas
-        scaling = {"autoscaling_config": {"min_replicas": low, "max_replicas": high}}
+        # One batch per replica at a time, so "ongoing" is 1 when busy: scale up when batches queue.
+        scaling = {"autoscaling_config": {"min_replicas": low, "max_replicas": high, "target_ongoing_requests": 1}}
     else:
         scaling = {"num_replicas": ray_options.replicas}
     resources: dict[str, Any] = {"num_cpus": ray_options.cpus_per_replica}
     if ray_options.gpus_per_replica:
         resources["num_gpus"] = ray_options.gpus_per_replica
-    deployed: Any = serve.deployment(
-        EffnetDeployment,
-        name="effnet",
-        ray_actor_options=resources,
-        # Up to the app's own admission limit per replica: its batcher needs concurrent requests to batch,
-        # and it answers 503 beyond max_queue itself.
-        max_ongoing_requests=options.config.max_queue,
-        **scaling,
+    model: Any = serve.deployment(
+        EffnetModel, name=MODEL, ray_actor_options=resources, max_ongoing_requests=MODEL_ONGOING, **scaling
     )
-    return deployed.bind(options.to_json(), weights, [ray.put(data)])
+    ingress: Any = serve.deployment(
+        EffnetIngress,
+        name=INGRESS,
+        num_replicas=ray_options.ingress_replicas,
+        # Its CPU work (decoding) is not reserved: the cores are the model replicas' to schedule by.
+        ray_actor_options={"num_cpus": 0},
+        # Up to the app's own admission limit: it answers 503 beyond max_queue itself.
+        max_ongoing_requests=options.config.max_queue,
+    )
+    # Each ingress keeps every model replica busy: one batch in flight per replica at most (the handles'
+    # routers spread them), and one more so a replica's next batch is on its way while it computes.
+    in_flight = ray_options.max_replicas * MODEL_ONGOING + 1
+    return ingress.bind(model.bind(options.to_json(), weights, [ray.put(data)]), options.to_json(), in_flight)
 
 
 def run(options: ServerOptions, ray_options: RayServeOptions) -> None:
@@ -102,9 +261,10 @@ def run(options: ServerOptions, ray_options: RayServeOptions) -> None:
         app = deployment(options, ray_options)
         serve.run(app, name="effnet", route_prefix="/", blocking=False)
         replicas = ray_options.replicas
-        count = f"{replicas[0]}-{replicas[1]} replicas" if isinstance(replicas, tuple) else f"{replicas} replicas"
+        count = f"{replicas[0]}-{replicas[1]}" if isinstance(replicas, tuple) else f"{replicas}"
         print(
-            f"effnet serve: {options.model} as a Ray Serve deployment ({count}, on {where}) on "
+            f"effnet serve: {options.model} on Ray Serve ({count} model replicas, "
+            f"{ray_options.ingress_replicas} ingress, on {where}) on "
             f"http://{options.host}:{options.port}  [page /, KServe v2 /v2, /v1/classify, /metrics]",
             file=sys.stderr,
             flush=True,

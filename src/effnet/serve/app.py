@@ -36,7 +36,7 @@ from .errors import ApiError
 from .kserve import EXTENSIONS, HEADER_LENGTH, encode_infer_response, parse_infer_request
 from .kserve import model_metadata as v2_model_metadata
 from .metrics import ServerMetrics
-from .model import ServedModel
+from .model import ModelEndpoint
 from .openapi import openapi_spec
 from .validation import check_query, multipart_image, parse_int_param
 
@@ -83,8 +83,13 @@ def _index_html() -> str:
     return resources.files("effnet.serve").joinpath("static/index.html").read_text(encoding="utf-8")
 
 
-def create_app(model: ServedModel, config: ServeConfig | None = None) -> Starlette:
-    """A Starlette app serving ``model``. The batcher starts and stops with the app's lifespan."""
+def create_app(
+    model: ModelEndpoint, config: ServeConfig | None = None, *, max_concurrent_batches: int = 1
+) -> Starlette:
+    """A Starlette app serving ``model``. The batcher starts and stops with the app's lifespan.
+
+    ``max_concurrent_batches`` > 1 is for a model whose inference runs elsewhere (awaitable calls to
+    several replicas): that many batches are in flight at once."""
     config = config or ServeConfig()
     info = model.info
     decode_pool = ThreadPoolExecutor(max_workers=config.decode_threads, thread_name_prefix="effnet-decode")
@@ -95,6 +100,7 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> Starlet
         max_wait_s=config.max_wait_ms / 1000,
         max_queue=config.max_queue,
         on_batch=lambda kind, rows, seconds: metrics.observe_batch(kind, rows, seconds),
+        max_concurrent_batches=max_concurrent_batches,
     )
     metrics = ServerMetrics(queue_depth=lambda: batcher.queue_depth, in_flight=lambda: batcher.in_flight)
     metrics.model_info.info({k: str(v) for k, v in info.to_dict().items()})

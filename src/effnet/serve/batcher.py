@@ -6,21 +6,28 @@ or the first item has waited ``max_wait_s``. The batch runs in a worker thread
 (never on the event loop, so the server keeps accepting and answering while the
 model computes), and each request gets its own rows back. Items queued while a
 batch runs are gathered at once, so under load batches fill without waiting.
+
+A runner may also be a coroutine function (a call to a model elsewhere, e.g. a
+Ray Serve model deployment): it is awaited on the loop, and up to
+``max_concurrent_batches`` batches are in flight at once, one per remote replica.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
-Runner = Callable[[np.ndarray], np.ndarray]
+SyncRunner = Callable[[np.ndarray], np.ndarray]
+Runner = Callable[[np.ndarray], np.ndarray | Awaitable[np.ndarray]]  # plain: in a thread; async: awaited
 BatchHook = Callable[[str, int, float], None]  # (kind, rows, seconds)
 
 
@@ -50,7 +57,8 @@ class DynamicBatcher:
 
     ``max_queue`` bounds the requests *admitted* (decoding, queued or running),
     so memory stays bounded under overload: :meth:`admit` raises
-    :class:`QueueFullError` beyond it.
+    :class:`QueueFullError` beyond it. ``max_concurrent_batches`` batches may run
+    at once (1 for a local model, whose threads already use the cores).
     """
 
     def __init__(
@@ -62,6 +70,7 @@ class DynamicBatcher:
         max_queue: int = 64,
         executor: Executor | None = None,
         on_batch: BatchHook | None = None,
+        max_concurrent_batches: int = 1,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
@@ -69,10 +78,14 @@ class DynamicBatcher:
             raise ValueError(f"max_wait_s must be >= 0, got {max_wait_s}")
         if max_queue < 1:
             raise ValueError(f"max_queue must be >= 1, got {max_queue}")
+        if max_concurrent_batches < 1:
+            raise ValueError(f"max_concurrent_batches must be >= 1, got {max_concurrent_batches}")
         self.runners = dict(runners)
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.max_queue = max_queue
+        self.max_concurrent_batches = max_concurrent_batches
+        self._running: set[asyncio.Task] = set()  # batches in flight
         self._own_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="effnet-infer")
         self._on_batch = on_batch
@@ -114,6 +127,11 @@ class DynamicBatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+            if self._running:  # batches already running get the rest of the drain time to answer
+                await asyncio.wait(list(self._running), timeout=max(0.0, deadline - time.monotonic()))
+                for task in list(self._running):
+                    task.cancel()  # _run answers their requests with BatcherClosedError
+                await asyncio.gather(*self._running, return_exceptions=True)
         for item in self._queue:
             if not item.future.done():
                 item.future.set_exception(BatcherClosedError("the server is shutting down"))
@@ -189,26 +207,53 @@ class DynamicBatcher:
         return [item for item in batch if not item.future.done()]
 
     async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
+        slots = asyncio.Semaphore(self.max_concurrent_batches)
         while True:
-            batch = await self._gather(await self._next_item())
-            if not batch:
-                continue
-            kind = batch[0].kind
-            x = batch[0].array if len(batch) == 1 else np.concatenate([item.array for item in batch])
-            started = time.monotonic()
+            await slots.acquire()  # gather only when a batch can start: queued items then fill it
             try:
-                out = await loop.run_in_executor(self._executor, self.runners[kind], x)
-            except Exception as e:  # the model failed: every request of this batch gets the error
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(e)
+                batch = await self._gather(await self._next_item())
+            except BaseException:
+                slots.release()
+                raise
+            if not batch:
+                slots.release()
                 continue
-            if self._on_batch is not None:
-                self._on_batch(kind, len(x), time.monotonic() - started)
-            offset = 0
+            task = asyncio.create_task(self._run(batch))
+            self._running.add(task)
+
+            def done(t: asyncio.Task) -> None:
+                self._running.discard(t)
+                slots.release()
+
+            task.add_done_callback(done)
+            if self.max_concurrent_batches == 1:
+                await asyncio.wait([task])  # one at a time: the next batch gathers what queued meanwhile
+
+    async def _run(self, batch: list[_Item]) -> None:
+        kind = batch[0].kind
+        x = batch[0].array if len(batch) == 1 else np.concatenate([item.array for item in batch])
+        started = time.monotonic()
+        runner = self.runners[kind]
+        try:
+            if inspect.iscoroutinefunction(runner):
+                out = await cast(Awaitable[np.ndarray], runner(x))
+            else:
+                out = await asyncio.get_running_loop().run_in_executor(self._executor, cast(SyncRunner, runner), x)
+        except asyncio.CancelledError:  # stop(): the server is going away
             for item in batch:
-                n = len(item.array)
                 if not item.future.done():
-                    item.future.set_result(out[offset : offset + n])
-                offset += n
+                    item.future.set_exception(BatcherClosedError("the server is shutting down"))
+            raise
+        except Exception as e:  # the model failed: every request of this batch gets the error
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(e)
+            return
+        if self._on_batch is not None:
+            self._on_batch(kind, len(x), time.monotonic() - started)
+        offset = 0
+        for item in batch:
+            n = len(item.array)
+            if not item.future.done():
+                item.future.set_result(out[offset : offset + n])
+            offset += n

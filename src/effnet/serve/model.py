@@ -10,8 +10,9 @@ every backend accepts it through ``Backend.infer_normalized``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -49,6 +50,24 @@ class ModelInfo:
             "mean": list(self.mean),
             "std": list(self.std),
         }
+
+
+class ModelEndpoint(Protocol):
+    """What the server app calls: :class:`ServedModel` here, or a model in other processes (a Ray Serve
+    model deployment, ``effnet.distributed.serve``) whose inference calls are awaitable."""
+
+    info: ModelInfo
+
+    @property
+    def accepts_tensors(self) -> bool: ...
+
+    def crop(self, data: bytes) -> np.ndarray: ...
+
+    def probabilities(self, pixels: np.ndarray) -> np.ndarray | Awaitable[np.ndarray]: ...
+
+    def tensor_probabilities(self, x: np.ndarray) -> np.ndarray | Awaitable[np.ndarray]: ...
+
+    def top_k(self, probs: np.ndarray, k: int) -> list[Prediction]: ...
 
 
 class ServedModel:
