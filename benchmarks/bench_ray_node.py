@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """Per-node throughput of a Ray inference actor: OpenVINO LATENCY vs THROUGHPUT configuration, interleaved.
 
-A ``--engine ray`` actor makes one backend call per batch (OpenVINO's LATENCY configuration: one stream,
-every core on one request). The alternative measured here is the THROUGHPUT configuration: a model
-compiled with N streams, each batch split across N concurrent calls. Each round times every
+A ``--engine ray`` actor makes one backend call per batch. In OpenVINO's LATENCY configuration (one
+stream) that call runs on one infer request with every core; in the THROUGHPUT configuration (the model
+compiled with N streams) the backend splits the call's batch over its N infer requests, started together
+(``OpenVINOBackend._infer``), each stream on its share of the cores. Each round times every
 configuration on the same uint8 crops, rotating the order; the table gives the median images/s over rounds
 and the median per-round ratio to the first configuration.
 
@@ -17,7 +18,6 @@ import statistics
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -30,14 +30,6 @@ import effnet  # noqa: E402
 from effnet.backends import create_backend  # noqa: E402
 from effnet.bench import machine_description  # noqa: E402
 from effnet.predict import resolve_source  # noqa: E402
-
-
-def infer_batch(backend, crops: np.ndarray, streams: int, pool: ThreadPoolExecutor) -> np.ndarray:
-    """One call (LATENCY), or the batch split across ``streams`` concurrent calls (THROUGHPUT, as
-    benchmark_app drives it: one infer request per stream, each from its own thread)."""
-    if streams <= 1 or len(crops) < 2:
-        return backend(crops)
-    return np.concatenate(list(pool.map(backend, np.array_split(crops, min(streams, len(crops))))))
 
 
 def main() -> int:
@@ -61,30 +53,32 @@ def main() -> int:
     rng = np.random.default_rng(0)
     crops = rng.integers(0, 256, (args.images, size, size, 3), dtype=np.uint8)
 
-    configs: list[tuple[str, object, int, int]] = []  # name, backend, streams, batch
+    configs: list[tuple[str, object, int]] = []  # name, backend, batch
     latency = create_backend("openvino", source, precision=args.precision)
     for b in args.batch_sizes:
-        configs.append((f"LATENCY (streams={latency.streams}), batch {b}", latency, 1, b))
+        configs.append((f"LATENCY (streams={latency.streams}), batch {b}", latency, b))
+    hinted = create_backend("openvino", source, precision=args.precision, mode="throughput")
+    for b in args.batch_sizes:
+        configs.append((f"THROUGHPUT hint (streams={hinted.streams}, threads={hinted.threads}), batch {b}", hinted, b))
     for n in args.streams:
         backend = create_backend("openvino", source, precision=args.precision, streams=n)
         for b in args.batch_sizes:
             if b >= n:
-                configs.append((f"THROUGHPUT streams={backend.streams}, batch {b} split {n} ways", backend, n, b))
-    pool = ThreadPoolExecutor(max_workers=max(args.streams))
+                configs.append((f"THROUGHPUT streams={backend.streams}, batch {b} split {n} ways", backend, b))
 
-    def run(backend, streams: int, batch: int) -> float:
+    def run(backend, batch: int) -> float:
         t0 = time.perf_counter()
         for i in range(0, len(crops), batch):
-            infer_batch(backend, crops[i : i + batch], streams, pool)
+            backend(crops[i : i + batch])
         return len(crops) / (time.perf_counter() - t0)
 
-    for _, backend, streams, batch in configs:  # warm-up
-        run(backend, streams, batch)
+    for _, backend, batch in configs:  # warm-up
+        run(backend, batch)
     rates: dict[str, list[float]] = {name: [] for name, *_ in configs}
     ratios: dict[str, list[float]] = {name: [] for name, *_ in configs}
     for r in range(args.rounds):
         order = configs[r % len(configs) :] + configs[: r % len(configs)]
-        this = {name: run(backend, streams, batch) for name, backend, streams, batch in order}
+        this = {name: run(backend, batch) for name, backend, batch in order}
         for name in this:
             rates[name].append(this[name])
             ratios[name].append(this[name] / this[configs[0][0]])

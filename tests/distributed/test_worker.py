@@ -91,3 +91,12 @@ def test_only_effnet_distributed_imports_ray():
     ]
     assert importers and all(name.startswith("distributed/") for name in importers), importers
     assert "distributed/__init__.py" not in importers  # `import effnet.distributed` works without Ray
+
+
+def test_actors_run_openvino_in_its_throughput_configuration_and_cap_threads_at_their_cpus():
+    pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'effnet[ray]')")
+    from effnet.distributed.data import actor_backend
+
+    assert actor_backend("openvino", "fp32", None) == ("openvino", {"precision": "fp32", "mode": "throughput"})
+    assert actor_backend("openvino", None, 2.0) == ("openvino", {"mode": "throughput", "threads": 2})
+    assert actor_backend("onnxruntime", None, 1.5) == ("onnxruntime", {"threads": 1})  # no OpenVINO hint

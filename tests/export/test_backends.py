@@ -45,6 +45,44 @@ def test_classifier_takes_the_backend_and_its_options(lite0_source, sample_image
     assert clf.backend.name == "openvino" and clf.backend.precision == "fp32"
 
 
+class _Recording:
+    """An infer request that records the batch sizes it is started on (and does the work)."""
+
+    def __init__(self, request, log: list) -> None:
+        self.request, self.log = request, log
+
+    def start_async(self, inputs):
+        self.log.append(len(inputs[0]))
+        self.request.start_async(inputs)
+
+    def infer(self, inputs):
+        self.log.append(len(inputs[0]))
+        self.request.infer(inputs)
+
+    def __getattr__(self, name):
+        return getattr(self.request, name)
+
+
+def test_openvino_streams_split_one_call_over_its_requests_and_give_the_one_stream_answer(
+    lite0_source, sample_images, export_cache
+):
+    crops = np.stack([np.asarray(resize_crop(load_image(p), lite0_source.preprocess)) for p in sample_images[:5]])
+    one = create_backend("openvino", lite0_source, cache_dir=export_cache, streams=1)
+    two = create_backend("openvino", lite0_source, cache_dir=export_cache, streams=2)
+    assert (one.streams, two.streams) == (1, 2)
+    log: list[int] = []
+    requests = [two._requests.get(), two._requests.get()]
+    for request in requests:
+        two._requests.put(_Recording(request, log))
+    expected = one(crops)
+    got = two(crops)
+    assert sorted(log) == [2, 3]  # 5 rows split over the two requests, started together
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+    log.clear()
+    np.testing.assert_allclose(two(crops[:1]), expected[:1], rtol=1e-5, atol=1e-7)
+    assert log == [1]  # one row: one request
+
+
 class _Rebuilt(Exception):
     pass
 

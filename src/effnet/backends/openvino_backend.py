@@ -25,6 +25,7 @@ INSTALL_EXTRA = "openvino"
 # effnet precision name -> OpenVINO element type attribute of the inference precision hint.
 # int8 is a quantized IR (`effnet quantize`); its remaining float ops run in f32.
 _HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
+_MODES = {"latency": "LATENCY", "throughput": "THROUGHPUT"}  # ov.properties.hint.PerformanceMode
 
 
 class OpenVINOBackend:
@@ -35,8 +36,11 @@ class OpenVINOBackend:
     ``int8``: the IR made by ``effnet quantize``; ``float_precision`` ``fp32`` (default) or ``bf16``
     for its ops that stay in float), ``threads`` (inference threads),
     ``batch_size`` (compile for this static batch size; calls must then use it),
-    ``streams`` (parallel inference streams; that many calls may run at once from
-    different threads), ``fp16_weights`` (the FP16-compressed IR), ``model_path``
+    ``streams`` (parallel inference streams: that many calls may run at once from
+    different threads, and one call's batch is split over the streams that are free),
+    ``mode`` (OpenVINO's performance hint: ``latency``, one stream with every core, or
+    ``throughput``, as many streams as the plugin finds best for the cores; ``streams`` overrides),
+    ``fp16_weights`` (the FP16-compressed IR), ``model_path``
     (an existing IR in the same convention, instead of the cached export),
     ``device``, ``cache_dir``.
     """
@@ -50,6 +54,7 @@ class OpenVINOBackend:
         precision: str = "fp32",
         threads: int | None = None,
         streams: int | None = None,
+        mode: str | None = None,
         fp16_weights: bool = False,
         model_path: str | os.PathLike | None = None,
         device: str = "CPU",
@@ -77,6 +82,10 @@ class OpenVINOBackend:
             )
         hint = types[float_precision] if float_precision is not None else types[precision]
         config: dict[Any, Any] = {hints.inference_precision: hint}
+        if mode is not None:
+            if mode not in _MODES:
+                raise EffnetError(f"openvino backend: mode must be one of {', '.join(_MODES)}, got {mode!r}")
+            config[hints.performance_mode] = getattr(hints.PerformanceMode, _MODES[mode])
         if threads is not None:
             config[props.inference_num_threads] = threads
         if streams is not None:
@@ -122,6 +131,7 @@ class OpenVINOBackend:
             count = 1
         for _ in range(count):
             self._requests.put(self.compiled.create_infer_request())
+        self._request_count = count
 
     def describe(self) -> dict[str, Any]:
         """What runs, for benchmark reports."""
@@ -150,11 +160,31 @@ class OpenVINOBackend:
         return self._infer(bgr_nchw(raw_rgb, channels_first=True))
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
-        request = self._requests.get()
+        # With several streams (the THROUGHPUT configuration), one call's batch is split over the infer
+        # requests that are free, started together and awaited from this thread: the streams run in
+        # OpenVINO's own threads. (Splitting from several Python threads, each in a blocking infer(),
+        # deadlocked inside Ray actors: both threads stuck in pyopenvino's input copy.)
+        requests = [self._requests.get()]
+        if self.static_batch is None:
+            while len(requests) < min(len(x), self._request_count):
+                try:
+                    requests.append(self._requests.get_nowait())
+                except queue.Empty:  # the others are busy with concurrent calls
+                    break
         try:
-            request.infer({0: x})
-            return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+            if len(requests) == 1:
+                requests[0].infer({0: x})
+                return np.array(requests[0].get_output_tensor(0).data, dtype=np.float32, copy=True)
+            parts = np.array_split(x, len(requests))
+            for request, part in zip(requests, parts, strict=True):
+                request.start_async({0: np.ascontiguousarray(part)})
+            for request in requests:
+                request.wait()
+            return np.concatenate(
+                [np.array(r.get_output_tensor(0).data, dtype=np.float32, copy=True) for r in requests]
+            )
         except RuntimeError as e:
             raise EffnetError(f"openvino backend: inference on input {list(x.shape)} failed: {e}") from None
         finally:
-            self._requests.put(request)
+            for request in requests:
+                self._requests.put(request)

@@ -31,27 +31,30 @@ from ..factory import Pretrained
 from ..predict import ImageResult
 from ..source import ModelSource, resolve_source
 from ..weights.records import Preprocess
-from .io import RESULT_SCHEMA, read_inputs
+from .io import BLOCK_ROWS, RESULT_SCHEMA, TASK_ARGS, read_inputs, small_blocks
 from .worker import InferenceSpec, decode_rows, result_columns
 
 __all__ = ["DECODE_BATCH", "PipelineOptions", "build_pipeline", "classify", "actor_backend", "default_workers"]
 
-DECODE_BATCH = 16  # images per decode task call: small blocks keep the actors fed and memory flat
+DECODE_BATCH = BLOCK_ROWS  # images per decode call: one block (io.BLOCK_ROWS), so memory stays flat
 
 
 def actor_backend(backend: str, precision: str | None, cpus_per_worker: float | None) -> tuple[str, dict[str, Any]]:
     """(backend, options) an inference actor builds: ``auto`` resolved here, once, for every actor.
 
-    The configuration is OpenVINO's LATENCY one (one stream, every core of the actor on one call) fed
-    whole batches: measured faster here for many images than THROUGHPUT streams (docs/distributed.md,
+    An OpenVINO actor runs the THROUGHPUT configuration (``mode="throughput"``: as many streams as the
+    plugin finds best for the actor's cores, each call's batch split over them), measured faster here for
+    many images than LATENCY's one stream (B5 fp32, batch 8, 2 vCPUs: 1.12x; docs/distributed.md,
     benchmarks/bench_ray_node.py). ``cpus_per_worker``, when given, also caps the inference threads, so
-    several actors sharing a node (the multi-stream equivalent) do not oversubscribe it.
+    several actors sharing a node do not oversubscribe it.
     """
     options: dict[str, Any] = {}
     if backend == "auto":
         backend, options = resolve_auto(precision)
     elif precision is not None:
         options["precision"] = precision
+    if backend == "openvino":
+        options.setdefault("mode", "throughput")
     if cpus_per_worker is not None:
         options["threads"] = max(1, int(cpus_per_worker))
     return backend, options
@@ -157,7 +160,7 @@ def build_pipeline(inputs: ray.data.Dataset, shipped: ShippedWeights, options: P
         partial(_decode, preprocess=shipped.preprocess),
         batch_size=DECODE_BATCH,
         batch_format="numpy",
-        num_cpus=options.decode_cpus,
+        **{**TASK_ARGS, "num_cpus": options.decode_cpus},  # io.TASK_ARGS: why these, and why equal to the reads'
     )
     workers = options.workers or default_workers(options.cpus_per_worker, options.decode_cpus)
     pool = (
@@ -217,7 +220,7 @@ def classify(
     options.check()
     shipped = ship_weights(model, weights, options, progress=progress)
     if isinstance(paths_or_dataset, ray.data.Dataset):
-        inputs = paths_or_dataset
+        inputs = small_blocks(paths_or_dataset)
         if "error" not in inputs.columns():
             inputs = inputs.map_batches(
                 lambda b: {"path": b["path"], "bytes": b["bytes"], "error": np.full(len(b["path"]), "", dtype=object)}
