@@ -8,6 +8,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -126,3 +129,52 @@ def test_two_replicas_answer_v2_json_and_binary_and_survive_a_killed_replica(ser
         time.sleep(0.5)
     assert len(replicas()) == 2
     assert [classify(i)[0] for i in range(6)] == [200] * 6
+
+
+def test_cli_serves_on_ray_until_sigint_then_exits_cleanly(ray_cluster):
+    """`effnet serve --engine ray` as a user runs it: joins the cluster, answers, stops on Ctrl-C with 0."""
+    from effnet.predict import Classifier
+
+    top1 = Classifier(LITE0, backend="auto", progress=False).classify([CHELSEA], top_k=1)[0].predictions[0].class_index
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "effnet", "serve", "--engine", "ray", "--ray-address", ray_cluster.address]
+        + ["--model", LITE0, "--replicas", "1", "--threads", "1", "--port", str(port), "--no-access-log"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+    banner = threading.Event()
+
+    def read_stderr() -> None:  # the banner is printed once serve.run has returned and Ctrl-C is handled
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            if "model replicas" in line:
+                banner.set()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 180
+        while not banner.wait(0.5) and time.monotonic() < deadline and proc.poll() is None:
+            pass
+        assert banner.is_set(), "".join(lines)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            assert client.get("/v2/health/ready").status_code == 200
+            r = client.post("/v1/classify", content=CHELSEA.read_bytes())
+            assert r.status_code == 200, r.text
+            assert r.json()["predictions"][0]["class_index"] == top1  # what local classify says
+            assert client.post("/v1/classify", content=b"not an image").status_code == 400
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        reader.join(timeout=10)
+    stderr = "".join(lines)
+    assert proc.returncode == 0, stderr
+    assert "model replicas" in stderr and "Traceback" not in stderr, stderr

@@ -20,6 +20,7 @@ does it get a 503 with ``Retry-After``, and the app's own ``--timeout`` (504) bo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -56,7 +57,8 @@ __all__ = ["RayServeOptions", "EffnetModel", "EffnetIngress", "RemoteModel", "de
 
 log = logging.getLogger("effnet.distributed.serve")
 
-INGRESS, MODEL = "effnet", "effnet-model"  # deployment names (actors: ServeReplica:effnet:<name>)
+APP = "effnet"  # the Serve application
+INGRESS, MODEL = "effnet", "effnet-model"  # its deployments (actors: ServeReplica:effnet:<name>)
 MODEL_ATTEMPTS = 3  # tries of one batch on model replicas before a 503
 # A model replica runs one batch at a time (a backend is one model with its own intra-op threads, and not
 # every backend may be called from two threads); further batches wait in the handles' routers, which send
@@ -254,26 +256,34 @@ def deployment(options: ServerOptions, ray_options: RayServeOptions) -> serve.Ap
 
 
 def run(options: ServerOptions, ray_options: RayServeOptions) -> None:
-    """Deploy and serve until SIGINT/SIGTERM, then shut Ray Serve down."""
+    """Deploy and serve until SIGINT/SIGTERM, then take the app down (Ctrl-C while deploying, too)."""
     ray_options.check()
     with connected(ray_options.address, progress=False) as where:
-        serve.start(http_options={"host": options.host, "port": options.port})
-        app = deployment(options, ray_options)
-        serve.run(app, name="effnet", route_prefix="/", blocking=False)
-        replicas = ray_options.replicas
-        count = f"{replicas[0]}-{replicas[1]}" if isinstance(replicas, tuple) else f"{replicas}"
-        print(
-            f"effnet serve: {options.model} on Ray Serve ({count} model replicas, "
-            f"{ray_options.ingress_replicas} ingress, on {where}) on "
-            f"http://{options.host}:{options.port}  [page /, KServe v2 /v2, /v1/classify, /metrics]",
-            file=sys.stderr,
-            flush=True,
-        )
-        stop = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
         try:
+            serve.start(http_options={"host": options.host, "port": options.port})
+            serve.run(deployment(options, ray_options), name=APP, route_prefix="/", blocking=False)
+            replicas = ray_options.replicas
+            count = f"{replicas[0]}-{replicas[1]}" if isinstance(replicas, tuple) else f"{replicas}"
+            print(
+                f"effnet serve: {options.model} on Ray Serve ({count} model replicas, "
+                f"{ray_options.ingress_replicas} ingress, on {where}) on "
+                f"http://{options.host}:{options.port}  [page /, KServe v2 /v2, /v1/classify, /metrics]",
+                file=sys.stderr,
+                flush=True,
+            )
+            stop = threading.Event()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: stop.set())
             while not stop.wait(0.5):
                 pass
         finally:
+            _take_down()
+
+
+def _take_down() -> None:
+    """Delete this app; stop Ray Serve only if no other app is left on the cluster (it may be shared)."""
+    with contextlib.suppress(Exception):  # nothing deployed yet, or Serve already gone
+        serve.delete(APP)
+    with contextlib.suppress(Exception):
+        if not serve.status().applications:
             serve.shutdown()
