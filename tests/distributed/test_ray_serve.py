@@ -43,6 +43,22 @@ def retries(metrics: str) -> float:
     return float(lines[0].split()[1])
 
 
+def post_binary(client: httpx.Client, x: np.ndarray) -> httpx.Response:
+    """A KServe v2 infer request with ``x`` as a binary tail, asking for ``prob`` as binary too."""
+    tensor = {"name": "data", "datatype": "FP32", "shape": list(x.shape), "parameters": {"binary_data_size": x.nbytes}}
+    header = json.dumps({"inputs": [tensor], "outputs": [{"name": "prob", "parameters": {"binary_data": True}}]})
+    return client.post(
+        INFER,
+        content=header.encode() + x.astype("<f4").tobytes(),
+        headers={"inference-header-content-length": str(len(header)), "content-type": "application/octet-stream"},
+    )
+
+
+def binary_probs(r: httpx.Response, rows: int) -> np.ndarray:
+    n = int(r.headers["inference-header-content-length"])
+    return np.frombuffer(r.content[n:], dtype="<f4").reshape(rows, 1000)
+
+
 @pytest.fixture
 def served(ray_cluster):
     from ray import serve
@@ -76,29 +92,9 @@ def test_two_replicas_answer_v2_json_and_binary_and_survive_a_killed_replica(ser
     got = np.asarray(r.json()["outputs"][0]["data"], dtype=np.float32).reshape(2, 1000)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
 
-    header = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "data",
-                    "datatype": "FP32",
-                    "shape": list(x.shape),
-                    "parameters": {"binary_data_size": x.nbytes},
-                }
-            ],
-            "outputs": [{"name": "prob", "parameters": {"binary_data": True}}],
-        }
-    ).encode()
-    r = served.post(
-        INFER,
-        content=header + x.astype("<f4").tobytes(),
-        headers={"inference-header-content-length": str(len(header)), "content-type": "application/octet-stream"},
-    )
+    r = post_binary(served, x)
     assert r.status_code == 200, r.text
-    n = int(r.headers["inference-header-content-length"])
-    np.testing.assert_allclose(
-        np.frombuffer(r.content[n:], dtype="<f4").reshape(2, 1000), expected, rtol=1e-5, atol=1e-7
-    )
+    np.testing.assert_allclose(binary_probs(r, len(x)), expected, rtol=1e-5, atol=1e-7)
     assert served.get("/").status_code == 200 and "effnet" in served.get("/metrics").text
 
     # Load, and one replica's process killed in the middle of it. Each load request is a KServe v2 binary
@@ -107,34 +103,11 @@ def test_two_replicas_answer_v2_json_and_binary_and_survive_a_killed_replica(ser
     # the ingress decoding on the same 2 cores left the replicas idle so often that kills fell between
     # batches in 6 of 9 rounds here.
     load = np.concatenate([x] * 4)
-    load_header = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "data",
-                    "datatype": "FP32",
-                    "shape": list(load.shape),
-                    "parameters": {"binary_data_size": load.nbytes},
-                }
-            ],
-            "outputs": [{"name": "prob", "parameters": {"binary_data": True}}],
-        }
-    ).encode()
     load_top1 = np.concatenate([expected] * 4).argmax(axis=1)
 
     def infer(_: int) -> tuple[int, np.ndarray | None]:
-        r = served.post(  # timeout=60: a hang fails the test
-            INFER,
-            content=load_header + load.astype("<f4").tobytes(),
-            headers={
-                "inference-header-content-length": str(len(load_header)),
-                "content-type": "application/octet-stream",
-            },
-        )
-        if r.status_code != 200:
-            return r.status_code, None
-        n = int(r.headers["inference-header-content-length"])
-        return 200, np.frombuffer(r.content[n:], dtype="<f4").reshape(len(load), 1000).argmax(axis=1)
+        r = post_binary(served, load)  # timeout=60: a hang fails the test
+        return r.status_code, binary_probs(r, len(load)).argmax(axis=1) if r.status_code == 200 else None
 
     def wait_for_two_replicas() -> None:  # Ray Serve replaces a killed replica
         deadline = time.monotonic() + 120
