@@ -142,10 +142,12 @@ def _evaluate_on_ray(args: argparse.Namespace, dataset, progress) -> EvalReport:
 def run(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate, find_dataset
     from ..predict import Classifier
+    from ..source import labels_of
 
     _check_args(args)
-    # The dataset first: a wrong folder fails in a second, before the model loads.
-    dataset = find_dataset(args.data, annotations=args.annotations)
+    # The dataset first: a wrong folder fails in a second, before the model loads. Labelled with the model's
+    # own classes (from the record or a native file's header): a fine-tuned run's folders and class names.
+    dataset = find_dataset(args.data, annotations=args.annotations, labels=labels_of(args.model, args.weights))
     if dataset.unmatched_annotations:
         print(
             f"effnet: note: {dataset.unmatched_annotations:,} entries of {args.annotations} have no image in "
