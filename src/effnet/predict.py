@@ -21,7 +21,7 @@ from .preprocess import ACCEPTED_IMAGES, ImageSource, is_single_image
 from .source import ModelSource, resolve_source
 from .weights.records import Preprocess, WeightsRecord
 
-__all__ = ["Classifier", "Prediction", "ImageResult", "top_k", "results_for_batch"]
+__all__ = ["Classifier", "Prediction", "ImageResult", "top_k", "clamp_top_k", "results_for_batch", "as_images"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,17 @@ def as_images(images: Iterable[ImageSource] | ImageSource) -> Iterable[ImageSour
         f"cannot classify a {type(images).__name__}: give one image or an iterable of images; "
         f"an image is {ACCEPTED_IMAGES}"
     )
+
+
+def clamp_top_k(k: int, num_classes: int) -> int:
+    """THE top-k rule of the CLI and the server: at least 1; more than the model has classes gives them all.
+
+    Callers say when it clamped (``classify`` on stderr, ``/v1/classify`` in its answer): a page or script
+    written for ImageNet's 1,000 classes keeps working on a fine-tuned model with 2.
+    """
+    if k < 1:
+        raise EffnetError(f"top-k must be >= 1, got {k}")
+    return min(k, num_classes)
 
 
 def top_k(probs: np.ndarray, labels: Sequence[ClassLabel], k: int) -> list[Prediction]:

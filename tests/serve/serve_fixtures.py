@@ -102,6 +102,39 @@ def server(tmp_path_factory, lite0_classifier) -> ServerProcess:
     proc.stop()
 
 
+TWO_CLASSES = ("animal", "object")
+
+
+@pytest.fixture(scope="session")
+def two_class_weights(tmp_path_factory) -> Path:
+    """A fine-tuned-style effnet-native Lite0 file with 2 classes (random weights, 64 px crops: cheap)."""
+    import torch
+
+    import effnet
+    from effnet.weights.native import NativeInfo, save_native
+    from effnet.weights.records import Preprocess
+
+    torch.manual_seed(0)
+    model = effnet.create_model(LITE0, num_classes=len(TWO_CLASSES))
+    info = NativeInfo(
+        model=LITE0,
+        preprocess=Preprocess(input_size=64, resize_size=73, mean=(127.0,) * 3, std=(128.0,) * 3),
+        labels=TWO_CLASSES,
+        num_classes=len(TWO_CLASSES),
+        source="tests: two classes",
+    )
+    return save_native(model.state_dict(), tmp_path_factory.mktemp("two-classes") / "model.safetensors", info)
+
+
+@pytest.fixture(scope="session")
+def two_class_server(tmp_path_factory, two_class_weights) -> ServerProcess:
+    """`effnet serve --weights RUN/model.safetensors` alone, for a model with fewer classes than the page's 5."""
+    proc = ServerProcess(tmp_path_factory.mktemp("serve-2"), "--weights", str(two_class_weights), "--backend", "torch")
+    proc.wait_ready()
+    yield proc
+    proc.stop()
+
+
 @pytest.fixture
 def start_server(tmp_path):
     """Factory: start another server with its own options; stopped at the end of the test."""

@@ -9,7 +9,7 @@ import sys
 from tqdm import tqdm
 
 from ..files import find_images
-from ..predict import Classifier, ImageResult
+from ..predict import Classifier, ImageResult, clamp_top_k
 from ..preprocess import ImageSource
 
 STDIN = "-"  # as a PATH: one image read from standard input
@@ -193,6 +193,12 @@ def run(args: argparse.Namespace) -> int:
         batch_hint=args.batch_size,
         **options,
     )
+    top_k = clamp_top_k(args.top_k, len(clf.labels))
+    if top_k != args.top_k:  # the server's rule too: clamp, and say so
+        print(
+            f"effnet: note: --top-k {args.top_k} is more than the model's {top_k} classes; giving all {top_k}",
+            file=sys.stderr,
+        )
     failed = 0
     bar = tqdm(
         total=len(images), unit="img", file=sys.stderr, disable=True if args.no_progress or len(images) < 2 else None
@@ -200,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
     with bar:
         for result in clf.iter_classify(
             images,
-            top_k=args.top_k,
+            top_k=top_k,
             batch_size=args.batch_size or 1,
             name_of=lambda image: STDIN if image is sys.stdin.buffer else str(image),
         ):
