@@ -67,8 +67,8 @@ def as_images(images: Iterable[ImageSource] | ImageSource) -> Iterable[ImageSour
     if isinstance(images, Iterable):
         return images  # type: ignore[return-value]  # is_single_image took the bytes-like ones
     raise TypeError(
-        f"cannot classify a {type(images).__name__}: give one image or an iterable of images; "
-        f"an image is {ACCEPTED_IMAGES}"
+        f"cannot classify a {type(images).__name__}: give one image or an iterable of images; accepted images: "
+        f"{ACCEPTED_IMAGES}"
     )
 
 

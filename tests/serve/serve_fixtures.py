@@ -108,22 +108,9 @@ TWO_CLASSES = ("animal", "object")
 @pytest.fixture(scope="session")
 def two_class_weights(tmp_path_factory) -> Path:
     """A fine-tuned-style effnet-native Lite0 file with 2 classes (random weights, 64 px crops: cheap)."""
-    import torch
+    from tests.testutils import write_finetuned_model
 
-    import effnet
-    from effnet.weights.native import NativeInfo, save_native
-    from effnet.weights.records import Preprocess
-
-    torch.manual_seed(0)
-    model = effnet.create_model(LITE0, num_classes=len(TWO_CLASSES))
-    info = NativeInfo(
-        model=LITE0,
-        preprocess=Preprocess(input_size=64, resize_size=73, mean=(127.0,) * 3, std=(128.0,) * 3),
-        labels=TWO_CLASSES,
-        num_classes=len(TWO_CLASSES),
-        source="tests: two classes",
-    )
-    return save_native(model.state_dict(), tmp_path_factory.mktemp("two-classes") / "model.safetensors", info)
+    return write_finetuned_model(tmp_path_factory.mktemp("two-classes") / "model.safetensors", TWO_CLASSES)
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,8 @@
 
 DATA is one of: class folders named by synset (DATA/n01440764/*.JPEG); a folder of images plus
 --annotations val.txt ('ILSVRC2012_val_00000001.JPEG 65' per line); a flat folder of files named
-'<synset>_<anything>.<ext>'. The layout is detected automatically. Preprocessing comes from the
+'<synset>_<anything>.<ext>'. For a fine-tuned model (--weights RUN/model.safetensors) the class folders
+and annotations name its own classes. The layout is detected automatically. Preprocessing comes from the
 weights record. Exit status: 0, or 1 when an image could not be read or top-1 is below --min-top1.
 """
 
