@@ -13,6 +13,7 @@ import io
 import os
 import stat
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TypeAlias
 
@@ -37,6 +38,7 @@ ACCEPTED_IMAGES = (
 # A stream (FIFO, /dev/stdin, a file object) is read whole before decoding; above this it is refused
 # (a read of /dev/zero must end). 512 MiB holds any image under MAX_IMAGE_PIXELS, even uncompressed.
 MAX_STREAM_BYTES = 512 * 1024 * 1024
+_CHUNK = 1 << 20
 
 # Pillow's own default bomb threshold (about 89.5 Mpx, 256 MiB at 24 bpp); we enforce it
 # ourselves with a clear error instead of Pillow's warning.
@@ -73,14 +75,23 @@ def _name(source: object) -> str:
     return "<PIL image>"
 
 
-def _read_stream(read, name: str) -> bytes:
-    """At most MAX_STREAM_BYTES from ``read`` (a file object's read), as bytes."""
-    data = read(MAX_STREAM_BYTES + 1)
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError(f"{name}: read() gave {type(data).__name__}, not bytes; open images with mode 'rb'")
-    if len(data) > MAX_STREAM_BYTES:
-        raise ImageError(f"{name}: refused, the stream is longer than {MAX_STREAM_BYTES:,} bytes")
-    return bytes(data)
+def _read_stream(read: Callable[[int], object], name: str) -> bytes:
+    """Everything ``read`` (a file object's read) gives until end of file, at most MAX_STREAM_BYTES.
+
+    Read in chunks until EOF: an unbuffered pipe or socket may return fewer bytes than asked before its end.
+    """
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        chunk = read(min(_CHUNK, MAX_STREAM_BYTES + 1 - total))
+        if not isinstance(chunk, (bytes, bytearray, memoryview)):
+            raise TypeError(f"{name}: read() gave {type(chunk).__name__}, not bytes; open images with mode 'rb'")
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(bytes(chunk))
+        total += len(chunks[-1])
+        if total > MAX_STREAM_BYTES:
+            raise ImageError(f"{name}: refused, the stream is longer than {MAX_STREAM_BYTES:,} bytes")
 
 
 def _from_array(arr: np.ndarray, name: str) -> Image.Image:

@@ -163,3 +163,15 @@ def test_classify_takes_generators_arrays_and_buffers(classifier):
         assert [p.class_index for p in results[0].predictions] == [p.class_index for p in want]
     with pytest.raises(TypeError, match="accepted"):
         classifier.classify(3.5)
+
+
+def test_an_endless_stream_is_refused_not_read_forever(monkeypatch):
+    import effnet.preprocess
+
+    class Endless:  # /dev/zero as a file object: short reads, never EOF
+        def read(self, n: int = -1) -> bytes:
+            return b"\0" * min(n, 1000)
+
+    monkeypatch.setattr(effnet.preprocess, "MAX_STREAM_BYTES", 10_000)
+    with pytest.raises(ImageError, match="longer than 10,000 bytes"):
+        decode_crop(Endless(), P)

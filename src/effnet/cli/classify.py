@@ -122,6 +122,8 @@ def _run_ray(args: argparse.Namespace) -> int:
     from . import UsageError
 
     check_installed("effnet classify --engine ray")
+    if STDIN in args.paths:
+        raise UsageError("'-' (an image on stdin) is for local classify; --engine ray reads files, folders and URIs")
     if args.output is None or args.json:
         raise UsageError("--engine ray writes --output OUT (.jsonl, .parquet or a folder), not --json on stdout")
     if not args.paths and not args.from_list:
