@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import torch
@@ -39,3 +41,43 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subpro
         timeout=timeout,
         cwd=REPO,
     )
+
+
+def write_finetuned_model(path: Path, classes: tuple[str, ...], seed: int = 0) -> Path:
+    """What `effnet train` leaves in RUN/model.safetensors, made in a second: an effnet-native Lite0 file with
+    its own class names (random weights) and 64 px crops, so that tests using it run fast."""
+    import effnet
+    from effnet.weights.native import NativeInfo, save_native
+    from effnet.weights.records import Preprocess
+
+    torch.manual_seed(seed)
+    model = effnet.create_model("efficientnet-lite0", num_classes=len(classes))
+    info = NativeInfo(
+        model="efficientnet-lite0",
+        preprocess=Preprocess(input_size=64, resize_size=73, mean=(127.0,) * 3, std=(128.0,) * 3),
+        labels=classes,
+        num_classes=len(classes),
+        source="tests: a fine-tuned model's stand-in",
+    )
+    return save_native(model.state_dict(), path, info)
+
+
+def feed_fifo(path: Path, data: bytes, deadline_s: float = 60) -> threading.Thread:
+    """Write ``data`` into the FIFO at ``path`` once a reader opens it; gives up (no hang) if none ever does."""
+
+    def feed() -> None:
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO until a reader has it open
+            except OSError:
+                time.sleep(0.02)
+                continue
+            os.set_blocking(fd, True)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            return
+
+    thread = threading.Thread(target=feed, daemon=True)
+    thread.start()
+    return thread

@@ -6,7 +6,6 @@ backend (normalization in its own input convention) -> probabilities -> labels.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,11 +17,11 @@ from .errors import EffnetError
 from .factory import Pretrained
 from .labels import ClassLabel
 from .pipeline import Batch, decode_crop, iter_batches
-from .preprocess import ImageSource
+from .preprocess import ACCEPTED_IMAGES, ImageSource, is_single_image
 from .source import ModelSource, resolve_source
 from .weights.records import Preprocess, WeightsRecord
 
-__all__ = ["Classifier", "Prediction", "ImageResult", "top_k", "results_for_batch"]
+__all__ = ["Classifier", "Prediction", "ImageResult", "top_k", "clamp_top_k", "results_for_batch", "as_images"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +56,31 @@ class ImageResult:
         if self.error is not None:
             return {"path": self.path, "error": self.error}
         return {"path": self.path, "predictions": [p.to_dict() for p in self.predictions]}
+
+
+def as_images(images: Iterable[ImageSource] | ImageSource) -> Iterable[ImageSource]:
+    """One image -> a list of it; an iterable of images (a 4-D array: its rows) as is."""
+    if is_single_image(images):
+        return [images]  # type: ignore[list-item]  # one image (is_single_image)
+    if isinstance(images, np.ndarray) and images.ndim != 4:
+        raise TypeError(f"cannot classify an array of shape {images.shape}: give H x W x 3 or N x H x W x 3 uint8")
+    if isinstance(images, Iterable):
+        return images  # type: ignore[return-value]  # is_single_image took the bytes-like ones
+    raise TypeError(
+        f"cannot classify a {type(images).__name__}: give one image or an iterable of images; accepted images: "
+        f"{ACCEPTED_IMAGES}"
+    )
+
+
+def clamp_top_k(k: int, num_classes: int) -> int:
+    """THE top-k rule of the CLI and the server: at least 1; more than the model has classes gives them all.
+
+    Callers say when it clamped (``classify`` on stderr, ``/v1/classify`` in its answer): a page or script
+    written for ImageNet's 1,000 classes keeps working on a fine-tuned model with 2.
+    """
+    if k < 1:
+        raise EffnetError(f"top-k must be >= 1, got {k}")
+    return min(k, num_classes)
 
 
 def top_k(probs: np.ndarray, labels: Sequence[ClassLabel], k: int) -> list[Prediction]:
@@ -127,18 +151,32 @@ class Classifier:
         return top_k(probs, self.labels, k)
 
     def iter_batches(
-        self, images: Iterable[ImageSource], batch_size: int = 1, workers: int | None = None
+        self,
+        images: Iterable[ImageSource],
+        batch_size: int = 1,
+        workers: int | None = None,
+        name_of: Callable[[ImageSource], str] | None = None,
     ) -> Generator[Batch[ImageSource], None, None]:
         """The pipeline with this classifier's preprocessing: batches of decoded crops, in order."""
-        return iter_batches(images, self.preprocess, batch_size=batch_size, workers=workers, decode=self.decoder)
+        return iter_batches(
+            images, self.preprocess, batch_size=batch_size, workers=workers, decode=self.decoder, name_of=name_of
+        )
 
     def iter_classify(
-        self, images: Iterable[ImageSource], top_k: int = 5, batch_size: int = 1, workers: int | None = None
+        self,
+        images: Iterable[ImageSource],
+        top_k: int = 5,
+        batch_size: int = 1,
+        workers: int | None = None,
+        name_of: Callable[[ImageSource], str] | None = None,
     ) -> Iterator[ImageResult]:
-        """Yield one :class:`ImageResult` per image, in order; unreadable images carry an error."""
+        """Yield one :class:`ImageResult` per image, in order; unreadable images carry an error.
+
+        ``name_of(image)`` is how a result names its image (default: its path, else ``<image>``).
+        """
         if batch_size < 1:
             raise EffnetError(f"batch size must be >= 1, got {batch_size}")
-        batches = self.iter_batches(images, batch_size=batch_size, workers=workers)
+        batches = self.iter_batches(images, batch_size=batch_size, workers=workers, name_of=name_of)
         try:
             for batch in batches:
                 crops = batch.crops()
@@ -148,9 +186,12 @@ class Classifier:
             batches.close()
 
     def classify(
-        self, images: Sequence[ImageSource] | ImageSource, top_k: int = 5, batch_size: int = 1
+        self, images: Iterable[ImageSource] | ImageSource, top_k: int = 5, batch_size: int = 1
     ) -> list[ImageResult]:
-        """Classify paths, bytes or PIL images; a single image gives a one-element list."""
-        if isinstance(images, (str, os.PathLike, bytes)) or not isinstance(images, Sequence):
-            images = [images]
-        return list(self.iter_classify(images, top_k=top_k, batch_size=batch_size))  # type: ignore[arg-type]
+        """Classify one image or an iterable of them (a list, a generator, an N x H x W x 3 uint8 array).
+
+        An image is a path, encoded bytes (``bytes``, ``bytearray``, ``memoryview``), a binary file object,
+        a PIL image or a uint8 H x W x 3 array (:data:`effnet.preprocess.ImageSource`); a single image gives
+        a one-element list. Anything else raises :class:`TypeError` naming what is accepted.
+        """
+        return list(self.iter_classify(as_images(images), top_k=top_k, batch_size=batch_size))

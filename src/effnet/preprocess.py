@@ -11,25 +11,38 @@ from __future__ import annotations
 import functools
 import io
 import os
+import stat
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, BinaryIO, TypeAlias
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
+from .files import IMAGE_EXTENSIONS, find_images  # noqa: F401 - re-exported: the one folder walk lives in files.py
 from .weights.preprocessing import Preprocess
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-ImageSource: TypeAlias = str | os.PathLike | bytes | Image.Image
+# What one image may be (one adapter, :func:`open_image`): a path (file, FIFO, character device), encoded
+# bytes in any buffer, a binary file object, a PIL image, or decoded pixels as a numpy array.
+ImageSource: TypeAlias = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO | Image.Image | np.ndarray
+ACCEPTED_IMAGES = (
+    "a path (str or os.PathLike), encoded image bytes (bytes, bytearray, memoryview), a binary file object "
+    "(open(..., 'rb'), io.BytesIO), a PIL.Image.Image, or a numpy uint8 array (H x W x 3 RGB, H x W x 4 RGBA, "
+    "or H x W gray)"
+)
+# A stream (FIFO, /dev/stdin, a file object) is read whole before decoding; above this it is refused
+# (a read of /dev/zero must end). 512 MiB holds any image under MAX_IMAGE_PIXELS, even uncompressed.
+MAX_STREAM_BYTES = 512 * 1024 * 1024
+_CHUNK = 1 << 20
 
 # Pillow's own default bomb threshold (about 89.5 Mpx, 256 MiB at 24 bpp); we enforce it
 # ourselves with a clear error instead of Pillow's warning.
 MAX_IMAGE_PIXELS = int(1024 * 1024 * 1024 // 4 // 3)
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 _RESAMPLE = {
     "bicubic": Image.Resampling.BICUBIC,
@@ -38,12 +51,125 @@ _RESAMPLE = {
 }
 
 
-def _name(source: ImageSource) -> str:
+def is_single_image(obj: object) -> bool:
+    """Whether ``obj`` is one image of a kind :func:`open_image` takes (not a collection of images)."""
+    if isinstance(obj, np.ndarray):
+        return obj.ndim in (2, 3)
+    return isinstance(obj, (str, os.PathLike, bytes, bytearray, memoryview, Image.Image)) or _is_binary_file(obj)
+
+
+def _is_binary_file(obj: object) -> bool:
+    return callable(getattr(obj, "read", None)) and not isinstance(obj, (str, bytes))
+
+
+def _name(source: object) -> str:
     if isinstance(source, (str, os.PathLike)):
         return str(source)
-    if isinstance(source, bytes):
-        return f"<{len(source)} bytes>"
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return f"<{memoryview(source).nbytes} bytes>"
+    if isinstance(source, np.ndarray):
+        return f"<array {'x'.join(map(str, source.shape))} {source.dtype}>"
+    if _is_binary_file(source):
+        name = getattr(source, "name", None)
+        return name if isinstance(name, str) else f"<{type(source).__name__}>"
     return "<PIL image>"
+
+
+def _read_stream(read: Callable[[int], object], name: str) -> bytes:
+    """Everything ``read`` (a file object's read) gives until end of file, at most MAX_STREAM_BYTES.
+
+    Read in chunks until EOF: an unbuffered pipe or socket may return fewer bytes than asked before its end.
+    """
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        chunk = read(min(_CHUNK, MAX_STREAM_BYTES + 1 - total))
+        if not isinstance(chunk, (bytes, bytearray, memoryview)):
+            raise TypeError(f"{name}: read() gave {type(chunk).__name__}, not bytes; open images with mode 'rb'")
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(bytes(chunk))
+        total += len(chunks[-1])
+        if total > MAX_STREAM_BYTES:
+            raise ImageError(f"{name}: refused, the stream is longer than {MAX_STREAM_BYTES:,} bytes")
+
+
+def _from_array(arr: np.ndarray, name: str) -> Image.Image:
+    """Decoded pixels -> a PIL image; anything but uint8 gray/RGB/RGBA in HWC order is refused with its shape."""
+    if arr.dtype != np.uint8:
+        raise ImageError(
+            f"{name}: arrays must be uint8 pixels (0-255); convert first, e.g. (x * 255).round().astype(np.uint8)"
+        )
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))):
+        hint = " (channels first? use x.transpose(1, 2, 0))" if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) else ""
+        raise ImageError(f"{name}: expected an H x W x 3 (RGB), H x W x 4 (RGBA) or H x W array{hint}")
+    mode = "L" if arr.ndim == 2 else ("RGB" if arr.shape[2] == 3 else "RGBA")
+    return Image.fromarray(np.ascontiguousarray(arr), mode=mode)
+
+
+def open_image(source: ImageSource) -> Image.Image:
+    """THE image-input adapter: any accepted kind of ``source`` -> an unloaded (lazy) PIL image.
+
+    Paths name regular files, or FIFOs and character devices (``/dev/stdin``, ``<(cmd)``), which are read
+    as streams; a file object is read from its current position (an ``io.BytesIO`` whole). Raises
+    :class:`ImageError` for a missing, empty or undecodable image and :class:`TypeError`, listing what is
+    accepted, for anything else.
+    """
+    name = _name(source)
+    if isinstance(source, Image.Image):
+        return source
+    if isinstance(source, np.ndarray):
+        return _from_array(source, name)
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        try:
+            mode = path.stat().st_mode
+        except FileNotFoundError:
+            raise ImageError(f"{name}: no such file") from None
+        except OSError as e:
+            raise ImageError(f"{name}: cannot read: {e.strerror or e}") from None
+        if stat.S_ISDIR(mode):
+            raise ImageError(f"{name}: is a folder, not an image file")
+        if stat.S_ISREG(mode):
+            if path.stat().st_size == 0:
+                raise ImageError(f"{name}: empty file (0 bytes)")
+            fp: object = path
+        elif stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
+            with path.open("rb") as f:
+                data = _read_stream(f.read, name)
+            if not data:
+                raise ImageError(f"{name}: empty stream (0 bytes)")
+            fp = io.BytesIO(data)
+        else:
+            raise ImageError(f"{name}: not a regular file")
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        data = memoryview(source).tobytes()  # any buffer layout, as its raw bytes
+        if not data:
+            raise ImageError("empty image data (0 bytes)")
+        fp = io.BytesIO(data)
+    elif isinstance(source, io.TextIOBase):
+        raise TypeError(f"{name}: the file object is open in text mode; open images with mode 'rb'")
+    elif _is_binary_file(source):
+        data = source.getvalue() if isinstance(source, io.BytesIO) else _read_stream(source.read, name)
+        if not data:
+            raise ImageError(f"{name}: empty image data (0 bytes)")
+        fp = io.BytesIO(data)
+    else:
+        raise TypeError(f"cannot read an image from {type(source).__name__}; accepted: {ACCEPTED_IMAGES}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(fp)  # type: ignore[arg-type]  # a Path or a BytesIO here
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not an image Pillow can read") from None
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"{name}: refused, too many pixels ({e})") from None
+    except Exception as e:  # noqa: BLE001 - untrusted bytes: Pillow's plugins raise OSError, but also
+        # ValueError ("Truncated IHDR chunk"), struct.error, EOFError, IndexError... (found by fuzzing:
+        # tests/serve/test_serve_fuzz.py); whatever they raise, these bytes are not an image we can open.
+        raise ImageError(f"{name}: cannot open image: {type(e).__name__}: {e}") from None
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -76,38 +202,13 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def load_image(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
-    """Decode ``source`` (path, bytes or PIL image) into an RGB image with EXIF orientation applied.
+    """Decode ``source`` (any :data:`ImageSource`, :func:`open_image`) into an RGB image with EXIF orientation applied.
 
     Raises :class:`ImageError` for files that are missing, empty, not images,
     truncated, or larger than ``max_pixels`` (checked from the header, before decoding).
     """
     name = _name(source)
-    if isinstance(source, Image.Image):
-        image = source
-    else:
-        if isinstance(source, (str, os.PathLike)):
-            path = Path(source)
-            if not path.is_file():
-                raise ImageError(f"{name}: no such file")
-            if path.stat().st_size == 0:
-                raise ImageError(f"{name}: empty file (0 bytes)")
-            fp: object = path
-        else:
-            if len(source) == 0:
-                raise ImageError("empty image data (0 bytes)")
-            fp = io.BytesIO(source)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                image = Image.open(fp)  # type: ignore[arg-type]  # str, PathLike or BytesIO here
-        except UnidentifiedImageError:
-            raise ImageError(f"{name}: not an image Pillow can read") from None
-        except Image.DecompressionBombError as e:
-            raise ImageError(f"{name}: refused, too many pixels ({e})") from None
-        except Exception as e:  # noqa: BLE001 - untrusted bytes: Pillow's plugins raise OSError, but also
-            # ValueError ("Truncated IHDR chunk"), struct.error, EOFError, IndexError... (found by fuzzing:
-            # tests/serve/test_serve_fuzz.py); whatever they raise, these bytes are not an image we can open.
-            raise ImageError(f"{name}: cannot open image: {type(e).__name__}: {e}") from None
+    image = open_image(source)
     width, height = image.size
     if width * height > max_pixels:
         raise ImageError(
@@ -229,19 +330,3 @@ def bgr_nchw(rgb: np.ndarray, *, channels_first: bool = False) -> np.ndarray:
 def preprocess(source: ImageSource, p: Preprocess) -> np.ndarray:
     """Decode and preprocess one image: a CHW float32 array ready for the model."""
     return normalize(decode_crop(source, p), p)
-
-
-def find_images(paths: list[str | os.PathLike]) -> list[Path]:
-    """Expand files and directories (recursively, by image extension) into a sorted file list.
-
-    Files named explicitly are kept whatever their extension, so that a bad file
-    is reported rather than silently skipped.
-    """
-    out: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            out.extend(sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS))
-        else:
-            out.append(path)
-    return out

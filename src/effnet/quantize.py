@@ -42,8 +42,8 @@ import numpy as np
 from ._optional import require
 from .errors import EffnetError, ImageError
 from .export.cache import INT8_XML, exported_artifact, int8_model_dir
+from .files import find_images
 from .pipeline import decode_crop
-from .preprocess import find_images
 from .source import ModelSource
 from .weights.records import Preprocess
 

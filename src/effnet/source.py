@@ -21,7 +21,7 @@ from .weights.records import Preprocess, WeightsRecord, fetch, match_record
 if TYPE_CHECKING:  # pragma: no cover
     from .model import EfficientNet
 
-__all__ = ["ModelSource", "resolve_source", "identify_record", "weights_label"]
+__all__ = ["ModelSource", "resolve_source", "identify_record", "weights_label", "labels_of"]
 
 RANDOM_INIT = "random-init"
 
@@ -73,6 +73,14 @@ def identify_record(path: Path, model: str) -> WeightsRecord | None:
     preprocessing of its record instead of the model's default.
     """
     return match_record(path, model)
+
+
+def labels_of(model: str, weights: Pretrained | None = None) -> tuple[ClassLabel, ...]:
+    """The classes ``model`` with ``weights`` answers with, known without loading or downloading anything
+    (a record's label set, an effnet-native file's header): what a dataset is labelled with before the model
+    loads (``effnet eval`` checks its folder first)."""
+    record, _ = resolve_weights(get_variant(model).name, True if weights is None else weights)
+    return get_labels(record.labels if record else "imagenet-1k")
 
 
 def resolve_source(

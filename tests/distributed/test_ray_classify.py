@@ -70,19 +70,29 @@ def test_bad_files_from_list_and_parquet_read_back(ray_cluster, sample_images, t
     (folder / "empty.png").write_bytes(b"")
     (folder / "truncated.JPEG").write_bytes(sample_images[3].read_bytes()[:2000])
     (folder / "notes.txt").write_text("not an image extension: not discovered")
+    (folder / "._text.jpg").write_bytes(b"\x00\x05\x16\x07 a macOS companion: not discovered")
+    linked = tmp_path / "elsewhere"
+    linked.mkdir()
+    shutil.copy(sample_images[6], linked / sample_images[6].name)
+    (folder / "linked").symlink_to(linked, target_is_directory=True)  # followed, as by every command
     listing = tmp_path / "list.txt"
-    listing.write_text(
-        "\n".join([str(sample_images[4]), f"file://{sample_images[5]}", str(tmp_path / "missing.jpg"), "", "# comment"])
-        + "\n"
+    listing.write_bytes(  # with a byte-order mark, as Windows editors save it: the first line is still a path
+        (
+            "\n".join(
+                [str(sample_images[4]), f"file://{sample_images[5]}", str(tmp_path / "missing.jpg"), "", "# comment"]
+            )
+            + "\n"
+        ).encode("utf-8-sig")
     )
     out = tmp_path / "out.parquet"
     r = ray_cli(ray_cluster, "--output", str(out), "--from-list", str(listing), str(folder))
     assert r.returncode == 1, r.stderr  # some images failed
-    assert "Traceback" not in r.stderr and "9 images, 4 errors" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and "10 images, 4 errors" in r.stderr, r.stderr
     table = pq.read_table(out)
     assert table.column_names == ["path", "class_index", "synset", "label", "probability", "error"]
     rows = {Path(row["path"]).name: row for row in table.to_pylist()}
-    assert len(rows) == table.num_rows == 9  # exactly one row per input
+    assert len(rows) == table.num_rows == 10  # exactly one row per input
+    assert rows[sample_images[6].name]["path"] == str(folder / "linked" / sample_images[6].name)
     errors = {name: row["error"] for name, row in rows.items() if row["error"] is not None}
     assert set(errors) == {"text.jpg", "empty.png", "truncated.JPEG", "missing.jpg"}
     assert errors["missing.jpg"] == f"{tmp_path / 'missing.jpg'}: no such file"

@@ -102,6 +102,26 @@ def server(tmp_path_factory, lite0_classifier) -> ServerProcess:
     proc.stop()
 
 
+TWO_CLASSES = ("animal", "object")
+
+
+@pytest.fixture(scope="session")
+def two_class_weights(tmp_path_factory) -> Path:
+    """A fine-tuned-style effnet-native Lite0 file with 2 classes (random weights, 64 px crops: cheap)."""
+    from tests.testutils import write_finetuned_model
+
+    return write_finetuned_model(tmp_path_factory.mktemp("two-classes") / "model.safetensors", TWO_CLASSES)
+
+
+@pytest.fixture(scope="session")
+def two_class_server(tmp_path_factory, two_class_weights) -> ServerProcess:
+    """`effnet serve --weights RUN/model.safetensors` alone, for a model with fewer classes than the page's 5."""
+    proc = ServerProcess(tmp_path_factory.mktemp("serve-2"), "--weights", str(two_class_weights), "--backend", "torch")
+    proc.wait_ready()
+    yield proc
+    proc.stop()
+
+
 @pytest.fixture
 def start_server(tmp_path):
     """Factory: start another server with its own options; stopped at the end of the test."""

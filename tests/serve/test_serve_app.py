@@ -74,7 +74,10 @@ def test_classify_answer_shape():
     async def check(c):
         body = (await c.post("/v1/classify?top_k=2", content=GOOD)).json()
         assert [p["class_index"] for p in body["predictions"]] == [1, 0]
-        assert set(body) == {"predictions", "model", "weights", "latency_ms"} and body["model"] == "fake"
+        assert set(body) == {"predictions", "model", "weights", "top_k", "latency_ms"} and body["model"] == "fake"
+        assert body["top_k"] == 2
+        clamped = (await c.post("/v1/classify?top_k=5", content=GOOD)).json()  # the fake model has 3 classes
+        assert (clamped["top_k"], clamped["top_k_requested"], len(clamped["predictions"])) == (3, 5, 3)
 
     served(check)
 

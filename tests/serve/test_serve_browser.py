@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.serve.serve_fixtures import lite0_classifier, server  # noqa: F401 - pytest fixtures
+from tests.serve.serve_fixtures import (  # noqa: F401 - pytest fixtures
+    TWO_CLASSES,
+    lite0_classifier,
+    server,
+    two_class_server,
+    two_class_weights,
+)
 
 CHELSEA = Path(__file__).resolve().parents[2] / "examples" / "chelsea.png"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -63,3 +69,28 @@ def test_page_upload_shows_top5_bars(server, lite0_classifier, tmp_path):
     assert percents[0] == f"{100 * expected[0].probability:.1f}%"
     assert not errors, errors
     assert screenshot.stat().st_size > 10_000
+
+
+def test_page_works_for_a_model_with_fewer_than_5_classes(two_class_server):
+    """A fine-tuned 2-class model: the page asks for min(5, classes) labels and shows both (issue 24)."""
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="the playwright package is not installed (pip install 'effnet[test]')"
+    )
+    asked: list[str] = []
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.on("request", lambda r: asked.append(r.url) if "/v1/classify" in r.url else None)
+            page.goto(two_class_server.url + "/")
+            page.wait_for_function("document.getElementById('model').textContent.includes('efficientnet-lite0')")
+            page.set_input_files("#file", str(CHELSEA))
+            page.wait_for_selector("#results li:nth-child(2) .label", timeout=60_000)
+            labels = page.locator("#results .label").all_inner_texts()
+            status = page.locator("#status").inner_text()
+            status_class = page.locator("#status").get_attribute("class")
+        finally:
+            browser.close()
+    assert sorted(labels) == sorted(TWO_CLASSES)
+    assert status_class != "error", status
+    assert asked and all(url.endswith("top_k=2") for url in asked), asked

@@ -194,7 +194,7 @@ BAD = {
     "infer query parameter": ("POST", INFER + "?debug=1", {"json": v2()}, 400, ["unknown query parameter"]),
     "unknown classify query": ("POST", "/v1/classify?topk=3", {"content": PNG}, 400, ["topk", "top_k"]),
     "repeated top_k": ("POST", "/v1/classify?top_k=1&top_k=2", {"content": PNG}, 400, ["more than once"]),
-    "top_k above classes": ("POST", "/v1/classify?top_k=1001", {"content": PNG}, 400, ["1 to 1000"]),
+    "top_k above the bound": ("POST", "/v1/classify?top_k=1000001", {"content": PNG}, 400, ["1 to 1000000"]),
     "top_k signed": ("POST", "/v1/classify?top_k=+3", {"content": PNG}, 400, ["top_k"]),
     "top_k huge": ("POST", "/v1/classify?top_k=" + "9" * 5000, {"content": PNG}, 400, ["top_k"]),
     "multipart without boundary": (

@@ -8,8 +8,11 @@ import sys
 
 from tqdm import tqdm
 
-from ..predict import Classifier, ImageResult
-from ..preprocess import find_images
+from ..files import find_images
+from ..predict import Classifier, ImageResult, clamp_top_k
+from ..preprocess import ImageSource
+
+STDIN = "-"  # as a PATH: one image read from standard input
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "paths",
         nargs="*",
         metavar="PATH",
-        help="image files and/or folders (searched recursively); with --engine ray also URIs (s3://, gs://, file://)",
+        help="image files and/or folders (searched recursively, symlinked folders followed, hidden files skipped); "
+        "- for one image on stdin; with --engine ray also URIs (s3://, gs://, file://)",
     )
     add_model_arguments(p)
     p.add_argument("--top-k", type=int, default=5, help="labels per image (default: %(default)s)")
@@ -118,6 +122,8 @@ def _run_ray(args: argparse.Namespace) -> int:
     from . import UsageError
 
     check_installed("effnet classify --engine ray")
+    if STDIN in args.paths:
+        raise UsageError("'-' (an image on stdin) is for local classify; --engine ray reads files, folders and URIs")
     if args.output is None or args.json:
         raise UsageError("--engine ray writes --output OUT (.jsonl, .parquet or a folder), not --json on stdout")
     if not args.paths and not args.from_list:
@@ -168,7 +174,14 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--output, --from-list and --workers are for --engine ray (locally: --json > FILE)")
     if not args.paths:
         raise UsageError("the following arguments are required: PATH (image files or folders)")
-    images = find_images(args.paths)
+    if args.paths.count(STDIN) > 1:
+        raise UsageError("'-' (the image on stdin) can be given once")
+    if STDIN in args.paths and sys.stdin.isatty():
+        raise UsageError("'-' reads one image from stdin, but stdin is a terminal: pipe or redirect an image into it")
+    # '-' is the image on stdin, read by the pipeline like any binary file object (bounded, in a worker).
+    images: list[ImageSource] = []
+    for raw in args.paths:
+        images.extend([sys.stdin.buffer] if raw == STDIN else find_images([raw]))
     if not images:
         raise UsageError(f"no images found in {', '.join(args.paths)}")
     options = {} if args.precision is None else {"precision": args.precision}
@@ -182,12 +195,23 @@ def run(args: argparse.Namespace) -> int:
         batch_hint=args.batch_size,
         **options,
     )
+    top_k = clamp_top_k(args.top_k, len(clf.labels))
+    if top_k != args.top_k:  # the server's rule too: clamp, and say so
+        print(
+            f"effnet: note: --top-k {args.top_k} is more than the model's {top_k} classes; giving all {top_k}",
+            file=sys.stderr,
+        )
     failed = 0
     bar = tqdm(
         total=len(images), unit="img", file=sys.stderr, disable=True if args.no_progress or len(images) < 2 else None
     )
     with bar:
-        for result in clf.iter_classify(images, top_k=args.top_k, batch_size=args.batch_size or 1):
+        for result in clf.iter_classify(
+            images,
+            top_k=top_k,
+            batch_size=args.batch_size or 1,
+            name_of=lambda image: STDIN if image is sys.stdin.buffer else str(image),
+        ):
             failed += not result.ok
             if args.json:
                 print(json.dumps(result.to_dict()), flush=True)

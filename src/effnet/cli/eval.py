@@ -2,7 +2,8 @@
 
 DATA is one of: class folders named by synset (DATA/n01440764/*.JPEG); a folder of images plus
 --annotations val.txt ('ILSVRC2012_val_00000001.JPEG 65' per line); a flat folder of files named
-'<synset>_<anything>.<ext>'. The layout is detected automatically. Preprocessing comes from the
+'<synset>_<anything>.<ext>'. For a fine-tuned model (--weights RUN/model.safetensors) the class folders
+and annotations name its own classes. The layout is detected automatically. Preprocessing comes from the
 weights record. Exit status: 0, or 1 when an image could not be read or top-1 is below --min-top1.
 """
 
@@ -142,10 +143,12 @@ def _evaluate_on_ray(args: argparse.Namespace, dataset, progress) -> EvalReport:
 def run(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate, find_dataset
     from ..predict import Classifier
+    from ..source import labels_of
 
     _check_args(args)
-    # The dataset first: a wrong folder fails in a second, before the model loads.
-    dataset = find_dataset(args.data, annotations=args.annotations)
+    # The dataset first: a wrong folder fails in a second, before the model loads. Labelled with the model's
+    # own classes (from the record or a native file's header): a fine-tuned run's folders and class names.
+    dataset = find_dataset(args.data, annotations=args.annotations, labels=labels_of(args.model, args.weights))
     if dataset.unmatched_annotations:
         print(
             f"effnet: note: {dataset.unmatched_annotations:,} entries of {args.annotations} have no image in "

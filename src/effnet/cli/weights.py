@@ -125,15 +125,15 @@ def run_path(args: argparse.Namespace) -> int:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from ..errors import EffnetError
+    from ..files import read_list
     from ..weights.to_native import convert_to_native
 
     labels = None
     if args.labels is not None:
         try:
-            text = Path(args.labels).read_text(encoding="utf-8")
+            text = read_list(args.labels)
         except OSError as e:
             raise EffnetError(f"cannot read --labels {args.labels}: {e.strerror}") from None
         labels = [line.strip() for line in text.splitlines() if line.strip()]

@@ -1,8 +1,10 @@
 """Inputs and outputs of a Ray run: which files to read, and the JSON lines / Parquet written at the end.
 
-Discovery happens in the cluster: a folder or prefix is read by ``ray.data.read_binary_files`` (its
-tasks list and read the files), and a ``--from-list`` file is itself a dataset (``ray.data.read_text``)
-whose lines are read by tasks. The driver looks only at the few arguments it was given.
+Reading happens in the cluster: a prefix (URI) is read by ``ray.data.read_binary_files`` (its tasks list
+and read the files), and a ``--from-list`` file is itself a dataset (``ray.data.read_text``) whose lines are
+read by tasks. A local folder is listed by the driver with the folder walk every command uses
+(:func:`effnet.files.walk_images`: symlinked folders followed, hidden and ``._*`` files skipped), and its
+files are read by tasks like the lines of a list.
 
 Outputs are written by Ray's writers into a temporary folder next to the target and renamed into place
 at the end, so the final name never holds a partial result: ``OUT.jsonl`` (the part files joined into one
@@ -31,7 +33,7 @@ from ray.data.block import BlockAccessor
 from ray.data.datasource import BlockBasedFileDatasink
 
 from ..errors import EffnetError
-from ..preprocess import IMAGE_EXTENSIONS
+from ..files import IMAGE_EXTENSIONS, walk_images
 from .worker import result_from_row
 
 __all__ = [
@@ -102,7 +104,7 @@ def _read_listed(batch: dict[str, np.ndarray], base: str) -> dict[str, np.ndarra
     errors: list[str] = []
     filesystems: dict[str, tuple[pafs.FileSystem, str]] = {}
     for raw in batch["text"]:
-        entry = str(raw).strip()
+        entry = str(raw).lstrip("\ufeff").strip()  # a list saved with a UTF-8 byte-order mark (Windows editors)
         if not entry or entry.startswith("#"):
             continue
         data: bytes | None = None
@@ -158,8 +160,9 @@ def read_inputs(paths: Sequence[str | os.PathLike], from_list: Sequence[str | os
             else:
                 listed.append(text)  # a file, or missing: its row says which
         elif Path(text).is_dir():
-            ds = ray.data.read_binary_files(os.path.abspath(text), include_paths=True, file_extensions=_EXTENSIONS)
-            folders.append(small_blocks(ds.map_batches(partial(_with_error_column, prefix=""))))
+            # A local folder is walked here, by the walk every command uses (symlinked folders followed,
+            # hidden and ._* files skipped); its files are then read by tasks like a --from-list.
+            listed.extend(os.path.abspath(p) for p in walk_images(text))
         else:
             listed.append(os.path.abspath(text))
     parts = list(folders)

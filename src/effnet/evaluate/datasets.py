@@ -6,6 +6,10 @@ Three layouts are recognised, automatically:
 * ``annotations``  — image files plus an annotation file in the OMZ / Caffe ``val.txt`` form
   (``ILSVRC2012_val_00000001.JPEG 65``: file name relative to the folder, class index), given explicitly;
 * ``synset-prefix`` — a flat folder of files named ``<synset>_<anything>.<ext>``.
+
+The classes are the model's (``labels``): ImageNet-1k's synsets, or a fine-tuned model's own class names
+(an ``effnet train`` run's folder names), which then name the class folders and may stand for the class
+in an annotation file. Images are found by the folder walk of every command (:mod:`effnet.files`).
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ from pathlib import Path
 from typing import Literal
 
 from ..errors import EffnetError
+from ..files import IMAGE_EXTENSIONS, is_hidden, read_list, walk_images
 from ..labels import ClassLabel, get_labels, imagenet_labels
-from ..preprocess import IMAGE_EXTENSIONS
 
 __all__ = [
     "Layout",
@@ -96,12 +100,23 @@ def _is_image(path: Path) -> bool:
 
 
 def _images_under(folder: Path) -> list[Path]:
-    """Images below ``folder``, recursively, skipping hidden names (such as macOS ``._*`` companions)."""
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if _is_image(p) and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
+    """Images below ``folder``: the one folder walk of every command (:func:`effnet.files.walk_images`)."""
+    return walk_images(folder)
+
+
+def _is_wordnet(labels: Sequence[ClassLabel]) -> bool:
+    """ImageNet-style classes (named by WordNet synset), as opposed to a fine-tuned model's own names."""
+    return all(_SYNSET.fullmatch(c.synset) for c in labels)
+
+
+def _split_entry(line: str, spaced_names: Sequence[str]) -> list[str]:
+    """``<file name> <class>``: the class is the last field (so file names may hold spaces), or a class
+    name with spaces that ends the line."""
+    for name in spaced_names:
+        head = line[: -len(name)]
+        if line.endswith(name) and head[-1:].isspace() and head.strip():
+            return [head.rstrip(), name]
+    return line.rsplit(None, 1)
 
 
 def _interleave(groups: Sequence[Sequence[Sample]]) -> tuple[Sample, ...]:
@@ -124,30 +139,35 @@ def read_annotations(path: str | os.PathLike, labels: Sequence[ClassLabel] | Non
             f"annotation file {path} does not exist" if not path.exists() else f"annotation file {path} is not a file"
         )
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_list(path)
     except (OSError, UnicodeDecodeError) as e:
         raise DatasetError(f"cannot read annotation file {path}: {e}") from None
+    # Class names with spaces (a fine-tuned model's folder names may have them) end a line as a whole.
+    spaced = sorted((c for c in index if any(ch.isspace() for ch in c)), key=len, reverse=True)
+    expected = "a class index or a synset" if _is_wordnet(labels) else "a class index or one of the model's class names"
     entries: dict[str, int] = {}
     for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        # rsplit: the label is the last field, so a file name with spaces still parses.
-        parts = line.rsplit(None, 1)
         where = f"{path}:{number}"
+        parts = _split_entry(line, spaced)
         if len(parts) != 2:
             raise DatasetError(f"{where}: expected '<file name> <class index>', got {line!r}")
         name, value = parts[0].replace("\\", "/"), parts[1]
-        if value.lstrip("-").isdigit():
+        if value in index:  # a synset, or a fine-tuned model's class name (even one made of digits)
+            label = index[value]
+        elif value.lstrip("-").isdigit():
             label = int(value)
             if not 0 <= label < len(labels):
                 raise DatasetError(f"{where}: class index {label} is out of range 0..{len(labels) - 1}")
         elif _SYNSET.fullmatch(value):
-            if value not in index:
-                raise DatasetError(f"{where}: unknown synset {value}: not one of the {len(labels):,} classes")
-            label = index[value]
+            raise DatasetError(f"{where}: unknown synset {value}: not one of the {len(labels):,} classes")
         else:
-            raise DatasetError(f"{where}: expected a class index or a synset after the file name, got {value!r}")
+            raise DatasetError(
+                f"{where}: expected {expected} after the file name, got {value!r}"
+                + ("" if _is_wordnet(labels) else f" (the model's classes: {_examples([c.synset for c in labels])})")
+            )
         if name in entries:
             raise DatasetError(f"{where}: {name} is listed twice")
         entries[name] = label
@@ -176,21 +196,30 @@ def _annotated(root: Path, annotations: Path, labels: Sequence[ClassLabel]) -> D
 
 def _class_folders(root: Path, folders: list[Path], labels: Sequence[ClassLabel]) -> Dataset:
     index = _synset_index(labels)
-    not_synsets = [f.name for f in folders if not _SYNSET.fullmatch(f.name)]
-    if len(not_synsets) == len(folders):
-        raise DatasetError(
-            f"no layout fits {root}: its sub-folders ({_examples(not_synsets)}) are not named by synset; {_LAYOUT_HELP}"
-        )
-    if not_synsets:
-        raise DatasetError(
-            f"{root}: sub-folders {_examples(not_synsets)} are not named by synset (like n01440764); "
-            "with class folders, every sub-folder must be a class"
-        )
     unknown = [f.name for f in folders if f.name not in index]
-    if unknown:
-        raise DatasetError(
-            f"{root}: unknown synset folder {_examples(unknown)}: not one of the {len(labels):,} ImageNet-1k classes"
-        )
+    if not _is_wordnet(labels):  # a fine-tuned model: its class folders are named by its own class names
+        if unknown:
+            raise DatasetError(
+                f"{root}: sub-folders {_examples(unknown)} are not classes of this model "
+                f"(its {len(labels):,} classes: {_examples([c.synset for c in labels], 10)}); with class folders, "
+                "every sub-folder must be one of them"
+            )
+    else:
+        not_synsets = [f.name for f in folders if not _SYNSET.fullmatch(f.name)]
+        if len(not_synsets) == len(folders):
+            raise DatasetError(
+                f"no layout fits {root}: its sub-folders ({_examples(not_synsets)}) are not named by synset; "
+                f"{_LAYOUT_HELP}"
+            )
+        if not_synsets:
+            raise DatasetError(
+                f"{root}: sub-folders {_examples(not_synsets)} are not named by synset (like n01440764); "
+                "with class folders, every sub-folder must be a class"
+            )
+        if unknown:
+            raise DatasetError(
+                f"{root}: unknown synset folder {_examples(unknown)}: not one of the {len(labels):,} classes"
+            )
     groups = [[Sample(p, index[f.name]) for p in _images_under(f)] for f in folders]
     if not any(groups):
         raise DatasetError(
@@ -247,7 +276,7 @@ def find_dataset(
         raise DatasetError(f"{root} is not a folder; {_LAYOUT_HELP}")
     if annotations is not None:
         return _annotated(root, Path(annotations), labels)
-    entries = sorted(e for e in root.iterdir() if not e.name.startswith("."))
+    entries = sorted(e for e in root.iterdir() if not is_hidden(e.name))
     folders = [e for e in entries if e.is_dir()]
     files = [e for e in entries if _is_image(e)]
     if folders and files:
@@ -274,7 +303,7 @@ def find_class_folders(root: str | os.PathLike) -> Dataset:
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"dataset folder {root} does not exist" if not root.exists() else f"{root} is not a folder")
-    entries = sorted(e for e in root.iterdir() if not e.name.startswith("."))
+    entries = sorted(e for e in root.iterdir() if not is_hidden(e.name))
     folders = [e for e in entries if e.is_dir()]
     stray = [e.name for e in entries if _is_image(e)]
     if not folders:

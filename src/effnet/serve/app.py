@@ -30,6 +30,7 @@ from starlette.routing import Route
 
 from .._version import __version__
 from ..errors import ImageError
+from ..predict import clamp_top_k
 from .auth import BearerAuth
 from .batcher import BatcherClosedError, DynamicBatcher, QueueFullError
 from .errors import ApiError
@@ -44,7 +45,8 @@ log = logging.getLogger("effnet.serve")
 T = TypeVar("T")
 Handler = Callable[[Request], Awaitable[Response]]
 
-MAX_TOP_K = 1000
+DEFAULT_TOP_K = 5
+MAX_TOP_K = 1_000_000  # a sanity bound on the query value; above the model's classes it is clamped (clamp_top_k)
 PIXELS, TENSOR = "pixels", "tensor"  # the batcher's two kinds of input
 
 
@@ -201,7 +203,8 @@ def create_app(
     async def classify(request: Request) -> Response:
         started = time.perf_counter()
         check_query(request.query_params, ("top_k",), "/v1/classify")
-        top_k = parse_int_param(request.query_params, "top_k", 5, 1, min(MAX_TOP_K, info.num_classes))
+        requested = parse_int_param(request.query_params, "top_k", DEFAULT_TOP_K, 1, MAX_TOP_K)
+        top_k = clamp_top_k(requested, info.num_classes)  # the CLI's rule; the answer says when it clamped
         async with admitted():
             data = await image_bytes(request, await read_body(request))
             if not data:
@@ -214,14 +217,16 @@ def create_app(
                 raise ApiError(400, "bad_image", str(e)) from None
             probs = await batcher.submit(PIXELS, crop[np.newaxis])
         predictions = [p.to_dict() for p in model.top_k(probs[0], top_k)]
-        return JSONResponse(
-            {
-                "predictions": predictions,
-                "model": info.name,
-                "weights": info.weights,
-                "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-            }
-        )
+        answer = {
+            "predictions": predictions,
+            "model": info.name,
+            "weights": info.weights,
+            "top_k": top_k,
+            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+        }
+        if top_k != requested:
+            answer["top_k_requested"] = requested  # clamped to the model's number of classes
+        return JSONResponse(answer)
 
     @instrumented("infer")
     async def infer(request: Request) -> Response:

@@ -157,7 +157,9 @@ def openapi_spec(info: ModelInfo, *, max_body_mb: float, auth: bool) -> dict:
                 "top_k": {
                     "name": "top_k",
                     "in": "query",
-                    "schema": {"type": "integer", "minimum": 1, "maximum": k, "default": 5},
+                    "description": f"labels per answer; above the model's {k} classes it is clamped to {k}, "
+                    "and the answer's top_k_requested says so",
+                    "schema": {"type": "integer", "minimum": 1, "default": 5},
                 },
                 "InferenceHeaderContentLength": {
                     "name": "Inference-Header-Content-Length",
@@ -193,7 +195,21 @@ def openapi_spec(info: ModelInfo, *, max_body_mb: float, auth: bool) -> dict:
                 "InferResponse": {"type": "object"},
                 "ModelMetadata": {"type": "object"},
                 "ServerMetadata": {"type": "object"},
-                "Classification": {"type": "object"},
+                "Classification": {
+                    "type": "object",
+                    "required": ["predictions", "model", "weights", "top_k", "latency_ms"],
+                    "properties": {
+                        "predictions": {"type": "array", "items": {"type": "object"}},
+                        "model": {"type": "string"},
+                        "weights": {"type": "string"},
+                        "top_k": {"type": "integer", "description": "labels given (top_k asked, at most the classes)"},
+                        "top_k_requested": {
+                            "type": "integer",
+                            "description": f"only when top_k was clamped: the value asked for (above {k})",
+                        },
+                        "latency_ms": {"type": "number"},
+                    },
+                },
             },
             "responses": {"Error": _json(_ref("Error"), "Error: {'error': what was wrong}")},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
