@@ -8,15 +8,18 @@ with every flip a close call in fp32). ``@pytest.mark.gpu`` tests skip only when
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from threading import current_thread
 
 import numpy as np
 import pytest
 import torch
 
 from effnet.backends import AUTO_RANKING, AUTO_RANKING_CUDA, auto_ranking, create_backend, resolve_auto
-from effnet.backends.staging import Prefetcher
 from effnet.errors import EffnetError
 from effnet.optimize import HalfBodyModel, fold_batchnorm, to_channels_last
+from effnet.preprocess import normalize_tensor
 from tests.perf.perf_helpers import fp32_margin, run_batches, top1_agreement
 from tests.testutils import EXAMPLES, run_cli
 
@@ -34,12 +37,81 @@ def _split(crops: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
 # --------------------------------------------------------------------------------------------------
 
 
-def test_iter_probabilities_on_cpu_gives_what_calls_give(lite0_source, sample_crops, fp32_probs):
-    backend = create_backend("torch", lite0_source)
-    sizes = [7, 20, 1, 12]  # uneven batches, as a dataset's last batch and a server's batches are
-    out = np.concatenate(list(backend.iter_probabilities(_split(sample_crops[:40], sizes), depth=2)))
-    assert out.shape == (40, fp32_probs.shape[1])
-    np.testing.assert_allclose(out, fp32_probs[:40], atol=1e-5)
+def _prepared_classifier(sizes=(1, 4)):
+    """Lite0 with the fixed-shape runner on the CPU, and a record of (batch, thread) of every model call."""
+    from effnet.predict import Classifier
+
+    clf = Classifier("efficientnet-lite0", backend="torch", progress=False, prepared_sizes=sizes)
+    calls: list[tuple[int, threading.Thread]] = []
+    clf.backend.model.register_forward_pre_hook(lambda m, args: calls.append((args[0].shape[0], current_thread())))
+    return clf, calls
+
+
+def _kserve_binary(client, x: np.ndarray) -> np.ndarray:
+    from tests.serve.inprocess import INFER
+
+    header = json.dumps(
+        {"inputs": [{"name": "data", "datatype": "FP32", "shape": list(x.shape),
+                     "parameters": {"binary_data_size": x.nbytes}}],
+         "outputs": [{"name": "prob", "parameters": {"binary_data": True}}]}
+    ).encode()  # fmt: skip
+    r = client.post(
+        INFER,
+        content=header + x.astype("<f4").tobytes(),
+        headers={"inference-header-content-length": str(len(header)), "content-type": "application/octet-stream"},
+    )
+    assert r.status_code == 200, r.text
+    n = int(r.headers["inference-header-content-length"])
+    return np.frombuffer(r.content[n:], dtype="<f4").reshape(len(x), -1)
+
+
+def test_every_entry_runs_only_the_prepared_shapes_on_the_owner_thread(sample_crops, fp32_probs):
+    """The runner is the only way into the model: crops, logits and KServe v2 tensors of odd batch sizes
+    (what compiled inside a request before, and what dynamo gives up on after 8 shapes) reach the model
+    only at the prepared sizes, and only on the runner's owner thread; the padding never shows."""
+    from effnet.preprocess import normalize_tensor
+    from effnet.serve import ServedModel
+    from tests.serve.inprocess import make_client
+
+    clf, calls = _prepared_classifier((1, 4))
+    owner = clf.backend._runner.owner.thread
+    calls.clear()  # the warm-up at load
+    np.testing.assert_allclose(clf.probabilities(sample_crops[:3]), fp32_probs[:3], atol=1e-5)
+    logits = clf.backend.logits(sample_crops[3:8])
+    np.testing.assert_allclose(torch.softmax(logits, 1).numpy(), fp32_probs[3:8], atol=1e-5)
+    x = normalize_tensor(torch.from_numpy(sample_crops[8:26]), clf.preprocess).numpy()
+    with make_client(ServedModel(clf), max_body_mb=16) as client:
+        for a, b in ((0, 3), (3, 8), (8, 10), (10, 17), (17, 18)):  # 3, 5, 2, 7, 1 rows
+            np.testing.assert_allclose(_kserve_binary(client, x[a:b]), fp32_probs[8 + a : 8 + b], atol=1e-5)
+    assert {n for n, _ in calls} == {1, 4}, sorted(n for n, _ in calls)
+    assert {t for _, t in calls} == {owner}
+
+
+def test_concurrent_callers_get_their_own_rows_from_the_owner_thread(sample_crops, fp32_probs):
+    """What bench --streams 4 and a threaded server do: four threads at once, each checks its own answers."""
+    clf, calls = _prepared_classifier((2, 4))
+    owner = clf.backend._runner.owner.thread
+
+    def caller(i: int) -> int:
+        rows = slice(5 * i, 5 * i + 3 + i % 2)  # 3 or 4 rows: padded and exact chunks interleave
+        for _ in range(3):
+            np.testing.assert_allclose(clf.probabilities(sample_crops[rows]), fp32_probs[rows], atol=1e-5)
+        return i
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(caller, range(4))) == [0, 1, 2, 3]
+    assert {t for _, t in calls} == {owner} and {n for n, _ in calls} <= {2, 4}
+
+
+def test_bf16_on_a_gpu_without_it_runs_fp16_and_says_so():
+    from effnet.backends.torch_backend import cuda_precision
+
+    assert cuda_precision("bf16", (7, 0)) == (
+        "fp16",
+        "bf16 needs a GPU of compute capability 8.0 (Ampere) or newer; this one is 7.0: running fp16",
+    )
+    assert cuda_precision("bf16", (8, 6)) == ("bf16", None) and cuda_precision("bf16", (9, 0)) == ("bf16", None)
+    assert cuda_precision("fp16", (7, 0)) == ("fp16", None) and cuda_precision("fp32", (6, 1)) == ("fp32", None)
 
 
 def test_fp16_body_with_fp32_head_agrees_with_fp32_on_lite0(lite0_source, sample_crops, fp32_probs):
@@ -51,7 +123,7 @@ def test_fp16_body_with_fp32_head_agrees_with_fp32_on_lite0(lite0_source, sample
     with torch.inference_mode():
         probs = np.concatenate(
             [
-                torch.softmax(model(reference.normalize(c)).float(), dim=1).numpy()
+                torch.softmax(model(normalize_tensor(torch.from_numpy(c), lite0_source.preprocess)).float(), 1).numpy()
                 for c in _split(sample_crops, [50, 50])
             ]
         )
@@ -168,26 +240,6 @@ def test_graphs_pad_partial_batches_and_split_large_ones(lite0_source, sample_cr
     for n in (1, 5, 8, 13, 21):  # padded, exact, split + padded
         x = sample_crops[:n]
         np.testing.assert_allclose(graphs(x), eager(x), atol=1e-4)
-
-
-@gpu
-def test_iter_probabilities_overlapped_on_cuda_gives_what_calls_give(lite0_source, sample_crops):
-    backend = create_backend("torch", lite0_source, device="cuda", cuda_graphs=True, batch_size=32)
-    batches = _split(sample_crops, [32, 32, 32, 4])
-    out = np.concatenate(list(backend.iter_probabilities(batches, depth=2)))
-    np.testing.assert_allclose(out, np.concatenate([backend(b) for b in batches]), atol=1e-5)
-
-
-@gpu
-def test_prefetcher_on_cuda_uploads_from_pinned_buffers_on_a_side_stream():
-    rng = np.random.default_rng(0)
-    batches = [rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8) for n in (4, 9, 2, 9, 9)]
-    pre = Prefetcher(batches, "cuda", depth=2)
-    assert pre.staging and pre._stream is not None
-    out = [t for t in pre]
-    torch.cuda.synchronize()
-    for t, b in zip(out, batches, strict=True):
-        assert t.device.type == "cuda" and np.array_equal(t.cpu().numpy(), b)
 
 
 @gpu
