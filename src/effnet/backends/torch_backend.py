@@ -45,6 +45,7 @@ from .staging import FixedShapeRunner, OwnerThread, graph_sizes
 R = TypeVar("R")
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+DEFAULT_CUDA_BATCH = 32  # the largest size prepared on CUDA when neither batch_size nor prepared_sizes is given
 _NOTED: set[str] = set()  # stderr notes already given in this process
 
 
@@ -142,12 +143,15 @@ class TorchBackend:
             # Graphs and eager: the powers of two (a capture takes a few forward passes). Compiling: only 1
             # and the batch size, since each size is a compile of its own (tens of seconds for B5), and
             # dynamo stops recompiling after torch._dynamo.config.recompile_limit (8) shapes.
+            # Without a batch size (a Python caller that gave none), CUDA prepares up to DEFAULT_CUDA_BATCH:
+            # larger batches run as chunks of it rather than as one call per image.
+            batch = batch_size or (DEFAULT_CUDA_BATCH if cuda else 1)
             if prepared_sizes:
                 self.batch_sizes = tuple(sorted(set(prepared_sizes)))
             elif compile:
-                self.batch_sizes = tuple(sorted({1, batch_size or 1}))
+                self.batch_sizes = tuple(sorted({1, batch}))
             else:
-                self.batch_sizes = graph_sizes(batch_size or 1)
+                self.batch_sizes = graph_sizes(batch)
             marker = None
             if compile and compile_mode == "reduce-overhead":
                 marker = getattr(torch.compiler, "cudagraph_mark_step_begin", None)
