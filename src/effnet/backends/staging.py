@@ -209,6 +209,9 @@ class FixedShapeRunner:
     def _prepare(self, warmup: int) -> None:
         if self.device.type == "cuda":
             with torch.cuda.device(self.device):
+                # The weights were copied and folded by kernels queued on the default stream; the runner's
+                # stream does not wait for that stream by itself.
+                torch.cuda.synchronize(self.device)
                 self.stream = torch.cuda.Stream(self.device)
                 if self.graphs:
                     self.pool = torch.cuda.graph_pool_handle()
