@@ -27,14 +27,15 @@ def test_resize_geometry_by_hand():
     assert crop_offsets(650, 488, 456) == (97, 16)  # round(194 / 2), round(32 / 2)
 
 
-def test_gpu_resize_crop_on_the_cpu_is_close_to_pillow(sample_images):
+@pytest.mark.parametrize("work_dtype", [None, torch.float32])  # None: uint8 here (float16 on CUDA)
+def test_gpu_resize_crop_on_the_cpu_is_close_to_pillow(sample_images, work_dtype):
     p = default_record("efficientnet-lite0").preprocess
     deltas = []
     for path in sample_images[:10]:
         image = load_image(path)
         exact = np.asarray(resize_crop(image, p)).astype(np.int16)
         chw = torch.from_numpy(np.array(image)).permute(2, 0, 1)
-        ours = gpu_resize_crop(chw, p)
+        ours = gpu_resize_crop(chw, p, work_dtype)
         assert ours.dtype == torch.uint8 and ours.shape == (p.input_size, p.input_size, 3)
         deltas.append(np.abs(ours.numpy().astype(np.int16) - exact))
     d = np.stack(deltas)
