@@ -59,6 +59,9 @@ TIMM_NAMES = {"efficientnet-b5": "tf_efficientnet_b5", "efficientnet-lite0": "tf
 EFFNET_PATHS: dict[str, tuple[dict[str, Any], bool, bool]] = {
     "effnet eager fp32": ({}, False, False),
     "effnet fast fp32 (BN folded, channels_last)": ({"fast": True}, False, False),
+    # auto's fallbacks on CUDA (AUTO_RANKING_CUDA): measured so the rule can become a ranking
+    "effnet fast bf16": ({"fast": True, "precision": "bf16"}, True, False),
+    "effnet fast fp16": ({"fast": True, "precision": "fp16"}, True, False),
     "effnet graphs fp32": ({"cuda_graphs": True}, True, False),
     "effnet graphs bf16": ({"cuda_graphs": True, "precision": "bf16"}, True, False),
     "effnet graphs fp16": ({"cuda_graphs": True, "precision": "fp16"}, True, False),
@@ -229,7 +232,25 @@ def model_section(args, source, device: torch.device, batch: int) -> list[dict[s
     return rows
 
 
-def e2e_section(args, source, device: torch.device) -> dict[str, Any] | None:
+def upload_ms(device: torch.device, batch: int, size: int, repeat: int = 5) -> float | None:
+    """Median time to copy one uint8 batch from pinned host memory to the device: what overlapping the next
+    batch's upload with this batch's compute could save per batch (not done: docs/gpu.md)."""
+    if device.type != "cuda":
+        return None
+    host = torch.empty((batch, size, size, 3), dtype=torch.uint8, pin_memory=True)
+    times = []
+    with torch.cuda.device(device):
+        for _ in range(repeat + 1):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            host.to(device, non_blocking=True)
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+    return float(np.median(times[1:]))
+
+
+def e2e_section(args, source, device: torch.device, decode: str = "pillow") -> dict[str, Any]:
     from effnet.evaluate import evaluate, find_dataset
 
     label = args.e2e_path or (
@@ -240,7 +261,13 @@ def e2e_section(args, source, device: torch.device) -> dict[str, Any] | None:
     if options.get("cuda_graphs") or options.get("compile"):
         options["prepared_sizes"] = (batch,)
     clf = Classifier(
-        source.model, source.checkpoint or False, backend="torch", device=str(device), progress=False, **options
+        source.model,
+        source.checkpoint or False,
+        backend="torch",
+        device=str(device),
+        decode=decode,
+        progress=False,
+        **options,
     )
     dataset = find_dataset(args.data, labels=clf.labels)
     dataset = dataclasses.replace(dataset, samples=dataset.samples * args.e2e_repeat)
@@ -256,17 +283,43 @@ def e2e_section(args, source, device: torch.device) -> dict[str, Any] | None:
             clf.backend(pixels)
         return n * batch / (time.perf_counter() - start)
 
-    log(f"e2e: {label}, batch {batch}, {len(dataset.samples)} images, {workers} decoding threads")
+    log(f"e2e: {label}, batch {batch}, {len(dataset.samples)} images, {workers} decoding threads, decode {decode}")
     before = pure()
     report = evaluate(clf, dataset, batch_size=batch, workers=workers)
     after = pure()
     result = {
-        "path": label, "batch": batch, "images": report.count, "workers": workers,
+        "path": label, "batch": batch, "images": report.count, "workers": workers, "decode": decode,
         "e2e_img_s": report.images_per_second, "pure_img_s": (before + after) / 2,
         "decode_wait_s": report.decode_wait_seconds, "seconds": report.seconds,
+        "decode_counts": report.decode, "upload_ms": upload_ms(device, batch, size),
     }  # fmt: skip
     result["ratio"] = result["e2e_img_s"] / result["pure_img_s"]
+    result["batch_ms"] = batch * 1e3 / result["pure_img_s"]
     return result
+
+
+def ranking_figures(rows: list[dict[str, Any]]) -> str:
+    """The figures that would replace AUTO_RANKING_CUDA's "unmeasured": per precision and batch, the rule's
+    first choice (CUDA graphs) against its fallback (the eager fast path)."""
+    lines = [
+        "auto on CUDA (`AUTO_RANKING_CUDA`, a rule until measured: CUDA graphs first, the eager fast path if "
+        "capture fails). Measured here:",
+        "",
+        "| precision | batch | graphs ms | eager fast ms | graphs / eager |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    found = False
+    for precision in ("fp32", "bf16", "fp16"):
+        for b in sorted({r["batch"] for r in rows}):
+            at = {r["path"]: r for r in rows if r["batch"] == b and r["group"] == "effnet"}
+            graphs = at.get(f"effnet graphs {precision}")
+            fast = next((r for name, r in at.items() if name.startswith(f"effnet fast {precision}")), None)
+            if graphs and fast:
+                found = True
+                lines.append(
+                    f"| {precision} | {b} | {graphs['ms']:.2f} | {fast['ms']:.2f} | {graphs['ms'] / fast['ms']:.2f} |"
+                )
+    return "\n".join(lines) + "\n" if found else ""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -293,7 +346,7 @@ def versions(device: torch.device) -> str:
     return f"{gpu}; {', '.join(parts)}; host {cpu}, {os.cpu_count()} logical CPUs"
 
 
-def markdown(args, source, device, rows: list[dict], e2e: dict | None) -> str:
+def markdown(args, source, device, rows: list[dict], e2e: list[dict] | None) -> str:
     batches = sorted({r["batch"] for r in rows})
     weights = "random weights" if source.checkpoint is None else str(source.checkpoint.name)
     today = datetime.date.today().isoformat()
@@ -322,17 +375,23 @@ def markdown(args, source, device, rows: list[dict], e2e: dict | None) -> str:
                 f"| {r['path']} | {r['precision']} | {r['ms']:.2f} | {r['img_s']:.1f} | {ratio} | {r['setup_s']:.1f} |"
             )
         lines.append("")
-    if e2e:
+    lines.append(ranking_figures(rows))
+    for e in e2e or []:
+        upload = "" if e["upload_ms"] is None else f"{e['upload_ms']:.2f}"
         lines += [
-            "End to end (`effnet.evaluate.evaluate`, JPEG files, Pillow decoding in "
-            f"{e2e['workers']} threads) against pure inference of the same path:",
+            f"End to end (`effnet.evaluate.evaluate`, JPEG files, decode {e['decode']} in "
+            f"{e['workers']} threads) against pure inference of the same path; upload: one pinned uint8 batch "
+            "to the GPU (what overlapping uploads with compute could save per batch):",
             "",
-            "| path | batch | images | e2e img/s | pure inference img/s | ratio | waiting for decoding s |",
-            "|---|---:|---:|---:|---:|---:|---:|",
-            f"| {e2e['path']} | {e2e['batch']} | {e2e['images']} | {e2e['e2e_img_s']:.1f} | {e2e['pure_img_s']:.1f} "
-            f"| {e2e['ratio']:.2f} | {e2e['decode_wait_s']:.1f} |",
+            "| path | decode | batch | images | e2e img/s | pure inference img/s | ratio | waiting for decoding s "
+            "| batch ms | upload ms |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            f"| {e['path']} | {e['decode']} | {e['batch']} | {e['images']} | {e['e2e_img_s']:.1f} "
+            f"| {e['pure_img_s']:.1f} | {e['ratio']:.2f} | {e['decode_wait_s']:.1f} | {e['batch_ms']:.2f} | {upload} |",
             "",
         ]
+        if e["decode_counts"]:
+            lines += [f"decode counts: {e['decode_counts']}", ""]
     return "\n".join(lines)
 
 
@@ -380,9 +439,14 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest algorithms
     source = resolve_source(args.model, args.weights if args.weights else False, progress=False)
     # End to end first: it compiles nothing, so a time limit that cuts the run short still leaves it.
-    e2e = None if args.no_e2e else e2e_section(args, source, device)
-    if e2e:
-        log(f"e2e: {e2e['e2e_img_s']:.1f} img/s vs pure inference {e2e['pure_img_s']:.1f} ({e2e['ratio']:.2f})")
+    e2e: list[dict[str, Any]] = []
+    if not args.no_e2e:
+        for decode in ("pillow", "gpu") if device.type == "cuda" else ("pillow",):
+            e = e2e_section(args, source, device, decode)
+            log(
+                f"e2e ({decode}): {e['e2e_img_s']:.1f} img/s vs pure inference {e['pure_img_s']:.1f} ({e['ratio']:.2f})"
+            )
+            e2e.append(e)
     rows: list[dict] = []
     for b in (int(x) for x in args.batch_sizes.split(",")):
         rows += model_section(args, source, device, b)

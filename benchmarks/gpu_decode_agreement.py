@@ -50,9 +50,12 @@ def main(argv: list[str] | None = None) -> int:
             decoder(paths[0])  # nvJPEG handle creation
             torch.cuda.synchronize()
             start = time.perf_counter()
-            ours = np.stack([decoder(f) for f in paths])
+            ours = np.stack([decoder(f).cpu().numpy() for f in paths])
             gpu_s = time.perf_counter() - start
-            how = f"nvJPEG + interpolate on {device} ({decoder.fallbacks} of {len(paths)} took the Pillow fallback)"
+            counts = decoder.counts()
+            how = f"nvJPEG + interpolate on {device} ({counts.summary()})"
+            if counts.fallbacks:  # valid JPEGs: every one must have been nvJPEG's, or this measured Pillow
+                print(f"FAILED: {counts.fallbacks} valid JPEGs took the Pillow path: {counts.to_dict()}")
         else:
             start = time.perf_counter()
             chw = [torch.from_numpy(np.array(load_image(f))).permute(2, 0, 1) for f in paths]

@@ -12,10 +12,11 @@ attribute), never the requested one alone: OpenVINO silently runs bf16 on CPUs t
 
 from __future__ import annotations
 
+import functools
 import platform
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,8 +95,29 @@ class BenchResult:
         return "\n".join(lines)
 
 
+def check_own_rows(stream: int, out: Any, references: Sequence[Any]) -> None:
+    """Raise unless every row of ``out`` (stream ``stream``'s answer) is nearest that stream's own
+    reference answer: a row nearer another stream's reference is another caller's row."""
+    got = np.asarray(out, dtype=np.float64)
+    own = np.asarray(references[stream], dtype=np.float64)
+    if got.shape != own.shape:
+        raise EffnetError(f"stream {stream}: a call returned shape {got.shape}, its first call {own.shape}")
+    d_own = np.abs(got - own).reshape(len(got), -1).max(axis=1)
+    for other, reference in enumerate(references):
+        if other == stream:
+            continue
+        d_other = np.abs(got - np.asarray(reference, dtype=np.float64)).reshape(len(got), -1).max(axis=1)
+        rows = np.flatnonzero(d_other < d_own)
+        if rows.size:
+            raise EffnetError(
+                f"concurrent calls returned mixed rows: stream {stream}'s rows {rows.tolist()} are stream "
+                f"{other}'s answers (max |delta| {d_other[rows].max():.3g} to those, "
+                f"{d_own[rows].max():.3g} to its own)"
+            )
+
+
 def run_benchmark(
-    fn: Callable[[], Any],
+    fn: Callable[[], Any] | Sequence[Callable[[], Any]],
     *,
     batch_size: int = 1,
     iterations: int | None = None,
@@ -103,12 +125,15 @@ def run_benchmark(
     warmup: int = 2,
     streams: int = 1,
     config: dict[str, Any] | None = None,
+    check: Callable[[int, Any, Sequence[Any]], None] | None = None,
 ) -> BenchResult:
     """Time ``fn()`` (one call = one batch of ``batch_size`` images).
 
     Stops after ``iterations`` calls, or after ``time_s`` seconds of measured loop (at least one call),
     whichever is given; neither means 10 iterations. ``streams`` calls run concurrently; ``fn`` must
-    then be thread-safe.
+    then be thread-safe. ``fn`` may be one callable per stream (stream ``i`` calls ``fn[i % len(fn)]``).
+    ``check(i, out, references)``, outside the timed calls, checks each output of stream ``i`` against
+    the outputs of one call per callable made one at a time before the measured loop (``references``).
     """
     if iterations is not None and iterations < 1:
         raise EffnetError(f"iterations must be >= 1, got {iterations}")
@@ -120,12 +145,18 @@ def run_benchmark(
         )
     if iterations is None and time_s is None:
         iterations = 10
+    calls = [fn] if callable(fn) else list(fn)
 
     t0 = time.perf_counter()
-    fn()
+    first = calls[0]()
     first_ms = (time.perf_counter() - t0) * 1e3
-    for _ in range(warmup):
-        fn()
+    references: list[Any] = [first]  # each callable's answer, from a call made alone
+    for j in range(1, 1 + warmup):
+        out = calls[j % len(calls)]()
+        if j < len(calls):
+            references.append(out)
+    if check is not None:  # a reference per callable even when the warm-up was shorter
+        references += [call() for call in calls[len(references) :]]
 
     latencies: list[float] = []
     lock = threading.Lock()
@@ -144,19 +175,22 @@ def run_benchmark(
             started += 1
             return True
 
-    def worker() -> None:
+    def worker(i: int) -> None:
+        call = calls[i % len(calls)]
         while claim():
             t = time.perf_counter()
-            fn()
+            out = call()
             dt = (time.perf_counter() - t) * 1e3
             with lock:
                 latencies.append(dt)
+            if check is not None:
+                check(i % len(calls), out, references)
 
     if streams == 1:
-        worker()
+        worker(0)
     else:
         with ThreadPoolExecutor(max_workers=streams) as pool:
-            for f in [pool.submit(worker) for _ in range(streams)]:
+            for f in [pool.submit(worker, i) for i in range(streams)]:
                 f.result()
     wall = time.perf_counter() - start
     return BenchResult(first_ms, latencies, wall, batch_size, streams, dict(config or {}))
@@ -205,28 +239,32 @@ def benchmark_backend(
 ) -> BenchResult:
     """Benchmark an :mod:`effnet.backends` backend on random crops, preprocessing-free (crops are ready).
 
-    Each call includes the backend's own normalization and softmax, as a user's call does.
+    Each call includes the backend's own normalization and softmax, as a user's call does. With
+    ``streams > 1`` each stream sends crops of its own and checks every answer it gets against its own
+    (:func:`check_own_rows`): a backend that hands one caller's rows to another fails the run.
     """
-    pixels = random_pixels(batch_size, input_size)
+    inputs = [random_pixels(batch_size, input_size, seed=i) for i in range(streams)]
     cfg = {
         "backend": getattr(backend, "name", type(backend).__name__),
         "precision": getattr(backend, "precision", "unknown"),
         "batch_size": batch_size,
         "streams": streams,
         "input_size": input_size,
+        "outputs_checked": streams > 1,  # every concurrent call's rows were its own
         **(config or {}),
     }
     details = getattr(backend, "describe", None)
     if callable(details):
         cfg["backend_details"] = details()
     return run_benchmark(
-        lambda: backend(pixels),
+        [functools.partial(backend, x) for x in inputs],
         batch_size=batch_size,
         iterations=iterations,
         time_s=time_s,
         warmup=warmup,
         streams=streams,
         config=cfg,
+        check=check_own_rows if streams > 1 else None,
     )
 
 

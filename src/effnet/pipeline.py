@@ -60,7 +60,7 @@ class Decoded(Generic[T]):
 
     item: T
     name: str
-    crop: np.ndarray | None
+    crop: Any  # uint8 HWC: a numpy array, or a torch tensor on the GPU (--decode gpu); None on error
     error: str | None = None
 
     @property
@@ -83,12 +83,29 @@ class Batch(Generic[T]):
     def failed(self) -> tuple[Decoded[T], ...]:
         return tuple(d for d in self.images if d.crop is None)
 
-    def crops(self) -> np.ndarray:
-        """The good crops stacked: uint8 [N, S, S, 3] (N may be 0)."""
+    def crops(self) -> Any:
+        """The good crops stacked: uint8 [N, S, S, 3] (N may be 0); on the GPU when they were decoded there."""
         good = [d.crop for d in self.images if d.crop is not None]
         if not good:
             return np.empty((0, 0, 0, 3), dtype=np.uint8)
-        return np.stack(good)
+        if isinstance(good[0], np.ndarray):
+            return np.stack(good)
+        return _stack_on_device(good)
+
+
+def _stack_on_device(crops: list[Any]) -> Any:
+    """torch.stack of crops decoded on the GPU, on this thread's current stream, without a host round trip.
+
+    Each crop was made on a decoding thread's stream (complete when it was returned); record_stream keeps
+    the allocator from handing its memory back to that stream before this stack has read it.
+    """
+    import torch
+
+    if crops[0].is_cuda:
+        stream = torch.cuda.current_stream(crops[0].device)
+        for c in crops:
+            c.record_stream(stream)
+    return torch.stack(crops)
 
 
 def _decode(

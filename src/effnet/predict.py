@@ -129,19 +129,27 @@ class Classifier:
         # device: cpu, cuda, cuda:N or auto (effnet.device); batch_hint=N lets a CUDA fast path prepare batch N.
         self.backend: Backend = create_backend(backend, self.source, device=device, **backend_options)
         # decode="gpu": nvJPEG + on-GPU resize (effnet.gpu_decode), close to but not exactly Pillow's pixels.
-        self.decoder: Callable[[ImageSource, Preprocess], np.ndarray] = decode_crop
+        # Crops stay on the GPU (torch tensors) for the backend; decode_counts() says how many took Pillow.
+        self.decoder: Callable[[ImageSource, Preprocess], Any] = decode_crop
         if decode == "gpu":
             from .gpu_decode import GpuDecoder
 
-            self.decoder = GpuDecoder(self.preprocess, device)
+            self.decoder = GpuDecoder(self.preprocess, str(getattr(self.backend, "device", device)))
 
     @property
     def record(self) -> WeightsRecord | None:
         return self.source.record
 
-    def crop(self, image: ImageSource) -> np.ndarray:
-        """Decode, resize and crop one image: uint8 HWC RGB at the model's input size."""
+    def crop(self, image: ImageSource) -> Any:
+        """Decode, resize and crop one image: uint8 HWC RGB at the model's input size (numpy; with
+        ``decode="gpu"`` a tensor on the GPU)."""
         return self.decoder(image, self.preprocess)
+
+    def decode_counts(self) -> Any:
+        """``decode="gpu"``: a :class:`effnet.gpu_decode.DecodeCounts` snapshot (images decoded by nvJPEG,
+        and by the Pillow path per reason); None for the Pillow decoder, which has no other path."""
+        counts = getattr(self.decoder, "counts", None)
+        return counts() if callable(counts) else None
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 NHWC crops -> float32 [N, num_classes] probabilities."""

@@ -81,11 +81,13 @@ def test_json_report_schema(sample_report: EvalReport, tmp_path: Path) -> None:
         "delta_top1",
         "delta_top5",
         "throughput",
+        "decode",
         "per_class",
         "most_confused",
         "failures",
         "images",
     }
+    assert d["decode"] == {"decoder": "pillow"}  # --decode gpu writes its nvJPEG / Pillow counts here
     assert (d["count"], d["failed"], d["top1_correct"]) == (100, 0, sample_report.top1_correct)
     assert d["dataset"] == {
         "path": sample_report.dataset,

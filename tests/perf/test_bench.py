@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -175,3 +176,41 @@ def test_fastest_path_names_an_installed_backend_that_runs_the_precision():
     assert fastest_path("bf16")[1]["precision"] == "bf16"
     with pytest.raises(EffnetError, match="precision must be"):
         fastest_path("fp8")
+
+
+class _SharedBuffer:
+    """A backend with one staging buffer for every caller and no lock: what the CUDA path had before the
+    runner got an owner thread. Concurrent callers overwrite each other's input mid-call."""
+
+    name = "shared-buffer"
+    precision = "fp32"
+
+    def __init__(self) -> None:
+        self.staged: np.ndarray | None = None
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        self.staged = pixels
+        time.sleep(0.002)  # the forward pass: another caller stages its batch meanwhile
+        return self.staged.reshape(len(pixels), -1)[:, :8].astype(np.float32)
+
+
+def test_bench_streams_catch_a_backend_that_mixes_callers_rows():
+    from effnet.bench import benchmark_backend, check_own_rows
+
+    with pytest.raises(EffnetError, match="concurrent calls returned mixed rows: stream"):
+        benchmark_backend(_SharedBuffer(), input_size=4, batch_size=2, iterations=200, warmup=0, streams=4)
+    # Each caller's own rows pass; a row swapped in from another stream does not.
+    refs = [np.full((2, 3), float(i)) for i in range(3)]
+    check_own_rows(1, refs[1] + 1e-6, refs)
+    with pytest.raises(EffnetError, match=r"stream 1's rows \[1\] are stream 2's answers"):
+        check_own_rows(1, np.stack([refs[1][0], refs[2][1]]), refs)
+
+
+def test_bench_streams_4_checks_every_callers_rows_end_to_end():
+    r = run_cli(
+        "bench", "--backend", "torch", "--model", "efficientnet-lite0", "--random-weights", "--streams", "4",
+        "--batch-size", "2", "--iterations", "4", "--warmup", "0", "--json",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads(r.stdout)["config"]
+    assert cfg["outputs_checked"] is True and cfg["streams"] == 4

@@ -8,15 +8,18 @@ with every flip a close call in fp32). ``@pytest.mark.gpu`` tests skip only when
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from threading import current_thread
 
 import numpy as np
 import pytest
 import torch
 
 from effnet.backends import AUTO_RANKING, AUTO_RANKING_CUDA, auto_ranking, create_backend, resolve_auto
-from effnet.backends.staging import Prefetcher
 from effnet.errors import EffnetError
 from effnet.optimize import HalfBodyModel, fold_batchnorm, to_channels_last
+from effnet.preprocess import normalize_tensor
 from tests.perf.perf_helpers import fp32_margin, run_batches, top1_agreement
 from tests.testutils import EXAMPLES, run_cli
 
@@ -34,12 +37,81 @@ def _split(crops: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
 # --------------------------------------------------------------------------------------------------
 
 
-def test_iter_probabilities_on_cpu_gives_what_calls_give(lite0_source, sample_crops, fp32_probs):
-    backend = create_backend("torch", lite0_source)
-    sizes = [7, 20, 1, 12]  # uneven batches, as a dataset's last batch and a server's batches are
-    out = np.concatenate(list(backend.iter_probabilities(_split(sample_crops[:40], sizes), depth=2)))
-    assert out.shape == (40, fp32_probs.shape[1])
-    np.testing.assert_allclose(out, fp32_probs[:40], atol=1e-5)
+def _prepared_classifier(sizes=(1, 4)):
+    """Lite0 with the fixed-shape runner on the CPU, and a record of (batch, thread) of every model call."""
+    from effnet.predict import Classifier
+
+    clf = Classifier("efficientnet-lite0", backend="torch", progress=False, prepared_sizes=sizes)
+    calls: list[tuple[int, threading.Thread]] = []
+    clf.backend.model.register_forward_pre_hook(lambda m, args: calls.append((args[0].shape[0], current_thread())))
+    return clf, calls
+
+
+def _kserve_binary(client, x: np.ndarray) -> np.ndarray:
+    from tests.serve.inprocess import INFER
+
+    header = json.dumps(
+        {"inputs": [{"name": "data", "datatype": "FP32", "shape": list(x.shape),
+                     "parameters": {"binary_data_size": x.nbytes}}],
+         "outputs": [{"name": "prob", "parameters": {"binary_data": True}}]}
+    ).encode()  # fmt: skip
+    r = client.post(
+        INFER,
+        content=header + x.astype("<f4").tobytes(),
+        headers={"inference-header-content-length": str(len(header)), "content-type": "application/octet-stream"},
+    )
+    assert r.status_code == 200, r.text
+    n = int(r.headers["inference-header-content-length"])
+    return np.frombuffer(r.content[n:], dtype="<f4").reshape(len(x), -1)
+
+
+def test_every_entry_runs_only_the_prepared_shapes_on_the_owner_thread(sample_crops, fp32_probs):
+    """The runner is the only way into the model: crops, logits and KServe v2 tensors of odd batch sizes
+    (what compiled inside a request before, and what dynamo gives up on after 8 shapes) reach the model
+    only at the prepared sizes, and only on the runner's owner thread; the padding never shows."""
+    from effnet.preprocess import normalize_tensor
+    from effnet.serve import ServedModel
+    from tests.serve.inprocess import make_client
+
+    clf, calls = _prepared_classifier((1, 4))
+    owner = clf.backend._runner.owner.thread
+    calls.clear()  # the warm-up at load
+    np.testing.assert_allclose(clf.probabilities(sample_crops[:3]), fp32_probs[:3], atol=1e-5)
+    logits = clf.backend.logits(sample_crops[3:8])
+    np.testing.assert_allclose(torch.softmax(logits, 1).numpy(), fp32_probs[3:8], atol=1e-5)
+    x = normalize_tensor(torch.from_numpy(sample_crops[8:26]), clf.preprocess).numpy()
+    with make_client(ServedModel(clf), max_body_mb=16) as client:
+        for a, b in ((0, 3), (3, 8), (8, 10), (10, 17), (17, 18)):  # 3, 5, 2, 7, 1 rows
+            np.testing.assert_allclose(_kserve_binary(client, x[a:b]), fp32_probs[8 + a : 8 + b], atol=1e-5)
+    assert {n for n, _ in calls} == {1, 4}, sorted(n for n, _ in calls)
+    assert {t for _, t in calls} == {owner}
+
+
+def test_concurrent_callers_get_their_own_rows_from_the_owner_thread(sample_crops, fp32_probs):
+    """What bench --streams 4 and a threaded server do: four threads at once, each checks its own answers."""
+    clf, calls = _prepared_classifier((2, 4))
+    owner = clf.backend._runner.owner.thread
+
+    def caller(i: int) -> int:
+        rows = slice(5 * i, 5 * i + 3 + i % 2)  # 3 or 4 rows: padded and exact chunks interleave
+        for _ in range(3):
+            np.testing.assert_allclose(clf.probabilities(sample_crops[rows]), fp32_probs[rows], atol=1e-5)
+        return i
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(caller, range(4))) == [0, 1, 2, 3]
+    assert {t for _, t in calls} == {owner} and {n for n, _ in calls} <= {2, 4}
+
+
+def test_bf16_on_a_gpu_without_it_runs_fp16_and_says_so():
+    from effnet.backends.torch_backend import cuda_precision
+
+    assert cuda_precision("bf16", (7, 0)) == (
+        "fp16",
+        "bf16 needs a GPU of compute capability 8.0 (Ampere) or newer; this one is 7.0: running fp16",
+    )
+    assert cuda_precision("bf16", (8, 6)) == ("bf16", None) and cuda_precision("bf16", (9, 0)) == ("bf16", None)
+    assert cuda_precision("fp16", (7, 0)) == ("fp16", None) and cuda_precision("fp32", (6, 1)) == ("fp32", None)
 
 
 def test_fp16_body_with_fp32_head_agrees_with_fp32_on_lite0(lite0_source, sample_crops, fp32_probs):
@@ -51,7 +123,7 @@ def test_fp16_body_with_fp32_head_agrees_with_fp32_on_lite0(lite0_source, sample
     with torch.inference_mode():
         probs = np.concatenate(
             [
-                torch.softmax(model(reference.normalize(c)).float(), dim=1).numpy()
+                torch.softmax(model(normalize_tensor(torch.from_numpy(c), lite0_source.preprocess)).float(), 1).numpy()
                 for c in _split(sample_crops, [50, 50])
             ]
         )
@@ -78,7 +150,9 @@ def test_auto_ranking_per_device(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert auto_ranking("auto") is AUTO_RANKING_CUDA and auto_ranking("cuda:0") is AUTO_RANKING_CUDA
-    assert "not measured" in AUTO_RANKING_CUDA.measured_on
+    # No GPU has measured effnet: the CUDA choice is a documented rule, and says so in every entry.
+    assert AUTO_RANKING_CUDA.measured_on.startswith("unmeasured: a rule")
+    assert {c.measured for cs in AUTO_RANKING_CUDA.paths.values() for c in cs} == {"unmeasured"}
     for precision in ("fp32", "bf16", "fp16"):
         first, fallback = AUTO_RANKING_CUDA.paths[precision]
         assert first.backend == fallback.backend == "torch"
@@ -132,91 +206,145 @@ GPU_PATHS = {
 }
 
 
+# The first GPU, and with more than one the last: captured under its own device while cuda:0 is current.
+CUDA_DEVICES = ["cuda:0"] + (
+    [f"cuda:{torch.cuda.device_count() - 1}"] if torch.cuda.is_available() and torch.cuda.device_count() > 1 else []
+)
+
+
+def _assert_close_to_cpu_fp32(probs: np.ndarray, fp32_probs: np.ndarray, precision: str, what: str) -> None:
+    agreement, flips = top1_agreement(probs, fp32_probs)
+    print(f"{what}: top-1 agreement with CPU fp32 {agreement:.2%}, flips {flips}")
+    if precision == "bf16":
+        assert agreement >= 0.98, f"{what}: {agreement:.0%}, flips {flips}"
+        assert all(fp32_margin(fp32_probs, i) < 0.05 for i in flips)
+    else:
+        assert agreement >= 0.99, f"{what}: {agreement:.0%}, flips {flips}"
+    if precision == "fp32":
+        assert np.abs(probs - fp32_probs).max() < 1e-2  # TF32 convolutions are allowed by PyTorch's default
+
+
+def _unique_graphs() -> int:
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
 @gpu
 @pytest.mark.parametrize("path", list(GPU_PATHS))
 def test_gpu_path_agrees_with_cpu_fp32(path, lite0_source, sample_crops, fp32_probs):
     options = GPU_PATHS[path]
     backend = create_backend("torch", lite0_source, device="cuda", **options)
     assert backend.device.type == "cuda"
+    compiled_at_load = _unique_graphs()
     probs = run_batches(backend, sample_crops)  # batches of 20, with graphs exactly the prepared size
-    agreement, flips = top1_agreement(probs, fp32_probs)
-    print(f"{path}: top-1 agreement with CPU fp32 {agreement:.2%}, flips {flips}")
-    if backend.precision == "bf16":
-        assert agreement >= 0.98, f"{path}: {agreement:.0%}, flips {flips}"
-        assert all(fp32_margin(fp32_probs, i) < 0.05 for i in flips)
-    else:
-        assert agreement >= 0.99, f"{path}: {agreement:.0%}, flips {flips}"
-    if backend.precision == "fp32":
-        assert np.abs(probs - fp32_probs).max() < 1e-2  # TF32 convolutions are allowed by PyTorch's default
+    _assert_close_to_cpu_fp32(probs, fp32_probs, backend.precision, path)
     if options.get("cuda_graphs") or options.get("compile"):
         assert backend.compile_s is not None and backend.describe()["prepared_batch_sizes"]
+    # Odd sizes through every entry (crops, KServe v2 tensors): padded to what was prepared, so nothing
+    # compiles after load (a compile inside a request is tens of seconds: a 504).
+    from effnet.preprocess import normalize_tensor
+
+    odd = backend(sample_crops[:7])
+    x = normalize_tensor(torch.from_numpy(sample_crops[7:10]), lite0_source.preprocess).numpy()
+    tensor_probs = backend.infer_normalized(x)
+    assert _unique_graphs() == compiled_at_load, "something compiled after load"
+    _assert_close_to_cpu_fp32(
+        np.concatenate([odd, tensor_probs]), fp32_probs[:10], backend.precision, f"{path}, odd batches"
+    )
 
 
 @gpu
-def test_auto_on_cuda_captures_graphs_for_the_callers_batch(lite0_source):
-    backend = create_backend("auto", lite0_source, device="cuda", batch_hint=20)
-    d = backend.describe()
-    assert backend.name == "torch" and d["cuda_graphs"] is True and d["prepared_batch_sizes"] == [1, 2, 4, 8, 16, 20]
-    assert backend.auto_choice["fallbacks"] == []
+@pytest.mark.parametrize("device", CUDA_DEVICES)
+def test_graphs_capture_and_replay_on_their_own_device(device, lite0_source, sample_crops, fp32_probs):
+    """cuda:N: captured under torch.cuda.device(N) on the runner's stream, whatever device is current; every
+    size (padded, exact, split + padded) against CPU fp32, and the current device left alone."""
+    torch.cuda.set_device(0)
+    graphs = create_backend("torch", lite0_source, device=device, cuda_graphs=True, prepared_sizes=(8,))
+    assert graphs.describe()["cuda_graphs"] is True and str(graphs.device) == device
+    assert torch.cuda.current_device() == 0
+    for n in (1, 5, 8, 13, 21):
+        _assert_close_to_cpu_fp32(graphs(sample_crops[:n]), fp32_probs[:n], "fp32", f"{device}, {n} images")
+    assert torch.cuda.current_device() == 0
 
 
 @gpu
-def test_graphs_pad_partial_batches_and_split_large_ones(lite0_source, sample_crops):
-    eager = create_backend("torch", lite0_source, device="cuda", fast=True)
-    graphs = create_backend("torch", lite0_source, device="cuda", cuda_graphs=True, prepared_sizes=(8,))
-    assert graphs.describe()["cuda_graphs"] is True
-    for n in (1, 5, 8, 13, 21):  # padded, exact, split + padded
-        x = sample_crops[:n]
-        np.testing.assert_allclose(graphs(x), eager(x), atol=1e-4)
+def test_cuda_runner_replays_for_every_entry_and_every_thread(lite0_source, sample_crops, fp32_probs):
+    """After load nothing runs the model eagerly: crops, logits and v2 tensors of odd sizes, from four
+    threads at once, are graph replays on the owner thread (the model's Python never runs again), and
+    each caller gets its own rows."""
+    from effnet.preprocess import normalize_tensor
+
+    backend = create_backend("torch", lite0_source, device="cuda", cuda_graphs=True, prepared_sizes=(1, 4))
+    eager_calls: list[int] = []
+    backend.model.register_forward_pre_hook(lambda m, args: eager_calls.append(args[0].shape[0]))
+    x = normalize_tensor(torch.from_numpy(sample_crops[:40]), lite0_source.preprocess).numpy()
+
+    def caller(i: int) -> None:
+        rows = slice(10 * i, 10 * i + 3 + i)  # 3, 4, 5, 6 rows
+        for _ in range(5):
+            _assert_close_to_cpu_fp32(backend(sample_crops[rows]), fp32_probs[rows], "fp32", f"caller {i}")
+            _assert_close_to_cpu_fp32(backend.infer_normalized(x[rows]), fp32_probs[rows], "fp32", f"v2 {i}")
+            logits = backend.logits(sample_crops[rows])
+            _assert_close_to_cpu_fp32(torch.softmax(logits, 1).numpy(), fp32_probs[rows], "fp32", f"logits {i}")
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(caller, range(4)))
+    assert eager_calls == []
 
 
 @gpu
-def test_iter_probabilities_overlapped_on_cuda_gives_what_calls_give(lite0_source, sample_crops):
-    backend = create_backend("torch", lite0_source, device="cuda", cuda_graphs=True, batch_size=32)
-    batches = _split(sample_crops, [32, 32, 32, 4])
-    out = np.concatenate(list(backend.iter_probabilities(batches, depth=2)))
-    np.testing.assert_allclose(out, np.concatenate([backend(b) for b in batches]), atol=1e-5)
-
-
-@gpu
-def test_prefetcher_on_cuda_uploads_from_pinned_buffers_on_a_side_stream():
-    rng = np.random.default_rng(0)
-    batches = [rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8) for n in (4, 9, 2, 9, 9)]
-    pre = Prefetcher(batches, "cuda", depth=2)
-    assert pre.staging and pre._stream is not None
-    out = [t for t in pre]
-    torch.cuda.synchronize()
-    for t, b in zip(out, batches, strict=True):
-        assert t.device.type == "cuda" and np.array_equal(t.cpu().numpy(), b)
-
-
-@gpu
-def test_gpu_decode_is_close_to_pillow(lite0_source, sample_images, sample_crops):
+def test_gpu_decode_in_the_real_pipeline(lite0_source, sample_images, sample_crops, fp32_probs):
+    """nvJPEG really ran (no fallback on valid JPEGs), from the pipeline's 4 decoding threads, crops on
+    the GPU into CUDA graphs; predictions against CPU fp32 of the Pillow crops."""
     from effnet.gpu_decode import GpuDecoder
+    from effnet.predict import Classifier
 
     decoder = GpuDecoder(lite0_source.preprocess, "cuda")
-    crops = np.stack([decoder(p) for p in sample_images])
-    assert crops.shape == sample_crops.shape
-    diff = np.abs(crops.astype(np.int16) - sample_crops.astype(np.int16))
-    print(f"gpu decode vs Pillow: mean |delta| {diff.mean():.3f}, max {diff.max()}, fallbacks {decoder.fallbacks}")
+    crops = torch.stack([decoder(p) for p in sample_images])
+    assert crops.is_cuda and tuple(crops.shape) == sample_crops.shape
+    diff = np.abs(crops.cpu().numpy().astype(np.int16) - sample_crops.astype(np.int16))
+    counts = decoder.counts()
+    print(f"gpu decode vs Pillow: mean |delta| {diff.mean():.3f}, max {diff.max()}; {counts.summary()}")
+    assert counts.gpu == len(sample_images) and counts.fallbacks == 0, counts
     assert diff.mean() < 2.0
-    backend = create_backend("torch", lite0_source, device="cuda")
-    agreement, flips = top1_agreement(run_batches(backend, crops), run_batches(backend, sample_crops))
-    print(f"gpu decode: top-1 agreement with the Pillow path {agreement:.2%}, flips {flips}")
+
+    clf = Classifier("efficientnet-lite0", device="cuda", decode="gpu", cuda_graphs=True, batch_hint=16)
+    results = list(clf.iter_classify(sample_images, top_k=1, batch_size=16, workers=4))
+    assert all(r.ok for r in results)
+    counts = clf.decode_counts()
+    assert counts.gpu == len(sample_images) and counts.fallbacks == 0, counts
+    top1 = np.array([r.predictions[0].class_index for r in results])
+    agreement = float(np.mean(top1 == fp32_probs.argmax(1)))
+    print(f"--decode gpu pipeline: top-1 agreement with CPU fp32 of the Pillow crops {agreement:.2%}")
     assert agreement >= 0.95
 
 
 @gpu
-def test_cli_on_cuda():
+def test_cli_on_cuda(tmp_path, sample_dir):
     r = run_cli("classify", "--device", "cuda", "--model", "efficientnet-lite0", "--no-progress", str(EXAMPLES))
     assert r.returncode == 0, r.stderr
     r = run_cli(
+        "classify", "--device", "cuda", "--decode", "gpu", "--model", "efficientnet-lite0", "--no-progress",
+        "--batch-size", "16", "--json", str(sample_dir),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "--decode gpu: 100 of 100 images decoded by nvJPEG, 0 by Pillow" in r.stderr
+    report = tmp_path / "eval.json"
+    r = run_cli(
+        "eval", str(sample_dir), "--device", "cuda", "--decode", "gpu", "--model", "efficientnet-lite0",
+        "--no-progress", "--batch-size", "16", "--json", str(report),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    decode = json.loads(report.read_text())["decode"]
+    assert decode["decoder"] == "gpu" and decode["gpu_decoded"] == 100 and decode["pillow_fallbacks"] == 0
+    r = run_cli(
         "bench", "--device", "cuda", "--model", "efficientnet-lite0", "--random-weights", "--batch-size", "8",
-        "--cuda-graphs", "--iterations", "5", "--json",
+        "--backend", "torch", "--cuda-graphs", "--streams", "4", "--iterations", "40", "--json",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     cfg = json.loads(r.stdout)["config"]
-    assert cfg["compile_s"] > 0 and cfg["device"].startswith("cuda")
+    assert cfg["compile_s"] > 0 and cfg["device"].startswith("cuda") and cfg["outputs_checked"] is True
 
 
 def test_serve_batching_defaults_follow_the_device(capsys, monkeypatch):

@@ -1,16 +1,18 @@
 """The device-agnostic half of the GPU path (effnet.backends.staging), run on the CPU.
 
-Batch planning and padding for fixed-shape runners (CUDA graphs), and the prefetcher's ring of staging
-buffers. The CUDA-only parts (graph capture, streams, pinned memory) are tested in tests/perf/test_gpu.py.
+Batch planning and padding for fixed-shape runners (CUDA graphs), and the runner's owner thread. The
+CUDA-only parts (graph capture, the shared pool, streams, pinned memory) are tested in tests/perf/test_gpu.py.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import torch
 
-from effnet.backends.staging import Chunk, FixedShapeRunner, Prefetcher, graph_sizes, pad_rows, plan_batches
+from effnet.backends.staging import Chunk, FixedShapeRunner, OwnerThread, graph_sizes, pad_rows, plan_batches
 from effnet.errors import EffnetError
 
 
@@ -78,7 +80,7 @@ def test_fixed_shape_runner_runs_only_prepared_shapes_and_slices_the_padding():
         return x.float().sum(dim=1) * torch.arange(1, 4)  # [N, 3], row-wise
 
     runner = FixedShapeRunner(fn, sizes=(1, 4), row_shape=(2, 3), dtype=torch.uint8, device="cpu", warmup=1)
-    assert seen == [1, 4]  # one warm-up call per prepared size, at construction
+    assert seen == [4, 1]  # one warm-up call per prepared size, at construction, largest first
     assert runner.setup_s >= 0
     seen.clear()
     x = torch.randint(0, 256, (7, 2, 3), dtype=torch.uint8)
@@ -94,35 +96,42 @@ def test_fixed_shape_runner_refuses_graphs_off_cuda():
         FixedShapeRunner(lambda x: x, sizes=(1,), row_shape=(1,), dtype=torch.uint8, device="cpu", graphs=True)
 
 
-def _batches(sizes, seed=0):
-    rng = np.random.default_rng(seed)
-    return [rng.integers(0, 256, (n, 4, 4, 3), dtype=np.uint8) for n in sizes]
+def test_runner_prepares_and_runs_on_its_owner_thread_whoever_calls():
+    """Inductor's CUDA-graph trees are thread-local and the staging buffers are one set per runner: every
+    call, from any thread, must run on the thread that prepared the runner."""
+    threads: list[threading.Thread] = []
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        threads.append(threading.current_thread())
+        return x.float() * 2
+
+    runner = FixedShapeRunner(fn, sizes=(2, 4), row_shape=(3,), dtype=torch.uint8, device="cpu", warmup=1)
+    owner = runner.owner.thread
+    assert owner is not threading.current_thread() and owner.name.startswith("effnet-runner")
+    assert threads == [owner, owner]  # the warm-up (on CUDA: the captures) ran there
+
+    def caller(i: int) -> bool:
+        x = torch.full((3, 3), i, dtype=torch.uint8)  # each caller's own rows
+        return all(torch.equal(runner(x), x.float() * 2) for _ in range(20))
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(caller, range(4)))
+    assert set(threads) == {owner} and len(threads) == 2 + 4 * 20 * 1  # 3 rows: one padded chunk of 4
 
 
-@pytest.mark.parametrize("depth", [1, 2, 3])
-def test_prefetcher_ring_yields_every_batch_in_order_as_independent_tensors(depth):
-    batches = _batches([2, 5, 1, 5, 3, 8, 2])  # growing and shrinking: buffers are reused and regrown
-    pre = Prefetcher(batches, "cpu", depth=depth, staging=True)
-    out = []
-    for i, t in enumerate(pre):
-        # The consumer holds batch i while batches up to i + depth - 1 are staged, never more.
-        assert pre.pulled == min(len(batches), i + depth)
-        out.append(t)
-    assert len(out) == len(batches)
-    # Earlier tensors survive later batches passing through the same buffers.
-    for t, b in zip(out, batches, strict=True):
-        assert t.dtype == torch.uint8 and t.device.type == "cpu"
-        assert np.array_equal(t.numpy(), b)
-    assert len({t.data_ptr() for t in out}) == len(out)
+def test_owner_thread_runs_a_call_from_itself_directly_and_raises_in_the_caller():
+    owner = OwnerThread("effnet-test")
+    assert owner.run(lambda: owner.run(threading.current_thread)) is owner.thread  # nested: no deadlock
+
+    def boom() -> None:
+        raise ValueError("from the owner")
+
+    with pytest.raises(ValueError, match="from the owner"):
+        owner.run(boom)
+    owner.close()
 
 
-def test_prefetcher_without_staging_wraps_without_copying():
-    batches = _batches([3, 2])
-    out = list(Prefetcher(batches, "cpu"))  # CPU default: no staging
-    assert all(np.shares_memory(t.numpy(), b) for t, b in zip(out, batches, strict=True))
-
-
-def test_prefetcher_checks_depth():
-    with pytest.raises(EffnetError, match="depth"):
-        Prefetcher([], "cpu", depth=0)
-    assert list(Prefetcher(iter([]), "cpu")) == []
+def test_runner_checks_the_row_shape():
+    runner = FixedShapeRunner(lambda x: x, sizes=(2,), row_shape=(3,), dtype=torch.uint8, device="cpu", warmup=0)
+    with pytest.raises(EffnetError, match=r"expected rows of shape \[3\], got \[2, 4\]"):
+        runner(torch.zeros((2, 4), dtype=torch.uint8))

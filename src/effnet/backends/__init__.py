@@ -121,20 +121,22 @@ AUTO_RANKING = AutoRanking(
 )
 
 
-# On CUDA only the torch backend runs (onnxruntime and OpenVINO run on the CPU here), and the ranking is
-# NOT MEASURED on effnet's paths: no GPU was available when it was written (benchmarks/gpu_check.sh
-# measures it and writes docs/performance.md). It rests on issue 11's H200 run of timm and effnet B5:
-# eager batch 1 is launch bound (12.1 ms bf16 eager vs 2.49 ms compiled with CUDA graphs), so the first
-# choice captures CUDA graphs at load; torch.compile is left out because it compiles at load for tens of
-# seconds. The fallback, if capture fails, is the eager fast path. fp32 keeps PyTorch's defaults (cuDNN
-# convolutions may use TF32).
+# On CUDA only the torch backend runs (onnxruntime and OpenVINO run on the CPU here), so there is no
+# ranking of backends to measure; which torch path `auto` takes is a RULE, not a measurement of these
+# paths (none has run on a GPU yet): capture CUDA graphs at load at the requested precision, because
+# batch 1 eager on a GPU is launch bound (issue 11's H200 figures for B5, quoted there, not measured
+# here: 12.1 ms bf16 eager against 2.49 ms with CUDA graphs); torch.compile is left out
+# because it compiles at load for tens of seconds. If the capture fails, the eager fast path runs.
+# benchmarks/gpu_check.sh (bench_gpu.py) prints the measured figures of both choices on the GPU it runs
+# on ("auto on CUDA"): once measured, they replace "unmeasured" here and the rule becomes a ranking.
 AUTO_RANKING_CUDA = AutoRanking(
-    measured_on="not measured (no GPU in the session that wrote it); order from issue 11's H200 timm/effnet run",
-    source="benchmarks/bench_gpu.py, docs/performance.md",
+    measured_on="unmeasured: a rule, not a measurement (CUDA graphs first, eager fast path if capture fails; "
+    "docs/gpu.md)",
+    source="docs/gpu.md; benchmarks/bench_gpu.py prints the figures that would replace it",
     paths={
         precision: (
-            AutoChoice("torch", {**extra, "cuda_graphs": True}, "not measured"),
-            AutoChoice("torch", {**extra, "fast": True}, "not measured"),
+            AutoChoice("torch", {**extra, "cuda_graphs": True}, "unmeasured"),
+            AutoChoice("torch", {**extra, "fast": True}, "unmeasured"),
         )
         for precision, extra in (("fp32", {}), ("bf16", {"precision": "bf16"}), ("fp16", {"precision": "fp16"}))
     },
@@ -154,7 +156,8 @@ def _device_options(name: str, options: dict[str, Any], device: str, batch_hint:
             )
         return options
     out = {"device": device, **options}
-    if (out.get("cuda_graphs") or out.get("compile")) and batch_hint is not None:
+    # On CUDA the torch backend always prepares fixed shapes (eager too), on the CPU when compiled or graphed.
+    if batch_hint is not None and (out.get("cuda_graphs") or out.get("compile") or device != "cpu"):
         out.setdefault("batch_size", batch_hint)
     return out
 
@@ -211,7 +214,7 @@ def create_backend(name: str, source: ModelSource, **options: Any) -> Backend:
     ``device`` (cpu, cuda, cuda:N, auto; default cpu) goes to the backends that take one (torch); for the
     others anything but the CPU is an error, and ``auto`` on CUDA ranks the CUDA paths. ``batch_hint``
     (the caller's batch size) becomes the torch backend's ``batch_size`` when it prepares fixed shapes
-    (CUDA graphs, compile on CUDA); OpenVINO's own ``batch_size`` makes its shape static, so it stays explicit.
+    (always on CUDA); OpenVINO's own ``batch_size`` makes its shape static, so it stays explicit.
 
     ``auto`` checks that its choice really loads: if building it fails (a missing runtime library,
     an export that cannot be made here), it says so in one line on stderr and builds the next one.

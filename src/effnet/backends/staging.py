@@ -5,29 +5,36 @@
   size, the remainder padded up to the smallest size that holds it, the padding sliced off again.
   EfficientNet in eval mode treats every row on its own, so what the padding rows hold does not
   change the real rows' answers.
-- :class:`FixedShapeRunner`: runs a function on those chunks; on CUDA it captures one CUDA graph per
-  size at construction (``graphs=True``), so a call is a copy into the graph's static input and a replay.
-- :class:`Prefetcher`: host batches -> device tensors, ``depth`` uploads ahead of the consumer. On CUDA
-  the uint8 crops are copied into pinned buffers and uploaded asynchronously on a second stream, so
-  the next batch's copy overlaps this batch's compute (double buffering); on the CPU the same ring of
-  buffers runs without pinning or streams, which is what the tests exercise.
+- :class:`OwnerThread`: one thread that owns a device's runner; a call from any other thread is handed
+  to it and waited for. CUDA graphs, inductor's CUDA-graph trees (thread-local) and the staging
+  buffers are made and used on that thread only, so concurrent callers never share them mid-call.
+- :class:`FixedShapeRunner`: runs a function on those chunks, on its owner thread; on CUDA it captures
+  one CUDA graph per size at construction (``graphs=True``), all in one memory pool, on its own stream
+  and under its own device, so a call is a copy into the graph's static input and a replay.
 
-Only the capture itself (``torch.cuda.graph``) and the streams are CUDA-specific; they are tested by
-``pytest -m gpu`` on a machine that has one.
+Only the capture itself (``torch.cuda.graph``), the stream and the pool are CUDA-specific; they are
+tested by ``pytest -m gpu`` on a machine that has one. The rest (chunking, padding, the owner thread,
+warm-up at load) runs, and is tested, on the CPU.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import contextlib
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
-import numpy as np
 import torch
 
 from ..errors import EffnetError
 
-__all__ = ["Chunk", "plan_batches", "pad_rows", "graph_sizes", "FixedShapeRunner", "Prefetcher"]
+__all__ = ["Chunk", "plan_batches", "pad_rows", "graph_sizes", "OwnerThread", "FixedShapeRunner"]
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -105,15 +112,49 @@ def pad_rows(x: torch.Tensor, size: int) -> torch.Tensor:
     return out
 
 
+class OwnerThread:
+    """One thread that runs everything a device runner does; other threads hand it their calls.
+
+    CUDA graphs replay safely from any thread, but what feeds them does not: the static inputs and
+    outputs and the pinned staging buffer are one set per runner, and inductor's CUDA-graph trees
+    (``torch.compile(mode="reduce-overhead")``) are thread-local, so a graph recorded on one thread is
+    recorded again, in memory of its own, on the first call from another. Running every call on the
+    thread that prepared the runner removes both problems; calls are serialized, as they are on the
+    GPU's one stream anyway. A call made on the owner thread itself runs directly (no deadlock).
+    """
+
+    def __init__(self, name: str = "effnet-runner") -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self.thread: threading.Thread = self._pool.submit(threading.current_thread).result()
+        # The thread ends when the runner is collected (or at exit), without waiting for queued work.
+        self._finalizer = weakref.finalize(self, self._pool.shutdown, wait=False)
+
+    def run(self, fn: Callable[..., R], *args: Any) -> R:
+        """``fn(*args)`` on the owner thread; its exception, if any, is raised here."""
+        if threading.current_thread() is self.thread:
+            return fn(*args)
+        return self._pool.submit(fn, *args).result()
+
+    def close(self) -> None:
+        self._finalizer()
+
+
 class FixedShapeRunner:
     """``fn`` over batches of any size, executed only at the prepared ``sizes`` (see :func:`plan_batches`).
 
-    ``fn`` maps a ``[size, *row_shape]`` tensor of ``dtype`` on ``device`` to a ``[size, ...]`` tensor.
+    ``fn`` maps a ``[size, *row_shape]`` tensor of ``dtype`` on ``device`` (in ``memory_format``) to a
+    ``[size, ...]`` tensor. Everything happens on ``owner`` (an :class:`OwnerThread`, made here if not
+    given): preparation at construction and every call, whichever thread makes it.
+
     ``graphs=True`` (CUDA only) captures ``fn`` once per size into a CUDA graph at construction, after
-    ``warmup`` eager calls on a side stream (cuDNN picks its algorithms then, and lazy state is built
-    outside the capture). Otherwise ``fn`` is called on the padded chunk: that is how a
-    ``torch.compile``d function with static shapes sees only the prepared sizes; construction then runs
-    ``warmup`` calls per size so that compilation happens here, not in the first request.
+    ``warmup`` eager calls (cuDNN picks its algorithms then, and lazy state is built outside the
+    capture). Every capture and replay runs on the runner's own stream, under ``torch.cuda.device``
+    of its device (so ``cuda:1`` captures on ``cuda:1``, whatever the current device), and all sizes
+    share one graph memory pool (``torch.cuda.graph_pool_handle``), captured largest first so the
+    smaller graphs reuse the larger one's intermediate memory; that is safe because replays are
+    serialized on one stream by the owner thread. Otherwise ``fn`` is called on the padded chunk: that
+    is how a ``torch.compile``d function with static shapes sees only the prepared sizes; construction
+    then runs ``warmup`` calls per size so that compilation happens here, not in the first request.
     ``setup_s`` is the time construction took.
     """
 
@@ -128,148 +169,104 @@ class FixedShapeRunner:
         graphs: bool = False,
         warmup: int = 2,
         step_marker: Callable[[], None] | None = None,
+        memory_format: torch.memory_format = torch.contiguous_format,
+        owner: OwnerThread | None = None,
     ) -> None:
-        import time
-
         self.fn = fn
         self.sizes = _check_sizes(sizes)
         self.device = torch.device(device)
         self.graphs = graphs
+        self.row_shape = tuple(int(d) for d in row_shape)
+        self.dtype = dtype
+        self.memory_format = memory_format
         # torch.compile(mode="reduce-overhead") wants to be told where an inference step begins, so that
         # it may overwrite the previous step's outputs (torch.compiler.cudagraph_mark_step_begin).
         self._step = step_marker
         if graphs and self.device.type != "cuda":
             raise EffnetError(f"CUDA graphs need a CUDA device, got {self.device}")
+        self.owner = owner or OwnerThread()
+        self.stream: Any = None  # torch.cuda.Stream on CUDA, made on the owner thread under the device
+        self.pool: Any = None  # the one graph memory pool of all sizes
+        self._static: dict[int, tuple[torch.Tensor, torch.Tensor, Any]] = {}
         start = time.perf_counter()
-        self._static: dict[int, tuple[torch.Tensor, torch.Tensor, object]] = {}
-        # inference_mode throughout, as the backend calls it: a function compiled under another grad
-        # mode would compile again at the first real call.
-        with torch.inference_mode():
-            for size in self.sizes:
-                example = torch.zeros((size, *row_shape), dtype=dtype, device=self.device)
-                if graphs:
+        self.owner.run(self._prepare, warmup)
+        self.setup_s = time.perf_counter() - start
+
+    @contextlib.contextmanager
+    def on_device(self) -> Iterator[None]:
+        """The runner's device and stream made current (CUDA), in inference mode: wrap every use in it."""
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(torch.inference_mode())
+            if self.device.type == "cuda":
+                stack.enter_context(torch.cuda.device(self.device))
+                stack.enter_context(torch.cuda.stream(self.stream))
+            yield
+
+    def _example(self, size: int) -> torch.Tensor:
+        x = torch.zeros((size, *self.row_shape), dtype=self.dtype, device=self.device)
+        return x.contiguous(memory_format=self.memory_format) if x.dim() == 4 else x
+
+    def _prepare(self, warmup: int) -> None:
+        if self.device.type == "cuda":
+            with torch.cuda.device(self.device):
+                # The weights were copied and folded by kernels queued on the default stream; the runner's
+                # stream does not wait for that stream by itself.
+                torch.cuda.synchronize(self.device)
+                self.stream = torch.cuda.Stream(self.device)
+                if self.graphs:
+                    self.pool = torch.cuda.graph_pool_handle()
+        # inference_mode throughout, as calls run: a function compiled under another grad mode would
+        # compile again at the first real call.
+        with self.on_device():
+            for size in sorted(self.sizes, reverse=True):  # largest first: the pool's memory is reused
+                example = self._example(size)
+                if self.graphs:
                     self._static[size] = self._capture(example, warmup)
                 else:
                     for _ in range(warmup):
                         self._call(example)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        self.setup_s = time.perf_counter() - start
+            if self.stream is not None:
+                self.stream.synchronize()
 
     def _call(self, x: torch.Tensor) -> torch.Tensor:
         if self._step is not None:
             self._step()
         return self.fn(x)
 
-    def _capture(self, static_in: torch.Tensor, warmup: int) -> tuple[torch.Tensor, torch.Tensor, object]:
-        # The recipe of the CUDA graphs documentation: warm up on a side stream, then capture.
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            for _ in range(max(1, warmup)):
-                self.fn(static_in)
-        torch.cuda.current_stream(self.device).wait_stream(side)
+    def _capture(self, static_in: torch.Tensor, warmup: int) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        # The recipe of the CUDA graphs documentation: warm up on a side stream (ours: never the default
+        # stream), then capture on that same stream, into the shared pool.
+        for _ in range(max(1, warmup)):
+            self.fn(static_in)
+        self.stream.synchronize()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, pool=self.pool, stream=self.stream):
             static_out = self.fn(static_in)
         return static_in, static_out, graph
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """``fn`` of every row of ``x`` (on the runner's device, its row shape), on the owner thread."""
+        return self.owner.run(self._run, x)
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[1:]) != self.row_shape:
+            raise EffnetError(f"expected rows of shape {list(self.row_shape)}, got {list(x.shape)}")
         outs = []
-        with torch.inference_mode():
+        with self.on_device():
             for chunk in plan_batches(x.shape[0], self.sizes):
                 part = x[chunk.start : chunk.stop]
                 if self.graphs:
                     static_in, static_out, graph = self._static[chunk.size]
                     static_in[: chunk.rows].copy_(part)  # the padding rows keep stale inputs: rows are independent
-                    graph.replay()  # type: ignore[attr-defined]
+                    graph.replay()  # on the current stream: the runner's
                     # A clone: the next replay of this graph overwrites static_out.
                     outs.append(static_out[: chunk.rows].clone())
                 else:
-                    out = self._call(pad_rows(part, chunk.size))[: chunk.rows]
+                    padded = pad_rows(part, chunk.size)
+                    if padded.dim() == 4:  # the layout the sizes were prepared in (a compiled fn guards on it)
+                        padded = padded.contiguous(memory_format=self.memory_format)
+                    out = self._call(padded)[: chunk.rows]
                     outs.append(out.clone() if self._step is not None else out)
-        if not outs:
-            raise EffnetError("an empty batch (0 images) has nothing to run")
-        return outs[0] if len(outs) == 1 else torch.cat(outs)
-
-
-class Prefetcher:
-    """Iterate host batches (uint8 numpy arrays, any leading size) as tensors on ``device``, ``depth`` ahead.
-
-    Each batch is copied into one of ``depth + 1`` reusable staging buffers (pinned host memory when
-    the device is CUDA) and from there to the device: on CUDA asynchronously on a side stream, whose
-    event the consuming stream waits for, so copies of the next batches overlap the work queued on
-    the current one. A buffer is refilled only after its previous copy has finished. Every yielded
-    tensor is the consumer's own (a device copy), valid after later batches arrive. ``staging=False``
-    (the CPU default) skips the buffers: the array is wrapped without a copy.
-    """
-
-    def __init__(
-        self,
-        batches: Iterable[np.ndarray],
-        device: torch.device | str,
-        *,
-        depth: int = 2,
-        staging: bool | None = None,
-    ) -> None:
-        if depth < 1:
-            raise EffnetError(f"prefetch depth must be >= 1, got {depth}")
-        self.batches = batches
-        self.device = torch.device(device)
-        self.depth = depth
-        self.cuda = self.device.type == "cuda"
-        self.staging = self.cuda if staging is None else staging
-        self._buffers: list[torch.Tensor | None] = [None] * (depth + 1)
-        self._events: list[torch.cuda.Event | None] = [None] * (depth + 1)
-        self._stream = torch.cuda.Stream(self.device) if self.cuda else None
-        self.pulled = 0  # host batches taken from ``batches`` so far (lookahead is observable in tests)
-
-    def _buffer(self, slot: int, like: np.ndarray) -> torch.Tensor:
-        event = self._events[slot]
-        if event is not None:
-            event.synchronize()  # its last upload has left the buffer
-        buf = self._buffers[slot]
-        need = like.size
-        if buf is None or buf.numel() < need:
-            buf = torch.empty(need, dtype=torch.from_numpy(like[:0]).dtype, pin_memory=self.cuda)
-            self._buffers[slot] = buf
-        return buf[:need].view(like.shape)
-
-    def _upload(self, host: np.ndarray, slot: int) -> tuple[torch.Tensor, torch.cuda.Event | None]:
-        if not self.staging:
-            return torch.from_numpy(np.ascontiguousarray(host)).to(self.device), None
-        buf = self._buffer(slot, host)
-        buf.numpy()[...] = host
-        if not self.cuda:
-            return buf.clone(), None
-        with torch.cuda.stream(self._stream):
-            out = buf.to(self.device, non_blocking=True)
-            event = torch.cuda.Event()
-            event.record(self._stream)
-        self._events[slot] = event
-        return out, event
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        ahead: deque[tuple[torch.Tensor, torch.cuda.Event | None]] = deque()
-        source = iter(self.batches)
-        slot = 0
-        exhausted = False
-        while True:
-            while not exhausted and len(ahead) < self.depth:
-                try:
-                    host = next(source)
-                except StopIteration:
-                    exhausted = True
-                    break
-                self.pulled += 1
-                ahead.append(self._upload(np.ascontiguousarray(host), slot))
-                slot = (slot + 1) % len(self._buffers)
-            if not ahead:
-                return
-            tensor, event = ahead.popleft()
-            if event is not None:
-                current = torch.cuda.current_stream(self.device)
-                current.wait_event(event)
-                # Made on the side stream, used on this one: keep the allocator from reusing it early.
-                tensor.record_stream(current)
-            yield tensor
+            if not outs:
+                raise EffnetError("an empty batch (0 images) has nothing to run")
+            return outs[0] if len(outs) == 1 else torch.cat(outs)  # on the runner's stream too

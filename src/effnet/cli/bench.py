@@ -57,8 +57,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--compile",
         action="store_true",
-        help="torch: torch.compile (inductor, freezing) on the fast path; the first call compiles "
-        "(on CUDA: at load, timed as compile_s)",
+        help="torch: torch.compile (inductor, freezing) on the fast path, compiled at load for --batch-size "
+        "(timed as compile_s), so the timed calls never compile",
     )
     p.add_argument(
         "--cuda-graphs",
@@ -183,8 +183,8 @@ def run(args: argparse.Namespace) -> int:
         "auto": _auto_summary(backend, args.device) if args.backend == "auto" else None,
         "precision_requested": args.precision,
         "load_ms": load_ms,  # building the backend: model load, export from cache or new, compile
-        # Of which (torch on CUDA) compiling and capturing the prepared shapes; None when nothing was
-        # prepared at load (on the CPU a compiled model compiles in its first call: first_inference_ms).
+        # Of which (torch: --compile, --cuda-graphs) compiling and capturing the prepared shapes; None when
+        # nothing was compiled or captured at load.
         "setup_s": load_ms / 1e3,
         "compile_s": getattr(backend, "compile_s", None),
         "device": str(getattr(backend, "device", "cpu")),

@@ -219,6 +219,9 @@ def run(args: argparse.Namespace) -> int:
                 bar.clear()
                 _print_human(result)
             bar.update(1)
+    counts = clf.decode_counts()
+    if counts is not None:  # --decode gpu: how many images nvJPEG decoded, how many took the Pillow path
+        print(f"effnet: {counts.summary()}", file=sys.stderr)
     if failed:
         print(f"effnet: {failed} of {len(images)} images could not be classified", file=sys.stderr)
     return 1 if failed else 0

@@ -112,6 +112,12 @@ def _print_report(report: EvalReport, device: str = "cpu") -> None:
         f"batch {report.batch_size}, "
         f"{report.workers} decoding threads)"
     )
+    if report.decode is not None:
+        d = report.decode
+        why = ", ".join(f"{k}: {v}" for k, v in d["fallback_reasons"].items())
+        print(
+            f"  decode     nvJPEG {d['gpu_decoded']:,}, Pillow {d['pillow_fallbacks']:,}" + (f" ({why})" if why else "")
+        )
     if report.confused:
         print("most confused (true -> predicted: images):")
         for c in report.confused[:5]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import EffnetError
 from ..labels import ClassLabel
@@ -156,6 +158,8 @@ class EvalReport:
     limit: int | None = None
     dataset_size: int = 0  # images in the dataset before --limit
     unmatched_annotations: int = 0
+    # --decode gpu: images decoded by nvJPEG and by the Pillow path (gpu_decode.DecodeCounts.to_dict); None: Pillow
+    decode: Mapping[str, Any] | None = None
     schema: str = field(default=REPORT_SCHEMA)
 
     @property
@@ -217,6 +221,7 @@ class EvalReport:
                 "batch_size": self.batch_size,
                 "workers": self.workers,
             },
+            "decode": dict(self.decode) if self.decode is not None else {"decoder": "pillow"},
             "per_class": [c.to_dict() for c in self.per_class],
             "most_confused": [c.to_dict() for c in self.confused],
             "failures": [f.to_dict() for f in self.failures],

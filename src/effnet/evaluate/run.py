@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -133,6 +133,8 @@ def evaluate(
 
     tally = Tally(labels, k)
     failures: list[Failure] = []
+    decode_counts = getattr(classifier, "decode_counts", None)
+    decoded_before = decode_counts() if callable(decode_counts) else None  # --decode gpu
     inference_s = wait_s = 0.0
     start = time.perf_counter()
     # closing(): on an error or Ctrl-C the decoding threads stop now, not when the generator is collected.
@@ -163,6 +165,9 @@ def evaluate(
             if progress is not None:
                 progress(tally.progress(len(failures), len(samples), start))
     seconds = time.perf_counter() - start
+    decode = None
+    if decoded_before is not None and callable(decode_counts):
+        decode = decode_counts().minus(decoded_before).to_dict()  # this run's images only
 
     return build_report(
         classifier.source,
@@ -179,6 +184,7 @@ def evaluate(
         workers=workers,
         limit=limit,
         max_confused=max_confused,
+        decode=decode,
     )
 
 
@@ -198,6 +204,7 @@ def build_report(
     workers: int,
     limit: int | None,
     max_confused: int = 20,
+    decode: Mapping[str, Any] | None = None,
 ) -> EvalReport:
     """The :class:`EvalReport` of a finished run; raises :class:`DatasetError` when nothing could be decoded."""
     if not tally.outcomes:
@@ -232,4 +239,5 @@ def build_report(
         limit=limit,
         dataset_size=len(dataset),
         unmatched_annotations=dataset.unmatched_annotations,
+        decode=decode,
     )
