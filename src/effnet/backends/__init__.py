@@ -27,6 +27,7 @@ import numpy as np
 from ..device import device_kind, parse_device, resolve_device
 from ..errors import EffnetError, UnknownNameError
 from ..source import ModelSource
+from .accuracy import ACCURACY_GATE, VERIFIED_ON, accuracy_status
 
 __all__ = [
     "Backend",
@@ -35,6 +36,9 @@ __all__ = [
     "AutoRanking",
     "AUTO_RANKING",
     "AUTO_RANKING_CUDA",
+    "ACCURACY_GATE",
+    "accuracy_status",
+    "VERIFIED_ON",
     "DEVICE_BACKENDS",
     "ModelSource",
     "register",
@@ -119,11 +123,13 @@ def installed_backends() -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class AutoChoice:
-    """One entry of the ranking: a backend, the options that make it fast, and what it measured."""
+    """One entry of the ranking: a backend, the options that make it fast, what it measured, and whether its
+    accuracy is verified (``auto`` never picks an ``unverified`` path; it stays opt-in by name)."""
 
     backend: str
     options: Mapping[str, Any]
     measured: str  # the figure it was ranked by
+    accuracy: str = "verified"  # "verified" (fp32 parity, or top-1 agreement >= ACCURACY_GATE) or "unverified"
 
 
 @dataclass(frozen=True)
@@ -150,7 +156,15 @@ AUTO_RANKING = AutoRanking(
             AutoChoice("openvino", {"precision": "bf16"}, "40.4 ms"),
             AutoChoice("torch", {"precision": "bf16"}, "73 ms"),
         ),
-        "int8": (AutoChoice("openvino", {"precision": "int8"}, "32.9 ms"),),
+        "int8": (
+            AutoChoice(
+                "litert",
+                {"precision": "int8"},
+                "0.71-0.74x of openvino bf16 (issue 22's run, litert-torch 0.10 PT2E full int8; not re-measured)",
+                accuracy="unverified",  # SiLU and the SE gate quantized too: unknown for B5
+            ),
+            AutoChoice("openvino", {"precision": "int8"}, "32.9 ms"),
+        ),
     },
 )
 
@@ -199,7 +213,11 @@ def auto_candidates(precision: str | None = None, ranking: AutoRanking = AUTO_RA
     if precision not in ranking.paths:
         raise EffnetError(f"precision must be one of {', '.join(ranking.paths)}, got {precision!r}")
     installed = installed_backends()
-    found = [(c.backend, dict(c.options)) for c in ranking.paths[precision] if c.backend in installed]
+    found = [
+        (c.backend, dict(c.options))
+        for c in ranking.paths[precision]
+        if c.backend in installed and c.accuracy == "verified"
+    ]
     if not found:
         raise EffnetError(f"no installed backend runs {precision}: pip install 'effnet[openvino]'")
     return found
@@ -302,6 +320,13 @@ def _openvino() -> BackendFactory:
     return OpenVINOBackend
 
 
+def _litert() -> BackendFactory:
+    from .litert_backend import LiteRTBackend
+
+    return LiteRTBackend
+
+
 register("torch", _torch)
 register("onnxruntime", _onnxruntime)
 register("openvino", _openvino)
+register("litert", _litert, package="ai_edge_litert")

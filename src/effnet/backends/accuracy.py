@@ -1,0 +1,34 @@
+"""Which lower-precision paths keep the fp32 model's answers: the accuracy status ``auto`` ranks by."""
+
+from __future__ import annotations
+
+__all__ = ["ACCURACY_GATE", "VERIFIED_ON", "accuracy_status"]
+
+# A lower-precision path is verified when its top-1 agreement with the fp32 torch model on real weights
+# (Lite0/1/2 on ../shared/imagenet/sample, images the quantizer did not calibrate on) is at least this: the
+# gate of OpenVINO int8 (tests/perf/test_quantize.py) and of LiteRT (tests/export/test_litert.py).
+ACCURACY_GATE = 0.97
+# (backend, precision) -> the model families on which that gate was met. Full-int8 LiteRT quantizes SiLU,
+# sigmoid and the squeeze-excite gate too: EfficientNet-Lite (ReLU6, no SE) passing says nothing about B0-B7,
+# so it is verified for Lite only. A path absent here is verified only at fp32 (parity tests) or not at all.
+VERIFIED_ON: dict[tuple[str, str], tuple[str, ...]] = {
+    ("openvino", "int8"): ("efficientnet-lite", "efficientnet-b"),  # NNCF keeps the SE gate in float
+    ("litert", "fp16"): ("efficientnet-lite", "efficientnet-b"),  # weights only; computed in fp32
+    ("litert", "int8-float-act"): ("efficientnet-lite", "efficientnet-b"),  # weights only; float activations
+    ("litert", "int8"): ("efficientnet-lite",),
+}
+
+
+def accuracy_status(model: str, backend: str, precision: str) -> str:
+    """``verified``, or ``unverified`` with why, for ``backend`` at ``precision`` on ``model``."""
+    if precision == "fp32":
+        return "verified"
+    families = VERIFIED_ON.get((backend, precision))
+    if families is None:
+        return "verified" if precision in ("bf16", "fp16") and backend != "litert" else "unverified"
+    if any(model.startswith(f) for f in families):
+        return "verified"
+    return (
+        f"unverified for this model (top-1 agreement >= {ACCURACY_GATE:.0%} was met on "
+        f"{', '.join(families)} only; it stays opt-in, never chosen by auto)"
+    )
