@@ -39,11 +39,12 @@ from effnet.source import resolve_source  # noqa: E402
 OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
 
 
-def make_dataset(sample: Path, folder: Path, copies: int) -> int:
-    """``copies`` links to every sample JPEG, named ``<synset>_<copy>_<name>`` (eval's flat layout)."""
+def make_dataset(sample: Path, folder: Path, copies: int, limit: int | None) -> int:
+    """``copies`` links to every sample JPEG (the first ``limit``), named ``<synset>_<copy>_<name>`` (eval's
+    flat layout)."""
     folder.mkdir(parents=True, exist_ok=True)
     n = 0
-    for image in sorted(sample.glob("*.JPEG")):
+    for image in sorted(sample.glob("*.JPEG"))[:limit]:
         for k in range(copies):
             (folder / f"{image.name[:9]}_{k}_{image.name}").symlink_to(image.resolve())
             n += 1
@@ -87,6 +88,7 @@ def main() -> int:
     ap.add_argument("--weights", default=None, help="checkpoint (default: random weights, the same compute)")
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "imagenet" / "sample"), help="JPEG folder")
     ap.add_argument("--copies", type=int, default=3, help="links per sample image (a longer run per eval)")
+    ap.add_argument("--images", type=int, default=None, help="use the first N sample images (default: all)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=16, help="eval's --batch-size (its default)")
     ap.add_argument("--seconds", type=int, default=20, help="benchmark_app -t")
@@ -102,7 +104,7 @@ def main() -> int:
         weights = str(work / f"{args.model}-random.pth")
         torch.save(effnet.create_model(args.model).state_dict(), weights)
     data = work / "data"
-    images = make_dataset(Path(args.data), data, args.copies)
+    images = make_dataset(Path(args.data), data, args.copies, args.images)
     size = resolve_source(args.model, weights, progress=False).preprocess.input_size
     print(f"{args.model}: {images} JPEGs, eval --batch-size {args.batch_size}; {machine_description()}", flush=True)
     for precision in args.precisions:  # exports the IR into the cache, and warms the page cache

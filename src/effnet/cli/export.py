@@ -74,8 +74,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     tfl.add_argument(
         "--precision",
         default="fp32",
-        choices=["fp32", "fp16", "int8", "int8-float-act"],
-        help="fp32 (default); fp16 weights; int8: full integer (needs --calibration); int8-float-act: int8 "
+        choices=["fp32", "int8", "int8-float-act"],
+        help="fp32 (default); int8: full integer (needs --calibration); int8-float-act: int8 "
         "weights, float activations (SiLU, sigmoid and the SE gate stay float)",
     )
     tfl.add_argument(

@@ -6,12 +6,11 @@ normalization, NHWC -> NCHW (the converter folds it into its own NHWC layout), t
 folded, softmax. Precisions:
 
 * ``fp32``: float everywhere.
-* ``fp16``: float16 weights (half the file), computed in float32 by the runtime.
 * ``int8``: full integer quantization with ``litert-torch``'s PT2E quantizer (static, per-channel symmetric
   weights, activations calibrated on ``--calibration`` images): every op, SiLU and the squeeze-excite gate
   included, runs in int8.
-* ``int8-float-act``: int8 weights with activations in float (the converter's dynamic-range mode): SiLU,
-  sigmoid and the SE gate stay float, which EfficientNet-Lite was designed to need.
+* ``int8-float-act``: int8 weights, dynamic-range (ai-edge-quantizer's ``dynamic_wi8_afp32``): convolutions
+  quantize their input on the fly, and SiLU, sigmoid and the SE gate stay float.
 
 Each file gets a sidecar ``NAME.json`` (the metadata of every effnet export, plus the input convention and
 precision) that :func:`read_tflite_metadata` reads. The converter stack is the optional ``effnet[litert]``
@@ -49,7 +48,7 @@ __all__ = [
     "cache_tflite",
 ]
 
-PRECISIONS = ("fp32", "fp16", "int8", "int8-float-act")
+PRECISIONS = ("fp32", "int8", "int8-float-act")
 TFLITE_INPUT = "pixels"
 CONVERTER_EXTRA = "litert"
 _FILE = "model.tflite"
@@ -164,15 +163,14 @@ def _convert(
 ) -> Any:
     if precision == "fp32":
         return litert_torch.convert(module, sample)
-    if precision in ("fp16", "int8-float-act"):
-        # Weight-only recipes of ai-edge-quantizer (installed with litert-torch): fp16 weights, or int8
-        # weights with float activations (dynamic range), applied to the converted float model.
+    if precision == "int8-float-act":
+        # ai-edge-quantizer's (installed with litert-torch) dynamic-range recipe on the converted float model:
+        # int8 weights; convolutions quantize their input on the fly; every other op (SiLU's sigmoid and
+        # multiply, the SE gate, pooling, softmax) stays float.
         from ai_edge_quantizer import quantizer, recipe
 
         edge = litert_torch.convert(module, sample)
-        chosen = recipe.float16_weight_only() if precision == "fp16" else recipe.dynamic_wi8_afp32()
-        q = quantizer.Quantizer(edge.tflite_model(), chosen)
-        result = q.quantize()
+        result = quantizer.Quantizer(bytes(edge.model_content()), recipe.dynamic_wi8_afp32()).quantize()
         return _Bytes(result.quantized_model)
     # Full int8: PT2E static quantization, calibrated on the crops of the calibration images.
     from litert_torch.quantize import pt2e_quantizer, quant_config
