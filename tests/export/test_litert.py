@@ -134,6 +134,7 @@ def test_auto_never_picks_an_unverified_path_and_litert_int8_on_b5_says_so(tmp_p
     assert all(name != "litert" for name, _ in auto_candidates("int8"))
     assert accuracy_status("efficientnet-lite0", "litert", "int8").startswith("unverified")  # 91 % < the gate
     assert accuracy_status("efficientnet-b5", "litert", "int8").startswith("unverified for this model")
+    assert accuracy_status("efficientnet-lite0", "litert", "int8-float-act").startswith("unverified")  # 96.25 %
     assert accuracy_status("efficientnet-lite0", "litert", "fp32") == "verified"
     assert accuracy_status("efficientnet-b5", "openvino", "int8") == "verified"
     assert 0.9 < ACCURACY_GATE < 1

@@ -15,7 +15,7 @@ ACCURACY_GATE = 0.97
 # does not even exercise.
 VERIFIED_ON: dict[tuple[str, str], tuple[str, ...]] = {
     ("openvino", "int8"): ("efficientnet-lite", "efficientnet-b"),  # NNCF keeps the SE gate in float
-    ("litert", "int8-float-act"): ("efficientnet-lite", "efficientnet-b"),  # weights only; float activations
+    ("litert", "int8-float-act"): (),  # dynamic range: 96.25 % (77/80) on Lite0, just below the gate
     ("litert", "int8"): (),
 }
 
