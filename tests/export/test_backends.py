@@ -253,3 +253,14 @@ def test_workload_options_select_the_throughput_configuration_under_explicit_opt
     assert workload_options("torch", "throughput", {"threads": 2}) == {"threads": 2}
     with pytest.raises(EffnetError, match="workload must be one of"):
         workload_options("openvino", "bulk")
+
+
+@pytest.mark.parametrize("max_batch,mode", [(1, "LATENCY"), (8, "THROUGHPUT")])
+def test_serve_compiles_openvino_for_its_batching(lite0_checkpoint, max_batch, mode):
+    """A server that batches runs OpenVINO's THROUGHPUT streams; --max-batch 1 stays on LATENCY."""
+    pytest.importorskip("starlette")
+    from effnet.serve.app import ServeConfig
+    from effnet.serve.launch import ServerOptions, load_model
+
+    options = ServerOptions(model="efficientnet-lite0", backend="openvino", config=ServeConfig(max_batch=max_batch))
+    assert load_model(options).classifier.backend.mode == mode
