@@ -146,3 +146,24 @@ def test_auto_never_picks_an_unverified_path_and_litert_int8_on_b5_says_so(tmp_p
     assert err == [
         "effnet: litert int8 on efficientnet-b5: accuracy " + accuracy_status("efficientnet-b5", "litert", "int8")
     ]
+
+
+def test_bench_measures_a_litert_file(tiny_lite0):
+    r = run_cli(
+        "bench",
+        "--model",
+        "efficientnet-lite0",
+        "--backend",
+        "litert",
+        "--model-path",
+        str(tiny_lite0),
+        "--json",
+        "--iterations",
+        "2",
+        "--threads",
+        "1",
+    )
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert (report["config"]["backend"], report["config"]["precision"]) == ("litert", "fp32")
+    assert report["iterations"] == 2 and report["throughput_img_s"] > 0
