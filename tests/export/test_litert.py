@@ -167,3 +167,14 @@ def test_bench_measures_a_litert_file(tiny_lite0):
     report = json.loads(r.stdout)
     assert (report["config"]["backend"], report["config"]["precision"]) == ("litert", "fp32")
     assert report["iterations"] == 2 and report["throughput_img_s"] > 0
+
+
+def test_export_tflite_errors_are_one_line(sample_images):
+    r = run_cli("export", "tflite", "--model", "efficientnet-lite0", "--precision", "int8")
+    assert r.returncode == 2 and "--precision int8 needs --calibration" in r.stderr and "Traceback" not in r.stderr
+    import importlib.util
+
+    if importlib.util.find_spec("litert_torch") is None:  # the default install: the runtime without the converter
+        r = run_cli("export", "tflite", "--model", "efficientnet-lite0")
+        assert r.returncode == 1 and "Traceback" not in r.stderr
+        assert "pip install 'effnet[litert]'" in r.stderr.strip().splitlines()[-1]
