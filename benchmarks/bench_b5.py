@@ -8,7 +8,8 @@ Peers (the reference model, gen-efficientnet's ``tf_efficientnet_b5``, as a user
   - the same ONNX file in OpenVINO with its defaults (on a CPU with AVX512_BF16 that is bf16),
     and with f32 set explicitly.
 effnet paths: torch fp32 eager / fast (BN folded, channels_last) / compiled, torch bf16 eager / compiled,
-onnxruntime fp32, openvino fp32 / bf16 / int8 (the last needs an INT8 IR: ``--calibration DIR``).
+onnxruntime fp32, openvino fp32 / bf16 / int8 (the last needs an INT8 IR: ``--calibration DIR``), and litert
+for each ``--tflite PRECISION=FILE`` given (``effnet export tflite``).
 
 Interleaving: after every path is built and warmed up, each round runs ``--per-round`` calls of every
 path, rotating the order, for ``--rounds`` rounds. Ratios are the median over rounds of the per-round
@@ -210,6 +211,9 @@ def effnet_paths(args: argparse.Namespace, source: Any, size: int, workdir: Path
                 {"precision": "int8", "model_path": args.int8, "float_precision": "fp32"},
             ),
         ]
+    for spec in args.tflite or ():  # LiteRT: .tflite files made by `effnet export tflite` (here or elsewhere)
+        precision, _, path = spec.partition("=")
+        specs.append((f"effnet litert {precision}", "litert", {"precision": precision, "model_path": path}))
     out = []
     for name, backend_name, options in specs:
         if args.only and not any(s in name for s in args.only):
@@ -512,6 +516,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calibration", default=None, help="image folder: quantize to INT8 and add the int8 path")
     ap.add_argument("--subset-size", type=int, default=300)
     ap.add_argument("--int8-model", default=None, help="an existing INT8 IR (model.xml) instead of --calibration")
+    ap.add_argument(
+        "--tflite",
+        nargs="*",
+        default=None,
+        metavar="PRECISION=FILE",
+        help="LiteRT paths: .tflite files from `effnet export tflite` (e.g. int8=b5_int8.tflite)",
+    )
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile paths (minutes to build)")
     ap.add_argument("--only", nargs="*", default=None, help="effnet paths whose names contain one of these")
     ap.add_argument("--no-peers", action="store_true")

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
-from .backends import Backend, create_backend
+from .backends import Backend, create_backend, infer_stream
 from .errors import EffnetError
 from .factory import Pretrained
 from .labels import ClassLabel
@@ -22,6 +22,8 @@ from .source import ModelSource, resolve_source
 from .weights.records import Preprocess, WeightsRecord
 
 __all__ = ["Classifier", "Prediction", "ImageResult", "top_k", "clamp_top_k", "results_for_batch", "as_images"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,8 @@ class Classifier:
 
     ``backend="torch"`` (the default here) runs the PyTorch model itself, the reference every other
     backend is checked against, with no export step; the CLI's default is ``"auto"``, the fastest installed.
+    ``workload="throughput"`` (for many images) builds the backend's bulk configuration
+    (:func:`effnet.backends.workload_options`: OpenVINO's THROUGHPUT streams); the default is ``"latency"``.
     """
 
     def __init__(
@@ -158,6 +162,13 @@ class Classifier:
     def top_k(self, probs: np.ndarray, k: int) -> list[Prediction]:
         return top_k(probs, self.labels, k)
 
+    def iter_probabilities(self, batches: Iterable[Batch[T]]) -> Generator[tuple[Batch[T], np.ndarray], None, None]:
+        """``(batch, probabilities of its good crops)`` per batch, in order, through the backend's stream
+        (:func:`effnet.backends.infer_stream`: OpenVINO keeps every stream fed across batches)."""
+        jobs = ((batch, batch.crops()) for batch in batches)
+        for batch, probs in infer_stream(self.backend, jobs):
+            yield batch, probs if len(probs) else np.empty((0, len(self.labels)), np.float32)
+
     def iter_batches(
         self,
         images: Iterable[ImageSource],
@@ -185,12 +196,12 @@ class Classifier:
         if batch_size < 1:
             raise EffnetError(f"batch size must be >= 1, got {batch_size}")
         batches = self.iter_batches(images, batch_size=batch_size, workers=workers, name_of=name_of)
+        stream = self.iter_probabilities(batches)
         try:
-            for batch in batches:
-                crops = batch.crops()
-                probs = self.probabilities(crops) if len(crops) else np.empty((0, len(self.labels)), np.float32)
+            for batch, probs in stream:
                 yield from results_for_batch(batch, probs, self.labels, top_k)
         finally:
+            stream.close()
             batches.close()
 
     def classify(

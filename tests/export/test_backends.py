@@ -214,3 +214,53 @@ def test_auto_falls_back_when_its_choice_does_not_load(lite0_source, export_cach
 def test_an_option_a_named_backend_does_not_take_is_a_clear_error(lite0_source):
     with pytest.raises(EffnetError, match="the torch backend has no option streams"):
         create_backend("torch", lite0_source, streams=2)
+
+
+def test_openvino_infer_stream_keeps_input_order_and_matches_one_call_at_a_time(
+    lite0_source, sample_images, export_cache
+):
+    """Bulk jobs run OpenVINO's THROUGHPUT configuration with an async queue over the batches: every row
+    comes back under its own batch, in input order, and equals what one synchronous call gives."""
+    from effnet.backends import infer_stream
+
+    crops = np.stack([np.asarray(resize_crop(load_image(p), lite0_source.preprocess)) for p in sample_images[:7]])
+    bulk = create_backend("openvino", lite0_source, cache_dir=export_cache, workload="throughput")
+    assert bulk.mode == "THROUGHPUT" and bulk.optimal_requests >= 1
+    one = create_backend("openvino", lite0_source, cache_dir=export_cache)
+    assert one.mode == "LATENCY"
+    reference = one(crops)
+    # Batches of 3, an empty one (every image of a batch failed to decode), then 4: tags come back in order.
+    jobs = [("a", crops[:3]), ("empty", crops[:0]), ("b", crops[3:])]
+    out = list(infer_stream(bulk, jobs))
+    assert [tag for tag, _ in out] == ["a", "empty", "b"]
+    assert out[1][1].shape[0] == 0
+    got = np.concatenate([out[0][1], out[2][1]])
+    assert got.shape == reference.shape
+    assert np.abs(got - reference).max() < 1e-5
+    # Closing the stream early leaves no request running and the backend usable.
+    stream = infer_stream(bulk, iter(jobs))
+    next(stream)
+    stream.close()
+    assert np.abs(bulk(crops[:2]) - reference[:2]).max() < 1e-5
+
+
+def test_workload_options_select_the_throughput_configuration_under_explicit_options():
+    from effnet.backends import workload_options
+
+    assert workload_options("openvino", "throughput") == {"mode": "throughput"}
+    assert workload_options("openvino", "throughput", {"mode": "latency"}) == {"mode": "latency"}
+    assert workload_options("openvino", "latency", {"threads": 2}) == {"threads": 2}
+    assert workload_options("torch", "throughput", {"threads": 2}) == {"threads": 2}
+    with pytest.raises(EffnetError, match="workload must be one of"):
+        workload_options("openvino", "bulk")
+
+
+@pytest.mark.parametrize("max_batch,mode", [(1, "LATENCY"), (8, "THROUGHPUT")])
+def test_serve_compiles_openvino_for_its_batching(lite0_checkpoint, max_batch, mode):
+    """A server that batches runs OpenVINO's THROUGHPUT streams; --max-batch 1 stays on LATENCY."""
+    pytest.importorskip("starlette")
+    from effnet.serve.app import ServeConfig
+    from effnet.serve.launch import ServerOptions, load_model
+
+    options = ServerOptions(model="efficientnet-lite0", backend="openvino", config=ServeConfig(max_batch=max_batch))
+    assert load_model(options).classifier.backend.mode == mode

@@ -18,15 +18,16 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
 from ..device import device_kind, parse_device, resolve_device
 from ..errors import EffnetError, UnknownNameError
 from ..source import ModelSource
+from .accuracy import ACCURACY_GATE, VERIFIED_ON, accuracy_status
 
 __all__ = [
     "Backend",
@@ -35,6 +36,9 @@ __all__ = [
     "AutoRanking",
     "AUTO_RANKING",
     "AUTO_RANKING_CUDA",
+    "ACCURACY_GATE",
+    "accuracy_status",
+    "VERIFIED_ON",
     "DEVICE_BACKENDS",
     "ModelSource",
     "register",
@@ -43,6 +47,9 @@ __all__ = [
     "auto_candidates",
     "resolve_auto",
     "create_backend",
+    "WORKLOADS",
+    "workload_options",
+    "infer_stream",
 ]
 
 
@@ -63,6 +70,37 @@ class Backend(Protocol):
 
 
 BackendFactory = Callable[..., Backend]
+T = TypeVar("T")
+
+# What a job asks of its backend. ``latency``: one input at a time, answered as soon as possible (one image,
+# a server that does not batch). ``throughput``: many inputs, as many per second as possible (a folder, a
+# dataset, a Ray actor, a batching server). Backends with a configuration for each get its options here; the
+# others run the same either way. OpenVINO's THROUGHPUT hint sizes parallel streams for the cores (measured
+# 1.12x B5, 1.25x Lite0 per Ray node over LATENCY's one stream: docs/distributed.md; local eval:
+# docs/performance.md "Bulk jobs").
+WORKLOADS = ("latency", "throughput")
+_WORKLOAD_OPTIONS: dict[str, dict[str, dict[str, Any]]] = {"openvino": {"throughput": {"mode": "throughput"}}}
+
+
+def workload_options(backend: str, workload: str, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``options`` for ``backend`` running ``workload``: the workload's configuration, under what the caller set."""
+    if workload not in WORKLOADS:
+        raise EffnetError(f"workload must be one of {', '.join(WORKLOADS)}, got {workload!r}")
+    return {**_WORKLOAD_OPTIONS.get(backend, {}).get(workload, {}), **(options or {})}
+
+
+def infer_stream(backend: Backend, jobs: Iterable[tuple[T, np.ndarray]]) -> Iterator[tuple[T, np.ndarray]]:
+    """``(tag, uint8 NHWC crops)`` -> ``(tag, probabilities)``, in input order; an empty batch gives 0 rows.
+
+    A backend with its own ``infer_stream`` (OpenVINO: an asynchronous infer queue) keeps several calls in
+    flight, so every stream stays fed while the next batch is decoded; the others run one call at a time.
+    """
+    own = getattr(backend, "infer_stream", None)
+    if own is not None:
+        return own(jobs)
+    return ((tag, backend(x) if len(x) else np.empty((0, 0), np.float32)) for tag, x in jobs)
+
+
 _FACTORIES: dict[str, Callable[[], BackendFactory]] = {}
 _PACKAGES: dict[str, str] = {}  # backend -> the import name it needs
 
@@ -85,11 +123,13 @@ def installed_backends() -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class AutoChoice:
-    """One entry of the ranking: a backend, the options that make it fast, and what it measured."""
+    """One entry of the ranking: a backend, the options that make it fast, what it measured, and whether its
+    accuracy is verified (``auto`` never picks an ``unverified`` path; it stays opt-in by name)."""
 
     backend: str
     options: Mapping[str, Any]
     measured: str  # the figure it was ranked by
+    accuracy: str = "verified"  # "verified" (fp32 parity, or top-1 agreement >= ACCURACY_GATE) or "unverified"
 
 
 @dataclass(frozen=True)
@@ -116,7 +156,15 @@ AUTO_RANKING = AutoRanking(
             AutoChoice("openvino", {"precision": "bf16"}, "40.4 ms"),
             AutoChoice("torch", {"precision": "bf16"}, "73 ms"),
         ),
-        "int8": (AutoChoice("openvino", {"precision": "int8"}, "32.9 ms"),),
+        "int8": (
+            AutoChoice(
+                "litert",
+                {"precision": "int8"},
+                "0.71-0.74x of openvino bf16 (issue 22's run, litert-torch 0.10 PT2E full int8; not re-measured)",
+                accuracy="unverified",  # SiLU and the SE gate quantized too: unknown for B5
+            ),
+            AutoChoice("openvino", {"precision": "int8"}, "32.9 ms"),
+        ),
     },
 )
 
@@ -168,7 +216,11 @@ def auto_candidates(precision: str | None = None, ranking: AutoRanking = AUTO_RA
     if precision not in ranking.paths:
         raise EffnetError(f"precision must be one of {', '.join(ranking.paths)}, got {precision!r}")
     installed = installed_backends()
-    found = [(c.backend, dict(c.options)) for c in ranking.paths[precision] if c.backend in installed]
+    found = [
+        (c.backend, dict(c.options))
+        for c in ranking.paths[precision]
+        if c.backend in installed and c.accuracy == "verified"
+    ]
     if not found:
         raise EffnetError(f"no installed backend runs {precision}: pip install 'effnet[openvino]'")
     return found
@@ -215,6 +267,8 @@ def create_backend(name: str, source: ModelSource, **options: Any) -> Backend:
     others anything but the CPU is an error, and ``auto`` on CUDA ranks the CUDA paths. ``batch_hint``
     (the caller's batch size) becomes the torch backend's ``batch_size`` when it prepares fixed shapes
     (always on CUDA); OpenVINO's own ``batch_size`` makes its shape static, so it stays explicit.
+    ``workload`` (``latency`` default, or ``throughput`` for many inputs) selects the backend's configuration
+    for the job (:func:`workload_options`); options the caller gives explicitly win.
 
     ``auto`` checks that its choice really loads: if building it fails (a missing runtime library,
     an export that cannot be made here), it says so in one line on stderr and builds the next one.
@@ -223,13 +277,16 @@ def create_backend(name: str, source: ModelSource, **options: Any) -> Backend:
     """
     device = parse_device(options.pop("device", None) or "cpu")
     batch_hint = options.pop("batch_hint", None)
+    workload = options.pop("workload", None) or "latency"
     if name != "auto":
+        options = workload_options(name, workload, options)
         return _build(name, source, _device_options(name, options, device, batch_hint))
     precision = options.pop("precision", None)
     failures: list[str] = []
     candidates = auto_candidates(precision, auto_ranking(device))
     for n, (backend, chosen) in enumerate(candidates, 1):
-        merged = _device_options(backend, {**chosen, **_accepted(_factory(backend), options)}, device, batch_hint)
+        merged = {**chosen, **_accepted(_factory(backend), options)}
+        merged = _device_options(backend, workload_options(backend, workload, merged), device, batch_hint)
         if "precision" not in merged and precision is not None:
             merged["precision"] = precision
         try:
@@ -266,6 +323,13 @@ def _openvino() -> BackendFactory:
     return OpenVINOBackend
 
 
+def _litert() -> BackendFactory:
+    from .litert_backend import LiteRTBackend
+
+    return LiteRTBackend
+
+
 register("torch", _torch)
 register("onnxruntime", _onnxruntime)
 register("openvino", _openvino)
+register("litert", _litert, package="ai_edge_litert")

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 import queue
+import threading
+from collections import deque
+from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -26,6 +29,19 @@ INSTALL_EXTRA = "openvino"
 # int8 is a quantized IR (`effnet quantize`); its remaining float ops run in f32.
 _HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
 _MODES = {"latency": "LATENCY", "throughput": "THROUGHPUT"}  # ov.properties.hint.PerformanceMode
+T = TypeVar("T")
+
+
+class _Job:
+    """One batch of an :meth:`OpenVINOBackend.infer_stream`: its rows fill in as their requests finish."""
+
+    def __init__(self, tag: Any, rows: int, classes: int) -> None:
+        self.tag = tag
+        self.probs = np.empty((rows, classes), dtype=np.float32)
+        self.remaining = rows
+        self.done = threading.Event()
+        if rows == 0:
+            self.done.set()
 
 
 class OpenVINOBackend:
@@ -132,6 +148,12 @@ class OpenVINOBackend:
         for _ in range(count):
             self._requests.put(self.compiled.create_infer_request())
         self._request_count = count
+        self._ov = ov
+        self.mode = str(self.compiled.get_property(hints.performance_mode))
+        try:  # what OpenVINO says keeps every stream busy (benchmark_app's -nireq default)
+            self.optimal_requests = max(1, int(self.compiled.get_property(props.optimal_number_of_infer_requests)))
+        except (RuntimeError, TypeError, ValueError):
+            self.optimal_requests = count
 
     def describe(self) -> dict[str, Any]:
         """What runs, for benchmark reports."""
@@ -141,7 +163,9 @@ class OpenVINOBackend:
             "static_batch": self.static_batch,
             "weights_precision": self.weights_precision,
             "device": self.device,
+            "mode": self.mode,
             "streams": str(self.streams),
+            "infer_requests": self.optimal_requests,
             "threads": self.threads,
             "model": str(self.model_path),
         }
@@ -158,6 +182,62 @@ class OpenVINOBackend:
         """
         raw_rgb = denormalize(x, self.preprocess)
         return self._infer(bgr_nchw(raw_rgb, channels_first=True))
+
+    def infer_stream(self, jobs: Iterable[tuple[T, np.ndarray]]) -> Iterator[tuple[T, np.ndarray]]:
+        """``(tag, uint8 NHWC crops)`` -> ``(tag, probabilities)`` in input order, every stream kept fed.
+
+        Each image is one asynchronous request on an ``AsyncInferQueue`` of OpenVINO's optimal number of
+        requests (as ``benchmark_app`` runs): ``start_async`` returns as soon as a request is free, so the next
+        batch is taken from the decode-ahead pipeline while the streams still run the last one, and a batch is
+        yielded once all its rows are in. A static batch size (``batch_size``) runs one call per batch instead.
+        """
+        if self.static_batch is not None:
+            for tag, pixels in jobs:
+                yield tag, self(pixels) if len(pixels) else np.empty((0, 0), np.float32)
+            return
+        queue_ = self._ov.AsyncInferQueue(self.compiled, self.optimal_requests)
+        classes = int(self.compiled.output(0).get_partial_shape()[-1].get_length())
+        lock = threading.Lock()
+        errors: list[str] = []
+
+        def finished(request: Any, userdata: tuple[_Job, int]) -> None:
+            job, row = userdata
+            try:
+                job.probs[row] = request.get_output_tensor(0).data[0]
+            except Exception as e:  # noqa: BLE001 - reported to the consumer, never lost in OpenVINO's thread
+                errors.append(f"{type(e).__name__}: {e}")
+            with lock:
+                job.remaining -= 1
+                if job.remaining == 0:
+                    job.done.set()
+
+        queue_.set_callback(finished)
+        pending: deque[_Job] = deque()
+        try:
+            for tag, pixels in jobs:
+                job = _Job(tag, len(pixels), classes)
+                pending.append(job)
+                if len(pixels):
+                    x = bgr_nchw(check_crops(pixels, self.preprocess.input_size, self.name))
+                    for row in range(len(x)):
+                        try:
+                            queue_.start_async({0: x[row : row + 1]}, (job, row))  # waits for a free request
+                        except RuntimeError as e:
+                            shape = list(x.shape)
+                            raise EffnetError(f"openvino backend: inference on input {shape} failed: {e}") from None
+                while pending and pending[0].done.is_set():
+                    yield from self._finished(pending.popleft(), errors)
+            queue_.wait_all()
+            while pending:
+                yield from self._finished(pending.popleft(), errors)
+        finally:
+            queue_.wait_all()  # closed early or failed: no request may still write into a job
+
+    @staticmethod
+    def _finished(job: _Job, errors: list[str]) -> Iterator[tuple[Any, np.ndarray]]:
+        if errors:
+            raise EffnetError(f"openvino backend: inference failed: {errors[0]}")
+        yield job.tag, job.probs
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
         # With several streams (the THROUGHPUT configuration), one call's batch is split over the infer

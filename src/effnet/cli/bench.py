@@ -75,8 +75,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--model-path",
         default=None,
-        metavar="XML",
-        help="openvino: this IR (e.g. from `effnet quantize -o DIR`) instead of the cached export",
+        metavar="FILE",
+        help="openvino: this IR (e.g. from `effnet quantize -o DIR`); litert: this .tflite; instead of the "
+        "cached export",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--no-progress", action="store_true", help="no download progress bar on stderr")
@@ -133,8 +134,13 @@ def backend_options(args: argparse.Namespace) -> dict:
             options["float_precision"] = args.float_precision
         if args.model_path is not None:
             options["model_path"] = args.model_path
+    elif args.backend == "litert" and args.float_precision is None:
+        if args.streams > 1:
+            raise UsageError("--streams > 1 is supported by the torch and openvino backends")
+        if args.model_path is not None:
+            options["model_path"] = args.model_path
     elif args.float_precision is not None or args.model_path is not None:
-        raise UsageError("--float-precision and --model-path are openvino options")
+        raise UsageError("--float-precision is an openvino option, --model-path an openvino and litert one")
     elif args.streams > 1 and args.backend == "onnxruntime":
         raise UsageError("--streams > 1 is supported by the torch and openvino backends")
     return options

@@ -193,6 +193,8 @@ def run(args: argparse.Namespace) -> int:
         decode=args.decode,
         progress=not args.no_progress,
         batch_hint=args.batch_size,
+        # Many images are a bulk job (OpenVINO: THROUGHPUT streams, kept fed); one image stays on LATENCY.
+        workload="throughput" if len(images) > 1 else "latency",
         **options,
     )
     top_k = clamp_top_k(args.top_k, len(clf.labels))

@@ -184,6 +184,7 @@ def run(args: argparse.Namespace) -> int:
             decode=args.decode,
             progress=not args.no_progress,
             batch_hint=args.batch_size,
+            workload="throughput" if total > 1 else "latency",  # a dataset is a bulk job
             **options,
         )
         device = str(getattr(clf.backend, "device", "cpu"))

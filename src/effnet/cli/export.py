@@ -1,7 +1,8 @@
-"""effnet export onnx|openvino — write the ONNX model or the OpenVINO "converted model" (IR).
+"""effnet export onnx|openvino|tflite — write the ONNX model, the OpenVINO "converted model" (IR) or a .tflite.
 
 onnx:      input `data` float32 [1,3,H,W] normalized RGB (as in PyTorch), output `prob` (softmax).
 openvino:  input `data` float32 [1,3,H,W] raw 0-255 BGR pixels (mean/scale inside), output `prob`.
+tflite:    input `pixels` uint8 [1,H,W,3] RGB, the crop itself (normalization inside), output `prob`.
 
 The input is static, 1x3xHxW, as on the model card, so tools that take a file (OpenVINO's benchmark_app,
 OVMS, TensorRT) run it as it is; --batch-size N fixes another batch, --dynamic-batch makes it dynamic.
@@ -60,6 +61,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ov.add_argument("--name", default=None, help="file name stem of the IR (default: the model name)")
     _common(ov)
     ov.set_defaults(func=run_openvino)
+
+    tfl = formats.add_parser(
+        "tflite",
+        help="TFLite / LiteRT model (uint8 NHWC crop input, normalization inside)",
+        description="Export a .tflite (and its NAME.json metadata) for LiteRT: input `pixels` uint8 "
+        "[1,H,W,3] RGB (the crop), output `prob`. Stored in the export cache for --backend litert; -o also "
+        "writes a copy. Needs the converter: pip install 'effnet[litert]'.",
+    )
+    add_model_arguments(tfl)
+    tfl.add_argument("-o", "--output", default=None, metavar="OUT.tflite", help="also write the file here")
+    tfl.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "int8", "int8-float-act"],
+        help="fp32 (default); int8: full integer (needs --calibration); int8-float-act: int8 "
+        "weights, float activations (SiLU, sigmoid and the SE gate stay float)",
+    )
+    tfl.add_argument(
+        "--calibration", nargs="+", default=None, metavar="PATH", help="int8: calibration images or folders"
+    )
+    tfl.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    tfl.add_argument("--no-progress", action="store_true", help="no download progress bar on stderr")
+    tfl.set_defaults(func=run_tflite)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -147,5 +171,53 @@ def run_openvino(args: argparse.Namespace) -> int:
             },
             "output": exp.OUTPUT_NAME,
             "weights_precision": "fp16" if args.fp16 else "fp32",
+        },
+    )
+
+
+def run_tflite(args: argparse.Namespace) -> int:
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from ..export.tflite import cache_tflite, export_tflite, tflite_metadata
+    from ..preprocess import find_images
+    from ..source import resolve_source
+    from . import UsageError
+
+    images = None
+    if args.calibration:
+        images = find_images(args.calibration)
+        if not images:
+            raise UsageError(f"no images found in {', '.join(args.calibration)}")
+    elif args.precision == "int8":
+        raise UsageError("--precision int8 needs --calibration PATH (images to calibrate on)")
+    source = resolve_source(args.model, args.weights, progress=not args.no_progress)
+    with tempfile.TemporaryDirectory(prefix="effnet-tflite-") as tmp:
+        made = export_tflite(source, Path(tmp) / "model.tflite", precision=args.precision, calibration=images)
+        files = []
+        if source.checkpoint is not None:  # random-init weights have no cache entry
+            files.append(str(cache_tflite(source, made, args.precision)))
+        if args.output is not None:
+            out = Path(args.output)
+            exp_dir = out.parent
+            exp_dir.mkdir(parents=True, exist_ok=True)
+            for suffix in (".tflite", ".json"):
+                part = exp_dir / f".{out.stem}{suffix}.part"
+                shutil.copyfile(made.with_suffix(suffix), part)
+                part.replace(out.with_suffix(suffix))
+            files.append(str(out.with_suffix(".tflite")))
+    meta = tflite_metadata(source, args.precision)
+    return _report(
+        args,
+        {
+            "format": "tflite",
+            "files": files,
+            "model": source.model,
+            "weights": meta["weights"],
+            "precision": args.precision,
+            "calibration_images": len(images or ()),
+            "input": {"name": meta["input"], "shape": meta["input_shape"], "convention": "uint8 NHWC RGB crop"},
+            "output": meta["output"],
         },
     )

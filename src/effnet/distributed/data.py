@@ -25,7 +25,7 @@ import pyarrow as pa
 import ray
 import ray.data
 
-from ..backends import resolve_auto
+from ..backends import resolve_auto, workload_options
 from ..errors import EffnetError
 from ..factory import Pretrained
 from ..predict import ImageResult
@@ -42,7 +42,8 @@ DECODE_BATCH = BLOCK_ROWS  # images per decode call: one block (io.BLOCK_ROWS), 
 def actor_backend(backend: str, precision: str | None, cpus_per_worker: float | None) -> tuple[str, dict[str, Any]]:
     """(backend, options) an inference actor builds: ``auto`` resolved here, once, for every actor.
 
-    An OpenVINO actor runs the THROUGHPUT configuration (``mode="throughput"``: as many streams as the
+    An actor runs its backend's throughput configuration (:func:`effnet.backends.workload_options`; OpenVINO:
+    ``mode="throughput"``, as many streams as the
     plugin finds best for the actor's cores, each call's batch split over them), measured faster here for
     many images than LATENCY's one stream (B5 fp32, batch 8, 2 vCPUs: 1.12x; docs/distributed.md,
     benchmarks/bench_ray_node.py). ``cpus_per_worker``, when given, also caps the inference threads, so
@@ -53,8 +54,7 @@ def actor_backend(backend: str, precision: str | None, cpus_per_worker: float | 
         backend, options = resolve_auto(precision)
     elif precision is not None:
         options["precision"] = precision
-    if backend == "openvino":
-        options.setdefault("mode", "throughput")
+    options = workload_options(backend, "throughput", options)  # a Ray job is a bulk job
     if cpus_per_worker is not None:
         options["threads"] = max(1, int(cpus_per_worker))
     return backend, options

@@ -24,7 +24,7 @@ LOGITS_NAME = "logits"
 DEFAULT_OPSET = 17
 MIN_OPSET = 13
 
-ExportKind = Literal["onnx", "openvino"]
+ExportKind = Literal["onnx", "openvino", "tflite"]
 
 
 def resolve(source: ModelSource | str, weights: Pretrained | None, progress: bool) -> ModelSource:

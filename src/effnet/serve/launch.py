@@ -68,6 +68,9 @@ def load_model(options: ServerOptions) -> ServedModel:
         device=options.device,
         progress=False,
         batch_hint=options.config.max_batch,  # a CUDA fast path prepares the batcher's largest batch
+        # A server that batches (--max-batch > 1) runs the throughput configuration (OpenVINO: its streams
+        # share each batch); --max-batch 1 answers one request at a time on the latency configuration.
+        workload="throughput" if options.config.max_batch > 1 else "latency",
         **backend_options,
     )
     return ServedModel(classifier, name=options.name)

@@ -1,0 +1,241 @@
+"""TFLite / LiteRT export: the crop in (uint8 NHWC RGB), probabilities out, made with ``litert-torch``.
+
+The graph takes exactly what the weights record's resize and crop give, so a phone or edge board feeds its
+camera crop as it is: uint8 ``[1, S, S, 3]`` RGB, raw 0-255 values. Inside: cast to float, the record's
+normalization, NHWC -> NCHW (the converter folds it into its own NHWC layout), the network with batch norm
+folded, softmax. Precisions:
+
+* ``fp32``: float everywhere.
+* ``int8``: full integer quantization with ``litert-torch``'s PT2E quantizer (static, per-channel symmetric
+  weights, activations calibrated on ``--calibration`` images): every op, SiLU and the squeeze-excite gate
+  included, runs in int8.
+* ``int8-float-act``: int8 weights, dynamic-range (ai-edge-quantizer's ``dynamic_wi8_afp32``): convolutions
+  quantize their input on the fly, and SiLU, sigmoid and the SE gate stay float.
+
+Each file gets a sidecar ``NAME.json`` (the metadata of every effnet export, plus the input convention and
+precision) that :func:`read_tflite_metadata` reads. The converter stack is the optional ``effnet[litert]``
+extra; running a file needs only the runtime (``ai-edge-litert``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._optional import require
+from ..errors import EffnetError
+from ..source import ModelSource
+from ._common import OUTPUT_NAME, atomic_write, load_model, metadata, writable_dir
+from .cache import cache_key, exports_dir, locked_build_dir
+from .graph import prepare_for_export
+
+__all__ = [
+    "PRECISIONS",
+    "TFLITE_INPUT",
+    "export_tflite",
+    "read_tflite_metadata",
+    "tflite_model_dir",
+    "tflite_model_path",
+    "cache_tflite",
+]
+
+PRECISIONS = ("fp32", "int8", "int8-float-act")
+TFLITE_INPUT = "pixels"
+CONVERTER_EXTRA = "litert"
+_FILE = "model.tflite"
+
+
+class _CropToProbabilities(nn.Module):
+    """uint8 NHWC raw RGB crop -> probabilities: the record's normalization in front of the export graph."""
+
+    def __init__(self, source: ModelSource) -> None:
+        super().__init__()
+        p = source.preprocess
+        if p.channel_order != "RGB":
+            raise EffnetError(f"tflite export: the crop is RGB; this record's network takes {p.channel_order}")
+        self.net = prepare_for_export(load_model(source))
+        self.mean: torch.Tensor
+        self.inv_std: torch.Tensor
+        self.register_buffer("mean", torch.tensor(p.mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("inv_std", 1.0 / torch.tensor(p.std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = pixels.to(torch.float32).permute(0, 3, 1, 2)
+        return self.net((x - self.mean) * self.inv_std)
+
+
+def tflite_metadata(source: ModelSource, precision: str) -> dict[str, Any]:
+    """The sidecar of a ``.tflite``: effnet's export metadata and the input convention of this file."""
+    size = source.preprocess.input_size
+    return {
+        **metadata(source),
+        "format": "tflite",
+        "precision": precision,
+        "input": TFLITE_INPUT,
+        "input_dtype": "uint8",
+        "input_shape": [1, size, size, 3],
+        "layout": "NHWC",
+        "channel_order": "RGB",
+        "normalization": "inside the graph (raw 0-255 pixels in)",
+        "output": OUTPUT_NAME,
+    }
+
+
+def read_tflite_metadata(path: Path) -> dict[str, Any]:
+    """The sidecar ``NAME.json`` of an effnet ``.tflite`` ({} for a file made elsewhere)."""
+    sidecar = Path(path).with_suffix(".json")
+    if not sidecar.is_file():
+        return {}
+    try:
+        return json.loads(sidecar.read_text())
+    except (OSError, ValueError) as e:
+        raise EffnetError(f"cannot read the metadata {sidecar}: {e}") from None
+
+
+def _calibration_batches(source: ModelSource, images: Sequence[Path]) -> Iterable[torch.Tensor]:
+    from ..pipeline import iter_batches
+
+    for batch in iter_batches(images, source.preprocess, batch_size=1):
+        for d in batch.good:
+            if d.crop is not None:
+                yield torch.from_numpy(np.ascontiguousarray(d.crop[None]))
+
+
+def export_tflite(
+    source: ModelSource,
+    path: str | os.PathLike,
+    *,
+    precision: str = "fp32",
+    calibration: Sequence[Path] | None = None,
+) -> Path:
+    """Write ``source`` as a ``.tflite`` file (and its ``.json`` sidecar) at ``path``; returns ``path``.
+
+    ``int8`` needs ``calibration`` images (a few hundred are typical; ``../shared/imagenet/sample``'s 100
+    work). Needs the converter: ``pip install 'effnet[litert]'``.
+    """
+    if precision not in PRECISIONS:
+        raise EffnetError(f"tflite export: precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "int8" and not calibration:
+        raise EffnetError("tflite export: --precision int8 needs --calibration DIR (images to calibrate on)")
+    litert_torch = require("litert_torch", CONVERTER_EXTRA, "the tflite export")
+    target = Path(path)
+    writable_dir(target.parent, "the tflite export")
+    module = _CropToProbabilities(source).eval()
+    size = source.preprocess.input_size
+    sample = (torch.zeros(1, size, size, 3, dtype=torch.uint8),)
+    try:
+        edge = _convert(litert_torch, module, sample, precision, source, calibration or ())
+    except EffnetError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the converter raises many types; say which step failed
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise EffnetError(f"tflite export of {source.model} ({precision}) failed: {type(e).__name__}: {first}") from e
+    atomic_write(target, lambda tmp: edge.export(str(tmp)), "the tflite file")
+    meta = tflite_metadata(source, precision)
+    atomic_write(
+        target.with_suffix(".json"),
+        lambda tmp: _write_json(tmp, meta),
+        "the tflite metadata",
+    )
+    return target
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _convert(
+    litert_torch: Any,
+    module: nn.Module,
+    sample: tuple[torch.Tensor, ...],
+    precision: str,
+    source: ModelSource,
+    calibration: Sequence[Path],
+) -> Any:
+    if precision == "fp32":
+        return litert_torch.convert(module, sample)
+    if precision == "int8-float-act":
+        # ai-edge-quantizer's (installed with litert-torch) dynamic-range recipe on the converted float model:
+        # int8 weights; convolutions quantize their input on the fly; every other op (SiLU's sigmoid and
+        # multiply, the SE gate, pooling, softmax) stays float.
+        from ai_edge_quantizer import quantizer, recipe
+
+        edge = litert_torch.convert(module, sample)
+        result = quantizer.Quantizer(bytes(edge.model_content()), recipe.dynamic_wi8_afp32()).quantize()
+        return _Bytes(result.quantized_model)
+    # Full int8: PT2E static quantization, calibrated on the crops of the calibration images.
+    from litert_torch.quantize import pt2e_quantizer, quant_config
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quant = pt2e_quantizer.PT2EQuantizer().set_global(
+        pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
+    )
+    graph = torch.export.export(module, sample).module()
+    prepared = prepare_pt2e(graph, quant)
+    seen = 0
+    with torch.no_grad():
+        for crop in _calibration_batches(source, calibration):
+            prepared(crop)
+            seen += 1
+    if not seen:
+        raise EffnetError("tflite export: no calibration image could be read")
+    converted = convert_pt2e(prepared, fold_quantize=False)
+    return litert_torch.convert(converted, sample, quant_config=quant_config.QuantConfig(pt2e_quantizer=quant))
+
+
+class _Bytes:
+    """A converted model held as flatbuffer bytes, with the ``export(path)`` of litert-torch's models."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = bytes(data)
+
+    def export(self, path: str) -> None:
+        Path(path).write_bytes(self.data)
+
+
+def tflite_model_dir(source: ModelSource, precision: str, cache_dir: Path | None = None) -> Path:
+    """The export-cache directory of ``source``'s ``.tflite`` at ``precision`` (it may not exist yet)."""
+    if source.checkpoint is None:
+        raise EffnetError("a .tflite of random-init weights has no cache entry: pass a checkpoint file (--weights)")
+    key = cache_key("tflite", source, {"precision": precision})
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    return (cache_dir or exports_dir()) / f"{source.model}-tflite-{precision}-{digest}"
+
+
+def tflite_model_path(source: ModelSource, precision: str, cache_dir: Path | None = None) -> Path:
+    """The cached ``.tflite`` of ``source`` at ``precision``, or an error saying how to make it."""
+    path = tflite_model_dir(source, precision, Path(cache_dir) if cache_dir else None) / _FILE
+    if not path.is_file():
+        weights = source.record.name if source.record else str(source.checkpoint)
+        calibrate = " --calibration IMAGE_DIR" if precision == "int8" else ""
+        raise EffnetError(
+            f"no {precision} .tflite of {source.model} ({weights}) in the export cache ({path.parent}): create it "
+            f"with `effnet export tflite --model {source.model} --weights {weights} --precision {precision}"
+            f"{calibrate}` (needs pip install 'effnet[litert]'), or pass a .tflite made elsewhere as model_path"
+        )
+    return path
+
+
+def cache_tflite(source: ModelSource, made: Path, precision: str, cache_dir: Path | None = None) -> Path:
+    """Put an exported ``.tflite`` (and its sidecar) into the cache, complete or not at all; returns its path."""
+    entry = tflite_model_dir(source, precision, cache_dir)
+    root = entry.parent
+    root.mkdir(parents=True, exist_ok=True)
+    key = cache_key("tflite", source, {"precision": precision})
+    with locked_build_dir(root) as building:
+        shutil.copyfile(made, building / _FILE)
+        shutil.copyfile(made.with_suffix(".json"), building / Path(_FILE).with_suffix(".json"))
+        (building / "export.json").write_text(json.dumps(key, indent=2, sort_keys=True) + "\n")
+        if entry.exists():
+            shutil.rmtree(entry)  # a re-export (new calibration) replaces the old entry
+        os.rename(building, entry)
+    return entry / _FILE
