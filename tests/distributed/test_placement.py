@@ -39,7 +39,7 @@ def test_pool_follows_the_cluster_gpus_and_never_waits_for_gpus_that_are_not_the
     assert size_pool(None, two_gpu_nodes, gpus_per_worker=0.5) == PoolSize(1, 4, None)
     with pytest.raises(EffnetError, match=r"--workers 3 needs 3 inference actors, but 2 fit"):
         size_pool(3, two_gpu_nodes, gpus_per_worker=1)
-    with pytest.raises(EffnetError, match="no inference actor fits"):
+    with pytest.raises(EffnetError, match="none of the inference actors fits"):
         size_pool(None, [node(8)], gpus_per_worker=1)  # no GPU at all: an error, not a pending job
     assert size_pool((1, 8), two_gpu_nodes, gpus_per_worker=1) == PoolSize(1, 2, 8)
     with pytest.raises(EffnetError, match="MIN"):

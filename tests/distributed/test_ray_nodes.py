@@ -39,7 +39,7 @@ def test_nodes_get_weights_and_inputs_through_the_object_store_not_the_drivers_d
     listing.write_text("\n".join(str(p) for p in sorted(inputs.iterdir())[:4]) + f"\n{tmp_path / 'gone.jpg'}\n")
     want = {
         r.path: r.predictions[0].class_index
-        for r in Classifier(LITE0, backend="auto", progress=False).classify(sorted(inputs.iterdir()), top_k=1)
+        for r in Classifier(LITE0, backend="torch", progress=False).classify(sorted(inputs.iterdir()), top_k=1)
     }
 
     ds = classify(
@@ -47,6 +47,7 @@ def test_nodes_get_weights_and_inputs_through_the_object_store_not_the_drivers_d
         LITE0,
         str(weights),
         from_list=[listing],
+        backend="torch",  # no export: the test is about files, and stays a few seconds
         workers=2,
         batch_size=2,
         progress=False,
@@ -76,7 +77,7 @@ def test_shared_inputs_a_node_cannot_read_are_error_rows_naming_file_and_node(ra
     folder.mkdir()
     for src in sample_images[:3]:
         shutil.copy(src, folder / src.name)
-    ds = classify([str(folder)], LITE0, shared_inputs=True, workers=1, progress=False)
+    ds = classify([str(folder)], LITE0, shared_inputs=True, backend="torch", workers=1, progress=False)
     lost = folder / sample_images[0].name
     lost.unlink()  # the driver saw it; the nodes do not (a mount missing on them)
     rows = {row["path"]: row for row in ds.iter_rows()}

@@ -22,6 +22,7 @@ import pytest
 
 from effnet.preprocess import normalize
 from tests.distributed.ray_fixtures import LITE0, free_port
+from tests.testutils import run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -215,3 +216,13 @@ def test_cli_serves_on_ray_until_sigint_then_exits_cleanly(ray_cluster):
     stderr = "".join(lines)
     assert proc.returncode == 0, stderr
     assert "model replicas" in stderr and "Traceback" not in stderr, stderr
+
+
+def test_cuda_replicas_are_checked_against_the_cluster_not_the_drivers_torch(ray_cluster):
+    """`--device cuda` on a CPU-only driver is not resolved here (a CPU-only head may serve GPU replicas):
+    the request goes to the cluster, whose nodes have no GPU, and the run fails at once, saying so, instead
+    of waiting forever for a GPU replica to be placed."""
+    r = run_cli("serve", "--engine", "ray", "--ray-address", ray_cluster.address, "--model", LITE0, "--device", "cuda")
+    assert r.returncode == 1, r.stderr
+    assert "needs 1 model replicas, but 0 fit on the cluster now (1 GPU each" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and "torch.cuda.is_available" not in r.stderr, r.stderr

@@ -92,6 +92,7 @@ def size_pool(
     cpus_per_worker: float | None = None,
     gpus_per_worker: float = 0.0,
     decode_cpus: float = 1.0,
+    names: tuple[str, str] = ("--workers", "inference actors"),
 ) -> PoolSize:
     """The actor pool for ``--workers`` on a cluster whose nodes are ``nodes`` (``ray.nodes()``).
 
@@ -116,15 +117,16 @@ def size_pool(
             f"{cpu_need:g} CPU each plus {decode_cpus:g} CPU to decode; the cluster's nodes have "
             f"{', '.join(f'{c:g}' for c in cpus) or 'no'} CPUs"
         )
+    flag, noun = names
     if workers is None:
         if fits < 1:
-            raise EffnetError(f"no inference actor fits on the cluster now ({what})")
+            raise EffnetError(f"none of the {noun} fits on the cluster now ({what})")
         return PoolSize(1, fits, None)
     low, high = workers if isinstance(workers, tuple) else (workers, workers)
     if low > fits:
-        flag = "--workers" if not isinstance(workers, tuple) else "--workers MIN:MAX (MIN)"
+        flag = flag if not isinstance(workers, tuple) else f"{flag} MIN:MAX (MIN)"
         raise EffnetError(
-            f"{flag} {low} needs {low} inference actors, but {fits} fit on the cluster now ({what}); "
+            f"{flag} {low} needs {low} {noun}, but {fits} fit on the cluster now ({what}); "
             "ask for fewer, or add nodes first"
         )
     return PoolSize(low, low if low == high else min(high, fits), high)

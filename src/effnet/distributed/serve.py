@@ -51,7 +51,7 @@ from ..serve.model import ModelInfo
 from ..source import resolve_source
 from ..weights.preprocessing import Preprocess
 from .jobs import connected
-from .placement import node_device
+from .placement import node_device, size_pool
 from .worker import materialize_weights
 
 __all__ = [
@@ -293,6 +293,15 @@ def deploy_parts(options: ServerOptions, ray_options: RayServeOptions) -> tuple[
     ray_options.check()
     device, gpus = node_device(options.device, ray_options.gpus_per_replica, "--gpus-per-replica")
     options = dataclasses.replace(options, device=device)
+    # Replicas that cannot be placed now would leave the deployment pending forever: say so instead.
+    size_pool(
+        ray_options.replicas,
+        ray.nodes(),
+        cpus_per_worker=ray_options.cpus_per_replica,
+        gpus_per_worker=gpus,
+        decode_cpus=ray_options.cpus_per_ingress * ray_options.ingress_replicas,
+        names=("--replicas", "model replicas"),
+    )
     source = resolve_source(options.model, options.weights, progress=False)
     if source.checkpoint is None:
         raise EffnetError("--engine ray needs weights: random-init replicas would answer differently")
@@ -339,8 +348,8 @@ def run(options: ServerOptions, ray_options: RayServeOptions) -> None:
     with connected(ray_options.address, progress=False) as where:
         sha256: str | None = None
         try:
+            app, sha256 = deploy_parts(options, ray_options)  # first: a replica that cannot be placed fails here
             serve.start(http_options={"host": options.host, "port": options.port})
-            app, sha256 = deploy_parts(options, ray_options)
             serve.run(app, name=APP, route_prefix="/", blocking=False)
             replicas = ray_options.replicas
             count = f"{replicas[0]}-{replicas[1]}" if isinstance(replicas, tuple) else f"{replicas}"
