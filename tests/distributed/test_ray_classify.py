@@ -114,7 +114,8 @@ def test_killed_actor_is_restarted_and_no_row_is_lost_or_doubled(ray_cluster, sa
     consumer.start()
 
     def inference_actors():
-        alive = list_actors(filters=[("state", "=", "ALIVE")], detail=True)
+        # This session's cluster by address: another Ray on the machine would confuse autodetection.
+        alive = list_actors(address=ray_cluster.address, filters=[("state", "=", "ALIVE")], detail=True)
         return [a for a in alive if "InferenceActor" in a.class_name]
 
     deadline = time.monotonic() + 300
@@ -127,7 +128,7 @@ def test_killed_actor_is_restarted_and_no_row_is_lost_or_doubled(ray_cluster, sa
     assert not consumer.is_alive()
     assert at_kill < len(paths)
     assert Counter(seen) == Counter(paths)  # every input once: none lost, none duplicated
-    restarted = [a for a in list_actors(detail=True) if a.actor_id == actor.actor_id]
+    restarted = [a for a in list_actors(address=ray_cluster.address, detail=True) if a.actor_id == actor.actor_id]
     assert restarted and restarted[0].num_restarts >= 1, restarted
 
 

@@ -213,7 +213,6 @@ class Inputs:
     count: int  # rows the dataset yields (the output must have exactly as many)
     shipped: int  # inputs the driver read and put into the object store
     shipped_bytes: int
-    missing: int  # local inputs the driver could not read (error rows)
 
 
 def _ship(entries: list[tuple[str, str]]) -> tuple[list[Any], int, int]:
@@ -281,7 +280,7 @@ def read_inputs(
         else:
             local.append((name, path))
     parts: list[ray.data.Dataset] = []
-    shipped = shipped_bytes = missing = 0
+    shipped = shipped_bytes = 0
     if shared:
         present = [name for name, path in local if os.path.isfile(path)]
         absent = [(name, path) for name, path in local if not os.path.isfile(path)]
@@ -295,7 +294,7 @@ def read_inputs(
         lines = ray.data.from_items([{"text": name} for name in in_cluster])
         parts.append(_read_lines(lines))
     dataset = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
-    return Inputs(dataset, len(entries), shipped, shipped_bytes, missing)
+    return Inputs(dataset, len(entries), shipped, shipped_bytes)
 
 
 def small_blocks(ds: ray.data.Dataset) -> ray.data.Dataset:
