@@ -115,28 +115,29 @@ def _list_uri_folder(uri: str) -> list[str] | None:
 
 def _list_lines(list_file: str) -> list[str]:
     """The entries of a ``--from-list`` file (read by the driver: it names it), blank lines and # comments out."""
-    if _is_uri(list_file) and not list_file.startswith("file://"):
-        fs, inner = _filesystem(list_file)
-        try:
+    try:
+        if _is_uri(list_file) and not list_file.startswith("file://"):
+            fs, inner = _filesystem(list_file)
             with fs.open_input_stream(inner) as f:
                 text = f.read().decode("utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise EffnetError(f"--from-list {list_file}: cannot read: {e}") from None
-    else:
-        path = Path(_local_path(list_file) or list_file)
-        if not path.is_file():
-            raise EffnetError(f"--from-list {list_file}: no such file")
-        text = path.read_text(encoding="utf-8")
+        else:
+            path = Path(_local_path(list_file) or list_file)
+            if not path.is_file():
+                raise EffnetError(f"--from-list {list_file}: no such file")
+            text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise EffnetError(f"--from-list {list_file}: cannot read: {e}") from None
     lines = (line.strip() for line in text.splitlines())
     return [line for line in lines if line and not line.startswith("#")]
 
 
 def _expand(paths: Sequence[str | os.PathLike], from_list: Sequence[str | os.PathLike]) -> list[str]:
-    """Every input, named as its row will name it: folders and prefixes expanded (image extensions,
-    recursively), files named explicitly kept whatever their extension (a bad file is reported, not skipped),
-    local paths made absolute (a node's working directory is not the driver's)."""
+    """Every input, named as its row will name it: the folders and prefixes in ``paths`` expanded (image
+    extensions, recursively), files named explicitly kept whatever their extension (a bad file is reported,
+    not skipped), local paths made absolute (a node's working directory is not the driver's). A list's lines
+    are files, taken as they are (no look-up per line: a list may name millions of objects)."""
     out: list[str] = []
-    for raw in list(paths) + [line for f in from_list for line in _list_lines(os.fspath(f))]:
+    for raw in paths:
         text = os.fspath(raw)
         local = _local_path(text)
         if local is None:
@@ -147,6 +148,9 @@ def _expand(paths: Sequence[str | os.PathLike], from_list: Sequence[str | os.Pat
             out.extend(prefix + str(p) for p in find_images([os.path.abspath(local)]))
         else:
             out.append(text if text.startswith("file://") else os.path.abspath(local))
+    for file in from_list:
+        for line in _list_lines(os.fspath(file)):
+            out.append(line if _is_uri(line) else os.path.abspath(line))
     return out
 
 
