@@ -52,8 +52,12 @@ def test_pool_follows_the_cluster_gpus_and_never_waits_for_gpus_that_are_not_the
 
 def test_cpu_pool_leaves_a_decode_cpu_and_fixed_sizes_stay_fixed():
     nodes = [node(2), node(2)]
-    assert size_pool(None, nodes) == PoolSize(1, 3, None)  # 4 CPUs, one kept for decoding
+    # Uncapped CPU actors use their whole node: one per node, not more (that would oversubscribe it).
+    assert size_pool(None, nodes) == PoolSize(1, 2, 2)
+    # Capped at 1 CPU each: 3 fit (4 CPUs, one kept for decoding), and the pool may grow with the cluster.
+    assert size_pool(None, nodes, cpus_per_worker=1) == PoolSize(1, 3, None)
     assert size_pool(2, nodes) == PoolSize(2, 2, 2) and size_pool(2, nodes).describe() == "2"
-    assert size_pool((1, 3), nodes).describe() == "1-3 (started 3)"
+    assert size_pool((1, 3), nodes).describe() == "1-3 (started 3)"  # asked for: what Ray can place counts
+    assert size_pool(3, nodes) == PoolSize(3, 3, 3)
     with pytest.raises(EffnetError, match="--workers 2 needs 2 inference actors, but 1 fit"):
         size_pool(2, nodes, cpus_per_worker=2)

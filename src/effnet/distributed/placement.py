@@ -100,7 +100,8 @@ def size_pool(
     are requested, else ``floor(CPUs / cpus_per_worker)`` less the CPUs of one decode task (actors holding
     every CPU would leave none to decode their input). A pool that cannot start now is an error, never a
     wait: Ray would otherwise keep the job pending until resources appear, which may be never.
-    Default (no ``--workers``): start at what fits now, at least 1, and autoscale without an upper bound.
+    Default (no ``--workers``): start at what fits now, at least 1, and autoscale without an upper bound
+    when each actor is bounded by what it reserves (GPUs, or ``--cpus-per-worker``); else one actor per node.
     """
     cpu_need = cpus_per_worker or 1.0
     cpus = _resources(nodes, "CPU")
@@ -112,7 +113,11 @@ def size_pool(
     else:
         per_node = sum(math.floor(c / cpu_need + 1e-9) for c in cpus)
         spare = math.floor((sum(cpus) - decode_cpus) / cpu_need + 1e-9)
-        fits = max(0, min(per_node, spare))
+        fits = max(0, min(per_node, spare))  # what Ray can place
+        if workers is None and cpus_per_worker is None:
+            # Without --cpus-per-worker an actor's backend uses every core of its node: by default one
+            # actor per node (a second one there would halve both).
+            fits = min(fits, sum(1 for c in cpus if c >= cpu_need))
         what = (
             f"{cpu_need:g} CPU each plus {decode_cpus:g} CPU to decode; the cluster's nodes have "
             f"{', '.join(f'{c:g}' for c in cpus) or 'no'} CPUs"
@@ -121,7 +126,10 @@ def size_pool(
     if workers is None:
         if fits < 1:
             raise EffnetError(f"none of the {noun} fits on the cluster now ({what})")
-        return PoolSize(1, fits, None)
+        # Unbounded when each actor uses only what it reserves (GPUs, or --cpus-per-worker caps its threads);
+        # an uncapped CPU actor uses its whole node, and a second one there would halve both.
+        grows = gpus_per_worker > 0 or cpus_per_worker is not None
+        return PoolSize(1, fits, None if grows else fits)
     low, high = workers if isinstance(workers, tuple) else (workers, workers)
     if low > fits:
         flag = flag if not isinstance(workers, tuple) else f"{flag} MIN:MAX (MIN)"
