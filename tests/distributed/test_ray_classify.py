@@ -194,3 +194,5 @@ def test_usage_errors_exit_2(tmp_path, sample_images):
     assert r.returncode == 2 and "--output" in r.stderr and "Traceback" not in r.stderr, r.stderr
     r = run_cli("classify", "--output", str(tmp_path / "o.jsonl"), str(sample_images[0]))
     assert r.returncode == 2 and "--engine ray" in r.stderr, r.stderr
+    r = run_cli("eval", "--shared-inputs", str(sample_images[0].parent))
+    assert r.returncode == 2 and "--shared-inputs is for --engine ray" in r.stderr, r.stderr

@@ -77,6 +77,8 @@ def _check_args(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if args.shared_inputs and args.engine != "ray":
+        raise UsageError("--shared-inputs is for --engine ray (the local eval reads its own disk)")
     if args.min_top1 is not None and not 0 <= args.min_top1 <= 100:
         raise UsageError(f"--min-top1 is a percentage between 0 and 100, got {args.min_top1}")
     if args.json is not None:
