@@ -124,7 +124,8 @@ def test_killed_actor_is_restarted_and_no_row_is_lost_or_doubled(ray_cluster, sa
     consumer.start()
 
     def inference_actors():
-        alive = list_actors(filters=[("state", "=", "ALIVE")], detail=True)
+        # This session's cluster by address: another Ray on the machine would confuse autodetection.
+        alive = list_actors(address=ray_cluster.address, filters=[("state", "=", "ALIVE")], detail=True)
         return [a for a in alive if "InferenceActor" in a.class_name]
 
     deadline = time.monotonic() + 300
@@ -137,7 +138,7 @@ def test_killed_actor_is_restarted_and_no_row_is_lost_or_doubled(ray_cluster, sa
     assert not consumer.is_alive()
     assert at_kill < len(paths)
     assert Counter(seen) == Counter(paths)  # every input once: none lost, none duplicated
-    restarted = [a for a in list_actors(detail=True) if a.actor_id == actor.actor_id]
+    restarted = [a for a in list_actors(address=ray_cluster.address, detail=True) if a.actor_id == actor.actor_id]
     assert restarted and restarted[0].num_restarts >= 1, restarted
 
 
@@ -203,3 +204,5 @@ def test_usage_errors_exit_2(tmp_path, sample_images):
     assert r.returncode == 2 and "--output" in r.stderr and "Traceback" not in r.stderr, r.stderr
     r = run_cli("classify", "--output", str(tmp_path / "o.jsonl"), str(sample_images[0]))
     assert r.returncode == 2 and "--engine ray" in r.stderr, r.stderr
+    r = run_cli("eval", "--shared-inputs", str(sample_images[0].parent))
+    assert r.returncode == 2 and "--shared-inputs is for --engine ray" in r.stderr, r.stderr

@@ -36,6 +36,9 @@ def test_eval_on_ray_reports_what_the_local_eval_reports(ray_cluster, sample_dir
         reports[engine] = json.loads(out.read_text())
     local, on_ray = reports["local"], reports["ray"]
     assert on_ray["schema"] == local["schema"] and on_ray["backend"].endswith("on Ray")
+    # What the actors built on their nodes (auto resolved there) and measured: not the driver's guess or 0.0.
+    assert on_ray["backend"] == f"{local['backend']} on Ray" and on_ray["precision"] == local["precision"]
+    assert 0 < on_ray["throughput"]["inference_seconds"] and 0 < on_ray["throughput"]["decode_wait_seconds"]
     for key in ("total", "count", "failed", "top1_correct", "top5_correct", "per_class", "weights", "dataset"):
         assert on_ray[key] == local[key], key
     by_path = {i["path"]: i for i in local["images"]}

@@ -5,6 +5,8 @@ request is answered 200 with the right class, and the deployment is whole again.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -22,6 +24,7 @@ import pytest
 
 from effnet.preprocess import normalize
 from tests.distributed.ray_fixtures import LITE0, free_port
+from tests.testutils import run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -32,9 +35,13 @@ REPLICA = "ServeReplica:effnet:effnet-model"  # the model replicas (the ingress 
 
 
 def replicas():
+    import ray
     from ray.util.state import list_actors
 
-    return list_actors(filters=[("class_name", "=", REPLICA), ("state", "=", "ALIVE")], detail=True)
+    # This session's cluster by its address: another Ray on the machine (another test run) would make the
+    # state API's autodetection fail ("multiple active Ray instances") or look at the wrong cluster.
+    address = ray.get_runtime_context().gcs_address
+    return list_actors(address=address, filters=[("class_name", "=", REPLICA), ("state", "=", "ALIVE")], detail=True)
 
 
 def retries(metrics: str) -> float:
@@ -215,3 +222,69 @@ def test_cli_serves_on_ray_until_sigint_then_exits_cleanly(ray_cluster):
     stderr = "".join(lines)
     assert proc.returncode == 0, stderr
     assert "model replicas" in stderr and "Traceback" not in stderr, stderr
+
+
+def test_cuda_replicas_are_checked_against_the_cluster_not_the_drivers_torch(ray_cluster):
+    """`--device cuda` on a CPU-only driver is not resolved here (a CPU-only head may serve GPU replicas):
+    the request goes to the cluster, whose nodes have no GPU, and the run fails at once, saying so, instead
+    of waiting forever for a GPU replica to be placed."""
+    r = run_cli("serve", "--engine", "ray", "--ray-address", ray_cluster.address, "--model", LITE0, "--device", "cuda")
+    assert r.returncode == 1, r.stderr
+    assert "needs 1 model replicas, but 0 fit on the cluster now (1 GPU each" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and "torch.cuda.is_available" not in r.stderr, r.stderr
+
+
+def test_a_replica_restarted_after_the_driver_exited_still_gets_the_weights(ray_cluster, node_homes, tmp_path):
+    """The driver deploys and exits (Serve keeps the app); its weights file and the nodes' caches are then
+    removed and the model replica is killed. Serve's new replica has only the weights keeper (a detached
+    actor) to get the weights from: an object the driver had put would have died with it."""
+    import shutil
+
+    import ray
+    from ray import serve
+
+    from effnet.distributed.serve import KEEPER_NAMESPACE, keeper_name
+    from effnet.predict import Classifier
+    from effnet.source import resolve_source
+
+    checkpoint = Path(resolve_source(LITE0, progress=False).checkpoint)
+    weights = tmp_path / checkpoint.name
+    shutil.copy(checkpoint, weights)
+    port = free_port()
+    driver = (
+        "import ray, sys\n"
+        "from ray import serve\n"
+        "from effnet.distributed.serve import RayServeOptions, deployment\n"
+        "from effnet.serve.launch import ServerOptions\n"
+        f"ray.init(address={ray_cluster.address!r}, logging_level='WARNING')\n"
+        f"serve.start(http_options={{'host': '127.0.0.1', 'port': {port}}})\n"
+        f"options = ServerOptions(model={LITE0!r}, weights={str(weights)!r}, backend='torch', threads=1)\n"
+        "serve.run(deployment(options, RayServeOptions(replicas=1)), name='effnet', blocking=False)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", driver], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr  # the driver has exited; the app and its keeper live on
+    try:
+        weights.unlink()
+        for home in node_homes:
+            shutil.rmtree(home / "ray-weights", ignore_errors=True)
+        (victim,) = replicas()
+        os.kill(victim.pid, signal.SIGKILL)
+        top1 = None
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                alive = [a for a in replicas() if a.pid != victim.pid]
+                if alive:
+                    r2 = client.post("/v1/classify", content=CHELSEA.read_bytes())
+                    if r2.status_code == 200:
+                        top1 = r2.json()["predictions"][0]["class_index"]
+                        break
+                time.sleep(1)
+        want = Classifier(LITE0, weights=checkpoint, backend="torch", progress=False).classify([CHELSEA], top_k=1)
+        assert top1 == want[0].predictions[0].class_index  # the restarted replica built its model from the keeper
+        assert any((home / "ray-weights").is_dir() for home in node_homes)  # ... and verified it into its cache
+    finally:
+        serve.shutdown()
+        with contextlib.suppress(ValueError):
+            sha = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+            ray.kill(ray.get_actor(keeper_name(sha), namespace=KEEPER_NAMESPACE))

@@ -72,10 +72,18 @@ def test_materialize_weights_verifies_and_caches_per_node(tmp_path, monkeypatch)
     again = materialize_weights("w.pth", sha, len(data), None, fetch)
     assert first == again and first.read_bytes() == data and len(calls) == 1
     assert not list(first.parent.glob(".*.tmp"))
-    # A shared path with the right size is used as is, without fetching.
+    # A shared path whose sha256 matches is used as is, without fetching.
     shared = tmp_path / "shared.pth"
     shared.write_bytes(data)
     assert materialize_weights("shared.pth", sha, len(data), str(shared), fetch) == shared and len(calls) == 1
+    # A file of the same size but other bytes at the driver's path is not used: the node's verified copy is.
+    impostor = tmp_path / "impostor.pth"
+    impostor.write_bytes(b"X" * len(data))
+    assert materialize_weights("w.pth", sha, len(data), str(impostor), fetch) == first and len(calls) == 1
+    # ... and a node cache file that no longer matches is not trusted either: the bytes are fetched again.
+    first.write_bytes(b"Y" * len(data))
+    assert materialize_weights("w.pth", sha, len(data), str(impostor), fetch) == first and len(calls) == 2
+    assert first.read_bytes() == data
     # Bytes that do not match the driver's checksum are refused, and nothing is left behind.
     with pytest.raises(EffnetError, match="arrived with sha256"):
         materialize_weights("bad.pth", "0" * 64, len(data), None, fetch)
@@ -94,9 +102,26 @@ def test_only_effnet_distributed_imports_ray():
 
 
 def test_actors_run_openvino_in_its_throughput_configuration_and_cap_threads_at_their_cpus():
-    pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'effnet[ray]')")
-    from effnet.distributed.data import actor_backend
+    from effnet.distributed.worker import node_backend
 
-    assert actor_backend("openvino", "fp32", None) == ("openvino", {"precision": "fp32", "mode": "throughput"})
-    assert actor_backend("openvino", None, 2.0) == ("openvino", {"mode": "throughput", "threads": 2})
-    assert actor_backend("onnxruntime", None, 1.5) == ("onnxruntime", {"threads": 1})  # no OpenVINO hint
+    assert node_backend("openvino", "fp32", None) == ("openvino", {"precision": "fp32", "mode": "throughput"})
+    assert node_backend("openvino", None, 2.0) == ("openvino", {"mode": "throughput", "threads": 2})
+    assert node_backend("onnxruntime", None, 1.5) == ("onnxruntime", {"threads": 1})  # no OpenVINO hint
+
+
+def test_the_driver_passes_the_request_and_the_actor_resolves_auto(monkeypatch):
+    """`auto` reaches the node as `auto`; the node's ranking decides (here a CPU node: a CPU backend)."""
+    pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'effnet[ray]')")
+    from effnet.backends import resolve_auto
+    from effnet.distributed.data import PipelineOptions
+    from effnet.distributed.worker import InferenceSpec, node_backend
+
+    placed = PipelineOptions(backend="auto", device="auto").placed()
+    assert (placed.backend, placed.device, placed.batch_size) == ("auto", "auto", 8)
+    gpu = PipelineOptions(backend="auto", gpus_per_worker=1).placed()
+    assert (gpu.backend, gpu.device, gpu.batch_size) == ("auto", "cuda", 64)
+    spec = InferenceSpec("m", "w.pth", "0" * 64, 1, None, backend="auto", device="auto")
+    assert spec.backend == "auto" and spec.device == "auto"
+    # On this (CPU) node, the actor's own resolution is the CPU ranking's first choice.
+    name, options = node_backend("auto", None, None, "auto")
+    assert name == resolve_auto(None, "cpu")[0] and options.get("mode", "throughput") == "throughput"

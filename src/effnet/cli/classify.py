@@ -29,7 +29,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_model_arguments(p)
     p.add_argument("--top-k", type=int, default=5, help="labels per image (default: %(default)s)")
     p.add_argument(
-        "--batch-size", type=int, default=None, help="images per forward pass (default: 1; 8 with --engine ray)"
+        "--batch-size",
+        type=int,
+        default=None,
+        help="images per forward pass (default: 1; with --engine ray 8 per CPU actor, 64 per GPU actor)",
     )
     add_backend_arguments(p)
     add_device_argument(p)
@@ -73,7 +76,7 @@ def add_ray_arguments(p: argparse.ArgumentParser, *, workers: bool) -> None:
             "--workers",
             default=None,
             metavar="N|MIN:MAX",
-            help="--engine ray: inference actors (default: one per node)",
+            help="--engine ray: inference actors, N or MIN:MAX (default: as many as fit now, growing with the cluster)",
         )
     p.add_argument(
         "--cpus-per-worker",
@@ -83,7 +86,17 @@ def add_ray_arguments(p: argparse.ArgumentParser, *, workers: bool) -> None:
         help="--engine ray: CPUs each inference actor reserves and uses (default: 1 reserved, all cores used)",
     )
     p.add_argument(
-        "--gpus-per-worker", type=float, default=0.0, metavar="F", help="--engine ray: GPUs per inference actor"
+        "--gpus-per-worker",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="--engine ray: GPUs per inference actor; the actors then run on CUDA (--device cuda implies 1)",
+    )
+    p.add_argument(
+        "--shared-inputs",
+        action="store_true",
+        help="--engine ray: local input paths are on a filesystem every node sees (NFS...): nodes read them. "
+        "Without it the driver reads local inputs and ships them through the object store (up to 2 GiB)",
     )
 
 
@@ -102,13 +115,15 @@ def ray_workers(text: str | None) -> int | tuple[int, int] | None:
         raise UsageError(f"--workers is N or MIN:MAX, got {text!r}") from None
 
 
-def ray_options(args: argparse.Namespace, batch_size: int, workers: int | tuple[int, int] | None):
-    """The Ray pipeline's options from the parsed flags (after checking Ray is installed)."""
+def ray_options(args: argparse.Namespace, batch_size: int | None, workers: int | tuple[int, int] | None):
+    """The Ray pipeline's options from the parsed flags (after checking Ray is installed). The device and
+    backend are passed as asked (``auto`` stays ``auto``): each actor decides on its node."""
     from ..distributed.data import PipelineOptions
 
     return PipelineOptions(
         backend=args.backend,
         precision=args.precision,
+        device=args.device,
         top_k=getattr(args, "top_k", 5),
         batch_size=batch_size,
         workers=workers,
@@ -132,7 +147,7 @@ def _run_ray(args: argparse.Namespace) -> int:
         )
     from ..distributed.jobs import ClassifyJob, run_classify
 
-    options = ray_options(args, args.batch_size or 8, ray_workers(args.workers))
+    options = ray_options(args, args.batch_size, ray_workers(args.workers))
     from ..errors import EffnetError
 
     try:
@@ -148,6 +163,7 @@ def _run_ray(args: argparse.Namespace) -> int:
             from_list=args.from_list,
             address=args.ray_address,
             options=options,
+            shared_inputs=args.shared_inputs,
             progress=not args.no_progress,
         )
     )
@@ -170,8 +186,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--top-k and --batch-size must be >= 1")
     if args.engine == "ray":
         return _run_ray(args)
-    if args.output is not None or args.from_list or args.workers is not None:
-        raise UsageError("--output, --from-list and --workers are for --engine ray (locally: --json > FILE)")
+    if args.output is not None or args.from_list or args.workers is not None or args.shared_inputs:
+        raise UsageError(
+            "--output, --from-list, --workers and --shared-inputs are for --engine ray (locally: --json > FILE)"
+        )
     if not args.paths:
         raise UsageError("the following arguments are required: PATH (image files or folders)")
     if args.paths.count(STDIN) > 1:

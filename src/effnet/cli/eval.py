@@ -46,7 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         help="image decoding threads, running ahead of the model (default: min(4, CPU count)); "
-        "with --engine ray: inference actors (default: one per node)",
+        "with --engine ray: inference actors (default: as many as fit now, growing with the cluster)",
     )
     p.add_argument(
         "--limit",
@@ -78,6 +78,8 @@ def _check_args(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if args.shared_inputs and args.engine != "ray":
+        raise UsageError("--shared-inputs is for --engine ray (the local eval reads its own disk)")
     if args.min_top1 is not None and not 0 <= args.min_top1 <= 100:
         raise UsageError(f"--min-top1 is a percentage between 0 and 100, got {args.min_top1}")
     if args.json is not None:
@@ -127,7 +129,7 @@ def _print_report(report: EvalReport, device: str = "cpu") -> None:
             )
 
 
-def _evaluate_on_ray(args: argparse.Namespace, dataset, progress) -> EvalReport:
+def _evaluate_on_ray(args: argparse.Namespace, dataset, progress):
     from ..distributed import check_installed
 
     check_installed("effnet eval --engine ray")
@@ -141,6 +143,7 @@ def _evaluate_on_ray(args: argparse.Namespace, dataset, progress) -> EvalReport:
         limit=args.limit,
         address=args.ray_address,
         options=ray_options(args, args.batch_size, args.workers),
+        shared_inputs=args.shared_inputs,
         progress=False,  # the report's own bar; Ray Data's would draw over it
     )
     return run_eval(job, progress)
@@ -170,10 +173,10 @@ def run(args: argparse.Namespace) -> int:
             f"top1 {p.top1:.2f}% top5 {p.top5:.2f}%" + (f" failed {p.failed}" if p.failed else ""), refresh=False
         )
 
-    device = "cpu"  # Ray actors run CPU backends unless --gpus-per-worker and the backend say otherwise
     if args.engine == "ray":
         with bar:
-            report = _evaluate_on_ray(args, dataset, progress)
+            on_ray = _evaluate_on_ray(args, dataset, progress)
+        report, device = on_ray.report, on_ray.device  # what the actors ran on, as they reported it
     else:
         options = {} if args.precision is None else {"precision": args.precision}
         clf = Classifier(

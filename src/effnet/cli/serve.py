@@ -124,9 +124,21 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--port must be 0-65535, got {args.port}")
     if args.workers < 1 or (args.threads is not None and args.threads < 1):
         raise UsageError("--workers and --threads must be >= 1")
-    from ..device import resolve_device
+    if args.engine == "ray":
+        # Decided by the request, not by this machine (a CPU-only head may serve GPU replicas): the
+        # replicas see a GPU exactly when they reserve one (effnet.distributed.placement).
+        from ..distributed.placement import device_kind_on_ray
+        from ..errors import EffnetError
 
-    defaults = BATCHING_DEFAULTS[resolve_device(args.device).type]
+        try:
+            kind = device_kind_on_ray(args.device, args.gpus_per_replica or 0.0)
+        except EffnetError as e:
+            raise UsageError(str(e)) from None
+    else:
+        from ..device import resolve_device
+
+        kind = resolve_device(args.device).type
+    defaults = BATCHING_DEFAULTS[kind]
     try:
         config = ServeConfig(
             max_batch=defaults["max_batch"] if args.max_batch is None else args.max_batch,

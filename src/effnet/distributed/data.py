@@ -14,50 +14,50 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import ray
 import ray.data
 
-from ..backends import resolve_auto, workload_options
 from ..errors import EffnetError
 from ..factory import Pretrained
 from ..predict import ImageResult
 from ..source import ModelSource, resolve_source
 from ..weights.records import Preprocess
 from .io import BLOCK_ROWS, RESULT_SCHEMA, TASK_ARGS, read_inputs, small_blocks
-from .worker import InferenceSpec, decode_rows, result_columns
+from .placement import PoolSize, batch_default, node_device, size_pool
+from .worker import InferenceSpec, decode_rows, describe_backend, result_columns
 
-__all__ = ["DECODE_BATCH", "PipelineOptions", "build_pipeline", "classify", "actor_backend", "default_workers"]
+__all__ = [
+    "DECODE_BATCH",
+    "TIMING_SCHEMA",
+    "PipelineOptions",
+    "build_pipeline",
+    "classify",
+    "pool_size",
+]
 
 DECODE_BATCH = BLOCK_ROWS  # images per decode call: one block (io.BLOCK_ROWS), so memory stays flat
 
-
-def actor_backend(backend: str, precision: str | None, cpus_per_worker: float | None) -> tuple[str, dict[str, Any]]:
-    """(backend, options) an inference actor builds: ``auto`` resolved here, once, for every actor.
-
-    An actor runs its backend's throughput configuration (:func:`effnet.backends.workload_options`; OpenVINO:
-    ``mode="throughput"``, as many streams as the
-    plugin finds best for the actor's cores, each call's batch split over them), measured faster here for
-    many images than LATENCY's one stream (B5 fp32, batch 8, 2 vCPUs: 1.12x; docs/distributed.md,
-    benchmarks/bench_ray_node.py). ``cpus_per_worker``, when given, also caps the inference threads, so
-    several actors sharing a node do not oversubscribe it.
-    """
-    options: dict[str, Any] = {}
-    if backend == "auto":
-        backend, options = resolve_auto(precision)
-    elif precision is not None:
-        options["precision"] = precision
-    options = workload_options(backend, "throughput", options)  # a Ray job is a bulk job
-    if cpus_per_worker is not None:
-        options["threads"] = max(1, int(cpus_per_worker))
-    return backend, options
+# What the actors add to each row when the caller asks for timings (effnet eval --engine ray): the first row
+# of each call carries the call's seconds in the backend and the seconds the actor had waited for that
+# batch since its previous call ended (or since it was built); the others carry 0, so column sums are totals.
+TIMING_SCHEMA = pa.schema(
+    [
+        ("infer_seconds", pa.float64()),
+        ("wait_seconds", pa.float64()),
+        ("backend", pa.string()),
+        ("precision", pa.string()),
+        ("device", pa.string()),
+        ("node", pa.string()),
+    ]
+)
 
 
 def _decode(batch: dict[str, np.ndarray], preprocess: Preprocess) -> dict[str, np.ndarray]:
@@ -67,32 +67,53 @@ def _decode(batch: dict[str, np.ndarray], preprocess: Preprocess) -> dict[str, n
 class InferenceActor:
     """One backend per actor process, built once from the shipped weights; ``__call__`` runs one batch."""
 
-    def __init__(self, spec: InferenceSpec, weights: list[ray.ObjectRef]) -> None:
+    def __init__(self, spec: InferenceSpec, weights: list[ray.ObjectRef], timings: bool = False) -> None:
         # The ref travels inside a list so Ray does not fetch the bytes unless this node needs them.
         self.classifier = spec.build(lambda: ray.get(weights[0]))
         self.spec = spec
+        self.timings = timings
+        self.built = describe_backend(self.classifier)
+        self.node = ray.util.get_node_ip_address()
+        self.idle_since = time.perf_counter()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        started = time.perf_counter()
         errors = batch["error"]
         ok = np.asarray([not e for e in errors], dtype=bool)
         probs = iter(self.classifier.probabilities(batch["crop"][ok]) if ok.any() else [])
+        inferred = time.perf_counter()
         results = [
             ImageResult(str(path), self.classifier.top_k(next(probs), self.spec.top_k))
             if good
             else ImageResult(str(path), error=str(error))
             for path, error, good in zip(batch["path"], errors, ok, strict=True)
         ]
-        return pa.Table.from_pydict(result_columns(results), schema=RESULT_SCHEMA)
+        columns = result_columns(results)
+        if not self.timings:
+            self.idle_since = time.perf_counter()
+            return pa.Table.from_pydict(columns, schema=RESULT_SCHEMA)
+        n = len(results)
+        zeros = [0.0] * (n - 1)
+        columns.update(
+            infer_seconds=[inferred - started, *zeros],
+            wait_seconds=[started - self.idle_since, *zeros],
+            node=[self.node] * n,
+            **{key: [value] * n for key, value in self.built.items()},
+        )
+        self.idle_since = time.perf_counter()
+        return pa.Table.from_pydict(columns, schema=pa.unify_schemas([RESULT_SCHEMA, TIMING_SCHEMA]))
 
 
 @dataclass(frozen=True)
 class PipelineOptions:
-    """How the pipeline runs: see :func:`classify`."""
+    """How the pipeline runs: see :func:`classify`. ``device`` and ``backend`` are the user's request
+    (``"auto"`` stays ``"auto"``): each actor resolves them on its node (``placement``)."""
 
     backend: str = "auto"
     precision: str | None = None
+    device: str = "cpu"
     top_k: int = 5
-    batch_size: int = 8
+    batch_size: int | None = None  # None: 8 on CPU actors, 64 on GPU actors (placement.batch_default)
     workers: int | tuple[int, int] | None = None
     cpus_per_worker: float | None = None
     gpus_per_worker: float = 0.0
@@ -100,7 +121,7 @@ class PipelineOptions:
 
     def check(self) -> None:
         problems = []
-        if self.top_k < 1 or self.batch_size < 1:
+        if self.top_k < 1 or (self.batch_size is not None and self.batch_size < 1):
             problems.append(f"top_k and batch_size must be >= 1, got {self.top_k} and {self.batch_size}")
         low, high = self.workers if isinstance(self.workers, tuple) else (self.workers or 1, self.workers or 1)
         if not 1 <= low <= high:
@@ -109,16 +130,25 @@ class PipelineOptions:
             problems.append("cpus per worker must be > 0 and gpus per worker >= 0")
         if problems:
             raise EffnetError("; ".join(problems))
+        node_device(self.device, self.gpus_per_worker)  # cuda:N is refused before anything starts
+
+    def placed(self) -> PipelineOptions:
+        """These options with the request made explicit: GPUs imply CUDA (and CUDA a GPU), the batch size
+        defaulted from the device kind the actors will have. No hardware of this process is consulted."""
+        device, gpus = node_device(self.device, self.gpus_per_worker)
+        batch = self.batch_size or batch_default(device, gpus)
+        return replace(self, device=device, gpus_per_worker=gpus, batch_size=batch)
 
 
-def default_workers(cpus_per_worker: float | None, decode_cpus: float = 1.0) -> int:
-    """One inference actor per alive node (each actor's backend uses its node's cores), leaving the cluster
-    the CPUs of one decode task: actors holding every CPU would leave no CPU to decode their input."""
-    need = cpus_per_worker or 1.0
-    alive = [n for n in ray.nodes() if n.get("Alive")]
-    nodes = [n for n in alive if n.get("Resources", {}).get("CPU", 0) >= need]
-    spare = (sum(n.get("Resources", {}).get("CPU", 0) for n in alive) - decode_cpus) // need
-    return int(max(1, min(len(nodes), spare)))
+def pool_size(options: PipelineOptions) -> PoolSize:
+    """The actor pool for ``options`` on the connected cluster, as it is now (``placement.size_pool``)."""
+    return size_pool(
+        options.workers,
+        ray.nodes(),
+        cpus_per_worker=options.cpus_per_worker,
+        gpus_per_worker=options.gpus_per_worker,
+        decode_cpus=options.decode_cpus,
+    )
 
 
 @dataclass(frozen=True)
@@ -135,45 +165,60 @@ class ShippedWeights:
 
 
 def ship_weights(model: str, weights: Pretrained | None, options: PipelineOptions, *, progress: bool) -> ShippedWeights:
-    """Resolve (and, for a record, download and verify) the weights once, in the driver; put the bytes."""
+    """Resolve (and, for a record, download and verify) the weights once, in the driver; put the bytes.
+
+    Only the file is resolved here: the backend, device and their options are the actors' to decide.
+    """
+    options = options.placed()
     source = resolve_source(model, weights, progress=progress)
     if source.checkpoint is None:
         raise EffnetError("--engine ray needs weights: random-init models would differ in every actor")
     data = Path(source.checkpoint).read_bytes()
-    backend, backend_options = actor_backend(options.backend, options.precision, options.cpus_per_worker)
     spec = InferenceSpec(
         model=source.model,
         weights_name=Path(source.checkpoint).name,
         weights_sha256=hashlib.sha256(data).hexdigest(),
         weights_size=len(data),
         shared_path=str(Path(source.checkpoint).resolve()),
-        backend=backend,
-        backend_options=backend_options,
+        backend=options.backend,
+        precision=options.precision,
+        device=options.device,
+        cpus_per_worker=options.cpus_per_worker,
+        batch_size=options.batch_size or batch_default(options.device, options.gpus_per_worker),
         top_k=options.top_k,
     )
     return ShippedWeights(spec, ray.put(data), source)
 
 
-def build_pipeline(inputs: ray.data.Dataset, shipped: ShippedWeights, options: PipelineOptions) -> ray.data.Dataset:
-    """``inputs`` (path, bytes, error) -> result rows (``effnet.distributed.io.RESULT_SCHEMA``)."""
+def build_pipeline(
+    inputs: ray.data.Dataset,
+    shipped: ShippedWeights,
+    options: PipelineOptions,
+    pool: PoolSize | None = None,
+    *,
+    timings: bool = False,
+) -> ray.data.Dataset:
+    """``inputs`` (path, bytes, error) -> result rows (``effnet.distributed.io.RESULT_SCHEMA``, plus
+    :data:`TIMING_SCHEMA`'s columns with ``timings``)."""
+    options = options.placed()
     crops = inputs.map_batches(
         partial(_decode, preprocess=shipped.preprocess),
         batch_size=DECODE_BATCH,
         batch_format="numpy",
         **{**TASK_ARGS, "num_cpus": options.decode_cpus},  # io.TASK_ARGS: why these, and why equal to the reads'
     )
-    workers = options.workers or default_workers(options.cpus_per_worker, options.decode_cpus)
-    pool = (
-        ray.data.ActorPoolStrategy(min_size=workers[0], max_size=workers[1])
-        if isinstance(workers, tuple)
-        else ray.data.ActorPoolStrategy(size=workers)
+    pool = pool or pool_size(options)
+    strategy = (
+        ray.data.ActorPoolStrategy(size=pool.low)
+        if pool.high == pool.low
+        else ray.data.ActorPoolStrategy(min_size=pool.low, max_size=pool.high, initial_size=pool.initial)
     )
     return crops.map_batches(
         InferenceActor,
-        fn_constructor_kwargs={"spec": shipped.spec, "weights": [shipped.ref]},
+        fn_constructor_kwargs={"spec": shipped.spec, "weights": [shipped.ref], "timings": timings},
         batch_size=options.batch_size,
         batch_format="numpy",
-        compute=pool,
+        compute=strategy,
         num_cpus=options.cpus_per_worker or 1.0,
         num_gpus=options.gpus_per_worker or None,
         # Exactly-once output rests on Ray Data's actor-pool defaults, max_restarts=-1 and max_task_retries=-1
@@ -188,10 +233,12 @@ def classify(
     weights: Pretrained | None = None,
     *,
     from_list: Sequence[str | os.PathLike] = (),
+    shared_inputs: bool = False,
     backend: str = "auto",
     precision: str | None = None,
+    device: str = "cpu",
     top_k: int = 5,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     workers: int | tuple[int, int] | None = None,
     cpus_per_worker: float | None = None,
     gpus_per_worker: float = 0.0,
@@ -201,16 +248,22 @@ def classify(
 
     ``paths_or_dataset``: image files, folders or URIs pyarrow reads (``s3://``, ``gs://``, ``file://``),
     or a ``ray.data.Dataset`` with ``path`` and ``bytes`` columns (``read_binary_files(..., include_paths=True)``).
+    Local files are read here and shipped through the object store, unless ``shared_inputs`` says every
+    node sees them (``effnet.distributed.io.read_inputs``).
     Returns a lazy dataset of one row per image: ``path``, ``class_index``, ``synset``, ``label``,
     ``probability`` (lists, best first; empty on error) and ``error`` (None when classified). Compose it
     with your own Ray pipeline, or write it: ``.write_parquet(...)``.
 
-    ``workers``: inference actors (N, or (MIN, MAX) to autoscale; default one per node);
-    ``cpus_per_worker`` / ``gpus_per_worker``: resources each actor reserves (and its inference threads).
+    ``backend`` / ``device``: what each actor builds, resolved on its node (``"auto"`` included);
+    ``gpus_per_worker`` > 0 runs the actors on CUDA. ``batch_size``: rows per call (default 8 on CPU
+    actors, 64 on GPU actors). ``workers``: inference actors (N, or (MIN, MAX) to autoscale; default: as
+    many as fit now, growing with the cluster); ``cpus_per_worker`` / ``gpus_per_worker``: resources each
+    actor reserves (CPUs also cap its inference threads).
     """
     options = PipelineOptions(
         backend=backend,
         precision=precision,
+        device=device,
         top_k=top_k,
         batch_size=batch_size,
         workers=workers,
@@ -227,5 +280,5 @@ def classify(
             )
     else:
         items = [paths_or_dataset] if isinstance(paths_or_dataset, (str, os.PathLike)) else list(paths_or_dataset)
-        inputs = read_inputs(items, from_list)
+        inputs = read_inputs(items, from_list, shared=shared_inputs).dataset
     return build_pipeline(inputs, shipped, options)

@@ -1,10 +1,10 @@
 """Inputs and outputs of a Ray run: which files to read, and the JSON lines / Parquet written at the end.
 
-Reading happens in the cluster: a prefix (URI) is read by ``ray.data.read_binary_files`` (its tasks list
-and read the files), and a ``--from-list`` file is itself a dataset (``ray.data.read_text``) whose lines are
-read by tasks. A local folder is listed by the driver with the folder walk every command uses
-(:func:`effnet.files.walk_images`: symlinked folders followed, hidden and ``._*`` files skipped), and its
-files are read by tasks like the lines of a list.
+The driver expands what it was given (folders, prefixes, list files) into one entry per input, so it
+knows how many rows the output must have; local folders are listed with the folder walk every command uses
+(:func:`effnet.files.walk_images`: symlinked folders followed, hidden and ``._*`` files skipped); local files
+are read by the driver and shipped through the object store unless the user declares them shared
+(:func:`read_inputs`); URIs are read by tasks.
 
 Outputs are written by Ray's writers into a temporary folder next to the target and renamed into place
 at the end, so the final name never holds a partial result: ``OUT.jsonl`` (the part files joined into one
@@ -20,7 +20,6 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,22 +27,26 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
+import ray
 import ray.data
 from ray.data.block import BlockAccessor
 from ray.data.datasource import BlockBasedFileDatasink
 
 from ..errors import EffnetError
-from ..files import IMAGE_EXTENSIONS, walk_images
+from ..files import IMAGE_EXTENSIONS, find_images, read_list
 from .worker import result_from_row
 
 __all__ = [
     "RESULT_SCHEMA",
+    "SHIP_LIMIT_BYTES",
+    "Inputs",
     "OutputSpec",
     "WriteSummary",
     "output_spec",
     "read_inputs",
     "read_paths",
     "small_blocks",
+    "staging",
     "write_results",
 ]
 
@@ -71,8 +74,10 @@ BLOCK_ROWS = 16
 # tasks running beside it on the node's other CPUs.
 TASK_ARGS: dict[str, Any] = {"num_cpus": 1.0, "memory": 512 * 2**20}
 
-# Columns of the input datasets after reading: path, bytes (None when unreadable), error ('' when fine).
-_EXTENSIONS = [e.lstrip(".") for e in IMAGE_EXTENSIONS]
+# The most bytes of local inputs the driver reads and puts into the object store itself. Past it, the
+# object store of the driver's node (by default 30% of its memory, spilling to disk beyond) and the
+# driver's one network link become the job's bottleneck: such inputs belong on storage every node reads.
+SHIP_LIMIT_BYTES = 2 * 2**30
 
 
 def _is_uri(text: str) -> bool:
@@ -92,48 +97,113 @@ def _scheme_prefix(uri: str) -> str:
     return "" if scheme == "file" else f"{scheme}://"
 
 
-def _with_error_column(batch: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
-    paths = batch["path"] if not prefix else np.asarray([prefix + p for p in batch["path"]], dtype=object)
-    return {"path": paths, "bytes": batch["bytes"], "error": np.full(len(paths), "", dtype=object)}
+def _local_path(entry: str) -> str | None:
+    """The local path an input names (a plain path or a ``file://`` URI), or None for a cluster URI."""
+    if entry.startswith("file://"):
+        return entry[len("file://") :]
+    return None if _is_uri(entry) else entry
 
 
-def _read_listed(batch: dict[str, np.ndarray], base: str) -> dict[str, np.ndarray]:
-    """A batch of list lines (paths or URIs) -> path, bytes, error. Runs in a Ray task, not the driver."""
+def _list_uri_folder(uri: str) -> list[str] | None:
+    """The image files under a URI prefix (by extension, recursively, sorted), or None if it is no folder."""
+    fs, inner = _filesystem(uri)
+    if fs.get_file_info(inner).type != pafs.FileType.Directory:
+        return None
+    prefix = _scheme_prefix(uri)
+    infos = fs.get_file_info(pafs.FileSelector(inner, recursive=True))
+    files = (i.path for i in infos if i.type == pafs.FileType.File)
+    return sorted(prefix + f for f in files if Path(f).suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _list_lines(list_file: str) -> list[str]:
+    """The entries of a ``--from-list`` file (read by the driver: it names it), blank lines and # comments out."""
+    try:
+        if _is_uri(list_file) and not list_file.startswith("file://"):
+            fs, inner = _filesystem(list_file)
+            with fs.open_input_stream(inner) as f:
+                text = f.read().decode("utf-8-sig")  # a byte-order mark is not part of the first name
+        else:
+            path = Path(_local_path(list_file) or list_file)
+            if not path.is_file():
+                raise EffnetError(f"--from-list {list_file}: no such file")
+            text = read_list(path)
+    except (OSError, UnicodeDecodeError) as e:
+        raise EffnetError(f"--from-list {list_file}: cannot read: {e}") from None
+    lines = (line.strip() for line in text.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def _expand(paths: Sequence[str | os.PathLike], from_list: Sequence[str | os.PathLike]) -> list[str]:
+    """Every input, named as its row will name it: the folders and prefixes in ``paths`` expanded (image
+    extensions, recursively), files named explicitly kept whatever their extension (a bad file is reported,
+    not skipped), local paths made absolute (a node's working directory is not the driver's). A list's lines
+    are files, taken as they are (no look-up per line: a list may name millions of objects)."""
+    out: list[str] = []
+    for raw in paths:
+        text = os.fspath(raw)
+        local = _local_path(text)
+        if local is None:
+            listed = _list_uri_folder(text)
+            out.extend(listed if listed is not None else [text])  # a file, or missing: its row says which
+        elif Path(local).is_dir():
+            prefix = "file://" if text.startswith("file://") else ""
+            out.extend(prefix + str(p) for p in find_images([os.path.abspath(local)]))
+        else:
+            out.append(text if text.startswith("file://") else os.path.abspath(local))
+    for file in from_list:
+        for line in _list_lines(os.fspath(file)):
+            out.append(line if _is_uri(line) else os.path.abspath(line))
+    return out
+
+
+def _read_error(name: str, e: OSError | EffnetError, where: str = "") -> str:
+    if isinstance(e, FileNotFoundError):
+        return f"{name}: no such file{where}"  # the message effnet classify gives for a missing path
+    if isinstance(e, IsADirectoryError):
+        return f"{name}: is a folder, not an image file (list files one per line)"
+    return f"{name}: cannot read{where}: {e}"
+
+
+def _read_listed(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A batch of entries (cluster URIs, or with --shared-inputs local paths) -> path, bytes, error.
+
+    Runs in a Ray task, on any node. A local path the driver saw but this node does not is an error row
+    naming the node: --shared-inputs promised that every node sees it.
+    """
     paths: list[str] = []
     blobs: list[bytes | None] = []
     errors: list[str] = []
     filesystems: dict[str, tuple[pafs.FileSystem, str]] = {}
     for raw in batch["text"]:
-        entry = str(raw).lstrip("\ufeff").strip()  # a list saved with a UTF-8 byte-order mark (Windows editors)
-        if not entry or entry.startswith("#"):
-            continue
+        name = str(raw)
         data: bytes | None = None
         error = ""
+        local = _local_path(name)
         try:
-            if _is_uri(entry):
-                name = entry
-                scheme, rest = entry.split("://", 1)
+            if local is None:
+                scheme, rest = name.split("://", 1)
                 root = f"{scheme}://{rest.split('/', 1)[0]}"
                 if root not in filesystems:  # one filesystem object per bucket/host, not per file
-                    filesystems[root] = _filesystem(entry)
+                    filesystems[root] = _filesystem(name)
                 fs = filesystems[root][0]
-                # Object stores name files bucket/key; other filesystems (file, hdfs) by their own path.
-                inner = rest if scheme in ("s3", "gs", "gcs") else _filesystem(entry)[1]
+                # Object stores name files bucket/key; other filesystems (hdfs) by their own path.
+                inner = rest if scheme in ("s3", "gs", "gcs") else _filesystem(name)[1]
                 with fs.open_input_stream(inner) as f:
                     data = f.read()
             else:
-                name = os.path.join(base, entry)
-                with open(name, "rb") as f:
+                with open(local, "rb") as f:
                     data = f.read()
-        except FileNotFoundError:
-            error = f"{name}: no such file"  # the message effnet classify gives for a missing path
-        except IsADirectoryError:
-            error = f"{name}: is a folder, not an image file (list files one per line)"
         except (OSError, EffnetError) as e:
-            error = f"{name}: cannot read: {e}"
+            node = ray.util.get_node_ip_address()
+            where = "" if local is None else f" on node {node} (--shared-inputs: every node must see it)"
+            error = _read_error(name, e, where)
         paths.append(name)
         blobs.append(data)
         errors.append(error)
+    return _columns(paths, blobs, errors)
+
+
+def _columns(paths: list[str], blobs: list[bytes | None], errors: list[str]) -> dict[str, np.ndarray]:
     return {
         "path": np.asarray(paths, dtype=object),
         "bytes": np.asarray(blobs, dtype=object),
@@ -141,42 +211,96 @@ def _read_listed(batch: dict[str, np.ndarray], base: str) -> dict[str, np.ndarra
     }
 
 
-def read_inputs(paths: Sequence[str | os.PathLike], from_list: Sequence[str | os.PathLike] = ()) -> ray.data.Dataset:
-    """A dataset of ``path``, ``bytes``, ``error`` rows: every image under the folders/prefixes in ``paths``
-    (by image extension, recursively), every file named explicitly (whatever its extension, so a bad file
-    is reported, not skipped), and every line of the ``from_list`` files (read in the cluster).
+@dataclass(frozen=True)
+class Inputs:
+    """What a job reads: a dataset of ``path``, ``bytes``, ``error`` rows, one per input."""
+
+    dataset: ray.data.Dataset
+    count: int  # rows the dataset yields (the output must have exactly as many)
+    shipped: int  # inputs the driver read and put into the object store
+    shipped_bytes: int
+
+
+def _ship(entries: list[tuple[str, str]]) -> tuple[list[Any], int, int]:
+    """Read ``(name, local path)`` entries on the driver into blocks of ``BLOCK_ROWS`` rows, each put into
+    the object store as it is read (the driver holds one block at a time). Returns refs, bytes, missing."""
+    total = 0
+    for _, local in entries:
+        with contextlib.suppress(OSError):
+            total += os.stat(local).st_size
+    if total > SHIP_LIMIT_BYTES:
+        raise EffnetError(
+            f"the {len(entries):,} local inputs hold {total / 2**30:.1f} GiB, more than the driver ships through "
+            f"the object store ({SHIP_LIMIT_BYTES / 2**30:.0f} GiB): put them where every node sees them "
+            "and add --shared-inputs, or give URIs (s3://, gs://)"
+        )
+    refs: list[Any] = []
+    shipped = missing = 0
+    for start in range(0, len(entries), BLOCK_ROWS):
+        paths: list[str] = []
+        blobs: list[bytes | None] = []
+        errors: list[str] = []
+        for name, local in entries[start : start + BLOCK_ROWS]:
+            data: bytes | None = None
+            error = ""
+            try:
+                with open(local, "rb") as f:
+                    data = f.read()
+                shipped += len(data)
+            except OSError as e:
+                error = _read_error(name, e)
+                missing += 1
+            paths.append(name)
+            blobs.append(data)
+            errors.append(error)
+        table = pa.table({"path": paths, "bytes": pa.array(blobs, pa.binary()), "error": errors})
+        refs.append(ray.put(table))
+    return refs, shipped, missing
+
+
+def read_inputs(
+    paths: Sequence[str | os.PathLike], from_list: Sequence[str | os.PathLike] = (), *, shared: bool = False
+) -> Inputs:
+    """Rows for every image under the folders/prefixes in ``paths`` and the ``from_list`` files' lines.
+
+    Where each input is read (docs/distributed.md, "Inputs"):
+
+    - a URI other than ``file://`` (``s3://``, ``gs://``...): by tasks in the cluster, on any node;
+    - a local path (or ``file://``): by the driver, which names it and so must see it. It reads the files
+      and ships their bytes through the object store (up to ``SHIP_LIMIT_BYTES`` in all), so no node needs
+      the driver's disk. With ``shared=True`` (``--shared-inputs``: the user says every node sees these
+      paths, e.g. NFS) the driver only checks each exists, and tasks read them; a node that lacks one
+      gives an error row naming the file and the node. A file missing on the driver is an error row.
+
+    The driver expands folders and list files itself, so it knows how many rows the output must have.
     """
-    base = os.getcwd()
-    folders: list[ray.data.Dataset] = []
-    listed: list[str] = []
-    for raw in paths:
-        text = os.fspath(raw)
-        if _is_uri(text):
-            fs, inner = _filesystem(text)
-            kind = fs.get_file_info(inner).type
-            if kind == pafs.FileType.Directory:
-                ds = ray.data.read_binary_files(text, include_paths=True, file_extensions=_EXTENSIONS)
-                folders.append(small_blocks(ds.map_batches(partial(_with_error_column, prefix=_scheme_prefix(text)))))
-            else:
-                listed.append(text)  # a file, or missing: its row says which
-        elif Path(text).is_dir():
-            # A local folder is walked here, by the walk every command uses (symlinked folders followed,
-            # hidden and ._* files skipped); its files are then read by tasks like a --from-list.
-            listed.extend(os.path.abspath(p) for p in walk_images(text))
+    entries = _expand(paths, from_list)
+    if not entries:
+        raise EffnetError("no inputs: give image files, folders, URIs or --from-list FILE (no images found)")
+    in_cluster: list[str] = []
+    local: list[tuple[str, str]] = []
+    for name in entries:
+        path = _local_path(name)
+        if path is None:
+            in_cluster.append(name)
         else:
-            listed.append(os.path.abspath(text))
-    parts = list(folders)
-    if listed:
-        parts.append(ray.data.from_items([{"text": p} for p in listed]))
-    for file in from_list:
-        text = os.fspath(file)
-        if not _is_uri(text) and not Path(text).is_file():
-            raise EffnetError(f"--from-list {text}: no such file")
-        parts.append(ray.data.read_text(text if _is_uri(text) else os.path.abspath(text)))
-    if not parts:
-        raise EffnetError("no inputs: give image files, folders, URIs or --from-list FILE")
-    read = [p if p in folders else _read_lines(p, base) for p in parts]
-    return read[0].union(*read[1:]) if len(read) > 1 else read[0]
+            local.append((name, path))
+    parts: list[ray.data.Dataset] = []
+    shipped = shipped_bytes = 0
+    if shared:
+        present = [name for name, path in local if os.path.isfile(path)]
+        absent = [(name, path) for name, path in local if not os.path.isfile(path)]
+        in_cluster.extend(present)
+        local = absent  # shipped as their error rows: the driver read what it could (nothing)
+    if local:
+        refs, shipped_bytes, missing = _ship(local)
+        shipped = len(local) - missing
+        parts.append(ray.data.from_arrow_refs(refs))
+    if in_cluster:
+        lines = ray.data.from_items([{"text": name} for name in in_cluster])
+        parts.append(_read_lines(lines))
+    dataset = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+    return Inputs(dataset, len(entries), shipped, shipped_bytes)
 
 
 def small_blocks(ds: ray.data.Dataset) -> ray.data.Dataset:
@@ -184,21 +308,22 @@ def small_blocks(ds: ray.data.Dataset) -> ray.data.Dataset:
     return ds.repartition(target_num_rows_per_block=BLOCK_ROWS)
 
 
-def _read_lines(lines: ray.data.Dataset, base: str) -> ray.data.Dataset:
-    """A dataset of ``text`` lines (paths or URIs) -> their files' rows, read by tasks of ``BLOCK_ROWS`` files.
+def _read_lines(lines: ray.data.Dataset) -> ray.data.Dataset:
+    """A dataset of ``text`` entries (URIs or shared paths) -> their files' rows, read by tasks of
+    ``BLOCK_ROWS`` files.
 
-    A list file is one block of lines (millions, for a big list); it is cut into small blocks first, so
-    the files are read by many tasks and the first crops reach the inference actors after one small read.
-    The read tasks ask for what the decode tasks ask for (``TASK_ARGS``): Ray Data then fuses each read
-    into the decode of the same files, one task instead of two and no bytes through the object store.
+    The entries are cut into small blocks first, so the files are read by many tasks and the first crops
+    reach the inference actors after one small read. The read tasks ask for what the decode tasks ask for
+    (``TASK_ARGS``): Ray Data then fuses each read into the decode of the same files, one task instead of
+    two and no bytes through the object store.
     """
     small = lines.repartition(target_num_rows_per_block=BLOCK_ROWS)
-    return small.map_batches(partial(_read_listed, base=base), batch_size=BLOCK_ROWS, **TASK_ARGS)
+    return small.map_batches(_read_listed, batch_size=BLOCK_ROWS, **TASK_ARGS)
 
 
-def read_paths(paths: Sequence[str | os.PathLike]) -> ray.data.Dataset:
-    """``path``, ``bytes``, ``error`` rows for a known list of files (an eval set the driver has labelled)."""
-    return _read_lines(ray.data.from_items([{"text": os.fspath(p)} for p in paths]), os.getcwd())
+def read_paths(paths: Sequence[str | os.PathLike], *, shared: bool = False) -> Inputs:
+    """Rows for a known list of files (an eval set the driver has labelled), read as :func:`read_inputs` says."""
+    return read_inputs(list(paths), shared=shared)
 
 
 # ------------------------------------------------------------------------------------------ outputs
@@ -252,41 +377,97 @@ class WriteSummary:
 
 
 @contextlib.contextmanager
-def _staging(target: Path, kind: str) -> Iterator[Path]:
-    """A fresh temporary folder next to ``target``, removed on any failure or Ctrl-C."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=f".{kind}.tmp", dir=target.parent))
+def staging(spec: OutputSpec) -> Iterator[Path]:
+    """A fresh temporary folder next to ``spec.path``, checked to be the same folder on every node, removed
+    on any failure or Ctrl-C. Enter it before the pipeline runs: a node that cannot see or write the
+    output location then fails the job before any inference, not after it."""
+    target = spec.path
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=f".{spec.format}.tmp", dir=target.parent))
     try:
+        check_writable_everywhere(tmp)
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_results(ds: ray.data.Dataset, spec: OutputSpec) -> WriteSummary:
-    """Run ``ds`` (result rows) to completion into ``spec.path``; the final name appears only when complete."""
+def _probe(folder: str, token: str) -> str:
+    """On one node: the driver's token is there (the same filesystem), and this node can write beside it."""
+    node = ray.util.get_node_ip_address()
+    try:
+        seen = (Path(folder) / "driver.probe").read_text()
+    except OSError as e:
+        return f"node {node} does not see the driver's folder {folder} ({e.strerror or e})"
+    if seen != token:
+        return f"node {node} has another folder at {folder} (not the driver's: not a shared filesystem)"
+    try:
+        (Path(folder) / f"{node}.{os.getpid()}.probe").write_text(token)
+    except OSError as e:
+        return f"node {node} cannot write in {folder} ({e.strerror or e})"
+    return ""
+
+
+def check_writable_everywhere(folder: Path, timeout: float = 120.0) -> None:
+    """Raise :class:`EffnetError` unless every alive node sees ``folder`` as the driver does and can write
+    in it (a zero-CPU task pinned to each node). Nodes that join later (autoscaling) are not checked."""
+    token = os.urandom(16).hex()
+    (folder / "driver.probe").write_text(token)
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    probe = ray.remote(num_cpus=0, max_retries=0)(_probe)
+    nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
+    refs = [
+        probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(str(folder), token)
+        for node in nodes
+    ]
+    try:
+        problems = [p for p in ray.get(refs, timeout=timeout) if p]
+    except ray.exceptions.GetTimeoutError:
+        problems = [f"not every node answered within {timeout:.0f} s"]
+    for f in folder.glob("*.probe"):
+        f.unlink(missing_ok=True)
+    if problems:
+        raise EffnetError(
+            f"--output {folder.parent}: the output must be on a filesystem every node sees and can write "
+            f"(NFS, EFS...): {'; '.join(problems)}"
+        )
+
+
+def _check_count(rows: int, expected: int | None, target: Path) -> None:
+    if expected is not None and rows != expected:
+        raise EffnetError(
+            f"the run wrote {rows:,} rows for {expected:,} inputs (each input must give exactly one); "
+            f"nothing was written to {target}"
+        )
+
+
+def write_results(ds: ray.data.Dataset, spec: OutputSpec, parts: Path, expected: int | None = None) -> WriteSummary:
+    """Run ``ds`` (result rows) to completion into ``spec.path`` through the staging folder ``parts``
+    (:func:`staging`); the final name appears only when complete and holding ``expected`` rows."""
     target = spec.path
-    with _staging(target, "parts") as parts:
-        if spec.format == "parquet":
-            ds.write_parquet(str(parts), try_create_dir=False)
-            table = pads.dataset(str(parts), format="parquet").to_table(columns=["error"])
-            rows, errors = table.num_rows, table.num_rows - table.column("error").null_count
-            os.rename(parts, target)  # a folder: one rename; an existing empty folder is replaced
-            return WriteSummary(target, rows, errors)
-        ds.write_datasink(_JsonLinesDatasink(str(parts)))
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        rows = errors = 0
-        try:
-            with os.fdopen(fd, "wb") as out:
-                for part in sorted(parts.iterdir()):
-                    with part.open("rb") as f:
-                        for line in f:
-                            rows += 1
-                            errors += "error" in json.loads(line)
-                            out.write(line)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    if spec.format == "parquet":
+        ds.write_parquet(str(parts), try_create_dir=False)
+        table = pads.dataset(str(parts), format="parquet").to_table(columns=["error"])
+        rows, errors = table.num_rows, table.num_rows - table.column("error").null_count
+        _check_count(rows, expected, target)
+        os.rename(parts, target)  # a folder: one rename; an existing empty folder is replaced
         return WriteSummary(target, rows, errors)
+    ds.write_datasink(_JsonLinesDatasink(str(parts)))
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    rows = errors = 0
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for part in sorted(parts.iterdir()):
+                with part.open("rb") as f:
+                    for line in f:
+                        rows += 1
+                        errors += "error" in json.loads(line)
+                        out.write(line)
+        _check_count(rows, expected, target)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return WriteSummary(target, rows, errors)
 
 
 def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:

@@ -20,8 +20,8 @@ import ray
 import ray.data
 
 from ..errors import EffnetError
-from .data import PipelineOptions, build_pipeline, default_workers, ship_weights
-from .io import WriteSummary, output_spec, read_inputs, write_results
+from .data import PipelineOptions, build_pipeline, pool_size, ship_weights
+from .io import WriteSummary, output_spec, read_inputs, staging, write_results
 
 __all__ = ["ClassifyJob", "connected", "run_classify"]
 
@@ -72,26 +72,34 @@ class ClassifyJob:
     from_list: Sequence[str] = ()
     address: str | None = None
     options: PipelineOptions = field(default_factory=PipelineOptions)
+    shared_inputs: bool = False  # local paths are on a filesystem every node sees (io.read_inputs)
     progress: bool = True
 
 
 def run_classify(job: ClassifyJob) -> WriteSummary:
-    """Classify ``job.paths`` into ``job.output``; prints one summary line on stderr."""
+    """Classify ``job.paths`` into ``job.output``; prints one summary line on stderr.
+
+    Before any inference: the output location is checked from every node, the actor pool is sized on the
+    cluster as it is (an error, not a wait, when it cannot start), and the inputs are listed (and, unless
+    shared, read and shipped) by the driver. After: the rows written must be one per input.
+    """
     job.options.check()
     spec = output_spec(job.output)  # a bad --output fails now, not after the run
-    with connected(job.address, progress=job.progress) as where:
+    with connected(job.address, progress=job.progress) as where, staging(spec) as parts:
         started = time.perf_counter()
-        shipped = ship_weights(job.model, job.weights, job.options, progress=job.progress)
-        workers = job.options.workers or default_workers(job.options.cpus_per_worker, job.options.decode_cpus)
-        options = PipelineOptions(**{**job.options.__dict__, "workers": workers})
-        results = build_pipeline(read_inputs(job.paths, job.from_list), shipped, options)
-        summary = write_results(results, spec)
+        options = job.options.placed()
+        pool = pool_size(options)
+        shipped = ship_weights(job.model, job.weights, options, progress=job.progress)
+        inputs = read_inputs(job.paths, job.from_list, shared=job.shared_inputs)
+        results = build_pipeline(inputs.dataset, shipped, options, pool)
+        summary = write_results(results, spec, parts, expected=inputs.count)
         seconds = time.perf_counter() - started
-    pool = f"{workers[0]}-{workers[1]}" if isinstance(workers, tuple) else str(workers)
     rate = summary.rows / seconds if seconds > 0 else float("nan")
+    sent = f", {inputs.shipped_bytes / 2**20:.1f} MB of inputs shipped" if inputs.shipped else ""
     print(
-        f"effnet: {summary.rows:,} images, {summary.errors:,} errors, {rate:.1f} images/s, {pool} workers "
-        f"({shipped.spec.backend}, {seconds:.1f} s on {where}) -> {summary.path}",
+        f"effnet: {summary.rows:,} images, {summary.errors:,} errors, {rate:.1f} images/s, {pool.describe()} workers "
+        f"(backend {options.backend} on {options.device}, decided on each node; {seconds:.1f} s on {where}"
+        f"{sent}) -> {summary.path}",
         file=sys.stderr,
         flush=True,
     )

@@ -51,9 +51,19 @@ from ..serve.model import ModelInfo
 from ..source import resolve_source
 from ..weights.preprocessing import Preprocess
 from .jobs import connected
+from .placement import node_device, size_pool
 from .worker import materialize_weights
 
-__all__ = ["RayServeOptions", "EffnetModel", "EffnetIngress", "RemoteModel", "deployment", "run", "MODEL_ATTEMPTS"]
+__all__ = [
+    "MODEL_ATTEMPTS",
+    "EffnetIngress",
+    "EffnetModel",
+    "RayServeOptions",
+    "RemoteModel",
+    "WeightsKeeper",
+    "deployment",
+    "run",
+]
 
 log = logging.getLogger("effnet.distributed.serve")
 
@@ -77,6 +87,7 @@ class RayServeOptions:
     cpus_per_replica: float = 1.0
     gpus_per_replica: float = 0.0
     ingress_replicas: int = 1  # HTTP + decode replicas (no model); more when decoding is the bottleneck
+    cpus_per_ingress: float = 1.0  # reserved by each ingress replica: the cores it decodes on
     address: str | None = None
 
     def check(self) -> None:
@@ -90,6 +101,8 @@ class RayServeOptions:
             problems.append(f"CPUs per replica must be > 0, got {self.cpus_per_replica}")
         if self.gpus_per_replica < 0:
             problems.append(f"GPUs per replica must be >= 0, got {self.gpus_per_replica}")
+        if not self.cpus_per_ingress > 0:
+            problems.append(f"CPUs per ingress replica must be > 0, got {self.cpus_per_ingress}")
         if problems:
             raise EffnetError("; ".join(problems))
 
@@ -101,11 +114,13 @@ class RayServeOptions:
 class EffnetModel:
     """One model replica: its backend, built once; it runs batches of crops or normalized tensors."""
 
-    def __init__(self, options_json: str, weights: dict[str, Any], ref: list[ray.ObjectRef]) -> None:
+    def __init__(self, options_json: str, weights: dict[str, Any]) -> None:
+        # The bytes come from the weights keeper (a detached actor, alive after the driver exits), and only
+        # when this node has no verified copy yet; a restarted replica on a node that had one reads it.
         path = materialize_weights(
-            weights["name"], weights["sha256"], weights["size"], weights["shared_path"], lambda: ray.get(ref[0])
+            weights["name"], weights["sha256"], weights["size"], weights["shared_path"], lambda: _keeper_bytes(weights)
         )
-        options = ServerOptions.from_json(options_json)
+        options = ServerOptions.from_json(options_json)  # device and backend as asked: resolved here, on the node
         # The replica's share of the cores is its num_cpus, not this machine's core count (the local
         # server's default): a replica with 1 CPU on a 64-core node must not start 64 threads.
         threads = options.threads or max(
@@ -214,19 +229,90 @@ class EffnetIngress:
         return app
 
 
+KEEPER_NAMESPACE = "effnet"  # where the weights keepers live (a detached actor needs a namespace)
+
+
+class WeightsKeeper:
+    """Holds one weights file's bytes for the replicas of a Serve app, owned by no driver.
+
+    An object the driver ``ray.put`` s is owned by the driver and lost when it exits; Serve restarts a
+    replica long after that. A detached actor outlives its creator: a replica that starts on a node with no
+    verified copy (a restart, an autoscaled replica, a new node) asks this actor for the bytes. It is
+    killed when the app is taken down (``_take_down``).
+    """
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def read(self) -> bytes:
+        return self.data
+
+
+def keeper_name(sha256: str) -> str:
+    return f"effnet-weights-{sha256[:16]}"
+
+
+def _keeper_bytes(weights: dict[str, Any]) -> bytes:
+    try:
+        keeper = ray.get_actor(keeper_name(weights["sha256"]), namespace=KEEPER_NAMESPACE)
+    except ValueError:
+        raise EffnetError(
+            f"the weights keeper of {weights['name']} is gone and this node has no verified copy: "
+            "deploy the app again (effnet serve --engine ray)"
+        ) from None
+    data: bytes = ray.get(keeper.read.remote())  # type: ignore[assignment]
+    return data
+
+
+def _start_keeper(data: bytes, sha256: str) -> Any:
+    """The app's weights keeper: an existing one for the same file (a redeploy), else a new one."""
+    name = keeper_name(sha256)
+    try:
+        return ray.get_actor(name, namespace=KEEPER_NAMESPACE)
+    except ValueError:
+        pass
+    actor: Any = ray.remote(num_cpus=0)(WeightsKeeper)
+    keeper = actor.options(name=name, namespace=KEEPER_NAMESPACE, lifetime="detached", get_if_exists=True).remote(data)
+    ray.get(keeper.read.remote())  # constructed (so the driver's copy may go)
+    return keeper
+
+
 def deployment(options: ServerOptions, ray_options: RayServeOptions) -> serve.Application:
-    """The bound application: weights resolved once here (the driver) and put in the object store."""
+    """The bound application (:func:`deploy_parts`)."""
+    return deploy_parts(options, ray_options)[0]
+
+
+def deploy_parts(options: ServerOptions, ray_options: RayServeOptions) -> tuple[serve.Application, str]:
+    """(the bound application, the sha256 of its weights, which names its keeper): weights resolved once
+    here (the driver) and handed to a detached keeper.
+
+    The device is passed as asked (``auto`` stays ``auto``), made explicit only by the request itself:
+    ``--gpus-per-replica`` implies CUDA and ``--device cuda`` one GPU per replica (``placement.node_device``).
+    Nothing here looks at this machine's GPUs or packages: each replica resolves its own.
+    """
     ray_options.check()
+    device, gpus = node_device(options.device, ray_options.gpus_per_replica, "--gpus-per-replica")
+    options = dataclasses.replace(options, device=device)
+    # Replicas that cannot be placed now would leave the deployment pending forever: say so instead.
+    size_pool(
+        ray_options.replicas,
+        ray.nodes(),
+        cpus_per_worker=ray_options.cpus_per_replica,
+        gpus_per_worker=gpus,
+        decode_cpus=ray_options.cpus_per_ingress * ray_options.ingress_replicas,
+        names=("--replicas", "model replicas"),
+    )
     source = resolve_source(options.model, options.weights, progress=False)
     if source.checkpoint is None:
         raise EffnetError("--engine ray needs weights: random-init replicas would answer differently")
     data = Path(source.checkpoint).read_bytes()
-    weights = {
+    weights: dict[str, Any] = {
         "name": Path(source.checkpoint).name,
         "sha256": hashlib.sha256(data).hexdigest(),
         "size": len(data),
         "shared_path": str(Path(source.checkpoint).resolve()),
     }
+    _start_keeper(data, weights["sha256"])
     scaling: dict[str, Any]
     if isinstance(ray_options.replicas, tuple):
         low, high = ray_options.replicas
@@ -235,8 +321,8 @@ def deployment(options: ServerOptions, ray_options: RayServeOptions) -> serve.Ap
     else:
         scaling = {"num_replicas": ray_options.replicas}
     resources: dict[str, Any] = {"num_cpus": ray_options.cpus_per_replica}
-    if ray_options.gpus_per_replica:
-        resources["num_gpus"] = ray_options.gpus_per_replica
+    if gpus:
+        resources["num_gpus"] = gpus
     model: Any = serve.deployment(
         EffnetModel, name=MODEL, ray_actor_options=resources, max_ongoing_requests=MODEL_ONGOING, **scaling
     )
@@ -244,24 +330,27 @@ def deployment(options: ServerOptions, ray_options: RayServeOptions) -> serve.Ap
         EffnetIngress,
         name=INGRESS,
         num_replicas=ray_options.ingress_replicas,
-        # Its CPU work (decoding) is not reserved: the cores are the model replicas' to schedule by.
-        ray_actor_options={"num_cpus": 0},
+        # It decodes every request (Pillow, in its decode threads): reserve the cores it decodes on, so the
+        # scheduler does not give them to model replicas too.
+        ray_actor_options={"num_cpus": ray_options.cpus_per_ingress},
         # Up to the app's own admission limit: it answers 503 beyond max_queue itself.
         max_ongoing_requests=options.config.max_queue,
     )
     # Each ingress keeps every model replica busy: one batch in flight per replica at most (the handles'
     # routers spread them), and one more so a replica's next batch is on its way while it computes.
     in_flight = ray_options.max_replicas * MODEL_ONGOING + 1
-    return ingress.bind(model.bind(options.to_json(), weights, [ray.put(data)]), options.to_json(), in_flight)
+    return ingress.bind(model.bind(options.to_json(), weights), options.to_json(), in_flight), weights["sha256"]
 
 
 def run(options: ServerOptions, ray_options: RayServeOptions) -> None:
     """Deploy and serve until SIGINT/SIGTERM, then take the app down (Ctrl-C while deploying, too)."""
     ray_options.check()
     with connected(ray_options.address, progress=False) as where:
+        sha256: str | None = None
         try:
+            app, sha256 = deploy_parts(options, ray_options)  # first: a replica that cannot be placed fails here
             serve.start(http_options={"host": options.host, "port": options.port})
-            serve.run(deployment(options, ray_options), name=APP, route_prefix="/", blocking=False)
+            serve.run(app, name=APP, route_prefix="/", blocking=False)
             replicas = ray_options.replicas
             count = f"{replicas[0]}-{replicas[1]}" if isinstance(replicas, tuple) else f"{replicas}"
             print(
@@ -277,13 +366,17 @@ def run(options: ServerOptions, ray_options: RayServeOptions) -> None:
             while not stop.wait(0.5):
                 pass
         finally:
-            _take_down()
+            _take_down(sha256)
 
 
-def _take_down() -> None:
-    """Delete this app; stop Ray Serve only if no other app is left on the cluster (it may be shared)."""
+def _take_down(sha256: str | None = None) -> None:
+    """Delete this app and its weights keeper; stop Ray Serve only if no other app is left on the cluster
+    (it may be shared)."""
     with contextlib.suppress(Exception):  # nothing deployed yet, or Serve already gone
         serve.delete(APP)
+    if sha256 is not None:
+        with contextlib.suppress(ValueError):
+            ray.kill(ray.get_actor(keeper_name(sha256), namespace=KEEPER_NAMESPACE))
     with contextlib.suppress(Exception):
         if not serve.status().applications:
             serve.shutdown()

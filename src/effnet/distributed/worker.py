@@ -15,7 +15,7 @@ import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,9 @@ __all__ = [
     "RESULT_COLUMNS",
     "InferenceSpec",
     "decode_rows",
+    "describe_backend",
     "materialize_weights",
+    "node_backend",
     "result_columns",
     "result_from_row",
 ]
@@ -110,22 +112,23 @@ def materialize_weights(
 ) -> Path:
     """A local, verified copy of the driver's weights file on this node, fetched at most once per node.
 
-    ``shared_path`` is the driver's own path: used as is when this node sees the same file (a shared
-    filesystem, or the driver's node). Otherwise the bytes come from the object store (``fetch_bytes``),
-    are checked against the driver's sha256 and land in ``$EFFNET_HOME/ray-weights/<sha256>/<name>``
-    (written to a temporary name, then renamed), so later actors on the node reuse the file and the export
-    cache, keyed by the file, stays valid. Nothing is ever downloaded from the weights' origin here.
+    Every file used is checked against the driver's sha256 first, never by size alone: a node's file at the
+    driver's path may be another checkpoint of the same size (an older export, a different node image).
+    ``shared_path`` is the driver's own path: used as is when this node holds a file there whose sha256
+    matches (a shared filesystem, or the driver's node). Else the node's cache,
+    ``$EFFNET_HOME/ray-weights/<sha256>/<name>``, if its file matches; else the bytes come from
+    ``fetch_bytes`` (the object store, or the serve app's weights keeper), are checked, and land in that
+    cache (a temporary name, then a rename), so later actors and restarted replicas on this node read the
+    cache, and the export cache, keyed by the file, stays valid. Nothing is downloaded from the weights'
+    origin here.
     """
-    if shared_path is not None:
-        shared = Path(shared_path)
-        if shared.is_file() and shared.stat().st_size == size:
-            return shared
-    from ..weights.download import default_cache_dir
+    from ..weights.download import default_cache_dir, sha256_file
 
     folder = default_cache_dir() / "ray-weights" / sha256
     target = folder / name
-    if target.is_file() and target.stat().st_size == size:
-        return target
+    for candidate in ([Path(shared_path)] if shared_path is not None else []) + [target]:
+        if candidate.is_file() and candidate.stat().st_size == size and sha256_file(candidate) == sha256:
+            return candidate
     data = fetch_bytes()
     digest = hashlib.sha256(data).hexdigest()
     if digest != sha256:
@@ -142,9 +145,45 @@ def materialize_weights(
     return target
 
 
+def node_backend(
+    backend: str, precision: str | None, cpus_per_worker: float | None, device: str = "cpu"
+) -> tuple[str, dict[str, Any]]:
+    """(backend, options) an inference actor builds, decided in the actor: ``auto`` resolved from this
+    node's packages and devices (``device`` is the request, ``auto`` included; see ``placement``).
+
+    An OpenVINO actor runs the THROUGHPUT configuration (``mode="throughput"``: as many streams as the
+    plugin finds best for the actor's cores, each call's batch split over them), measured faster here for
+    many images than LATENCY's one stream (B5 fp32, batch 8, 2 vCPUs: 1.12x; docs/distributed.md,
+    benchmarks/bench_ray_node.py). ``cpus_per_worker``, when given, also caps the inference threads, so
+    several actors sharing a node do not oversubscribe it.
+    """
+    from ..backends import resolve_auto, workload_options
+
+    options: dict[str, Any] = {}
+    if backend == "auto":
+        backend, options = resolve_auto(precision, device)
+    elif precision is not None:
+        options["precision"] = precision
+    options = workload_options(backend, "throughput", options)  # a Ray job is a bulk job
+    if cpus_per_worker is not None:
+        options["threads"] = max(1, int(cpus_per_worker))
+    return backend, options
+
+
+def describe_backend(classifier: Classifier) -> dict[str, str]:
+    """What an actor built, as a report names it: backend, precision, device (``cuda:0`` is the actor's GPU)."""
+    backend = classifier.backend
+    return {
+        "backend": str(getattr(backend, "name", type(backend).__name__)),
+        "precision": str(getattr(backend, "precision", "fp32")),
+        "device": str(getattr(backend, "device", "cpu")),
+    }
+
+
 @dataclass(frozen=True)
 class InferenceSpec:
-    """Everything an inference actor needs to build its classifier once (picklable, small)."""
+    """Everything an inference actor needs to build its classifier once (picklable, small). It carries
+    the user's request (``backend`` and ``device`` may be ``"auto"``); the actor decides the rest."""
 
     model: str
     weights_name: str  # file name of the checkpoint
@@ -152,13 +191,24 @@ class InferenceSpec:
     weights_size: int
     shared_path: str | None  # the driver's path to the checkpoint
     backend: str = "auto"
-    backend_options: dict[str, Any] = field(default_factory=dict)
+    precision: str | None = None
+    device: str = "cpu"  # cpu, cuda or auto (placement.node_device: never cuda:N on Ray)
+    cpus_per_worker: float | None = None
+    batch_size: int = 8  # rows per call: a CUDA fast path prepares this shape
     top_k: int = 5
 
     def build(self, fetch_bytes: Callable[[], bytes]) -> Classifier:
         path = materialize_weights(
             self.weights_name, self.weights_sha256, self.weights_size, self.shared_path, fetch_bytes
         )
+        backend, options = node_backend(self.backend, self.precision, self.cpus_per_worker, self.device)
         return Classifier(
-            self.model, path, backend=self.backend, download=False, progress=False, **self.backend_options
+            self.model,
+            path,
+            backend=backend,
+            device=self.device,
+            download=False,
+            progress=False,
+            batch_hint=self.batch_size,
+            **options,
         )

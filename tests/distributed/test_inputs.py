@@ -1,0 +1,56 @@
+"""What the driver does with the inputs it names, before Ray runs anything: expand them into one entry per
+input (so the output can be counted against them), and refuse to ship more than it should."""
+
+from __future__ import annotations
+
+import pytest
+
+from effnet.errors import EffnetError
+
+pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'effnet[ray]')")
+
+
+def test_the_driver_expands_folders_and_lists_into_one_absolute_entry_per_input(tmp_path, monkeypatch):
+    from effnet.distributed.io import _expand
+
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("b.jpg", "sub/a.PNG", "notes.txt"):
+        (folder / name).write_bytes(b"x")
+    odd = tmp_path / "scan.tif.bak"  # named explicitly: kept whatever its extension
+    odd.write_bytes(b"x")
+    listing = tmp_path / "list.txt"
+    listing.write_text("# comment\n\nrel/one.jpg\n  s3://bucket/key.jpg  \nphotos\n")
+    monkeypatch.chdir(tmp_path)
+    entries = _expand(["photos", str(odd), "missing.jpg", f"file://{folder}"], [listing])
+    assert entries == [
+        str(folder / "b.jpg"),
+        str(folder / "sub" / "a.PNG"),
+        str(odd),
+        str(tmp_path / "missing.jpg"),  # its row will say "no such file"
+        f"file://{folder / 'b.jpg'}",
+        f"file://{folder / 'sub' / 'a.PNG'}",
+        # A list's lines are files, as they are: relative ones made absolute here (the driver's cwd),
+        # URIs untouched, a folder not expanded (its row says it is a folder).
+        str(tmp_path / "rel" / "one.jpg"),
+        "s3://bucket/key.jpg",
+        str(tmp_path / "photos"),
+    ]
+    with pytest.raises(EffnetError, match="--from-list gone.txt: no such file"):
+        _expand([], ["gone.txt"])
+    (tmp_path / "bad.txt").write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(EffnetError, match="--from-list bad.txt: cannot read"):
+        _expand([], ["bad.txt"])
+
+
+def test_the_driver_refuses_to_ship_more_than_its_limit_before_reading_anything(tmp_path, monkeypatch):
+    from effnet.distributed import io
+
+    files = []
+    for i in range(3):
+        f = tmp_path / f"{i}.jpg"
+        f.write_bytes(b"x" * 1000)
+        files.append((str(f), str(f)))
+    monkeypatch.setattr(io, "SHIP_LIMIT_BYTES", 2500)
+    with pytest.raises(EffnetError, match=r"the 3 local inputs hold .* --shared-inputs"):
+        io._ship(files)
