@@ -251,3 +251,33 @@ def test_old_weak_key_entries_are_ignored_and_pruned(runs, cache, tmp_path):
     assert [e.path for e in prune(cache, dry_run=True)] == [old] and old.exists()
     assert [e.path for e in prune(cache)] == [old] and not old.exists()
     assert {e.path for e in list_entries(cache)} == set(entries) - {old}
+
+
+def test_cache_list_and_prune_cli(runs, cache, tmp_path):
+    home = tmp_path / "home"
+    shutil.copytree(cache, home / "exports")
+    env = {"EFFNET_HOME": str(home)}
+    r = run_cli("weights", "cache", "list", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    listed = json.loads(r.stdout)
+    entries = listed["entries"]
+    assert entries and listed["total_size"] == sum(e["size"] for e in entries) > 0
+    assert {file_sha256(runs["B"]), file_sha256(runs["A"])} <= {e["sha256"] for e in entries}
+    assert all(e["current"] and e["model"] == LITE0 for e in entries)
+    oldest = entries[0]  # least recently used first
+    os.utime(Path(oldest["path"]) / "export.json", (1, 1))  # last used in 1970
+    r = run_cli("weights", "cache", "prune", "--older-than", "30d", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    assert [e["path"] for e in json.loads(r.stdout)["removed"]] == [oldest["path"]]
+    assert not Path(oldest["path"]).exists()
+    rest = sorted(entries[1:], key=lambda e: e["last_used"])
+    keep = rest[-1]["size"]
+    r = run_cli("weights", "cache", "prune", "--max-size", str(keep), "--dry-run", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    assert [e["path"] for e in json.loads(r.stdout)["removed"]] == [e["path"] for e in rest[:-1]]
+    assert all(Path(e["path"]).exists() for e in rest)  # a dry run removes nothing
+    r = run_cli("weights", "cache", "prune", "--all", env=env)
+    assert r.returncode == 0 and f"removed {len(rest)} entries" in r.stdout, r.stdout + r.stderr
+    assert not [p for p in (home / "exports").iterdir()]
+    r = run_cli("weights", "cache", "prune", "--older-than", "soon", env=env)
+    assert r.returncode == 2 and "expected a number with s, m, h, d or w" in r.stderr

@@ -328,8 +328,9 @@ def _entry(path: Path) -> CacheEntry:
     # An INT8 entry keeps its key under "cache_key" of quantize.json; an export entry is its key.
     key = info.get("cache_key", info) if info_file is not None and info_file.name != ENTRY_INFO else info
     key = key if isinstance(key, dict) else {}
-    weights = key.get("weights") if isinstance(key.get("weights"), dict) else {}
-    kind = "openvino-int8" if "-openvino-int8-" in path.name else str(key.get("kind") or path.name.split("-")[-2])
+    weights: dict[str, Any] = key["weights"] if isinstance(key.get("weights"), dict) else {}
+    parts = path.name.split("-")
+    kind = "openvino-int8" if "-openvino-int8-" in path.name else str(key.get("kind") or parts[-2:][0])
     return CacheEntry(
         path=path,
         kind=kind,
