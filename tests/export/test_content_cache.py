@@ -281,3 +281,12 @@ def test_cache_list_and_prune_cli(runs, cache, tmp_path):
     assert not [p for p in (home / "exports").iterdir()]
     r = run_cli("weights", "cache", "prune", "--older-than", "soon", env=env)
     assert r.returncode == 2 and "expected a number with s, m, h, d or w" in r.stderr
+
+
+def test_the_int8_entry_is_keyed_by_content_too(runs, tmp_path):
+    from effnet.export.cache import int8_model_dir
+
+    copy = tmp_path / "best.safetensors"
+    shutil.copy(runs["B"], copy)
+    dirs = {name: int8_model_dir(resolve_source(LITE0, path), tmp_path) for name, path in runs.items()}
+    assert dirs["A"] != dirs["B"] == int8_model_dir(resolve_source(LITE0, copy), tmp_path)
