@@ -34,6 +34,7 @@ from .._version import __version__
 from ..errors import EffnetError
 from ..source import ModelSource, weights_label
 from ..weights.digest import file_sha256, prune_index
+from ..weights.records import find_record
 from ._common import ExportKind
 from .onnx import export_onnx
 from .openvino import export_openvino
@@ -112,10 +113,16 @@ def _digest(key: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
 
 
+# The options a cached export is built with unless the caller says otherwise. Backends feed batches of any
+# size: the cached exports have a dynamic batch (the user-facing exports default to the card's static
+# batch 1). Filled in before keying, so that `fp16=False` and no fp16 option are one entry, not two.
+_DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
+    "onnx": {"batch_size": None},
+    "openvino": {"batch_size": None, "fp16": False},
+}
+
+
 def _build(kind: ExportKind, source: ModelSource, directory: Path, options: dict[str, Any]) -> Path:
-    # Backends feed batches of any size: the cached exports have a dynamic batch unless asked otherwise
-    # (the user-facing exports default to the card's static batch 1).
-    options = {"batch_size": None, **options}
     if kind == "onnx":
         return export_onnx(source, directory / "model.onnx", progress=False, **options)
     return export_openvino(source, directory, name="model", progress=False, **options)
@@ -186,6 +193,7 @@ def exported_artifact(
     unwritable caches get a temporary export, deleted when the block ends.
     """
     root = cache_dir or exports_dir()
+    options = {**_DEFAULT_OPTIONS[kind], **options}
     if source.checkpoint is not None:
         key = cache_key(kind, source, options)
         entry = root / f"{source.model}-{kind}-{_digest(key)}"
@@ -257,7 +265,7 @@ def int8_cache_key(source: ModelSource) -> dict[str, Any]:
             "an INT8 model of random-init weights has no cache entry: pass a checkpoint file "
             "(--weights FILE), or an output directory for the quantized IR"
         )
-    return cache_key("openvino", source, {"int8": True})
+    return cache_key("openvino", source, {**_DEFAULT_OPTIONS["openvino"], "int8": True})
 
 
 def _int8_key(source: ModelSource) -> str:
@@ -275,7 +283,8 @@ def int8_model_path(source: ModelSource, cache_dir: Path | None = None) -> Path:
     if xml.is_file():
         touch_entry(xml.parent)
     else:
-        weights = source.record.name if source.record else str(source.checkpoint)
+        # A record's name is a valid --weights value; a local file's (an effnet-native "file:NAME") is not.
+        weights = source.record.name if source.record and find_record(source.record.name) else str(source.checkpoint)
         raise EffnetError(
             f"no INT8 model of {source.model} ({weights}) in the export cache ({xml.parent}): create it with "
             f"`effnet quantize --model {source.model} --weights {weights} --calibration IMAGE_DIR`"
