@@ -291,3 +291,30 @@ def test_the_int8_entry_is_keyed_by_content_too(runs, tmp_path):
     shutil.copy(runs["B"], copy)
     dirs = {name: int8_model_dir(resolve_source(LITE0, path), tmp_path) for name, path in runs.items()}
     assert dirs["A"] != dirs["B"] == int8_model_dir(resolve_source(LITE0, copy), tmp_path)
+
+
+def _hash_in_child(path: str, home: str, out) -> None:
+    os.environ["EFFNET_HOME"] = home
+    out.put(file_sha256(path))
+
+
+def test_two_processes_hash_a_new_file_once_and_agree(tmp_path):
+    """The index under concurrent processes: both get the file's sha256, one entry is written whole."""
+    import hashlib
+    import multiprocessing
+
+    f = tmp_path / "w.bin"
+    f.write_bytes(os.urandom(8 << 20))
+    time.sleep(0.05)  # older than one clock tick: the entry may be kept
+    ctx = multiprocessing.get_context("fork")  # two real processes, without importing effnet twice more
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_hash_in_child, args=(str(f), str(tmp_path / "home"), out)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    outs = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    assert outs == [hashlib.sha256(f.read_bytes()).hexdigest()] * 2
+    entries = list((tmp_path / "home" / digest.INDEX_DIR).glob("*.json"))
+    assert len(entries) == 1 and json.loads(entries[0].read_text())["sha256"] == outs[0]

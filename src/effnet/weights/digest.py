@@ -95,13 +95,14 @@ def file_sha256(path: str | os.PathLike, *, cache_dir: Path | None = None) -> st
     stat = _stat_key(resolved)
     if (digest := _read_entry(entry, stat)) is not None:
         return digest
-    lock: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+    lock: FileLock | None = None
     try:
         root.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(entry.with_suffix(".lock")))
+        lock.acquire()
     except OSError:
-        pass  # a read-only cache: hash without an entry
-    with lock:
+        lock = None  # a read-only cache: hash without a lock or an entry
+    try:
         for _ in range(_ATTEMPTS):
             stat = _stat_key(resolved)
             if (digest := _read_entry(entry, stat)) is not None:  # the process we waited for hashed it
@@ -112,6 +113,9 @@ def file_sha256(path: str | os.PathLike, *, cache_dir: Path | None = None) -> st
             with contextlib.suppress(OSError):
                 _write_entry(entry, stat, digest)
             return digest
+    finally:
+        if lock is not None:
+            lock.release()
     raise CheckpointError(f"{resolved} kept changing while its sha256 was computed ({_ATTEMPTS} attempts)")
 
 
