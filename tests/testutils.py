@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -81,3 +82,35 @@ def feed_fifo(path: Path, data: bytes, deadline_s: float = 60) -> threading.Thre
     thread = threading.Thread(target=feed, daemon=True)
     thread.start()
     return thread
+
+
+@functools.cache
+def _lite0_state() -> dict[str, torch.Tensor]:
+    import effnet
+
+    return effnet.create_model("efficientnet-lite0", pretrained=True).state_dict()
+
+
+def write_fine_tuned_lite0(path: Path, classes: dict[str, str]) -> Path:
+    """An effnet-native Lite0 file like `effnet train --freeze body` writes: the real ImageNet body and a head
+    whose rows are the pretrained classifier's rows of the given synsets (``{synset: class name}``), so it
+    really tells those classes apart. Two such files with different classes are two fine-tuning runs."""
+    from effnet.labels import synset_index
+    from effnet.weights.native import NativeInfo, save_native
+    from effnet.weights.records import default_record
+
+    record = default_record("efficientnet-lite0")
+    state = dict(_lite0_state())
+    rows = [synset_index()[s] for s in classes]
+    state["classifier.weight"] = state["classifier.weight"][rows].clone()
+    state["classifier.bias"] = state["classifier.bias"][rows].clone()
+    info = NativeInfo(
+        model="efficientnet-lite0",
+        preprocess=record.preprocess,
+        labels=tuple(classes.values()),
+        num_classes=len(classes),
+        padding=record.padding,
+        bn_eps=record.bn_eps,
+        source=record.name,
+    )
+    return save_native(state, path, info)

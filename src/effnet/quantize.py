@@ -41,7 +41,7 @@ import numpy as np
 
 from ._optional import require
 from .errors import EffnetError, ImageError
-from .export.cache import INT8_XML, exported_artifact, int8_model_dir
+from .export.cache import INT8_XML, exported_artifact, int8_cache_key, int8_model_dir
 from .files import find_images
 from .pipeline import decode_crop
 from .source import ModelSource
@@ -211,6 +211,8 @@ def quantize_openvino(
         "quantized_ops": quantized_ops,
         "float_ops": float_ops,
     }
+    if output_dir is None:  # a cache entry: its key, for `effnet weights cache list`
+        metadata["cache_key"] = int8_cache_key(source)
     xml = _save_ir_atomically(ov, quantized, target, metadata)
     return QuantizeReport(
         xml, len(crops), skipped, subset_size, time.perf_counter() - start, quantized_ops, float_ops, settings

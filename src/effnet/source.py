@@ -44,6 +44,21 @@ class ModelSource:
     def num_classes(self) -> int:
         return self.record.num_classes if self.record else 1000
 
+    def check_outputs(self, count: object, artifact: object) -> None:
+        """Raise unless an artifact's output size (``count`` classes) matches the labels it is served with.
+
+        Belt and braces behind the content-keyed export cache: an IR or ONNX file made for other weights
+        must be an error naming both, never answers mapped onto the wrong class names. A symbolic size
+        (not an int) is not checked here.
+        """
+        if isinstance(count, int) and count != len(self.labels):
+            names = ", ".join(label.label for label in self.labels[:4]) + (", ..." if len(self.labels) > 4 else "")
+            raise EffnetError(
+                f"{artifact} outputs {count} classes, but it is served with {len(self.labels)} labels "
+                f"({weights_label(self)}: {names}): it was made for other weights. Export it again from these "
+                "weights, or prune the export cache (`effnet weights cache prune`)"
+            )
+
     def build_kwargs(self) -> dict[str, Any]:
         """How to construct the network for these weights: the record's padding, BN eps and classes."""
         kwargs: dict[str, Any] = {"num_classes": self.num_classes, "input_size": self.preprocess.input_size}

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 import effnet
 import effnet.export.cache
@@ -104,13 +105,18 @@ def test_exports_are_cached_and_reused(lite0_source, export_cache, monkeypatch):
         create_backend("openvino", lite0_source, cache_dir=export_cache, fp16_weights=True)
 
 
-def test_a_changed_checkpoint_is_exported_again(tmp_path, lite0_source, export_cache):
+def test_a_touched_checkpoint_reuses_its_export_a_changed_one_is_exported_again(tmp_path, lite0_source, export_cache):
+    """The cache is keyed by content (issue 23): a new mtime alone is the same weights, new bytes are not."""
     ckpt = tmp_path / "lite0.pth"
     shutil.copy(lite0_source.checkpoint, ckpt)
     source = ModelSource("efficientnet-lite0", None, ckpt, lite0_source.preprocess)
     first = create_backend("onnxruntime", source, cache_dir=export_cache).model_path
-    st = ckpt.stat()  # re-saved weights: a new mtime
+    st = ckpt.stat()  # re-saved, same bytes: a new mtime
     os.utime(ckpt, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert create_backend("onnxruntime", source, cache_dir=export_cache).model_path == first
+    state = torch.load(ckpt, weights_only=True)
+    state["_fc.bias"] = state["_fc.bias"] + 1.0  # other weights under the same name
+    torch.save(state, ckpt)
     second = create_backend("onnxruntime", source, cache_dir=export_cache).model_path
     assert first != second and first.is_file() and second.is_file()
 

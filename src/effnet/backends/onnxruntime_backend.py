@@ -59,6 +59,7 @@ class OnnxRuntimeBackend:
                 raise EffnetError(
                     f"onnxruntime backend: cannot load {path} ({e}); delete {path.parent} to export it again"
                 ) from None
+            source.check_outputs(self.session.get_outputs()[0].shape[-1], path)
         self._input = self.session.get_inputs()[0].name
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:

