@@ -42,6 +42,7 @@ from .openvino import export_openvino
 __all__ = [
     "exports_dir",
     "cache_key",
+    "key_digest",
     "exported_artifact",
     "locked_build_dir",
     "remove_stale_builds",
@@ -109,7 +110,7 @@ def cache_key(kind: ExportKind, source: ModelSource, options: dict[str, Any]) ->
     }
 
 
-def _digest(key: dict[str, Any]) -> str:
+def key_digest(key: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -196,7 +197,7 @@ def exported_artifact(
     options = {**_DEFAULT_OPTIONS[kind], **options}
     if source.checkpoint is not None:
         key = cache_key(kind, source, options)
-        entry = root / f"{source.model}-{kind}-{_digest(key)}"
+        entry = root / f"{source.model}-{kind}-{key_digest(key)}"
         with contextlib.suppress(OSError):  # a read-only cache still serves what it holds
             remove_stale_builds(root)
         if _artifact(kind, entry).is_file():
@@ -269,7 +270,7 @@ def int8_cache_key(source: ModelSource) -> dict[str, Any]:
 
 
 def _int8_key(source: ModelSource) -> str:
-    return _digest(int8_cache_key(source))
+    return key_digest(int8_cache_key(source))
 
 
 def int8_model_dir(source: ModelSource, cache_dir: Path | None = None) -> Path:

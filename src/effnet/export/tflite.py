@@ -19,7 +19,6 @@ extra; running a file needs only the runtime (``ai-edge-litert``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -35,7 +34,7 @@ from .._optional import require
 from ..errors import EffnetError
 from ..source import ModelSource
 from ._common import OUTPUT_NAME, atomic_write, load_model, metadata, writable_dir
-from .cache import cache_key, exports_dir, locked_build_dir
+from .cache import cache_key, exports_dir, key_digest, locked_build_dir
 from .graph import prepare_for_export
 
 __all__ = [
@@ -207,8 +206,7 @@ def tflite_model_dir(source: ModelSource, precision: str, cache_dir: Path | None
     if source.checkpoint is None:
         raise EffnetError("a .tflite of random-init weights has no cache entry: pass a checkpoint file (--weights)")
     key = cache_key("tflite", source, {"precision": precision})
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-    return (cache_dir or exports_dir()) / f"{source.model}-tflite-{precision}-{digest}"
+    return (cache_dir or exports_dir()) / f"{source.model}-tflite-{precision}-{key_digest(key)}"
 
 
 def tflite_model_path(source: ModelSource, precision: str, cache_dir: Path | None = None) -> Path:
