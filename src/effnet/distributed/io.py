@@ -31,6 +31,7 @@ from ray.data.block import BlockAccessor
 from ray.data.datasource import BlockBasedFileDatasink
 
 from ..errors import EffnetError
+from ..fileio import atomic_write
 from ..preprocess import IMAGE_EXTENSIONS
 from .worker import result_from_row
 
@@ -269,20 +270,19 @@ def write_results(ds: ray.data.Dataset, spec: OutputSpec) -> WriteSummary:
             os.rename(parts, target)  # a folder: one rename; an existing empty folder is replaced
             return WriteSummary(target, rows, errors)
         ds.write_datasink(_JsonLinesDatasink(str(parts)))
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         rows = errors = 0
-        try:
-            with os.fdopen(fd, "wb") as out:
+
+        def concatenate(tmp: Path) -> None:
+            nonlocal rows, errors
+            with tmp.open("wb") as out:
                 for part in sorted(parts.iterdir()):
                     with part.open("rb") as f:
                         for line in f:
                             rows += 1
                             errors += "error" in json.loads(line)
                             out.write(line)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+
+        atomic_write(target, concatenate, "the results")
         return WriteSummary(target, rows, errors)
 
 
