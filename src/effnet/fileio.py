@@ -106,7 +106,7 @@ def new_output_dir(directory: str | os.PathLike, what: str, hint: str = "") -> I
         raise
 
 
-def atomic_write(target: str | os.PathLike, write: Callable[[Path], None], what: str) -> Path:
+def atomic_write(target: str | os.PathLike, write: Callable[[Path], object], what: str) -> Path:
     """``write(tmp)`` into a fresh file next to ``target``, then rename it over ``target``.
 
     The temporary file is created with mode 0666 minus the umask (as ``open()`` would create ``target``), so

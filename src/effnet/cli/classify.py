@@ -13,7 +13,13 @@ from ..preprocess import find_images
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from . import add_backend_arguments, add_decode_argument, add_device_argument, add_model_arguments
+    from . import (
+        add_backend_arguments,
+        add_decode_argument,
+        add_device_argument,
+        add_model_arguments,
+        add_model_path_argument,
+    )
 
     p = sub.add_parser("classify", help="classify images", description=__doc__)
     p.add_argument(
@@ -28,6 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--batch-size", type=int, default=None, help="images per forward pass (default: 1; 8 with --engine ray)"
     )
     add_backend_arguments(p)
+    add_model_path_argument(p)
     add_device_argument(p)
     add_decode_argument(p)
     p.add_argument("--json", action="store_true", help="one JSON object per image per line on stdout")
@@ -158,10 +165,11 @@ def _print_human(r: ImageResult) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import UsageError
+    from . import UsageError, model_path_options
 
     if args.top_k < 1 or (args.batch_size is not None and args.batch_size < 1):
         raise UsageError("--top-k and --batch-size must be >= 1")
+    model_path = model_path_options(args)
     if args.engine == "ray":
         return _run_ray(args)
     if args.output is not None or args.from_list or args.workers is not None:
@@ -171,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     images = find_images(args.paths)
     if not images:
         raise UsageError(f"no images found in {', '.join(args.paths)}")
-    options = {} if args.precision is None else {"precision": args.precision}
+    options = {**model_path, **({} if args.precision is None else {"precision": args.precision})}
     clf = Classifier(
         args.model,
         args.weights,

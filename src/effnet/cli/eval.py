@@ -20,7 +20,13 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from . import add_backend_arguments, add_decode_argument, add_device_argument, add_model_arguments
+    from . import (
+        add_backend_arguments,
+        add_decode_argument,
+        add_device_argument,
+        add_model_arguments,
+        add_model_path_argument,
+    )
 
     p = sub.add_parser(
         "eval",
@@ -37,6 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="labels for a folder of images: '<file name> <class index>' per line (OMZ/Caffe val.txt)",
     )
     add_backend_arguments(p)
+    add_model_path_argument(p)
     add_device_argument(p)
     add_decode_argument(p)
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default: %(default)s)")
@@ -142,8 +149,10 @@ def _evaluate_on_ray(args: argparse.Namespace, dataset, progress) -> EvalReport:
 def run(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate, find_dataset
     from ..predict import Classifier
+    from . import model_path_options
 
     _check_args(args)
+    model_path = model_path_options(args)
     # The dataset first: a wrong folder fails in a second, before the model loads.
     dataset = find_dataset(args.data, annotations=args.annotations)
     if dataset.unmatched_annotations:
@@ -166,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
         with bar:
             report = _evaluate_on_ray(args, dataset, progress)
     else:
-        options = {} if args.precision is None else {"precision": args.precision}
+        options = {**model_path, **({} if args.precision is None else {"precision": args.precision})}
         clf = Classifier(
             args.model,
             args.weights,
