@@ -14,6 +14,7 @@ import errno
 import os
 import secrets
 import shutil
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -109,8 +110,8 @@ def new_output_dir(directory: str | os.PathLike, what: str, hint: str = "") -> I
 def atomic_write(target: str | os.PathLike, write: Callable[[Path], object], what: str) -> Path:
     """``write(tmp)`` into a fresh file next to ``target``, then rename it over ``target``.
 
-    The temporary file is created with mode 0666 minus the umask (as ``open()`` would create ``target``), so
-    the renamed file has the permissions the user's umask gives. An OSError (disk full, read-only, not a
+    The file gets mode 0666 minus the umask (as ``open()`` would create ``target``), whatever mode the writer
+    used, so the renamed file has the permissions the user's umask gives. An OSError (disk full, read-only, not a
     folder) becomes one :class:`EffnetError` line naming ``target``; the temporary file never survives.
     """
     target = Path(target)
@@ -120,8 +121,13 @@ def atomic_write(target: str | os.PathLike, write: Callable[[Path], object], wha
             fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
         except FileNotFoundError:
             raise EffnetError(f"cannot write {what} {target}: folder {target.parent} does not exist") from None
-        os.close(fd)
+        try:
+            mode = stat.S_IMODE(os.fstat(fd).st_mode)  # 0666 minus the umask, as open() gives a new file
+        finally:
+            os.close(fd)
         write(tmp)
+        # Some writers replace the file they are given by one of their own, 0600 (safetensors does).
+        os.chmod(tmp, mode)
         os.replace(tmp, target)
     except OSError as e:
         raise write_error(e, target, what) from None
