@@ -16,7 +16,6 @@ from effnet.weights.convert import to_foreign
 from effnet.weights.native import read_native_info
 from effnet.weights.preprocessing import IMAGENET_MEAN, INCEPTION_MEAN, LITE_MEAN, LITE_STD
 from effnet.weights.records import default_record
-from effnet.weights.to_native import Overrides, conventions, timm_name
 from tests.testutils import randomize_batchnorm, run_cli
 
 
@@ -93,6 +92,8 @@ def test_a_timm_file_without_a_timm_name_is_refused_with_the_flags_to_pass(tmp_p
 
 
 def test_conventions_from_timm_names():
+    from effnet.weights.to_native import Overrides, conventions, timm_name
+
     hub = Path("/cache/huggingface/hub/models--timm--tf_efficientnet_b5.ap_in1k/snapshots/0123/model.safetensors")
     assert timm_name(hub) == (True, "b5", "ap_in1k")
     assert timm_name(Path("/t/test_efficientnet_b0_x/b0.pth")) is None  # only the file's own or a hub folder name

@@ -12,7 +12,6 @@ import torch
 
 import effnet
 from effnet.errors import EffnetError
-from effnet.fileio import atomic_write, new_output_dir, write_error
 from effnet.train.checkpoint import save_checkpoint, write_log
 from effnet.weights.native import NativeInfo, save_native
 from effnet.weights.records import default_record
@@ -38,6 +37,8 @@ def umask():
 
 @pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
 def test_atomic_write_gives_the_umask_mode_and_leaves_no_temporary(tmp_path, umask, mask, mode):
+    from effnet.fileio import atomic_write
+
     umask(mask)
     target = atomic_write(tmp_path / "a.txt", lambda tmp: tmp.write_text("new"), "the file")
     assert target.read_text() == "new" and _mode(target) == mode
@@ -66,6 +67,8 @@ def test_weights_convert_writes_0644_under_umask_022(tmp_path, umask):
 
 
 def test_write_errors_are_one_line(tmp_path):
+    from effnet.fileio import atomic_write, write_error
+
     with pytest.raises(EffnetError, match=r"cannot write the file .*: folder .* does not exist"):
         atomic_write(tmp_path / "no" / "a.txt", lambda tmp: tmp.write_text("x"), "the file")
     (tmp_path / "dir").mkdir()
@@ -80,6 +83,8 @@ def test_write_errors_are_one_line(tmp_path):
 
 
 def test_new_output_dir_removes_only_the_folders_it_made_when_the_work_fails(tmp_path):
+    from effnet.fileio import new_output_dir
+
     with pytest.raises(ZeroDivisionError), new_output_dir(tmp_path / "a" / "b", "the IR"):
         raise ZeroDivisionError
     assert not (tmp_path / "a").exists()
