@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .errors import EffnetError
 
-__all__ = ["atomic_write", "new_output_dir", "writable_dir", "write_error", "free_bytes"]
+__all__ = ["atomic_write", "new_output_dir", "temp_dir", "writable_dir", "write_error", "free_bytes"]
 
 
 def free_bytes(path: Path) -> int | None:
@@ -135,3 +135,15 @@ def atomic_write(target: str | os.PathLike, write: Callable[[Path], object], wha
         with contextlib.suppress(OSError):
             tmp.unlink()
     return target
+
+
+def temp_dir(parent: Path, prefix: str, suffix: str = "") -> Path:
+    """A fresh folder in ``parent`` with the umask's mode (``tempfile.mkdtemp`` makes it 0700), for output
+    that is renamed into place as a whole."""
+    while True:
+        path = parent / f"{prefix}{secrets.token_hex(6)}{suffix}"
+        try:
+            path.mkdir(mode=0o777)
+            return path
+        except FileExistsError:
+            continue

@@ -96,3 +96,12 @@ def test_new_output_dir_removes_only_the_folders_it_made_when_the_work_fails(tmp
     with pytest.raises(EffnetError, match=f"{tmp_path / 'file'} is not a directory"):
         with new_output_dir(tmp_path / "file" / "out", "the IR"):
             pass
+
+
+def test_temp_dir_has_the_umask_mode(tmp_path, umask):
+    """Folders renamed into place whole (Ray's Parquet output) get the umask's mode, not mkdtemp's 0700."""
+    from effnet.fileio import temp_dir
+
+    umask(0o022)
+    made = temp_dir(tmp_path, ".out.", ".tmp")
+    assert made.is_dir() and made.name.startswith(".out.") and _mode(made) == 0o755

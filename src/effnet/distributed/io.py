@@ -15,7 +15,6 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -31,7 +30,7 @@ from ray.data.block import BlockAccessor
 from ray.data.datasource import BlockBasedFileDatasink
 
 from ..errors import EffnetError
-from ..fileio import atomic_write
+from ..fileio import atomic_write, temp_dir
 from ..preprocess import IMAGE_EXTENSIONS
 from .worker import result_from_row
 
@@ -252,7 +251,7 @@ class WriteSummary:
 @contextlib.contextmanager
 def _staging(target: Path, kind: str) -> Iterator[Path]:
     """A fresh temporary folder next to ``target``, removed on any failure or Ctrl-C."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=f".{kind}.tmp", dir=target.parent))
+    tmp = temp_dir(target.parent, f".{target.name}.", f".{kind}.tmp")  # renamed to target: the umask's mode
     try:
         yield tmp
     finally:
