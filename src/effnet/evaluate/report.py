@@ -230,5 +230,5 @@ class EvalReport:
         if not folder.is_dir():
             raise EffnetError(f"cannot write the report to {path}: folder {folder} does not exist")
         text = json.dumps(self.to_dict(), indent=1) + "\n"
-        atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), "the report")
+        atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), "the report to")
         return path
