@@ -31,16 +31,34 @@ def randomize_batchnorm(model: torch.nn.Module, seed: int = 0) -> torch.nn.Modul
     return model
 
 
-def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run `python -m effnet ...` in a subprocess, as a user would."""
+def run_cli(
+    *args: str,
+    env: dict | None = None,
+    timeout: float = 300,
+    cwd: Path | None = None,
+    mounts: str | None = None,
+    after: str = "",
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m effnet ...` in a subprocess, as a user would.
+
+    ``mounts``: shell commands (``mount -t tmpfs -o ro tmpfs DIR``...) run first in a private mount namespace
+    (``unshare --map-root-user --mount``: no privileges needed, nothing visible outside the process), so the
+    command meets a read-only or full filesystem. A read-only mount stops root too, unlike chmod. ``after``:
+    shell commands run in that namespace once effnet has exited (their output follows effnet's stdout); the
+    exit status stays effnet's.
+    """
     full_env = {**os.environ, **(env or {})}
+    command = [sys.executable, "-m", "effnet", *args]
+    if mounts is not None:
+        script = f'{mounts}\nset +e\n"$@"\nstatus=$?\n{after}\nexit $status'
+        command = ["unshare", "--map-root-user", "--mount", "sh", "-ec", script, "sh", *command]
     return subprocess.run(
-        [sys.executable, "-m", "effnet", *args],
+        command,
         capture_output=True,
         text=True,
         env=full_env,
         timeout=timeout,
-        cwd=REPO,
+        cwd=cwd or REPO,
     )
 
 

@@ -27,9 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -42,6 +40,8 @@ import numpy as np
 from ._optional import require
 from .errors import EffnetError, ImageError
 from .export.cache import INT8_XML, exported_artifact, int8_cache_key, int8_model_dir
+from .export.openvino import write_ir
+from .fileio import new_output_dir
 from .files import find_images
 from .pipeline import decode_crop
 from .source import ModelSource
@@ -108,31 +108,6 @@ def _op_precisions(model: Any) -> tuple[dict[str, int], dict[str, int]]:
     return dict(quantized), dict(floating)
 
 
-def _save_ir_atomically(ov: Any, model: Any, directory: Path, metadata: dict[str, Any]) -> Path:
-    """Write ``model.xml/.bin`` + ``quantize.json`` into ``directory`` so it appears complete or not at all."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(dir=directory.parent, prefix=".building-int8-"))
-    # mkdtemp makes the directory 0700; the IR should be as readable as any file the user writes.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(building, 0o777 & ~umask)
-    old = directory.parent / f".old-{directory.name}-{os.getpid()}"
-    try:
-        ov.save_model(model, str(building / INT8_XML), compress_to_fp16=False)
-        (building / "quantize.json").write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
-        if directory.exists():
-            os.rename(directory, old)  # a directory cannot be os.replace'd over a non-empty one
-        os.rename(building, directory)
-    except (OSError, RuntimeError) as e:
-        if old.exists() and not directory.exists():
-            os.rename(old, directory)  # put the previous model back
-        raise EffnetError(f"cannot write the INT8 IR to {directory}: {getattr(e, 'strerror', None) or e}") from None
-    finally:
-        shutil.rmtree(building, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
-    return directory / INT8_XML
-
-
 def quantize_openvino(
     source: ModelSource,
     calibration: str | os.PathLike | Iterable[str | os.PathLike],
@@ -166,54 +141,58 @@ def quantize_openvino(
     target = Path(output_dir) if output_dir is not None else int8_model_dir(source, cache_dir)
     if target.exists() and not target.is_dir():
         raise EffnetError(f"INT8 output {target} exists and is not a directory")
-
-    start = time.perf_counter()
-    with exported_artifact("openvino", source, cache_dir=cache_dir) as fp32_xml:
-        model = ov.Core().read_model(str(fp32_xml))
-    ignored = None
-    if ignored_patterns or ignored_types:
-        ignored = nncf.IgnoredScope(patterns=list(ignored_patterns), types=list(ignored_types), validate=False)
-    dataset = nncf.Dataset(crops, lambda crop: bgr_nchw(crop[None]))
-    settings = {
-        "preset": "performance",
-        "model_type": None,
-        "target_device": "CPU",
-        "fast_bias_correction": fast_bias_correction,
-        "ignored_patterns": list(ignored_patterns),
-        "ignored_types": list(ignored_types),
-        "se_blocks": "kept in float by NNCF's SE_BLOCK ignored pattern",
-        "nncf": nncf.__version__,
-        "openvino": ov.__version__,
-    }
-    try:
-        # NNCF's progress bars print to stdout; keep stdout for the caller's results (--json).
-        with contextlib.redirect_stdout(sys.stderr):
-            quantized = nncf.quantize(
-                model,
-                dataset,
-                preset=nncf.QuantizationPreset.PERFORMANCE,
-                target_device=nncf.TargetDevice.CPU,
-                subset_size=len(crops),
-                fast_bias_correction=fast_bias_correction,
-                model_type=None,
-                ignored_scope=ignored,
-            )
-    except (RuntimeError, ValueError, nncf.ValidationError) as e:
-        raise EffnetError(f"NNCF quantization of {source.model} failed: {e}") from None
-    quantized_ops, float_ops = _op_precisions(quantized)
-    metadata = {
-        "model": source.model,
-        "weights": source.record.name if source.record else str(source.checkpoint or "random-init"),
-        "calibration": [str(p) for p in paths],
-        "calibration_images": len(crops),
-        "skipped": skipped,
-        "settings": settings,
-        "quantized_ops": quantized_ops,
-        "float_ops": float_ops,
-    }
-    if output_dir is None:  # a cache entry: its key, for `effnet weights cache list`
-        metadata["cache_key"] = int8_cache_key(source)
-    xml = _save_ir_atomically(ov, quantized, target, metadata)
+    hint = "" if output_dir is not None else " (the export cache; pass -o DIR to write the INT8 IR elsewhere)"
+    # Writability is proven now, not after minutes of calibration; a folder made here goes if the work fails.
+    with new_output_dir(target, "the INT8 IR", hint) as directory:
+        start = time.perf_counter()
+        with exported_artifact("openvino", source, cache_dir=cache_dir) as fp32_xml:
+            model = ov.Core().read_model(str(fp32_xml))
+        ignored = None
+        if ignored_patterns or ignored_types:
+            ignored = nncf.IgnoredScope(patterns=list(ignored_patterns), types=list(ignored_types), validate=False)
+        dataset = nncf.Dataset(crops, lambda crop: bgr_nchw(crop[None]))
+        settings = {
+            "preset": "performance",
+            "model_type": None,
+            "target_device": "CPU",
+            "fast_bias_correction": fast_bias_correction,
+            "ignored_patterns": list(ignored_patterns),
+            "ignored_types": list(ignored_types),
+            "se_blocks": "kept in float by NNCF's SE_BLOCK ignored pattern",
+            "nncf": nncf.__version__,
+            "openvino": ov.__version__,
+        }
+        try:
+            # NNCF's progress bars print to stdout; keep stdout for the caller's results (--json).
+            with contextlib.redirect_stdout(sys.stderr):
+                quantized = nncf.quantize(
+                    model,
+                    dataset,
+                    preset=nncf.QuantizationPreset.PERFORMANCE,
+                    target_device=nncf.TargetDevice.CPU,
+                    subset_size=len(crops),
+                    fast_bias_correction=fast_bias_correction,
+                    model_type=None,
+                    ignored_scope=ignored,
+                )
+        except (RuntimeError, ValueError, nncf.ValidationError) as e:
+            raise EffnetError(f"NNCF quantization of {source.model} failed: {e}") from None
+        quantized_ops, float_ops = _op_precisions(quantized)
+        metadata = {
+            "model": source.model,
+            "weights": source.record.name if source.record else str(source.checkpoint or "random-init"),
+            "calibration": [str(p) for p in paths],
+            "calibration_images": len(crops),
+            "skipped": skipped,
+            "settings": settings,
+            "quantized_ops": quantized_ops,
+            "float_ops": float_ops,
+        }
+        if output_dir is None:  # a cache entry: its key, for `effnet weights cache list`
+            metadata["cache_key"] = int8_cache_key(source)
+        # Beside whatever else is in the folder, as `export openvino -o DIR` does: nothing else is touched.
+        text = json.dumps(metadata, indent=2, sort_keys=True) + "\n"
+        xml = write_ir(quantized, directory, Path(INT8_XML).stem, extra={"quantize.json": text})
     return QuantizeReport(
         xml, len(crops), skipped, subset_size, time.perf_counter() - start, quantized_ops, float_ops, settings
     )

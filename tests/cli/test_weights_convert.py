@@ -31,13 +31,14 @@ def test_timm_checkpoint_round_trip(tmp_path):
     geffnet = pytest.importorskip("geffnet")
     torch.manual_seed(0)
     ref = randomize_batchnorm(geffnet.tf_efficientnet_b0())
-    src, out = tmp_path / "tf_b0.pth", tmp_path / "tf_b0.safetensors"
+    # timm's name says a TF port (tf_efficientnet_*): TF SAME padding and eps 1e-3
+    src, out = tmp_path / "tf_efficientnet_b0_aa.pth", tmp_path / "tf_b0.safetensors"
     torch.save(ref.state_dict(), src)
     proc = run_cli("weights", "convert", str(src), str(out), "--json")
     assert proc.returncode == 0, proc.stderr
     meta = json.loads(proc.stdout)
     assert (meta["model"], meta["padding"], meta["bn_eps"]) == ("efficientnet-b0", "same", 1e-3)
-    assert meta["source"] == "timm:tf_b0.pth" and meta["preprocess"]["resize_size"] == 224 + 32
+    assert meta["source"] == "timm:tf_efficientnet_b0_aa.pth" and meta["preprocess"]["resize_size"] == 224 + 32
     assert _same_logits(ref, effnet.create_model("efficientnet-b0", pretrained=out), 231) < 1e-4
 
 

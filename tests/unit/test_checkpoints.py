@@ -177,8 +177,12 @@ def test_conventions_per_format():
 
     assert conventions("torchvision", "efficientnet-b0")[:2] == ("symmetric", 1e-5)
     assert conventions("torchvision", "efficientnet-b5")[:2] == ("symmetric", 1e-3)
-    pad, eps, pre = conventions("timm", "efficientnet-b5")
+    from pathlib import Path
+
+    pad, eps, pre = conventions("timm", "efficientnet-b5", Path("tf_efficientnet_b5_aa-99018a74.pth"))
     assert (pad, eps, pre.input_size, pre.resize_size) == ("same", 1e-3, 456, 488)
+    with pytest.raises(CheckpointError, match="--conventions tf"):  # timm keys, no timm name: no guess
+        conventions("timm", "efficientnet-b5", Path("b5.pth"))
 
 
 def test_records_of_lite_and_b5_metrics():

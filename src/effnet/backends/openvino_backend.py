@@ -125,20 +125,26 @@ class OpenVINOBackend:
                 raise EffnetError(f"openvino backend: cannot read {path}: {e}") from None
             classes = model.output(0).get_partial_shape()[-1]
             source.check_outputs(classes.get_length() if classes.is_static else None, path)
+            # An IR from `effnet quantize` (given as model_path) runs int8 whatever precision was asked.
+            quantized = any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
+            size = self.preprocess.input_size
             try:
                 if batch_size is not None:
                     # A static input shape lets the CPU plugin skip per-call shape inference and pick
                     # static kernels: measured 4-5 % faster on B5 at batch 1 (docs/performance.md).
-                    size = self.preprocess.input_size
                     model.reshape({model.input(0): [batch_size, 3, size, size]})
+                elif model_path is not None and model.input(0).get_partial_shape()[0].is_static:
+                    # `effnet export openvino` writes the card's static batch 1: take any batch, as the cache's IR.
+                    model.reshape({model.input(0): [-1, 3, size, size]})
                 self.compiled = core.compile_model(model, device, config)
             except RuntimeError as e:
                 raise EffnetError(f"openvino backend: cannot compile {path} on {device}: {e}") from None
         actual = self.compiled.get_property(hints.inference_precision)
         ran = next((name for name in ("fp32", "bf16", "fp16") if types[name] == actual), str(actual))
         self.inference_precision = ran
-        self.precision = "int8" if precision == "int8" else ran
-        self.weights_precision = "int8" if precision == "int8" else ("fp16" if fp16_weights else "fp32")
+        int8 = precision == "int8" or quantized
+        self.precision = "int8" if int8 else ran
+        self.weights_precision = "int8" if int8 else ("fp16" if fp16_weights else "fp32")
         self.device = device
         self.static_batch = batch_size
         self.streams = self.compiled.get_property(props.num_streams)

@@ -131,6 +131,46 @@ def add_device_argument(p: argparse.ArgumentParser, what: str = "the model runs"
     )
 
 
+# What reads a --model-path file, by its suffix.
+MODEL_PATH_BACKENDS = {".xml": "openvino", ".onnx": "onnxruntime", ".tflite": "litert"}
+
+
+def add_model_path_argument(p: argparse.ArgumentParser) -> None:
+    """--model-path, shared by classify, eval, serve and bench: run an exported or quantized file."""
+    p.add_argument(
+        "--model-path",
+        default=None,
+        metavar="FILE",
+        help="run this file instead of the cached export: an OpenVINO IR .xml (`effnet quantize -o DIR` writes "
+        "DIR/model.xml; `effnet export openvino`), an .onnx file (`effnet export onnx`) or a .tflite file (`effnet "
+        "export tflite`, or made elsewhere); its suffix picks the backend. --model/--weights still give the "
+        "preprocessing and labels",
+    )
+
+
+def model_path_options(args: argparse.Namespace) -> dict:
+    """--model-path: the backend that reads the file (a usage error if --backend names another) and its option.
+
+    Sets ``args.backend``; returns ``{"model_path": FILE}`` or ``{}``.
+    """
+    path = getattr(args, "model_path", None)
+    if path is None:
+        return {}
+    backend = MODEL_PATH_BACKENDS.get(os.path.splitext(path)[1].lower())
+    if backend is None:
+        raise UsageError(f"--model-path takes an OpenVINO IR (.xml), an ONNX file (.onnx) or a .tflite, got {path}")
+    if args.backend not in ("auto", backend):
+        raise UsageError(f"--model-path {path} runs on --backend {backend}, not {args.backend}")
+    if getattr(args, "device", "cpu") != "cpu":
+        raise UsageError(f"--model-path runs on the {backend} backend, on the CPU; --device {args.device} cannot")
+    if getattr(args, "engine", "local") != "local":
+        raise UsageError("--model-path names a file on this machine: it is for --engine local")
+    if not os.path.isfile(path):
+        raise EffnetError(f"--model-path {path} does not exist or is not a file")
+    args.backend = backend
+    return {"model_path": path}
+
+
 def add_decode_argument(p: argparse.ArgumentParser) -> None:
     """--decode, shared by classify and eval."""
     p.add_argument(

@@ -18,7 +18,7 @@ PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from . import add_device_argument, add_model_arguments
+    from . import add_device_argument, add_model_arguments, add_model_path_argument
 
     p = sub.add_parser("bench", help="benchmark a backend (latency, throughput)", description=__doc__)
     add_model_arguments(p)
@@ -72,13 +72,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         choices=("fp32", "bf16"),
         help="openvino int8: precision of the ops that stay in float (default fp32; bf16 is faster)",
     )
-    p.add_argument(
-        "--model-path",
-        default=None,
-        metavar="FILE",
-        help="openvino: this IR (e.g. from `effnet quantize -o DIR`); litert: this .tflite; instead of the "
-        "cached export",
-    )
+    add_model_path_argument(p)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--no-progress", action="store_true", help="no download progress bar on stderr")
     p.set_defaults(func=run)
@@ -86,22 +80,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def backend_options(args: argparse.Namespace) -> dict:
     """Options for ``create_backend``; backend-specific flags on another backend are usage errors."""
-    from . import UsageError
+    from . import UsageError, model_path_options
 
+    model_path = model_path_options(args)  # its suffix picks the backend under --backend auto
     options: dict = {"precision": args.precision}
     if args.threads is not None:
         options["threads"] = args.threads
     if args.backend == "auto":
-        if (
-            args.fast
-            or args.compile
-            or args.cuda_graphs
-            or args.float_precision is not None
-            or args.model_path is not None
-        ):
-            raise UsageError(
-                "--fast, --compile, --cuda-graphs, --float-precision and --model-path need an explicit --backend"
-            )
+        if args.fast or args.compile or args.cuda_graphs or args.float_precision is not None:
+            raise UsageError("--fast, --compile, --cuda-graphs and --float-precision need an explicit --backend")
         # What each candidate takes is kept by create_backend: openvino gets the static batch and streams,
         # torch the device and (on CUDA) the one batch shape to prepare at load.
         options["batch_size"] = args.batch_size
@@ -132,17 +119,17 @@ def backend_options(args: argparse.Namespace) -> dict:
             options["streams"] = args.streams
         if args.float_precision is not None:
             options["float_precision"] = args.float_precision
-        if args.model_path is not None:
-            options["model_path"] = args.model_path
+        options.update(model_path)
     elif args.backend == "litert" and args.float_precision is None:
         if args.streams > 1:
             raise UsageError("--streams > 1 is supported by the torch and openvino backends")
-        if args.model_path is not None:
-            options["model_path"] = args.model_path
-    elif args.float_precision is not None or args.model_path is not None:
-        raise UsageError("--float-precision is an openvino option, --model-path an openvino and litert one")
+        options.update(model_path)
+    elif args.float_precision is not None:
+        raise UsageError("--float-precision is an openvino option")
     elif args.streams > 1 and args.backend == "onnxruntime":
         raise UsageError("--streams > 1 is supported by the torch and openvino backends")
+    if args.backend == "onnxruntime":
+        options.update(model_path)
     return options
 
 

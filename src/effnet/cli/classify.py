@@ -16,7 +16,13 @@ STDIN = "-"  # as a PATH: one image read from standard input
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from . import add_backend_arguments, add_decode_argument, add_device_argument, add_model_arguments
+    from . import (
+        add_backend_arguments,
+        add_decode_argument,
+        add_device_argument,
+        add_model_arguments,
+        add_model_path_argument,
+    )
 
     p = sub.add_parser("classify", help="classify images", description=__doc__)
     p.add_argument(
@@ -35,6 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="images per forward pass (default: 1; with --engine ray 8 per CPU actor, 64 per GPU actor)",
     )
     add_backend_arguments(p)
+    add_model_path_argument(p)
     add_device_argument(p)
     add_decode_argument(p)
     p.add_argument("--json", action="store_true", help="one JSON object per image per line on stdout")
@@ -180,10 +187,11 @@ def _print_human(r: ImageResult) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import UsageError
+    from . import UsageError, model_path_options
 
     if args.top_k < 1 or (args.batch_size is not None and args.batch_size < 1):
         raise UsageError("--top-k and --batch-size must be >= 1")
+    model_path = model_path_options(args)
     if args.engine == "ray":
         return _run_ray(args)
     if args.output is not None or args.from_list or args.workers is not None or args.shared_inputs:
@@ -202,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
         images.extend([sys.stdin.buffer] if raw == STDIN else find_images([raw]))
     if not images:
         raise UsageError(f"no images found in {', '.join(args.paths)}")
-    options = {} if args.precision is None else {"precision": args.precision}
+    options = {**model_path, **({} if args.precision is None else {"precision": args.precision})}
     clf = Classifier(
         args.model,
         args.weights,

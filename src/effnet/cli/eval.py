@@ -21,7 +21,13 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from . import add_backend_arguments, add_decode_argument, add_device_argument, add_model_arguments
+    from . import (
+        add_backend_arguments,
+        add_decode_argument,
+        add_device_argument,
+        add_model_arguments,
+        add_model_path_argument,
+    )
 
     p = sub.add_parser(
         "eval",
@@ -38,6 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="labels for a folder of images: '<file name> <class index>' per line (OMZ/Caffe val.txt)",
     )
     add_backend_arguments(p)
+    add_model_path_argument(p)
     add_device_argument(p)
     add_decode_argument(p)
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default: %(default)s)")
@@ -153,8 +160,10 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate, find_dataset
     from ..predict import Classifier
     from ..source import labels_of
+    from . import model_path_options
 
     _check_args(args)
+    model_path = model_path_options(args)
     # The dataset first: a wrong folder fails in a second, before the model loads. Labelled with the model's
     # own classes (from the record or a native file's header): a fine-tuned run's folders and class names.
     dataset = find_dataset(args.data, annotations=args.annotations, labels=labels_of(args.model, args.weights))
@@ -178,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
             on_ray = _evaluate_on_ray(args, dataset, progress)
         report, device = on_ray.report, on_ray.device  # what the actors ran on, as they reported it
     else:
-        options = {} if args.precision is None else {"precision": args.precision}
+        options = {**model_path, **({} if args.precision is None else {"precision": args.precision})}
         clf = Classifier(
             args.model,
             args.weights,

@@ -23,7 +23,7 @@ BATCHING_DEFAULTS: dict[str, dict[str, int]] = {
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from . import add_backend_arguments, add_device_argument, add_model_arguments
+    from . import add_backend_arguments, add_device_argument, add_model_arguments, add_model_path_argument
 
     p = sub.add_parser(
         "serve",
@@ -33,6 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_model_arguments(p)
     add_backend_arguments(p)
+    add_model_path_argument(p)
     add_device_argument(p)
     p.add_argument("--name", default=None, help="model name in the v2 API (default: the --model name)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
@@ -107,7 +108,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import EffnetError
-    from . import UsageError
+    from . import UsageError, model_path_options
 
     missing = [
         m for m in ("starlette", "uvicorn", "multipart", "prometheus_client") if importlib.util.find_spec(m) is None
@@ -162,10 +163,12 @@ def run(args: argparse.Namespace) -> int:
         ):
             message = message.replace(field, option)
         raise UsageError(message) from None
+    model_path = model_path_options(args).get("model_path")
     options = ServerOptions(
         model=args.model,
         weights=args.weights,
         backend=args.backend,
+        model_path=model_path,
         precision=args.precision,
         device=args.device,
         name=args.name,

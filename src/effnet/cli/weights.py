@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 import time
 from typing import Any
 
@@ -47,6 +48,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     c.add_argument("--model", default=None, help="model name (default: the one model whose shapes IN fits)")
     c.add_argument("--labels", default=None, metavar="FILE", help="class names, one per line (non-ImageNet heads)")
+    c.add_argument(
+        "--conventions",
+        default=None,
+        choices=("tf", "pytorch", "lukemelas", "torchvision"),
+        help="how IN was trained, when its name and sha256 do not say: tf (TF ports: SAME padding, BN eps 1e-3, "
+        "resize to size + 32; Lite: mean 127 / std 128), pytorch (timm's own efficientnet_*: symmetric padding, "
+        "eps 1e-5, crop 0.875), lukemelas, torchvision. Needed for timm-keyed files not named by timm",
+    )
+    c.add_argument("--padding", default=None, choices=("same", "symmetric"), help="override the padding")
+    c.add_argument("--bn-eps", type=float, default=None, metavar="EPS", help="override the BN eps")
+    c.add_argument("--mean", default=None, metavar="R,G,B", help="override the mean, 0-255 units (one or 3 values)")
+    c.add_argument("--std", default=None, metavar="R,G,B", help="override the std, 0-255 units (one or 3 values)")
     c.add_argument("--json", action="store_true", help="print the written metadata as JSON")
     c.set_defaults(func=run_convert)
     cache = ws.add_parser(
@@ -165,21 +178,24 @@ def _records(names: list[str]):
 
 def run_list(args: argparse.Namespace) -> int:
     from ..errors import WeightsUnavailableError
+    from ..weights.download import cached_status
     from ..weights.records import DEFAULT_WEIGHTS, cache_path, records_for
 
     rows: list[dict[str, Any]] = []
     for r in records_for(args.model):
         try:
             path = cache_path(r)
-            cached = path.exists()
+            status, detail = cached_status(path, r.sha256, r.size)
         except WeightsUnavailableError:
-            path, cached = None, False
+            path, status, detail = None, "not cached", ""
         rows.append(
             {
                 "name": r.name,
                 "model": r.model,
                 "default": DEFAULT_WEIGHTS.get(r.model) == r.name,
-                "cached": cached,
+                "cached": status == "cached",
+                "status": status,  # not cached, cached, partial (cut short) or corrupt
+                "status_detail": detail,
                 "path": str(path) if path else None,
                 "size": r.size,
                 "top1": r.metrics.top1 if r.metrics else None,
@@ -193,10 +209,17 @@ def run_list(args: argparse.Namespace) -> int:
         return 0
     for row in rows:
         mark = "*" if row["default"] else " "
-        state = "cached" if row["cached"] else "not cached"
+        state = row["status"]
         figures = [_metric_text(m) for m in ([row["metrics"]] if row["metrics"] else []) + row["other_metrics"]]
         print(f"{mark} {row['name']:<32} {row['model']:<20} {state:<11} {'; '.join(figures)}".rstrip())
     print("(* = the model's default; top-1/top-5 % on ImageNet-1k val as published, with the source)")
+    for row in rows:
+        if row["status"] in ("partial", "corrupt"):
+            print(
+                f"effnet: {row['path']} is {row['status']} ({row['status_detail']}): delete it and run "
+                f"`effnet weights download {row['name']}`",
+                file=sys.stderr,
+            )
     return 0
 
 
@@ -235,7 +258,8 @@ def run_convert(args: argparse.Namespace) -> int:
 
     from ..errors import EffnetError
     from ..files import read_list
-    from ..weights.to_native import convert_to_native
+    from ..weights.to_native import Overrides, convert_to_native
+    from . import UsageError
 
     labels = None
     if args.labels is not None:
@@ -245,10 +269,19 @@ def run_convert(args: argparse.Namespace) -> int:
             raise EffnetError(f"cannot read --labels {args.labels}: {e.strerror}") from None
         labels = [line.strip() for line in text.splitlines() if line.strip()]
     if not args.output.endswith(".safetensors"):
-        from . import UsageError
-
         raise UsageError(f"OUT must end in .safetensors, got {args.output}")
-    info = convert_to_native(args.input, args.output, from_format=args.from_format, model=args.model, labels=labels)
+    given = Overrides(
+        conventions=args.conventions,
+        padding=args.padding,
+        bn_eps=args.bn_eps,
+        mean=_rgb(args.mean, "--mean"),
+        std=_rgb(args.std, "--std"),
+    )
+    if given.bn_eps is not None and not 0 < given.bn_eps < 1:
+        raise UsageError(f"--bn-eps must be between 0 and 1, got {given.bn_eps:g}")
+    info = convert_to_native(
+        args.input, args.output, from_format=args.from_format, model=args.model, labels=labels, given=given
+    )
     if args.json:
         print(json.dumps(info.to_json(), indent=2))
     else:
@@ -259,3 +292,23 @@ def run_convert(args: argparse.Namespace) -> int:
             f"mean {list(p.mean)} std {list(p.std)}"
         )
     return 0
+
+
+def _rgb(text: str | None, flag: str) -> tuple[float, float, float] | None:
+    """``--mean``/``--std``: one value or three (R,G,B), in 0-255 pixel units as the weights records keep them."""
+    from . import UsageError
+
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise UsageError(f"{flag} takes one number or three (R,G,B), got {text!r}") from None
+    if len(values) not in (1, 3):
+        raise UsageError(f"{flag} takes one number or three (R,G,B), got {text!r}")
+    if flag == "--std" and min(values) <= 0:
+        raise UsageError(f"{flag} must be positive, got {text!r}")
+    if 0 < max(abs(v) for v in values) <= 1:  # timm states them on 0-1 pixels
+        raise UsageError(f"{flag} is in 0-255 pixel units, got {text!r}: multiply timm's 0-1 values by 255")
+    r, g, b = values * 3 if len(values) == 1 else values
+    return r, g, b

@@ -17,7 +17,6 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from ray.data.block import BlockAccessor
 from ray.data.datasource import BlockBasedFileDatasink
 
 from ..errors import EffnetError
+from ..fileio import atomic_write, temp_dir
 from ..files import IMAGE_EXTENSIONS, find_images, read_list
 from .worker import result_from_row
 
@@ -382,7 +382,7 @@ def staging(spec: OutputSpec) -> Iterator[Path]:
     on any failure or Ctrl-C. Enter it before the pipeline runs: a node that cannot see or write the
     output location then fails the job before any inference, not after it."""
     target = spec.path
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=f".{spec.format}.tmp", dir=target.parent))
+    tmp = temp_dir(target.parent, f".{target.name}.", f".{spec.format}.tmp")  # renamed to target: the umask's mode
     try:
         check_writable_everywhere(tmp)
         yield tmp
@@ -452,21 +452,20 @@ def write_results(ds: ray.data.Dataset, spec: OutputSpec, parts: Path, expected:
         os.rename(parts, target)  # a folder: one rename; an existing empty folder is replaced
         return WriteSummary(target, rows, errors)
     ds.write_datasink(_JsonLinesDatasink(str(parts)))
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     rows = errors = 0
-    try:
-        with os.fdopen(fd, "wb") as out:
+
+    def concatenate(tmp: Path) -> None:
+        nonlocal rows, errors
+        with tmp.open("wb") as out:
             for part in sorted(parts.iterdir()):
                 with part.open("rb") as f:
                     for line in f:
                         rows += 1
                         errors += "error" in json.loads(line)
                         out.write(line)
-        _check_count(rows, expected, target)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        _check_count(rows, expected, target)  # before the rename: a short result never takes the final name
+
+    atomic_write(target, concatenate, "the results")
     return WriteSummary(target, rows, errors)
 
 

@@ -12,8 +12,6 @@ an :class:`effnet.predict.ImageResult`.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import EffnetError, ImageError
+from ..fileio import atomic_write
 from ..pipeline import decode_crop
 from ..predict import Classifier, ImageResult, Prediction
 from ..weights.records import Preprocess
@@ -134,15 +133,7 @@ def materialize_weights(
     if digest != sha256:
         raise EffnetError(f"weights {name} arrived with sha256 {digest[:12]}..., the driver sent {sha256[:12]}...")
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return atomic_write(target, lambda tmp: tmp.write_bytes(data), "the shipped weights")
 
 
 def node_backend(

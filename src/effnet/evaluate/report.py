@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import EffnetError
+from ..fileio import atomic_write
 from ..labels import ClassLabel
 from ..weights.records import Preprocess, ReferenceMetrics
 from .datasets import Layout
@@ -234,18 +234,6 @@ class EvalReport:
         folder = path.parent
         if not folder.is_dir():
             raise EffnetError(f"cannot write the report to {path}: folder {folder} does not exist")
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-        except OSError as e:
-            raise EffnetError(f"cannot write the report to {path}: {e}") from None
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self.to_dict(), f, indent=1)
-                f.write("\n")
-            os.replace(tmp, path)
-        except BaseException as e:
-            Path(tmp).unlink(missing_ok=True)
-            if isinstance(e, OSError):  # disk full, path is a folder...: one clear line, no traceback
-                raise EffnetError(f"cannot write the report to {path}: {e}") from None
-            raise
+        text = json.dumps(self.to_dict(), indent=1) + "\n"
+        atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), "the report to")
         return path

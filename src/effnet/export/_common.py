@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import tempfile
-from collections.abc import Callable
-from pathlib import Path
 from typing import Literal
 
 from .._version import __version__
@@ -64,32 +59,3 @@ def metadata(source: ModelSource) -> dict[str, str]:
         "synsets": json.dumps([c.synset for c in labels]),
         "effnet_version": __version__,
     }
-
-
-def writable_dir(directory: Path, what: str) -> Path:
-    """Create ``directory`` if needed and prove it is writable, before minutes of work are spent."""
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=directory, prefix=".effnet-probe-")
-        os.close(fd)
-        os.unlink(probe)
-    except (FileExistsError, NotADirectoryError):
-        blocker = next((p for p in (directory, *directory.parents) if p.exists() and not p.is_dir()), directory)
-        raise EffnetError(f"cannot write {what} to {directory}: {blocker} is not a directory") from None
-    except OSError as e:
-        raise EffnetError(f"cannot write {what} to {directory}: {e.strerror or e}") from None
-    return directory
-
-
-def atomic_write(target: Path, write: Callable[[Path], None], what: str) -> None:
-    """``write`` into a temporary file next to ``target``, then rename it into place."""
-    # A fresh name rather than mkstemp: the writer creates the file, so it gets the umask's
-    # permissions (mkstemp's 0600 would survive the rename).
-    tmp = target.parent / f".{target.name}.{secrets.token_hex(6)}.part"
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except OSError as e:
-        raise EffnetError(f"cannot write {what} {target}: {e.strerror or e}") from None
-    finally:
-        tmp.unlink(missing_ok=True)

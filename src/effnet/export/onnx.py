@@ -23,6 +23,7 @@ from .._version import __version__
 from ..device import resolve_device
 from ..errors import EffnetError
 from ..factory import Pretrained
+from ..fileio import atomic_write, new_output_dir
 from ..model import EfficientNet
 from ..source import ModelSource
 from ._common import (
@@ -31,12 +32,10 @@ from ._common import (
     LOGITS_NAME,
     MIN_OPSET,
     OUTPUT_NAME,
-    atomic_write,
     check_batch,
     load_model,
     metadata,
     resolve,
-    writable_dir,
 )
 from .graph import prepare_for_export
 
@@ -160,18 +159,18 @@ def export_onnx(
     target = Path(output)
     if target.is_dir():
         raise EffnetError(f"ONNX output {target} is a directory; give a file name such as {target / 'model.onnx'}")
-    writable_dir(target.parent, "the ONNX model")
-    source = resolve(source, weights, progress)
-    onnx = require("onnx", "onnx", "ONNX export")
-    data = onnx_bytes(
-        load_model(source),
-        source.preprocess.input_size,
-        dynamic=dynamic,
-        logits=logits,
-        opset=opset,
-        batch_size=batch_size,
-        device=device,
-    )
-    proto = _finish_onnx(data, onnx_metadata(source, logits=logits, dynamic=dynamic))
-    atomic_write(target, lambda tmp: onnx.save_model(proto, str(tmp)), "the ONNX model")
+    with new_output_dir(target.parent, "the ONNX model"):  # a failure leaves no empty folder behind
+        source = resolve(source, weights, progress)
+        onnx = require("onnx", "onnx", "ONNX export")
+        data = onnx_bytes(
+            load_model(source),
+            source.preprocess.input_size,
+            dynamic=dynamic,
+            logits=logits,
+            opset=opset,
+            batch_size=batch_size,
+            device=device,
+        )
+        proto = _finish_onnx(data, onnx_metadata(source, logits=logits, dynamic=dynamic))
+        atomic_write(target, lambda tmp: onnx.save_model(proto, str(tmp)), "the ONNX model")
     return target

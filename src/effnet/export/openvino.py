@@ -15,11 +15,12 @@ from typing import Any
 from .._optional import require
 from ..errors import EffnetError
 from ..factory import Pretrained
+from ..fileio import new_output_dir, write_error
 from ..source import ModelSource
-from ._common import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, check_batch, load_model, metadata, resolve, writable_dir
+from ._common import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, check_batch, load_model, metadata, resolve
 from .onnx import onnx_bytes
 
-__all__ = ["export_openvino"]
+__all__ = ["export_openvino", "write_ir"]
 
 
 def ov_model(source: ModelSource, batch_size: int | None) -> Any:
@@ -59,6 +60,44 @@ def ov_model(source: ModelSource, batch_size: int | None) -> Any:
     return model
 
 
+def _ir_bytes(model: Any, fp16: bool) -> int:
+    """About how many bytes the IR's .bin takes: its constants (halved when compressed to FP16)."""
+    total = sum(op.get_byte_size() for op in model.get_ordered_ops() if op.get_type_name() == "Constant")
+    return total // 2 if fp16 else total
+
+
+def write_ir(
+    model: Any, directory: Path, stem: str, *, fp16: bool = False, extra: dict[str, str] | None = None
+) -> Path:
+    """Save ``model`` as ``directory/STEM.xml`` + ``.bin`` (and ``extra`` text files) next to whatever else is
+    there; return the xml path.
+
+    Each file is written under a temporary folder in ``directory`` and renamed into place, the .bin before
+    the .xml (readers open the .xml, so it must never point at an older .bin), so each file is old or new,
+    never partial; other files in ``directory`` are left alone. ``directory`` must exist.
+    """
+    ov = require("openvino", "openvino", "OpenVINO export")
+    xml = directory / f"{stem}.xml"
+    try:
+        tmp = Path(tempfile.mkdtemp(dir=directory, prefix=".effnet-ir-"))
+    except OSError as e:
+        raise write_error(e, directory, "the OpenVINO IR to") from None
+    try:
+        ov.save_model(model, str(tmp / xml.name), compress_to_fp16=fp16)
+        names = [f"{stem}.bin", xml.name]
+        for name, text in (extra or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
+            names.insert(1, name)
+        for name in names:  # files made by open(): their mode follows the umask, unlike the 0700 folder
+            os.replace(tmp / name, directory / name)
+    except (OSError, RuntimeError) as e:
+        # OpenVINO's writer reports a full disk as "basic_ios::clear: iostream error"; write_error says why.
+        raise write_error(e, xml, "the OpenVINO IR", needed=_ir_bytes(model, fp16)) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return xml
+
+
 def export_openvino(
     source: ModelSource | str,
     output_dir: str | os.PathLike,
@@ -72,29 +111,13 @@ def export_openvino(
     """Export the OpenVINO IR (``NAME.xml`` + ``NAME.bin``) into ``output_dir``; return the xml path.
 
     ``name`` defaults to the model name. ``fp16`` stores FP16-compressed weights
-    (the plugin still decides the execution precision).
+    (the plugin still decides the execution precision). Other files in ``output_dir`` are kept; a failed
+    export leaves no folder it created behind.
     """
     check_batch(batch_size)
-    directory = Path(output_dir)
-    writable_dir(directory, "the OpenVINO IR")
-    source = resolve(source, weights, progress)
-    ov = require("openvino", "openvino", "OpenVINO export")
-    stem = name or source.model
-    if not stem or Path(stem).name != stem:
-        raise EffnetError(f"IR name must be a plain file name, got {stem!r}")
-    model = ov_model(source, batch_size)
-    try:
-        tmp = Path(tempfile.mkdtemp(dir=directory, prefix=".effnet-ir-"))
-    except OSError as e:
-        raise EffnetError(f"cannot write the OpenVINO IR to {directory}: {e.strerror or e}") from None
-    xml = directory / f"{stem}.xml"
-    try:
-        ov.save_model(model, str(tmp / xml.name), compress_to_fp16=fp16)
-        # The .bin first: the .xml is what readers open, so it must never point at an older .bin.
-        os.replace(tmp / f"{stem}.bin", directory / f"{stem}.bin")
-        os.replace(tmp / xml.name, xml)
-    except (OSError, RuntimeError) as e:
-        raise EffnetError(f"cannot write the OpenVINO IR {xml}: {getattr(e, 'strerror', None) or e}") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return xml
+    if name is not None and (not name or Path(name).name != name):
+        raise EffnetError(f"IR name must be a plain file name, got {name!r}")
+    with new_output_dir(output_dir, "the OpenVINO IR") as directory:
+        source = resolve(source, weights, progress)
+        model = ov_model(source, batch_size)
+        return write_ir(model, directory, name or source.model, fp16=fp16)

@@ -32,8 +32,9 @@ from torch import nn
 
 from .._optional import require
 from ..errors import EffnetError
+from ..fileio import atomic_write, writable_dir
 from ..source import ModelSource
-from ._common import OUTPUT_NAME, atomic_write, load_model, metadata, writable_dir
+from ._common import OUTPUT_NAME, load_model, metadata
 from .cache import cache_key, exports_dir, key_digest, locked_build_dir
 from .graph import prepare_for_export
 

@@ -31,6 +31,7 @@ class ServerOptions:
     weights: str | None = None
     backend: str = "auto"  # as the CLI: the fastest installed backend (effnet.backends.AUTO_RANKING)
     precision: str | None = None  # None: the backend's default, which it reports in /v2/models/{name}
+    model_path: str | None = None  # an exported/quantized file to run instead of the cached export
     device: str = "cpu"  # cpu, cuda, cuda:N, auto (effnet.device)
     name: str | None = None  # model name in the v2 API; default: the model name
     threads: int | None = None  # intra-op threads per worker; default: the cores divided among workers
@@ -61,6 +62,8 @@ def load_model(options: ServerOptions) -> ServedModel:
     backend_options: dict = {"threads": options.worker_threads}
     if options.precision is not None:
         backend_options["precision"] = options.precision
+    if options.model_path is not None:
+        backend_options["model_path"] = options.model_path
     classifier = Classifier(
         options.model,
         options.weights,

@@ -9,9 +9,7 @@ epoch is seeded from (seed, epoch), so the state at an epoch boundary determines
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
+from ..fileio import atomic_write
 
 __all__ = ["CHECKPOINT", "LOG", "MODEL", "FORMAT", "save_checkpoint", "load_checkpoint", "write_log"]
 
@@ -31,14 +30,7 @@ FORMAT = "effnet.train/1"
 def _atomic(target: Path, write: Any) -> None:
     """``write(tmp_path)``, then rename over ``target``: a reader sees the old file or the new one."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(target, write, "the training output")  # the shared writer: umask-respecting modes
 
 
 def save_checkpoint(run: Path, state: Mapping[str, Any]) -> Path:

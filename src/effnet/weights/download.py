@@ -38,7 +38,8 @@ from filelock import FileLock
 from filelock import Timeout as LockTimeout
 from tqdm import tqdm
 
-from ..errors import WeightsUnavailableError
+from ..errors import EffnetError, WeightsUnavailableError
+from ..fileio import writable_dir
 
 __all__ = [
     "OFFLINE_ENV",
@@ -50,6 +51,7 @@ __all__ = [
     "sha256_file",
     "verify_file",
     "download",
+    "cached_status",
 ]
 
 _CHUNK = 1 << 16
@@ -223,15 +225,16 @@ def download(
     """
     dest = Path(dest)
     # dest is only ever written by an atomic rename of a verified file: reading it needs no lock.
-    if _verified(dest, sha256, size, remove_bad=False):
+    corrupt = _cached_problem(dest, sha256, size)
+    if dest.exists() and corrupt is None:
         return dest
     if offline():
-        raise DownloadError(
-            _failure_message(
-                dest, sha256, size, [f"downloads are disabled: {OFFLINE_ENV}=1 (or --offline) is set"], offline=False
-            )
-        )
-    dest.parent.mkdir(parents=True, exist_ok=True)
+        why = [f"downloads are disabled: {OFFLINE_ENV}=1 (or --offline) is set"]
+        raise DownloadError(_failure_message(dest, sha256, size, why, offline=False, corrupt=corrupt))
+    try:
+        writable_dir(dest.parent, f"the weights file {dest.name}")
+    except EffnetError as e:  # read-only cache, EFFNET_HOME naming a file...: before any byte is fetched
+        raise DownloadError(f"{e}; set EFFNET_HOME to a writable folder, or pass --weights FILE") from None
     lock = FileLock(str(dest.with_name(dest.name + ".lock")))
     try:
         lock.acquire(timeout=0)
@@ -248,9 +251,20 @@ def download(
     try:
         if _verified(dest, sha256, size, remove_bad=True):  # the process we waited for has downloaded it
             return dest
-        return _download_locked(urls, dest, sha256, size, retries, timeout, progress, backoff)
+        return _download_locked(urls, dest, sha256, size, retries, timeout, progress, backoff, corrupt)
     finally:
         lock.release()
+
+
+def _cached_problem(dest: Path, sha256: str, size: int | None) -> str | None:
+    """Why the file at ``dest`` is not the expected one (size, then sha256), or None if it is (or is absent)."""
+    if not dest.exists():
+        return None
+    try:
+        verify_file(dest, sha256, size)
+    except ChecksumError as e:
+        return str(e).removeprefix(f"{dest}: ")
+    return None
 
 
 def _verified(dest: Path, sha256: str, size: int | None, *, remove_bad: bool) -> bool:
@@ -265,6 +279,25 @@ def _verified(dest: Path, sha256: str, size: int | None, *, remove_bad: bool) ->
         return False
 
 
+def cached_status(path: Path, sha256: str, size: int | None) -> tuple[str, str]:
+    """(status, detail) of a cache file, cheaply: ``not cached``, ``cached``, ``partial`` or ``corrupt``.
+
+    The size is checked when it is known (a file cut short is ``partial``); only files of unknown size are
+    hashed, so listing stays fast. ``effnet weights verify`` checks the sha256 of every file.
+    """
+    if not path.is_file():
+        return "not cached", ""
+    actual = path.stat().st_size
+    if size is not None:
+        if actual < size:
+            return "partial", f"{actual:,} of {size:,} bytes"
+        if actual > size:
+            return "corrupt", f"{actual:,} bytes, expected {size:,}"
+        return "cached", ""
+    problem = _cached_problem(path, sha256, size)
+    return ("corrupt", problem) if problem else ("cached", "")
+
+
 def _download_locked(
     urls: Sequence[str],
     dest: Path,
@@ -274,6 +307,7 @@ def _download_locked(
     timeout: float,
     progress: bool,
     backoff: float,
+    corrupt_before: str | None = None,
 ) -> Path:
     failures: list[str] = []
     offline_seen = corrupt = False
@@ -315,7 +349,7 @@ def _download_locked(
             _remove_stale_parts(dest)
             return dest
     raise (ChecksumError if corrupt else DownloadError)(
-        _failure_message(dest, sha256, size, failures, offline=offline_seen)
+        _failure_message(dest, sha256, size, failures, offline=offline_seen, corrupt=corrupt_before, removed=True)
     )
 
 
@@ -325,14 +359,31 @@ def _remove_stale_parts(dest: Path) -> None:
         stale.unlink(missing_ok=True)
 
 
-def _failure_message(dest: Path, sha256: str, size: int | None, failures: list[str], *, offline: bool) -> str:
+def _failure_message(
+    dest: Path,
+    sha256: str,
+    size: int | None,
+    failures: list[str],
+    *,
+    offline: bool,
+    corrupt: str | None = None,
+    removed: bool = False,
+) -> str:
     size_txt = f"{size} bytes" if size is not None else "size unknown"
-    msg = (
-        f"could not download {dest.name}:\n"
-        + ("\n".join(f"  - {f}" for f in failures) or "  (no URL to download from)")
-        + f"\nplace the file at {dest} (sha256 starts with {sha256[:8].lower()}, {size_txt})"
-        " or pass --weights FILE"
+    msg = f"could not download {dest.name}:\n" + (
+        "\n".join(f"  - {f}" for f in failures) or "  (no URL to download from)"
     )
+    if corrupt is not None:
+        # The file is there: "place the file at" would send the user looking for a file they already have.
+        state = "was corrupt and has been removed" if removed else "is corrupt"
+        fix = "download it again" if removed else "delete it and download it again (`effnet weights download`)"
+        msg += (
+            f"\nthe cached file {dest} {state}: {corrupt}\n{fix}, or replace it with a good copy "
+            f"(sha256 starts with {sha256[:8].lower()}, {size_txt}), or pass --weights FILE"
+        )
+    else:
+        msg += f"\nplace the file at {dest} (sha256 starts with {sha256[:8].lower()}, {size_txt})"
+        msg += " or pass --weights FILE"
     if offline:
         msg += "\nno network access: this machine could not reach any download server"
     return msg

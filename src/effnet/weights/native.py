@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any, Literal
 import torch
 
 from ..errors import CheckpointError
+from ..fileio import atomic_write
 from .records import Preprocess, WeightsRecord
 
 __all__ = ["METADATA_KEY", "FORMAT", "NativeInfo", "save_native", "read_native_info", "tensors_sha256", "check_tensors"]
@@ -131,14 +131,8 @@ def save_native(state: Mapping[str, torch.Tensor], path: str | os.PathLike, info
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
     info = replace(info, weights_sha256=tensors_sha256(tensors))
     metadata = {METADATA_KEY: json.dumps(info.to_json(), sort_keys=True)}
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # The shared writer: temp file + rename, and a mode that follows the umask (mkstemp's 0600 did not).
+    atomic_write(target, lambda tmp: save_file(tensors, str(tmp), metadata=metadata), "the checkpoint")
     return target
 
 

