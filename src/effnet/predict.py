@@ -9,36 +9,23 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .backends import Backend, create_backend
 from .errors import EffnetError
 from .factory import Pretrained
-from .labels import ClassLabel
+from .labels import ClassLabel, Prediction, top_k
 from .pipeline import Batch, decode_crop, iter_batches
 from .preprocess import ImageSource
 from .source import ModelSource, resolve_source
 from .weights.records import Preprocess, WeightsRecord
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .saliency import Explainer, Explanation
+
 __all__ = ["Classifier", "Prediction", "ImageResult", "top_k", "results_for_batch"]
-
-
-@dataclass(frozen=True)
-class Prediction:
-    class_index: int
-    synset: str
-    label: str
-    probability: float
-
-    def to_dict(self) -> dict:
-        return {
-            "class_index": self.class_index,
-            "synset": self.synset,
-            "label": self.label,
-            "probability": self.probability,
-        }
 
 
 @dataclass
@@ -57,13 +44,6 @@ class ImageResult:
         if self.error is not None:
             return {"path": self.path, "error": self.error}
         return {"path": self.path, "predictions": [p.to_dict() for p in self.predictions]}
-
-
-def top_k(probs: np.ndarray, labels: Sequence[ClassLabel], k: int) -> list[Prediction]:
-    """The ``k`` most probable classes of one probability row; ties go to the lower class index."""
-    k = max(1, min(k, probs.shape[-1]))
-    order = np.argsort(-probs, kind="stable")[:k]
-    return [Prediction(int(i), labels[i].synset, labels[i].label, float(probs[i])) for i in order]
 
 
 def results_for_batch(batch: Batch[Any], probs: np.ndarray, labels: Sequence[ClassLabel], k: int) -> list[ImageResult]:
@@ -110,6 +90,7 @@ class Classifier:
             from .gpu_decode import GpuDecoder
 
             self.decoder = GpuDecoder(self.preprocess, device)
+        self._explainer: Explainer | None = None
 
     @property
     def record(self) -> WeightsRecord | None:
@@ -146,6 +127,19 @@ class Classifier:
                 yield from results_for_batch(batch, probs, self.labels, top_k)
         finally:
             batches.close()
+
+    def explain(
+        self, images: Sequence[ImageSource] | ImageSource, method: str = "gradcam", target: str | int = "top1"
+    ) -> list[Explanation]:
+        """Attribution maps (:mod:`effnet.saliency`) from the fp32 torch model of these weights, whatever
+        ``backend`` classifies with; the model is built on the first call and kept."""
+        from .saliency import Explainer
+
+        if isinstance(images, (str, os.PathLike, bytes)) or not isinstance(images, Sequence):
+            images = [images]
+        if self._explainer is None:
+            self._explainer = Explainer(self.source)
+        return self._explainer.explain(images, method=method, target=target)  # type: ignore[arg-type]
 
     def classify(
         self, images: Sequence[ImageSource] | ImageSource, top_k: int = 5, batch_size: int = 1
