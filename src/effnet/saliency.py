@@ -35,7 +35,7 @@ from .errors import EffnetError, ImageError
 from .factory import Pretrained
 from .labels import ClassLabel, Prediction, top_k
 from .pipeline import image_name
-from .preprocess import ImageSource, decode_crop, normalize
+from .preprocess import ImageSource, crop_box, load_image, normalize, resize_crop
 from .source import ModelSource, resolve_source, weights_label
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -87,6 +87,7 @@ class Explanation:
     crop: np.ndarray | None = None  # uint8 HWC RGB: the model's input crop
     attribution: np.ndarray | None = None  # float32 HxW at the crop's size, >= 0
     error: str | None = None
+    crop_box: tuple[float, float, float, float] | None = None  # (left, top, width, height) in the original image
 
     @property
     def ok(self) -> bool:
@@ -140,7 +141,28 @@ class Explanation:
             "centre_share": round(self.centre_share(), 4),
             "quadrant_shares": {k: round(v, 4) for k, v in self.quadrant_shares().items()},
             "crop_size": [w, h],
+            "crop_box": None if self.crop_box is None else [round(v, 2) for v in self.crop_box],
         }
+
+    def heatmap_png(self) -> bytes:
+        """The map alone as an RGBA PNG at the crop's size (jet colours, transparent where the map is weak):
+        what a page lays over the photo at :attr:`crop_box`."""
+        import io
+
+        from PIL import Image
+
+        from .figures import pyplot
+
+        pyplot("drawing an explanation", extra="explain")
+        from matplotlib import colormaps
+
+        a = self._map()
+        heat = a / a.max() if a.max() > 0 else a
+        rgba = colormaps["jet"](heat)
+        rgba[..., 3] = 0.6 * np.sqrt(heat)
+        buf = io.BytesIO()
+        Image.fromarray((rgba * 255).round().astype(np.uint8), "RGBA").save(buf, format="PNG")
+        return buf.getvalue()
 
     def overlay_png(self, alpha: float = 0.5) -> bytes:
         """The picture: the input crop, the crop under the heatmap, and the top-k labels as bars."""
@@ -280,11 +302,14 @@ class Explainer:
         for image in images:
             name = image_name(image)
             try:
-                crop = decode_crop(image, self.preprocess)
+                decoded = load_image(image)
+                crop = np.array(resize_crop(decoded, self.preprocess))  # = pipeline.decode_crop, keeping the size
             except (ImageError, OSError) as e:
                 out.append(Explanation(name, error=str(e) or type(e).__name__))
                 continue
-            out.append(self.explain_crop(crop, name=name, method=method, target=target, k=k))
+            result = self.explain_crop(crop, name=name, method=method, target=target, k=k)
+            result.crop_box = crop_box(*decoded.size, self.preprocess)
+            out.append(result)
         return out
 
     @property

@@ -81,6 +81,8 @@ def test_json_report_schema(sample_report: EvalReport, tmp_path: Path) -> None:
         "delta_top1",
         "delta_top5",
         "throughput",
+        "calibration",
+        "topk_accuracy",
         "per_class",
         "most_confused",
         "failures",
