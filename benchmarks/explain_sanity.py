@@ -23,11 +23,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO))
 
+from tests.saliency_checks import QUADRANTS, composite, randomize_top, spearman  # noqa: E402
+from tests.testutils import SAMPLE  # noqa: E402
+
 from effnet.preprocess import decode_crop  # noqa: E402
 from effnet.saliency import Explainer  # noqa: E402
 from effnet.source import resolve_source  # noqa: E402
-from tests.saliency_checks import QUADRANTS, composite, randomize_top, spearman  # noqa: E402
-from tests.testutils import SAMPLE  # noqa: E402
 
 
 def main() -> None:
