@@ -46,6 +46,9 @@ def main() -> None:
             e = ex.explain_crop(composite(photo, size, i % 4, canvas, seed=i), name=photo.name)
             shares = e.quadrant_shares()
             hits[canvas].append(max(shares, key=shares.__getitem__) == QUADRANTS[i % 4])
+        if (i + 1) % 20 == 0:
+            done = hits["plain"] + hits["noise"]
+            print(f"{i + 1} photos: {sum(done)}/{len(done)} composites localized", file=sys.stderr, flush=True)
     crops = [decode_crop(p, ex.preprocess) for p in photos]
     real = [ex.explain_crop(c).attribution for c in crops]
     randomize_top(ex.model)
