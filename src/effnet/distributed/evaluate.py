@@ -55,6 +55,7 @@ def run_eval(job: EvalJob, progress: Callable[[Progress], None] | None = None) -
         # every class's probability comes back (top_k = all, best first), so that the report's calibration
         # and top-k curve are computed as the local engine computes them: ~10 KB per row for 1,000 classes
         options = replace(job.options, workers=workers, top_k=len(labels))
+        shipped = replace(shipped, spec=replace(shipped.spec, top_k=len(labels)))  # the actors' k
         tally = Tally(labels, min(TOP_K, len(labels)))
         failures: list[Failure] = []
         start = time.perf_counter()
