@@ -543,6 +543,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gpu-iterations", type=int, default=50)
     ap.add_argument("--out", default=None, help="write the markdown report here")
     ap.add_argument("--json", default=None, help="write the raw results here")
+    ap.add_argument("--plot", default=None, help="draw every path's latency distribution here (.png or .svg)")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -575,6 +576,16 @@ def main(argv: list[str] | None = None) -> int:
     interleave(paths, args.rounds, args.per_round, args.warmup)
     meta["load_after"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
     table, data = render(paths, args, meta)
+    if args.plot:
+        from effnet.bench import plot_latencies
+
+        plot_latencies(
+            {f"{p.name} ({p.precision})": p.all_ms for p in paths},
+            args.plot,
+            f"{args.model}, CPU, batch {args.batch_size}, {args.threads} threads: {args.rounds} interleaved rounds "
+            f"x {args.per_round} calls",
+        )
+        log(f"latency plot: {args.plot}")
 
     report = [
         f"## {args.model}, CPU, batch {args.batch_size}, {args.threads} threads",

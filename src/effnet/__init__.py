@@ -13,6 +13,7 @@ from .weights.records import WeightsRecord, get_record, list_weights
 
 if TYPE_CHECKING:  # type checkers see Classifier; at run time it is imported on first use (below)
     from .predict import Classifier
+    from .saliency import Explanation, explain
 
 __all__ = [
     "__version__",
@@ -25,6 +26,8 @@ __all__ = [
     "VARIANTS",
     "get_variant",
     "Classifier",
+    "explain",
+    "Explanation",
     "EffnetError",
     "CheckpointError",
     "ImageError",
@@ -39,4 +42,8 @@ def __getattr__(name: str) -> object:
         from .predict import Classifier
 
         return Classifier
+    if name in ("explain", "Explanation"):  # captum and matplotlib are imported only when a map is drawn
+        from . import saliency
+
+        return getattr(saliency, name)
     raise AttributeError(f"module 'effnet' has no attribute {name!r}")

@@ -13,12 +13,14 @@ attribute), never the requested one alone: OpenVINO silently runs bf16 on CPUs t
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -276,3 +278,47 @@ def fastest_path(precision: str = "fp32") -> tuple[str, dict[str, Any]]:
     from .backends import resolve_auto
 
     return resolve_auto(precision)
+
+
+def plot_latencies(
+    latencies_ms: Mapping[str, Sequence[float]], path: str | os.PathLike, title: str = "latency per call"
+) -> Path:
+    """Draw the latency distribution of each named path (one row each: every call as a dot, the box of its
+    quartiles, the median written beside it) and write it to ``path`` (.png or .svg, atomically).
+
+    A log axis when the paths differ by more than 10x, so that the fast ones are not squeezed to a line.
+    """
+    from .figures import figure_bytes, pyplot, write_bytes
+
+    target = Path(path)
+    fmt = target.suffix.lower().lstrip(".")
+    if fmt not in ("png", "svg"):
+        raise EffnetError(f"--plot {target}: the file name must end in .png or .svg")
+    rows = [(name, np.asarray(v, np.float64)) for name, v in latencies_ms.items() if len(v)]
+    if not rows:
+        raise EffnetError("no latencies to plot (0 iterations ran)")
+    plt = pyplot("a latency plot")
+    rows.sort(key=lambda r: float(np.median(r[1])), reverse=True)  # fastest at the top
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.4))
+    import matplotlib
+
+    # matplotlib 3.10 renamed vert=False to orientation="horizontal" (and deprecated vert in 3.11)
+    sideways = {"orientation": "horizontal"} if _version(matplotlib.__version__) >= (3, 10) else {"vert": False}
+    ax.boxplot([v for _, v in rows], widths=0.55, showfliers=False, medianprops={"color": "#d62728"}, **sideways)
+    jitter = np.random.default_rng(0)
+    for i, (_, v) in enumerate(rows, start=1):
+        ax.scatter(v, i + jitter.uniform(-0.18, 0.18, len(v)), s=8, alpha=0.5, color="#2f6fde", zorder=3)
+        ax.text(float(v.max()), i, f"  {np.median(v):.1f} ms (n={len(v)})", va="center", fontsize=8)
+    ax.set_yticks(range(1, len(rows) + 1), [name for name, _ in rows], fontsize=8)
+    lows, highs = min(float(v.min()) for _, v in rows), max(float(v.max()) for _, v in rows)
+    if highs > 10 * lows:
+        ax.set_xscale("log")
+    ax.set_xlim(right=highs * (3 if highs > 10 * lows else 1.35))
+    ax.set_xlabel("milliseconds per call (each dot one call; box: quartiles; red: median)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    return write_bytes(target, figure_bytes(fig, fmt, dpi=110), "latency plot")
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(".")[:2] if x.isdigit())

@@ -1,4 +1,5 @@
-"""ImageNet-1k class labels: index = line number = position of the synset in sorted order."""
+"""Class labels (ImageNet-1k: index = line number = position of the synset in sorted order) and top-k
+predictions over them, shared by the classifier and the explanations."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+
+import numpy as np
 
 from .errors import UnknownNameError
 
@@ -48,3 +51,26 @@ def get_labels(label_set: str | Sequence[str]) -> tuple[ClassLabel, ...]:
 def synset_index() -> dict[str, int]:
     """Synset -> class index for ImageNet-1k."""
     return {c.synset: c.index for c in imagenet_labels()}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    class_index: int
+    synset: str
+    label: str
+    probability: float
+
+    def to_dict(self) -> dict:
+        return {
+            "class_index": self.class_index,
+            "synset": self.synset,
+            "label": self.label,
+            "probability": self.probability,
+        }
+
+
+def top_k(probs: np.ndarray, labels: Sequence[ClassLabel], k: int) -> list[Prediction]:
+    """The ``k`` most probable classes of one probability row; ties go to the lower class index."""
+    k = max(1, min(k, probs.shape[-1]))
+    order = np.argsort(-probs, kind="stable")[:k]
+    return [Prediction(int(i), labels[i].synset, labels[i].label, float(probs[i])) for i in order]

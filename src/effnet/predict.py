@@ -8,38 +8,25 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from .backends import Backend, create_backend, infer_stream
 from .errors import EffnetError
 from .factory import Pretrained
-from .labels import ClassLabel
+from .labels import ClassLabel, Prediction, top_k
 from .pipeline import Batch, decode_crop, iter_batches
 from .preprocess import ACCEPTED_IMAGES, ImageSource, is_single_image
 from .source import ModelSource, resolve_source
 from .weights.records import Preprocess, WeightsRecord
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .saliency import Explainer, Explanation
+
 __all__ = ["Classifier", "Prediction", "ImageResult", "top_k", "clamp_top_k", "results_for_batch", "as_images"]
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Prediction:
-    class_index: int
-    synset: str
-    label: str
-    probability: float
-
-    def to_dict(self) -> dict:
-        return {
-            "class_index": self.class_index,
-            "synset": self.synset,
-            "label": self.label,
-            "probability": self.probability,
-        }
 
 
 @dataclass
@@ -83,13 +70,6 @@ def clamp_top_k(k: int, num_classes: int) -> int:
     if k < 1:
         raise EffnetError(f"top-k must be >= 1, got {k}")
     return min(k, num_classes)
-
-
-def top_k(probs: np.ndarray, labels: Sequence[ClassLabel], k: int) -> list[Prediction]:
-    """The ``k`` most probable classes of one probability row; ties go to the lower class index."""
-    k = max(1, min(k, probs.shape[-1]))
-    order = np.argsort(-probs, kind="stable")[:k]
-    return [Prediction(int(i), labels[i].synset, labels[i].label, float(probs[i])) for i in order]
 
 
 def results_for_batch(batch: Batch[Any], probs: np.ndarray, labels: Sequence[ClassLabel], k: int) -> list[ImageResult]:
@@ -139,6 +119,7 @@ class Classifier:
             from .gpu_decode import GpuDecoder
 
             self.decoder = GpuDecoder(self.preprocess, str(getattr(self.backend, "device", device)))
+        self._explainer: Explainer | None = None
 
     @property
     def record(self) -> WeightsRecord | None:
@@ -203,6 +184,17 @@ class Classifier:
         finally:
             stream.close()
             batches.close()
+
+    def explain(
+        self, images: Iterable[ImageSource] | ImageSource, method: str = "gradcam", target: str | int = "top1"
+    ) -> list[Explanation]:
+        """Attribution maps (:mod:`effnet.saliency`) from the fp32 torch model of these weights, whatever
+        ``backend`` classifies with; the model is built on the first call and kept."""
+        from .saliency import Explainer
+
+        if self._explainer is None:
+            self._explainer = Explainer(self.source)
+        return self._explainer.explain(list(as_images(images)), method=method, target=target)
 
     def classify(
         self, images: Iterable[ImageSource] | ImageSource, top_k: int = 5, batch_size: int = 1

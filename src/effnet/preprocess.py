@@ -263,6 +263,18 @@ def resized_size(width: int, height: int, p: Preprocess) -> tuple[int, int]:
     return (new_short, new_long) if width <= height else (new_long, new_short)
 
 
+def crop_box(width: int, height: int, p: Preprocess) -> tuple[float, float, float, float]:
+    """(left, top, width, height) of the model's input crop in the original image's pixels (after EXIF
+    rotation): where a picture of the crop (an attribution map) lies on the photo."""
+    rw, rh = resized_size(width, height, p)
+    crop = p.input_size
+    left, top = crop_offsets(max(rw, crop), max(rh, crop), crop)
+    left -= (max(rw, crop) - rw) // 2  # the padding of resize_crop when input_size > resize_size
+    top -= (max(rh, crop) - rh) // 2
+    sx, sy = width / rw, height / rh
+    return (left * sx, top * sy, crop * sx, crop * sy)
+
+
 def crop_offsets(width: int, height: int, crop: int) -> tuple[int, int]:
     """(left, top) of the centered ``crop`` square, as torchvision ``CenterCrop``."""
     return int(round((width - crop) / 2.0)), int(round((height - crop) / 2.0))

@@ -45,3 +45,7 @@ def test_eval_on_ray_reports_what_the_local_eval_reports(ray_cluster, sample_dir
     assert sorted(i["path"] for i in on_ray["images"]) == sorted(by_path)
     for image in on_ray["images"]:
         assert image == by_path[image["path"]]
+    # calibration and the top-k curve from the probabilities the Ray rows carry back, as computed locally
+    assert on_ray["topk_accuracy"] == local["topk_accuracy"] and len(local["topk_accuracy"]) == 10
+    for key in ("ece", "nll", "brier"):
+        assert on_ray["calibration"][key] == pytest.approx(local["calibration"][key], rel=1e-5, abs=1e-7), key

@@ -82,6 +82,8 @@ def test_json_report_schema(sample_report: EvalReport, tmp_path: Path) -> None:
         "delta_top5",
         "throughput",
         "decode",
+        "calibration",
+        "topk_accuracy",
         "per_class",
         "most_confused",
         "failures",

@@ -94,3 +94,48 @@ def test_page_works_for_a_model_with_fewer_than_5_classes(two_class_server):
     assert sorted(labels) == sorted(TWO_CLASSES)
     assert status_class != "error", status
     assert asked and all(url.endswith("top_k=2") for url in asked), asked
+
+
+def test_page_where_did_it_look_switch_draws_the_map(server, tmp_path):
+    """The switch on, a photo chosen: the map from /v1/explain lies over the photo's centre crop. Screenshots
+    of the photo with the switch on and off differ inside the crop and nowhere outside it."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install 'effnet[test]'")
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 900, "height": 640})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(server.url + "/")
+            page.check("#explain")
+            page.set_input_files("#file", str(CHELSEA))
+            page.wait_for_selector("#heatmap.shown", timeout=120_000)
+            page.wait_for_function("document.getElementById('heatmap').complete")
+            assert "tiger cat" in page.locator("#lookinfo").inner_text()
+            box = page.locator("#heatmap").bounding_box()
+            photo = page.locator("#preview").bounding_box()
+            on = page.locator("#stage").screenshot()
+            page.screenshot(path=str(tmp_path / "page_explain.png"))
+            page.uncheck("#explain")
+            page.wait_for_selector("#heatmap:not(.shown)", state="attached")
+            off = page.locator("#stage").screenshot()
+        finally:
+            browser.close()
+    assert not errors, errors
+    a = np.asarray(Image.open(io.BytesIO(on)).convert("RGB"), np.int16)
+    b = np.asarray(Image.open(io.BytesIO(off)).convert("RGB"), np.int16)
+    diff = np.abs(a - b).sum(axis=2)
+    x0, y0 = round(box["x"] - photo["x"]), round(box["y"] - photo["y"])
+    x1, y1 = x0 + round(box["width"]), y0 + round(box["height"])
+    # the crop in the photo's pixels is 263.1 x 262.5 at (93.96, 18.75) (test_serve_explain), shown scaled
+    scale = diff.shape[1] / 451
+    assert abs(x0 - 93.96 * scale) <= 2 and abs(y0 - 18.75 * scale) <= 2 and abs(x1 - x0 - 263.1 * scale) <= 2
+    inside = diff[y0 + 2 : y1 - 2, x0 + 2 : x1 - 2]
+    assert (inside > 30).mean() > 0.3  # a coloured map over a good part of the crop
+    outside = [diff[:, : x0 - 2], diff[:, x1 + 2 :], diff[: y0 - 2], diff[y1 + 2 :]]
+    assert all(part.size and part.max() == 0 for part in outside)  # nothing drawn outside it

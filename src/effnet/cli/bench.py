@@ -11,6 +11,7 @@ import argparse
 import json
 import platform
 import time
+from pathlib import Path
 
 from ..backends import available_backends
 
@@ -74,6 +75,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_model_path_argument(p)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument(
+        "--plot",
+        metavar="FILE",
+        default=None,
+        help="draw the distribution of the per-call latencies into FILE (.png or .svg; pip install 'effnet[plots]')",
+    )
     p.add_argument("--no-progress", action="store_true", help="no download progress bar on stderr")
     p.set_defaults(func=run)
 
@@ -158,6 +165,14 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--time must be > 0 seconds, got {args.time}")
     if args.warmup < 0:
         raise UsageError(f"--warmup must be >= 0, got {args.warmup}")
+    if args.plot is not None:
+        if Path(args.plot).suffix.lower() not in (".png", ".svg"):
+            raise UsageError(f"--plot {args.plot}: the file name must end in .png or .svg")
+        if not Path(args.plot).resolve().parent.is_dir():
+            raise UsageError(f"--plot {args.plot}: folder {Path(args.plot).parent} does not exist")
+        from ..figures import pyplot
+
+        pyplot("effnet bench --plot")  # a missing extra is found before the benchmark runs
     if args.random_weights and args.weights is not None:
         raise UsageError("--random-weights and --weights exclude each other")
     if args.backend != "auto" and args.backend not in available_backends():
@@ -199,6 +214,12 @@ def run(args: argparse.Namespace) -> int:
         streams=args.streams,
         config=config,
     )
+    if args.plot is not None:
+        from ..bench import plot_latencies
+
+        cfg = result.config
+        name = f"{cfg['backend']} {cfg['precision']}, batch {args.batch_size}, streams {args.streams}"
+        plot_latencies({name: result.latencies_ms}, args.plot, f"{cfg['model']} ({cfg['weights']}): latency per call")
     if args.json:
         print(json.dumps(result.to_dict()))
     else:

@@ -69,6 +69,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="write the full report (per-class accuracy, confusions, failures, per-image top-5) here",
     )
     p.add_argument(
+        "--report",
+        metavar="DIR",
+        default=None,
+        help="write DIR/report.html (self-contained: figures embedded, opens offline), its figures as PNG and "
+        "SVG, and DIR/report.json (pip install 'effnet[plots]')",
+    )
+    p.add_argument(
         "--min-top1", type=float, default=None, metavar="X", help="exit 1 when top-1 accuracy (percent) is below X"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -95,6 +102,12 @@ def _check_args(args: argparse.Namespace) -> None:
             raise UsageError(f"--json {args.json}: folder {folder} does not exist")
         if Path(args.json).is_dir():
             raise UsageError(f"--json {args.json} is a folder; give a file name")
+    if args.report is not None:
+        if Path(args.report).exists() and not Path(args.report).is_dir():
+            raise UsageError(f"--report {args.report} exists and is not a folder")
+        from ..figures import pyplot
+
+        pyplot("effnet eval --report")  # a missing extra is found now, not after the evaluation
 
 
 def _signed(x: float | None) -> str:
@@ -127,6 +140,9 @@ def _print_report(report: EvalReport, device: str = "cpu") -> None:
         print(
             f"  decode     nvJPEG {d['gpu_decoded']:,}, Pillow {d['pillow_fallbacks']:,}" + (f" ({why})" if why else "")
         )
+    if report.calibration is not None:
+        cal = report.calibration
+        print(f"  calibration ECE {cal.ece:.4f}, NLL {cal.nll:.4f}, Brier {cal.brier:.4f}")
     if report.confused:
         print("most confused (true -> predicted: images):")
         for c in report.confused[:5]:
@@ -207,6 +223,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json is not None:
         report.write_json(args.json)
     _print_report(report, device)
+    if args.report is not None:
+        from ..evaluate.html import write_html_report
+
+        print(f"  report     {write_html_report(report, args.report)}")
     status = 0
     if report.failed:
         for f in report.failures[:10]:

@@ -5,6 +5,7 @@ from .datasets import LAYOUTS, Dataset, DatasetError, Layout, Sample, find_datas
 from .report import (
     REPORT_SCHEMA,
     TOP_K,
+    Calibration,
     ClassResult,
     Confusion,
     EvalReport,
@@ -31,4 +32,5 @@ __all__ = [
     "evaluate",
     "REPORT_SCHEMA",
     "TOP_K",
+    "Calibration",
 ]

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..errors import EffnetError
 from ..fileio import atomic_write
 from ..labels import ClassLabel
@@ -18,6 +20,10 @@ from .datasets import Layout
 __all__ = [
     "REPORT_SCHEMA",
     "TOP_K",
+    "MAX_K",
+    "ECE_BINS",
+    "ReliabilityBin",
+    "Calibration",
     "Progress",
     "ClassResult",
     "Confusion",
@@ -28,6 +34,80 @@ __all__ = [
 
 REPORT_SCHEMA = "effnet.eval/1"
 TOP_K = 5
+MAX_K = 10  # top-k accuracy is reported for k = 1..MAX_K
+ECE_BINS = 15  # Guo et al. (2017), "On Calibration of Modern Neural Networks": 15 equal-width bins
+
+
+@dataclass(frozen=True)
+class ReliabilityBin:
+    """Images whose top-1 probability lies in (lower, upper] (the first bin also takes 0)."""
+
+    lower: float
+    upper: float
+    count: int
+    confidence: float  # mean top-1 probability in the bin (0-1); 0 when empty
+    accuracy: float  # share of top-1 hits in the bin (0-1); 0 when empty
+
+    def to_dict(self) -> dict:
+        return {
+            "lower": self.lower,
+            "upper": self.upper,
+            "count": self.count,
+            "confidence": self.confidence,
+            "accuracy": self.accuracy,
+        }
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How far the probabilities can be trusted: ECE, NLL and Brier score over the evaluated images.
+
+    - ECE (expected calibration error, Naeini et al. 2015; Guo et al. 2017): over ``ECE_BINS`` equal-width bins
+      of top-1 probability, the image-weighted mean of |accuracy - mean confidence| (0-1).
+    - NLL: mean of -ln p(true class), p clipped at ``NLL_FLOOR`` (a float32 softmax can round to 0).
+    - Brier score (Brier 1950, multi-class form): mean over images of sum_j (p_j - [j = true])^2 (0-2).
+    """
+
+    ece: float
+    nll: float
+    brier: float
+    bins: tuple[ReliabilityBin, ...]
+
+    NLL_FLOOR = 1e-12
+
+    @classmethod
+    def from_arrays(
+        cls, confidence: np.ndarray, correct: np.ndarray, p_true: np.ndarray, sum_sq: np.ndarray, bins: int = ECE_BINS
+    ) -> Calibration:
+        """From per-image top-1 probability, top-1 hit, probability of the true class and sum of p^2."""
+        conf = np.asarray(confidence, np.float64)
+        hit = np.asarray(correct, np.float64)
+        n = len(conf)
+        if n == 0:
+            raise EffnetError("calibration needs at least one evaluated image")
+        # bin b holds (b/B, (b+1)/B]: ceil(conf * B) - 1, with 0 in the first bin
+        index = np.clip(np.ceil(conf * bins).astype(np.int64) - 1, 0, bins - 1)
+        table, ece = [], 0.0
+        for b in range(bins):
+            mask = index == b
+            count = int(mask.sum())
+            c = float(conf[mask].mean()) if count else 0.0
+            a = float(hit[mask].mean()) if count else 0.0
+            ece += count / n * abs(a - c)
+            table.append(ReliabilityBin(b / bins, (b + 1) / bins, count, c, a))
+        p = np.asarray(p_true, np.float64)
+        nll = float(-np.log(np.clip(p, cls.NLL_FLOOR, None)).mean())
+        brier = float((np.asarray(sum_sq, np.float64) - 2 * p + 1).mean())
+        return cls(ece=float(ece), nll=nll, brier=brier, bins=tuple(table))
+
+    def to_dict(self) -> dict:
+        return {
+            "ece": self.ece,
+            "ece_bins": len(self.bins),
+            "nll": self.nll,
+            "brier": self.brier,
+            "reliability": [b.to_dict() for b in self.bins],
+        }
 
 
 @dataclass(frozen=True)
@@ -160,6 +240,8 @@ class EvalReport:
     unmatched_annotations: int = 0
     # --decode gpu: images decoded by nvJPEG and by the Pillow path (gpu_decode.DecodeCounts.to_dict); None: Pillow
     decode: Mapping[str, Any] | None = None
+    calibration: Calibration | None = None  # None when the engine gave top-k rows only
+    topk_accuracy: tuple[float, ...] = ()  # percent, k = 1..len (up to MAX_K)
     schema: str = field(default=REPORT_SCHEMA)
 
     @property
@@ -222,6 +304,8 @@ class EvalReport:
                 "workers": self.workers,
             },
             "decode": dict(self.decode) if self.decode is not None else {"decoder": "pillow"},
+            "calibration": None if self.calibration is None else self.calibration.to_dict(),
+            "topk_accuracy": {str(k): acc for k, acc in enumerate(self.topk_accuracy, start=1)},
             "per_class": [c.to_dict() for c in self.per_class],
             "most_confused": [c.to_dict() for c in self.confused],
             "failures": [f.to_dict() for f in self.failures],

@@ -23,7 +23,7 @@ from ..labels import ClassLabel
 from ..pipeline import default_workers, iter_batches
 from ..source import ModelSource, weights_label
 from .datasets import Dataset, DatasetError, Sample, find_dataset
-from .report import TOP_K, ClassResult, Confusion, EvalReport, Failure, ImageOutcome, Progress
+from .report import MAX_K, TOP_K, Calibration, ClassResult, Confusion, EvalReport, Failure, ImageOutcome, Progress
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..predict import Classifier
@@ -52,13 +52,49 @@ class Tally:
         self.hits5 = np.zeros(len(labels), dtype=np.int64)
         self.confusion: Counter[tuple[int, int]] = Counter()
         self.outcomes: list[ImageOutcome] = []
+        # per image, from full probability rows (add): top-1 probability, p(true), sum of p^2, rank of the truth
+        self.confidence: list[float] = []
+        self.p_true: list[float] = []
+        self.sum_sq: list[float] = []
+        self.rank: list[int] = []
+        self.top_only = 0  # images added by their top-k indices alone (no calibration for the report then)
 
     def add(self, samples: Sequence[Sample], probs: np.ndarray) -> None:
         # Stable sort on -p: ties resolve to the lower class index, as Classifier.top_k does.
-        self.add_top(samples, np.argsort(-probs, axis=1, kind="stable")[:, : self.k].tolist())
+        self._add_top(samples, np.argsort(-probs, axis=1, kind="stable")[:, : self.k].tolist())
+        probs = np.asarray(probs, np.float64)
+        y = np.asarray([s.label for s in samples], np.int64)
+        p_y = probs[np.arange(len(y)), y]
+        classes = np.arange(probs.shape[1])
+        # classes ranked ahead of the truth in the same stable order: higher p, or equal p and lower index
+        ahead = (probs > p_y[:, None]) | ((probs == p_y[:, None]) & (classes[None, :] < y[:, None]))
+        self.confidence.extend(probs.max(axis=1).tolist())
+        self.p_true.extend(p_y.tolist())
+        self.sum_sq.extend((probs * probs).sum(axis=1).tolist())
+        self.rank.extend(ahead.sum(axis=1).tolist())
 
     def add_top(self, samples: Sequence[Sample], top: Sequence[Sequence[int]]) -> None:
-        """Add images by their top-k class indices, best first (what ``predict.top_k`` gives)."""
+        """Add images by their top-k class indices alone: accuracy, but no calibration or top-k beyond k."""
+        self.top_only += len(samples)
+        self._add_top(samples, top)
+
+    def calibration(self) -> Calibration | None:
+        if self.top_only or not self.confidence:
+            return None
+        correct = np.asarray(self.rank) == 0
+        return Calibration.from_arrays(
+            np.asarray(self.confidence), correct, np.asarray(self.p_true), np.asarray(self.sum_sq)
+        )
+
+    def topk_accuracy(self) -> tuple[float, ...]:
+        """Percent of images whose true class is among the top k, k = 1..min(MAX_K, classes)."""
+        if self.top_only or not self.rank:
+            return ()
+        rank = np.asarray(self.rank)
+        return tuple(100.0 * float((rank < k).mean()) for k in range(1, min(MAX_K, len(self.labels)) + 1))
+
+    def _add_top(self, samples: Sequence[Sample], top: Sequence[Sequence[int]]) -> None:
+        """Count images by their top-k class indices, best first (what ``predict.top_k`` gives)."""
         for sample, row in zip(samples, top, strict=True):
             row = list(row)[: self.k]
             y = sample.label
@@ -247,4 +283,6 @@ def build_report(
         dataset_size=len(dataset),
         unmatched_annotations=dataset.unmatched_annotations,
         decode=decode,
+        calibration=tally.calibration(),
+        topk_accuracy=tally.topk_accuracy(),
     )

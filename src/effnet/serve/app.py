@@ -1,4 +1,4 @@
-"""The ASGI app: KServe v2 REST, ``/v1/classify``, a web page and Prometheus metrics.
+"""The ASGI app: KServe v2 REST, ``/v1/classify``, ``/v1/explain``, a web page and Prometheus metrics.
 
 Every request is admitted against a bounded number of places (``max_queue``:
 503 beyond it), read with a body limit (413), decoded in a small thread pool,
@@ -10,6 +10,7 @@ answered within ``timeout_s`` (504). Every problem with a request is a 4xx with
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import functools
 import logging
@@ -29,7 +30,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from .._version import __version__
-from ..errors import ImageError
+from ..errors import EffnetError, ImageError
 from ..predict import clamp_top_k
 from .auth import BearerAuth
 from .batcher import BatcherClosedError, DynamicBatcher, QueueFullError
@@ -228,6 +229,57 @@ def create_app(
             answer["top_k_requested"] = requested  # clamped to the model's number of classes
         return JSONResponse(answer)
 
+    explain_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="effnet-explain")
+
+    @instrumented("explain")
+    async def explain(request: Request) -> Response:
+        """An attribution map (effnet.saliency) of one image: PNG, or JSON with base64 PNGs and the summary."""
+        from ..saliency import METHODS, resolve_target
+
+        started = time.perf_counter()
+        check_query(request.query_params, ("method", "target", "format"), "/v1/explain")
+        method = request.query_params.get("method", "gradcam")
+        if method not in METHODS:
+            raise ApiError(400, "bad_request", f"method must be one of {', '.join(METHODS)}, got {method[:40]!r}")
+        fmt = request.query_params.get("format", "png")
+        if fmt not in ("png", "json"):
+            raise ApiError(400, "bad_request", f"format must be png or json, got {fmt[:40]!r}")
+        target = request.query_params.get("target", "top1")
+        run = getattr(model, "explain", None)
+        if run is None:
+            raise ApiError(501, "unsupported", "this server cannot explain: its model runs in other processes")
+        labels = getattr(getattr(model, "classifier", None), "labels", ())
+        try:
+            resolve_target(target, labels)
+        except EffnetError as err:
+            raise ApiError(400, "bad_request", str(err)) from None
+        async with admitted():
+            data = await image_bytes(request, await read_body(request))
+            if not data:
+                raise ApiError(
+                    400, "empty_body", "empty request body: send image bytes (raw, or multipart field 'image')"
+                )
+            loop = asyncio.get_running_loop()
+            try:
+                exp = await loop.run_in_executor(explain_pool, run, data, method, target)
+            except ImageError as err:
+                raise ApiError(400, "bad_image", str(err)) from None
+            overlay = await loop.run_in_executor(explain_pool, exp.overlay_png)
+            if fmt == "png":
+                return Response(overlay, media_type="image/png")
+            heatmap = await loop.run_in_executor(explain_pool, exp.heatmap_png)
+        return JSONResponse(
+            {
+                **exp.summary(),
+                "path": None,
+                "model": info.name,
+                "weights": info.weights,
+                "overlay_png": base64.b64encode(overlay).decode("ascii"),
+                "heatmap_png": base64.b64encode(heatmap).decode("ascii"),
+                "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+            }
+        )
+
     @instrumented("infer")
     async def infer(request: Request) -> Response:
         check_model(request)
@@ -312,6 +364,7 @@ def create_app(
             # uvicorn has already let in-flight requests finish (graceful shutdown) before this runs.
             await batcher.stop()
             decode_pool.shutdown(wait=False, cancel_futures=True)
+            explain_pool.shutdown(wait=False, cancel_futures=True)
             metrics.worker_exit()
 
     post, get = ["POST"], ["GET"]
@@ -320,6 +373,7 @@ def create_app(
         Route("/metrics", prometheus, methods=get),
         Route("/openapi.json", openapi, methods=get),
         Route("/v1/classify", classify, methods=post),
+        Route("/v1/explain", explain, methods=post),
         Route("/v1/model", model_summary, methods=get),
         Route("/v2", server_metadata, methods=get),
         Route("/v2/health/live", live, methods=get),

@@ -10,14 +10,18 @@ every backend accepts it through ``Backend.infer_normalized``.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from ..predict import Classifier, Prediction
 from ..source import weights_label
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..saliency import Explanation
 
 
 class TensorInputUnsupported(RuntimeError):
@@ -91,6 +95,18 @@ class ServedModel:
             std=p.std,
         )
         self._tensor_runner = _tensor_runner(classifier.backend)
+        self._explain_lock = threading.Lock()  # one attribution at a time: they hold the torch model's graph
+
+    def explain(self, data: bytes, method: str, target: str) -> Explanation:
+        """Image bytes -> attribution map of the fp32 torch model (``Classifier.explain``), whatever backend
+        serves ``/v1/classify``; raises :class:`effnet.ImageError` for bad images."""
+        with self._explain_lock:
+            (e,) = self.classifier.explain(data, method=method, target=target)
+        if e.error is not None:
+            from ..errors import ImageError
+
+            raise ImageError(e.error)
+        return e
 
     @property
     def accepts_tensors(self) -> bool:

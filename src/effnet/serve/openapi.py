@@ -69,6 +69,21 @@ def openapi_spec(info: ModelInfo, *, max_body_mb: float, auth: bool) -> dict:
             }
         }
 
+    image_body = {
+        "required": True,
+        "description": f"JPEG/PNG/... bytes, at most {max_body_mb:g} MiB",
+        "content": {
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image"],
+                    "properties": {"image": {"type": "string", "format": "binary"}},
+                }
+            },
+        },
+    }
     paths: dict[str, dict] = {
         "/": {"get": {"summary": "Upload page", "responses": {"200": {"description": "HTML page"}}}},
         "/openapi.json": _get("This description", {"type": "object"}),
@@ -82,24 +97,29 @@ def openapi_spec(info: ModelInfo, *, max_body_mb: float, auth: bool) -> dict:
             "post": {
                 "summary": "Classify one image (raw bytes, or multipart field 'image')",
                 "parameters": [_p("top_k")],
-                "requestBody": {
-                    "required": True,
-                    "description": f"JPEG/PNG/... bytes, at most {max_body_mb:g} MiB",
-                    "content": {
-                        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-                        "image/*": {"schema": {"type": "string", "format": "binary"}},
-                        "multipart/form-data": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["image"],
-                                "properties": {"image": {"type": "string", "format": "binary"}},
-                            }
-                        },
-                    },
-                },
+                "requestBody": image_body,
                 "responses": {
                     "200": _json(_ref("Classification"), "Top-k predictions"),
                     **{str(c): _ERROR for c in (400, 401, 413, 503, 504)},
+                },
+            }
+        },
+        "/v1/explain": {
+            "post": {
+                "summary": "Where the model looked: an attribution map of one image (fp32 torch model of the "
+                "served weights), as a PNG overlay or JSON with base64 PNGs and the map's summary",
+                "parameters": [_p("method"), _p("target"), _p("format")],
+                "requestBody": image_body,
+                "responses": {
+                    "200": {
+                        "description": "format=png: the crop, the heatmap over it and the top-5; format=json: "
+                        "method, target, predictions, peak, centre_share, crop_box, overlay_png, heatmap_png",
+                        "content": {
+                            "image/png": {"schema": {"type": "string", "format": "binary"}},
+                            _JSON: {"schema": _ref("Explanation")},
+                        },
+                    },
+                    **{str(c): _ERROR for c in (400, 401, 413, 501, 503, 504)},
                 },
             }
         },
@@ -161,6 +181,18 @@ def openapi_spec(info: ModelInfo, *, max_body_mb: float, auth: bool) -> dict:
                     "and the answer's top_k_requested says so",
                     "schema": {"type": "integer", "minimum": 1, "default": 5},
                 },
+                "method": {
+                    "name": "method",
+                    "in": "query",
+                    "schema": {"enum": ["gradcam", "integrated-gradients", "occlusion"], "default": "gradcam"},
+                },
+                "target": {
+                    "name": "target",
+                    "in": "query",
+                    "description": "top1 (the model's own top-1), or a class index, synset or label",
+                    "schema": {"type": "string", "default": "top1"},
+                },
+                "format": {"name": "format", "in": "query", "schema": {"enum": ["png", "json"], "default": "png"}},
                 "InferenceHeaderContentLength": {
                     "name": "Inference-Header-Content-Length",
                     "in": "header",
@@ -210,6 +242,7 @@ def openapi_spec(info: ModelInfo, *, max_body_mb: float, auth: bool) -> dict:
                         "latency_ms": {"type": "number"},
                     },
                 },
+                "Explanation": {"type": "object"},
             },
             "responses": {"Error": _json(_ref("Error"), "Error: {'error': what was wrong}")},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
