@@ -20,7 +20,7 @@ from tests.testutils import REPO
 
 
 def test_two_gloo_processes_match_one(tiny_task, tiny_weights, tmp_path):
-    options = dict(epochs=2, batch_size=4, freeze="body", drop_rate=0.0, seed=5)
+    options = dict(epochs=2, batch_size=4, freeze="body", drop_rate=0.0, seed=5, probe=False, min_steps=0)
     single = train(
         TrainConfig(
             data=tiny_task[0],
@@ -37,6 +37,7 @@ def test_two_gloo_processes_match_one(tiny_task, tiny_weights, tmp_path):
     cmd += ["-m", "effnet", "train", str(tiny_task[0]), "--val", str(tiny_task[1]), "--output", str(tmp_path / "ddp")]
     cmd += ["--model", "efficientnet-lite0", "--weights", str(tiny_weights), "--workers", "0", "--no-progress"]
     cmd += ["--epochs", "2", "--batch-size", "4", "--freeze", "body", "--drop-rate", "0", "--seed", "5", "--json"]
+    cmd += ["--no-probe", "--min-steps", "0"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -100,6 +100,9 @@ def _config(tiny_task, tiny_weights, output: Path, **kw) -> TrainConfig:
         weights=str(tiny_weights),
         epochs=2,
         batch_size=4,
+        probe=False,  # the loop's mechanics, from the zero head, exactly 2 epochs of 2 steps
+        min_steps=0,
+        bn_stats="train",
         workers=0,
         progress=False,
         seed=3,

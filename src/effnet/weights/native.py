@@ -38,6 +38,7 @@ class NativeInfo:
     padding: Literal["same", "symmetric"] = "same"
     bn_eps: float = 1e-3
     source: str = ""  # provenance: the record name or file the tensors came from
+    temperature: float = 1.0  # softmax temperature fitted after training (logits / T); loaders apply it
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)  # free-form (training run, epoch...)
 
     def __post_init__(self) -> None:
@@ -62,6 +63,7 @@ class NativeInfo:
                 "channel_order": p.channel_order,
             },
             "source": self.source,
+            "temperature": self.temperature,
             "extra": dict(self.extra),
         }
 
@@ -88,6 +90,7 @@ class NativeInfo:
                 padding=obj["padding"],
                 bn_eps=float(obj["bn_eps"]),
                 source=str(obj.get("source", "")),
+                temperature=float(obj.get("temperature", 1.0)),
                 extra=dict(obj.get("extra") or {}),
             )
         except (KeyError, TypeError, ValueError) as e:
@@ -108,6 +111,7 @@ class NativeInfo:
             num_classes=self.num_classes,
             padding=self.padding,
             bn_eps=self.bn_eps,
+            temperature=self.temperature,
             notes=f"effnet-native file (from {self.source})" if self.source else "effnet-native file",
         )
 
