@@ -137,12 +137,16 @@ def run(args: argparse.Namespace) -> int:
             )
         print(f"{result.output}: {len(result.classes)} classes, best epoch {result.best_epoch}{acc}")
     if result.learned_nothing:
+        hint = (
+            "too few images per class for a linear probe on these features"
+            if given.get("freeze") == "body" or base.get("freeze") == "body"
+            else "too few images or steps for the whole network (try --freeze body: the linear probe)"
+        )
         print(
             f"warning: the best model is within one validation image of always answering "
             f"{result.majority_class!r} ({result.majority_acc:.1%}): it has not learned the task. Likely causes: "
-            "too few images or steps for what learns (try --freeze body, the linear probe), a learning rate "
-            "too high or too low (--lr), or labels the pretrained features do not separate; "
-            "look at RUN/log.jsonl and the validation images.",
+            f"{hint}, or classes the pretrained features do not separate (a larger model: --model; more "
+            "images per class); look at RUN/log.jsonl, RUN/curves.png and the validation images.",
             file=sys.stderr,
         )
     return 0

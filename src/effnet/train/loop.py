@@ -33,6 +33,7 @@ from .checkpoint import CHECKPOINT, LOG, MODEL, load_checkpoint, save_checkpoint
 from .config import SMALL_DATA, TrainConfig, TrainError, auto_batch_size, auto_min_scale, freeze
 from .data import Augment, Collate, GlobalBatchSampler, ImageDataset, split_samples
 from .distributed import World, all_gather_cat, all_reduce_sum, setup, teardown
+from .plots import CONFUSION, CURVES, have_matplotlib, plot_confusion, plot_curves
 from .probe import ProbeFit, fit_probe
 
 __all__ = ["TrainResult", "train", "lr_at"]
@@ -454,6 +455,8 @@ def _train(cfg: TrainConfig, world: World, device: torch.device, on_epoch: Epoch
             run / MODEL,
             lambda: save_native(best.state, run / MODEL, replace(best.info, extra=extra, temperature=temperature)),
         )
+    if world.is_main:
+        _plots(run, history, majority if val_samples else None, best_logits, classes)
     return TrainResult(
         run / MODEL,
         classes,
@@ -466,6 +469,21 @@ def _train(cfg: TrainConfig, world: World, device: torch.device, on_epoch: Epoch
         val_images=len(val_samples),
         calibration=calibration,
     )
+
+
+def _plots(
+    run: Path,
+    history: Sequence[dict[str, Any]],
+    majority: float | None,
+    best: tuple[torch.Tensor, torch.Tensor] | None,
+    classes: tuple[str, ...],
+) -> None:
+    if not have_matplotlib():
+        print("matplotlib is not installed: no RUN/curves.png (pip install 'effnet[plots]')", file=sys.stderr)
+        return
+    _write(run / CURVES, lambda: plot_curves(history, run / CURVES, majority))
+    if best is not None:
+        _write(run / CONFUSION, lambda: plot_confusion(best[0], best[1], classes, run / CONFUSION))
 
 
 def _epoch_line(r: dict[str, Any]) -> str:
