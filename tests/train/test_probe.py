@@ -63,7 +63,9 @@ def test_global_batches_hold_each_image_once(n, batch, world):
         single = GlobalBatchSampler(n, batch, 1, 0, seed=4)
         single.set_epoch(epoch)
         if single.global_sizes() == shards[0].global_sizes():
-            assert [sorted(b) for b in single] == [sorted(i for p in per_rank for i in p[k]) for k in range(len(single))]
+            assert [sorted(b) for b in single] == [
+                sorted(i for p in per_rank for i in p[k]) for k in range(len(single))
+            ]
         assert sum(shards[0].global_sizes()) == n
 
 
@@ -84,7 +86,9 @@ def test_a_native_files_temperature_divides_the_logits(lite0_checkpoint, tmp_pat
     model = effnet.create_model("efficientnet-lite0", pretrained=lite0_checkpoint)
     info = NativeInfo(model="efficientnet-lite0", preprocess=Preprocess(64, 73, mean=(127.0,) * 3, std=(128.0,) * 3))
     plain = save_native(model.state_dict(), tmp_path / "plain.safetensors", info)
-    hot = save_native(model.state_dict(), tmp_path / "hot.safetensors", NativeInfo(**{**info.__dict__, "temperature": 2.5}))
+    hot = save_native(
+        model.state_dict(), tmp_path / "hot.safetensors", NativeInfo(**{**info.__dict__, "temperature": 2.5})
+    )
     assert read_native_info(hot).temperature == 2.5 and read_native_info(plain).temperature == 1.0
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
