@@ -95,9 +95,12 @@ def test_three_ranks_full_fine_tuning_uneven_data(uneven_task, tiny_weights, tmp
     assert moved > 0
     if bn_stats == "frozen":
         # BN normalizes with its running statistics: a sample's gradient does not depend on which rank holds
-        # it, so the global-batch mean over uneven shards must give one process's weights (float order aside).
-        for k, v in a["model"].items():
-            torch.testing.assert_close(b["model"][k], v, rtol=0, atol=2e-5, msg=k)
+        # it, so the global-batch mean over uneven shards must give one process's weights up to float order
+        # (which AdamW amplifies where a gradient is near zero: compared as a whole, relative to the update).
+        # Two images trained twice (DistributedSampler's padding) would move them far more than this.
+        diff = sum(float((b["model"][k] - v).pow(2).sum()) for k, v in a["model"].items() if v.is_floating_point())
+        assert diff < 1e-3 * moved, (diff, moved)
+        torch.testing.assert_close(b["model"]["classifier.weight"], a["model"]["classifier.weight"], rtol=0, atol=1e-4)
         for rs, rd in zip(a["history"], b["history"], strict=True):
             assert abs(rs["train_loss"] - rd["train_loss"]) < 1e-4 and rs["val_acc"] == rd["val_acc"]
     else:
