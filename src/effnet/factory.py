@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, overload
 
+import torch
+
 from .errors import EffnetError, UnknownNameError
 from .features import EfficientNetFeatures
 from .model import EfficientNet, adapt_input_conv
@@ -174,6 +176,14 @@ def create_model(
             source=str(path),
             skip_classifier=classes != own_classes,
         )
+        if record is not None and record.temperature != 1.0 and classes == own_classes:
+            # A calibrated file (effnet train's temperature scaling): logits / T, folded into the classifier
+            # so every consumer of the model (classify, eval, serve, exports) gets calibrated probabilities.
+            head = model.classifier
+            if isinstance(head, torch.nn.Linear):
+                with torch.no_grad():
+                    head.weight.div_(record.temperature)
+                    head.bias.div_(record.temperature)
     if built_for is not None:
         model.pretrained_cfg = pretrained_cfg(built_for.preprocess, num_classes=classes, record=built_for.name)
     else:

@@ -124,7 +124,8 @@ def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
 def _frozen_bn_stats(module: nn.Module) -> Iterator[None]:
     """BN running statistics left untouched inside (momentum 0): a checkpointed block's forward runs
     again during backward, and without this the same batch would update the statistics twice."""
-    norms = [m for m in module.modules() if isinstance(m, nn.BatchNorm2d)]
+    # _BatchNorm: BatchNorm2d and the SyncBatchNorm that convert_sync_batchnorm puts in its place.
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [m.momentum for m in norms]
     for m in norms:
         m.momentum = 0.0
@@ -301,7 +302,7 @@ class EfficientNet(nn.Module):
                 nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
+            elif isinstance(m, nn.modules.batchnorm._BatchNorm):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Linear):

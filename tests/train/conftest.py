@@ -58,6 +58,16 @@ def tiny_task(sample_images, tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="session")
+def uneven_task(sample_images, tmp_path_factory) -> tuple[Path, Path]:
+    """(train, val) with 5 + 5 and 2 + 2 images: 10 does not divide by 3 processes or by a batch of 6."""
+    index = class_index()
+    animals = [p for p in sample_images if task_label(p, index) == "animal"]
+    objects = [p for p in sample_images if task_label(p, index) == "object"]
+    root = tmp_path_factory.mktemp("uneven")
+    return lay_out(animals[:5] + objects[:5], root / "train"), lay_out(animals[5:7] + objects[5:7], root / "val")
+
+
+@pytest.fixture(scope="session")
 def tiny_weights(lite0_checkpoint, tmp_path_factory) -> Path:
     """The real Lite0 weights as an effnet-native file that asks for 64 px crops: cheap training steps."""
     import effnet

@@ -100,6 +100,9 @@ def _config(tiny_task, tiny_weights, output: Path, **kw) -> TrainConfig:
         weights=str(tiny_weights),
         epochs=2,
         batch_size=4,
+        probe=False,  # the loop's mechanics, from the zero head, exactly 2 epochs of 2 steps
+        min_steps=0,
+        bn_stats="train",
         workers=0,
         progress=False,
         seed=3,
@@ -171,3 +174,26 @@ def test_cli_errors_are_one_line(tiny_task, tiny_weights, tmp_path):
     proc = run_cli(*args, "--output", str(tmp_path / "run"))
     assert proc.returncode == 1 and "already holds a training run" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_val_sharing_an_image_with_data_is_an_error(tiny_task, tiny_weights, tmp_path):
+    train_dir, val_dir = tiny_task
+    first = next(p for p in sorted(train_dir.rglob("*.JPEG")))
+    (val_dir / first.parent.name / ("copy-" + first.name)).symlink_to(first.resolve())
+    with pytest.raises(TrainError, match="shares images with .*" + first.name.split(".")[0]):
+        train(_config((train_dir, val_dir), tiny_weights, tmp_path / "run"))
+    (val_dir / first.parent.name / ("copy-" + first.name)).unlink()
+
+
+def test_a_full_disk_is_one_line_naming_the_file(tiny_task, tiny_weights, tmp_path, monkeypatch):
+    # The boundary only: torch.save on a full disk raises "RuntimeError: ... unexpected pos ..."; a tmpfs
+    # mount is not allowed in this sandbox, so the writer is made to fail the way torch.save does.
+    import effnet.train.loop as loop
+
+    def full(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 832 vs 726")
+
+    monkeypatch.setattr(loop, "save_checkpoint", full)
+    with pytest.raises(TrainError, match=r"cannot write .*checkpoint\.pt: .*unexpected pos.*disk full"):
+        train(_config(tiny_task, tiny_weights, tmp_path / "run", epochs=1))
+    assert not [p.name for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]

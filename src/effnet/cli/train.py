@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -34,8 +35,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     opt("--model", key="model", help="model name")
     opt("--weights", key="weights", metavar="FILE|NAME", help="starting weights; default: the model's default record")
     opt("--epochs", key="epochs", type=int, help="epochs")
-    opt("--batch-size", key="batch_size", type=int, help="global batch size")
-    opt("--lr", key="lr", type=float, help="peak AdamW learning rate")
+    opt("--batch-size", key="batch_size", type=int, help="global batch size; default: 32, smaller on small data")
+    opt("--lr", key="lr", type=float, help="peak AdamW learning rate of the classifier")
+    opt("--body-lr-scale", key="body_lr_scale", type=float, help="the body's peak rate is --lr times this")
+    opt("--min-steps", key="min_steps", type=int, help="epochs are added until the run has this many steps")
+    p.add_argument(
+        "--no-probe", dest="probe", action="store_const", const=False, default=_DEFAULT,
+        help="start from a zero classifier instead of the L-BFGS linear probe (with --freeze body: train it by SGD)",
+    )  # fmt: skip
+    opt(
+        "--bn-stats",
+        key="bn_stats",
+        choices=("auto", "train", "frozen"),
+        help="BN running statistics (auto: frozen below 1000 images)",
+    )
+    p.add_argument(
+        "--no-calibrate", dest="calibrate", action="store_const", const=False, default=_DEFAULT,
+        help="do not fit a softmax temperature on the validation split",
+    )  # fmt: skip
     opt("--weight-decay", key="weight_decay", type=float, help="AdamW weight decay (not on BN/bias)")
     opt("--warmup-epochs", key="warmup_epochs", type=float, help="linear warmup before the cosine decay")
     opt("--label-smoothing", key="label_smoothing", type=float, help="label smoothing")
@@ -54,7 +71,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     opt("--seed", key="seed", type=int, help="seed of every random choice")
     opt("--drop-rate", key="drop_rate", type=float, help="head dropout; default: the model's")
     opt("--drop-path-rate", key="drop_path_rate", type=float, help="stochastic depth; default: the model's")
-    opt("--min-scale", key="min_scale", type=float, help="smallest RandomResizedCrop area fraction")
+    opt("--min-scale", key="min_scale", type=float, help="smallest RandomResizedCrop area; default: by data size")
     p.add_argument(
         "--trivial-augment", dest="trivial_augment", action="store_const", const=True, default=_DEFAULT,
         help="add TrivialAugment to the flip and random crop",
@@ -101,11 +118,35 @@ def run(args: argparse.Namespace) -> int:
         "classes": list(result.classes),
         "best_epoch": result.best_epoch,
         "best_val_acc": result.best_val_acc,
+        "majority_class": result.majority_class,
+        "majority_acc": result.majority_acc,
+        "val_images": result.val_images,
+        "learned_nothing": result.learned_nothing,
+        "temperature": result.calibration.temperature if result.calibration else None,
+        "calibration": result.calibration.to_json() if result.calibration else None,
         "epochs": len(result.history),
     }
     if args.json:
         print(json.dumps(summary))
     else:
-        acc = "" if result.best_val_acc is None else f", validation accuracy {result.best_val_acc:.1%}"
+        acc = ""
+        if result.best_val_acc is not None and result.majority_acc is not None:
+            acc = (
+                f", validation accuracy {result.best_val_acc:.1%} "
+                f"(majority class {result.majority_class!r}: {result.majority_acc:.1%})"
+            )
         print(f"{result.output}: {len(result.classes)} classes, best epoch {result.best_epoch}{acc}")
+    if result.learned_nothing:
+        hint = (
+            "too few images per class for a linear probe on these features"
+            if given.get("freeze") == "body" or base.get("freeze") == "body"
+            else "too few images or steps for the whole network (try --freeze body: the linear probe)"
+        )
+        print(
+            f"warning: the best model is within one validation image of always answering "
+            f"{result.majority_class!r} ({result.majority_acc:.1%}): it has not learned the task. Likely causes: "
+            f"{hint}, or classes the pretrained features do not separate (a larger model: --model; more "
+            "images per class); look at RUN/log.jsonl, RUN/curves.png and the validation images.",
+            file=sys.stderr,
+        )
     return 0

@@ -15,7 +15,7 @@ distributed run see exactly the pixels an uninterrupted single-process run sees.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +37,7 @@ __all__ = [
     "train_crop",
     "ImageDataset",
     "Collate",
+    "GlobalBatchSampler",
 ]
 
 _RESAMPLE = {
@@ -221,3 +222,49 @@ class Collate:
         pixels = np.stack([crop for crop, _ in items])
         labels = torch.tensor([label for _, label in items], dtype=torch.int64)
         return torch.from_numpy(normalize(pixels, self.preprocess)), labels
+
+
+class GlobalBatchSampler:
+    """This rank's share of every global batch of one seeded permutation per epoch, nothing repeated.
+
+    torch's ``DistributedSampler`` pads the permutation with repeats until it divides by the number of
+    processes, so an uneven dataset trains (and counts) some images twice per epoch. Here the epoch's
+    permutation (the one ``DistributedSampler`` draws: ``randperm(n)`` seeded with ``seed + epoch``) is cut
+    into global batches of ``batch`` images and rank r takes every ``world``-th image of each: the union of
+    the ranks' k-th batches is the single-process k-th batch, each image once. Ranks may hold one image
+    more or less in a batch; the loss is scaled by the global batch size (``global_sizes``), so DDP's
+    gradient average is still the mean over the global batch. A last global batch with fewer images than
+    processes is merged into the one before it, so every rank runs every step (DDP needs that).
+    """
+
+    def __init__(self, n: int, batch: int, world: int, rank: int, seed: int) -> None:
+        if n < world:
+            raise TrainDataError(f"{n} training images cannot be shared by {world} processes")
+        self.n, self.batch, self.world, self.rank, self.seed = n, batch, world, rank, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def global_sizes(self) -> list[int]:
+        sizes = [min(self.batch, self.n - start) for start in range(0, self.n, self.batch)]
+        if len(sizes) > 1 and sizes[-1] < self.world:
+            sizes[-2:] = [sizes[-2] + sizes[-1]]
+        return sizes
+
+    def global_batches(self) -> list[list[int]]:
+        g = torch.Generator()
+        g.manual_seed(self.seed + self.epoch)
+        order = torch.randperm(self.n, generator=g).tolist()
+        out, start = [], 0
+        for size in self.global_sizes():
+            out.append(order[start : start + size])
+            start += size
+        return out
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.global_batches():
+            yield batch[self.rank :: self.world]
+
+    def __len__(self) -> int:
+        return len(self.global_sizes())

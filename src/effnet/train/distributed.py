@@ -17,7 +17,7 @@ import torch.distributed as dist
 
 from ..errors import EffnetError
 
-__all__ = ["DistributedError", "World", "detect", "setup", "teardown", "all_reduce_sum"]
+__all__ = ["DistributedError", "World", "detect", "setup", "teardown", "all_reduce_sum", "all_gather_cat"]
 
 
 class DistributedError(EffnetError, RuntimeError):
@@ -90,3 +90,12 @@ def all_reduce_sum(values: list[float], world: World, device: torch.device) -> l
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return [float(v) for v in t.tolist()]
+
+
+def all_gather_cat(tensor: torch.Tensor, world: World) -> torch.Tensor:
+    """Concatenate every process's CPU ``tensor`` (sizes may differ) in rank order; the same on every rank."""
+    if not world.distributed:
+        return tensor
+    parts: list[torch.Tensor | None] = [None] * world.size
+    dist.all_gather_object(parts, tensor.cpu())
+    return torch.cat([p for p in parts if p is not None and p.numel()] or [tensor])

@@ -17,20 +17,24 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..evaluate.datasets import find_class_folders
+from ..evaluate.datasets import Sample, find_class_folders
+from ..model import EfficientNet
 from ..source import resolve_source, weights_label
-from ..weights.native import NativeInfo, save_native
-from .checkpoint import CHECKPOINT, MODEL, load_checkpoint, save_checkpoint, write_log
-from .config import TrainConfig, TrainError, freeze
-from .data import Augment, Collate, ImageDataset, split_samples
-from .distributed import World, all_reduce_sum, setup, teardown
+from ..weights.native import NativeInfo, read_native_info, save_native
+from .calibrate import Calibration, fit_temperature
+from .checkpoint import CHECKPOINT, LOG, MODEL, load_checkpoint, save_checkpoint, write_log
+from .config import SMALL_DATA, TrainConfig, TrainError, auto_batch_size, auto_min_scale, freeze
+from .data import Augment, Collate, GlobalBatchSampler, ImageDataset, split_samples
+from .distributed import World, all_gather_cat, all_reduce_sum, setup, teardown
+from .plots import CONFUSION, CURVES, have_matplotlib, plot_confusion, plot_curves
+from .probe import ProbeFit, fit_probe
 
 __all__ = ["TrainResult", "train", "lr_at"]
 
@@ -45,6 +49,17 @@ class TrainResult:
     best_val_acc: float | None
     history: tuple[dict[str, Any], ...]
     is_main: bool = True  # rank 0 (the process that wrote the files) or a single process
+    majority_acc: float | None = None  # validation accuracy of always answering the training majority class
+    majority_class: str = ""
+    val_images: int = 0
+    calibration: Calibration | None = None
+
+    @property
+    def learned_nothing(self) -> bool:
+        """The best model is within one validation image of the majority-class baseline."""
+        if self.best_val_acc is None or self.majority_acc is None or not self.val_images:
+            return False
+        return (self.best_val_acc - self.majority_acc) * self.val_images <= 1.0 + 1e-9
 
 
 def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
@@ -71,13 +86,14 @@ def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
-    for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)  # BN weights/biases and conv/linear biases
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def _param_groups(params: Sequence[nn.Parameter], weight_decay: float, lr_scale: float) -> list[dict[str, Any]]:
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]  # BN weights/biases and conv/linear biases
+    groups = [
+        {"params": decay, "weight_decay": weight_decay, "lr_scale": lr_scale},
+        {"params": no_decay, "weight_decay": 0.0, "lr_scale": lr_scale},
+    ]
+    return [g for g in groups if g["params"]]
 
 
 @torch.no_grad()
@@ -89,29 +105,29 @@ def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
             e.copy_(m)
 
 
-def _loader(
-    dataset: ImageDataset, batch: int, world: World, cfg: TrainConfig, shuffle: bool
-) -> torch.utils.data.DataLoader:
-    # One sampler for one process and for many: DistributedSampler's permutation is seeded by
-    # (seed + epoch), and rank r takes every world-th index, so the union of the ranks' k-th batches
-    # is the single-process k-th batch of the same global size.
-    if shuffle:
-        sampler: Any = torch.utils.data.DistributedSampler(
-            dataset, num_replicas=world.size, rank=world.rank, shuffle=True, seed=cfg.seed
+def _loader(dataset: ImageDataset, batch: int, world: World, cfg: TrainConfig, shuffle: bool) -> Any:
+    if shuffle:  # each rank's share of each global batch, nothing repeated (GlobalBatchSampler)
+        sampler = GlobalBatchSampler(len(dataset), batch, world.size, world.rank, cfg.seed)
+        return torch.utils.data.DataLoader(
+            dataset, batch_sampler=sampler, num_workers=cfg.workers, collate_fn=Collate(dataset.preprocess)
         )
-    else:  # validation: every image once, split over the ranks without padding
-        sampler = list(range(world.rank, len(dataset), world.size))
+    # validation and embeddings: every image once, split over the ranks without padding
     return torch.utils.data.DataLoader(
         dataset,
-        batch_size=batch,
-        sampler=sampler,
+        batch_size=max(1, batch // world.size),
+        sampler=list(range(world.rank, len(dataset), world.size)),
         num_workers=cfg.workers,
         collate_fn=Collate(dataset.preprocess),
-        generator=torch.Generator().manual_seed(cfg.seed),  # leave the global RNG alone
     )
 
 
-def _datasets(cfg: TrainConfig) -> tuple[tuple[str, ...], Sequence[Any], Sequence[Any]]:
+def _overlap(train: Sequence[Sample], val: Sequence[Sample]) -> Path | None:
+    """A validation image that is also a training image (the same file, through any link), or None."""
+    seen = {s.path.resolve() for s in train}
+    return next((s.path for s in val if s.path.resolve() in seen), None)
+
+
+def _datasets(cfg: TrainConfig) -> tuple[tuple[str, ...], Sequence[Sample], Sequence[Sample]]:
     data = find_class_folders(cfg.data)
     classes = tuple(c.label for c in data.labels)
     if len(classes) < 2:
@@ -122,6 +138,12 @@ def _datasets(cfg: TrainConfig) -> tuple[tuple[str, ...], Sequence[Any], Sequenc
         unknown = [c.label for c in val.labels if c.label not in index]
         if unknown:
             raise TrainError(f"validation classes {unknown} in {cfg.val} are not class folders of {cfg.data}")
+        shared = _overlap(data.samples, val.samples)
+        if shared is not None:
+            raise TrainError(
+                f"--val {cfg.val} shares images with {cfg.data}, e.g. {shared}: validation must be images "
+                "the model does not train on"
+            )
         remap = [index[c.label] for c in val.labels]
         return classes, data.samples, [replace(s, label=remap[s.label]) for s in val.samples]
     if cfg.val_split == 0:
@@ -148,12 +170,39 @@ def train(config: TrainConfig, *, on_epoch: EpochCallback | None = None) -> Trai
         teardown(world)
 
 
+def _is_bn(m: nn.Module) -> bool:
+    # BatchNorm2d and SyncBatchNorm (what convert_sync_batchnorm puts in BatchNorm2d's place) alike.
+    return isinstance(m, nn.modules.batchnorm._BatchNorm)
+
+
+def _majority(train_samples: Sequence[Sample], val_samples: Sequence[Sample]) -> tuple[int, float]:
+    """(the training set's most common class, the share of validation images of that class): the accuracy
+    of a model that always answers it, the floor a trained model must clear."""
+    counts = np.bincount([s.label for s in train_samples])
+    label = int(counts.argmax())
+    share = sum(s.label == label for s in val_samples) / len(val_samples) if val_samples else 0.0
+    return label, share
+
+
+def _say(world: World, text: str) -> None:
+    if world.is_main:
+        tqdm.write(text, file=sys.stderr)
+
+
+def _write(path: Path, write: Callable[[], Any]) -> Any:
+    """Run a file write of the run folder; a full disk (torch.save says "unexpected pos", safetensors an I/O
+    error) becomes one line naming the file. The writers leave no temporary file behind."""
+    from safetensors import SafetensorError
+
+    try:
+        return write()
+    except (OSError, RuntimeError, SafetensorError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise TrainError(f"cannot write {path}: {first} (is the disk full?)") from None
+
+
 def _train(cfg: TrainConfig, world: World, device: torch.device, on_epoch: EpochCallback | None) -> TrainResult:
     run = cfg.output
-    if cfg.batch_size % world.size:
-        raise TrainError(
-            f"--batch-size {cfg.batch_size} is the global batch: it must divide by WORLD_SIZE {world.size}"
-        )
     state = load_checkpoint(run) if cfg.resume else None
     if state is None and (run / CHECKPOINT).exists():
         raise TrainError(f"{run} already holds a training run: pass --resume to continue it, or another --output")
@@ -164,87 +213,209 @@ def _train(cfg: TrainConfig, world: World, device: torch.device, on_epoch: Epoch
 
     source = resolve_source(cfg.model, cfg.weights, progress=world.is_main)
     classes, train_samples, val_samples = _datasets(cfg)
+    n_train = len(train_samples)
+    batch = cfg.batch_size if cfg.batch_size is not None else auto_batch_size(n_train, world.size)
+    if batch % world.size:
+        raise TrainError(f"--batch-size {batch} is the global batch: it must divide by WORLD_SIZE {world.size}")
+    min_scale = cfg.min_scale if cfg.min_scale is not None else auto_min_scale(n_train)
+    body_frozen = cfg.freeze == "body"
+    # Small data keeps the pretrained BN statistics (Keras' transfer-learning guide: fine-tune with BN in
+    # inference mode, or the first updates from a few batches' statistics destroy what the model learned).
+    bn_frozen = body_frozen or cfg.bn_stats == "frozen" or (cfg.bn_stats == "auto" and n_train < SMALL_DATA)
     preprocess = source.preprocess
     torch.manual_seed(cfg.seed)  # the new classifier's initialization
     record = source.record
     # The record's padding and BN eps, static SAME pads for the record's input size, a new classifier.
     net = source.build_model(num_classes=len(classes), drop_rate=cfg.drop_rate, drop_path_rate=cfg.drop_path_rate)
-    if isinstance(net.classifier, nn.Linear) and (record is None or record.labels != classes):
+    classifier = net.classifier if isinstance(net.classifier, nn.Linear) else None
+    new_head = classifier is not None and (record is None or record.labels != classes)
+    if classifier is not None and new_head:
         # A new task's classifier starts at zero (BiT, Kolesnikov et al. 2020, sec. 3.3): the TF
         # initializer's range 1/sqrt(num_classes) is tuned for 1,000 classes, and for two it gives
-        # logits in the tens before the first step.
-        nn.init.zeros_(net.classifier.weight)
-        nn.init.zeros_(net.classifier.bias)
+        # logits in the tens before the first step. With --probe (the default) the linear probe replaces it.
+        nn.init.zeros_(classifier.weight)
+        nn.init.zeros_(classifier.bias)
+    # Read before any SyncBatchNorm conversion (which replaces every BatchNorm2d), from the model as built.
+    bn_eps = float(next(m for m in net.modules() if _is_bn(m)).eps)  # type: ignore[arg-type]
     frozen = freeze(net, cfg.freeze)
     net.set_grad_checkpointing(cfg.grad_checkpointing)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     net = net.to(device).to(memory_format=fmt)  # type: ignore[call-overload]  # torch's stubs lack memory_format
-    ema = copy.deepcopy(net).eval().requires_grad_(False) if cfg.ema_decay > 0 else None
-    optimizer = torch.optim.AdamW(_param_groups(net, cfg.weight_decay), lr=cfg.lr, foreach=True)
-    epoch0, step, best_epoch, best_acc, history = 0, 0, 0, None, []
-    if state is not None:
-        net.load_state_dict(state["model"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        epoch0, step, history = int(state["epoch"]), int(state["step"]), list(state["history"])
-        best_epoch, best_acc = int(state["best_epoch"]), state["best_val_acc"]
-
-    model: nn.Module = net
-    if world.distributed:
-        if device.type == "cuda" and not any(m is net.stages for m in frozen):
-            # BN over the global batch, so N GPUs train like one (SyncBatchNorm is CUDA-only).
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     bf16 = cfg.precision == "bf16" or (
         cfg.precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
     )
-    augment = Augment(scale=(cfg.min_scale, 1.0), trivial_augment=cfg.trivial_augment)
+    augment = Augment(scale=(min_scale, 1.0), trivial_augment=cfg.trivial_augment)
     train_set = ImageDataset(train_samples, preprocess, train=True, augment=augment, seed=cfg.seed)
     val_set = ImageDataset(val_samples, preprocess, train=False, augment=augment, seed=cfg.seed)
-    per_rank = cfg.batch_size // world.size
-    train_loader, val_loader = (
-        _loader(train_set, per_rank, world, cfg, True),
-        _loader(val_set, per_rank, world, cfg, False),
-    )
-    total = cfg.epochs * len(train_loader)
-    warmup = min(round(cfg.warmup_epochs * len(train_loader)), total - 1)
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    train_loader = _loader(train_set, batch, world, cfg, True)
+    val_loader = _loader(val_set, batch, world, cfg, False)
+    sampler: GlobalBatchSampler = train_loader.batch_sampler
+    steps_per_epoch = len(sampler)
+    probe_only = body_frozen and cfg.probe and new_head
+    # The schedule is sized in optimizer steps: a small folder still gets min_steps updates.
+    epochs = 0 if probe_only else max(cfg.epochs, -(-cfg.min_steps // steps_per_epoch))
+    total = max(1, epochs * steps_per_epoch)
+    warmup = min(round(cfg.warmup_epochs * steps_per_epoch), total - 1)
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing, reduction="sum")
+    majority_label, majority = _majority(train_samples, val_samples)
     info = NativeInfo(
         model=source.model,
         preprocess=preprocess,
         labels=classes,
         num_classes=len(classes),
         padding=net.padding_mode,
-        bn_eps=next(m.eps for m in net.modules() if isinstance(m, nn.BatchNorm2d)),
+        bn_eps=bn_eps,
         source=weights_label(source),
     )
+    resolved = {
+        "batch_size": batch,
+        "min_scale": min_scale,
+        "epochs": epochs,
+        "bn_stats": "frozen" if bn_frozen else "train",
+    }
+    if world.is_main and cfg.progress:
+        _say(
+            world,
+            f"{n_train} training images, {len(val_samples)} validation; "
+            + ", ".join(f"{k} {v}" for k, v in resolved.items()),
+        )
+        if epochs > cfg.epochs:
+            _say(
+                world,
+                f"{cfg.epochs} epochs of {steps_per_epoch} steps are fewer than --min-steps {cfg.min_steps}: "
+                f"training {epochs} epochs",
+            )
+        if probe_only and cfg.epochs != TrainConfig.epochs:
+            _say(
+                world,
+                "--freeze body: the classifier is the linear probe's optimum, --epochs is not used "
+                "(--no-probe trains it by SGD)",
+            )
 
-    for epoch in range(epoch0, cfg.epochs):
+    epoch0, step, best_epoch, best_acc, history = 0, 0, 0, None, []
+    best_logits: tuple[torch.Tensor, torch.Tensor] | None = None
+    if state is not None:
+        net.load_state_dict(state["model"])
+        epoch0, step, history = int(state["epoch"]), int(state["step"]), list(state["history"])
+        best_epoch, best_acc = int(state["best_epoch"]), state["best_val_acc"]
+
+    def save_model(evaluated: nn.Module, epoch: int, acc: float | None, extra: dict[str, Any] | None = None) -> None:
+        meta: dict[str, Any] = {"epoch": epoch, "val_acc": acc, "majority_acc": majority if val_samples else None}
+        meta.update(run=str(run), train=cfg.to_json(), resolved=resolved, **(extra or {}))
+        _write(run / MODEL, lambda: save_native(evaluated.state_dict(), run / MODEL, replace(info, extra=meta)))
+
+    def finish_epoch(record_line: dict[str, Any], evaluated: nn.Module, ema_state: Any, optimizer_state: Any) -> None:
+        nonlocal best_epoch, best_acc, best_logits
+        improved = True
+        if val_samples:
+            val = _validate(evaluated, val_loader, device, cfg, bf16, world)
+            record_line.update(
+                val_loss=val.loss, val_nll=val.nll, val_acc=val.acc, val_images=len(val_samples), majority_acc=majority
+            )
+            improved = best_acc is None or val.acc > best_acc
+            if improved:
+                best_epoch, best_acc, best_logits = record_line["epoch"], val.acc, (val.logits, val.labels)
+        elif improved:
+            best_epoch = record_line["epoch"]
+        record_line.update(best=improved)
+        history.append(record_line)
+        _say(world, _epoch_line(record_line))
+        if world.is_main:
+            if improved:
+                save_model(evaluated, record_line["epoch"], best_acc)
+            checkpoint = {
+                "config": cfg.defining(),
+                "epoch": record_line["epoch"],
+                "step": step,
+                "model": net.state_dict(),
+                "ema": ema_state,
+                "optimizer": optimizer_state,
+                "best_epoch": best_epoch,
+                "best_val_acc": best_acc,
+                "history": history,
+                "classes": list(classes),
+            }
+            _write(run / CHECKPOINT, lambda: save_checkpoint(run, checkpoint))
+            _write(run / LOG, lambda: write_log(run, history))
+        if on_epoch is not None:
+            on_epoch(record_line)
+
+    if state is None and cfg.probe and classifier is not None and new_head:
+        start = time.perf_counter()
+        fit = _linear_probe(net, train_samples, preprocess, classes, world, device, cfg, batch)
+        with torch.no_grad():
+            classifier.weight.copy_(fit.weight.to(device))
+            classifier.bias.copy_(fit.bias.to(device))
+        line = {
+            "epoch": 0,
+            "epochs": epochs,
+            "phase": "linear probe",
+            "step": 0,
+            "probe_l2": fit.l2,
+            "probe_cv_acc": fit.cv_acc[fit.l2],
+            "probe_folds": fit.folds,
+            "train_images": n_train,
+            "train_s": time.perf_counter() - start,
+            "weights": "model",
+        }
+        finish_epoch(line, net, None, None)
+
+    ema = copy.deepcopy(net).eval().requires_grad_(False) if cfg.ema_decay > 0 and epochs else None
+    head = [p for p in net.classifier.parameters() if p.requires_grad]
+    body = [p for n, p in net.named_parameters() if p.requires_grad and not n.startswith("classifier.")]
+    # A lower peak rate for the pretrained body than for the classifier (timm's layer-wise decay and
+    # fastai's discriminative rates in their simplest form: two groups).
+    optimizer = torch.optim.AdamW(
+        _param_groups(head, cfg.weight_decay, 1.0) + _param_groups(body, cfg.weight_decay, cfg.body_lr_scale),
+        lr=cfg.lr,
+        foreach=True,
+    )
+    if state is not None:
+        if ema is not None and state.get("ema") is not None:
+            ema.load_state_dict(state["ema"])
+        if state.get("optimizer") is not None:
+            optimizer.load_state_dict(state["optimizer"])
+
+    model: nn.Module = net
+    if world.distributed and epochs:
+        if device.type == "cuda" and not bn_frozen:
+            # BN over the global batch, so N GPUs train like one (SyncBatchNorm is CUDA-only).
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    for epoch in range(epoch0, epochs):
         torch.manual_seed(_seed(cfg.seed, epoch, world.rank))  # dropout and stochastic depth of this epoch
-        cast(torch.utils.data.DistributedSampler, train_loader.sampler).set_epoch(epoch)
+        sampler.set_epoch(epoch)
+        sizes = sampler.global_sizes()
         train_set.set_epoch(epoch)
         model.train()
         for m in frozen:
             m.eval()
+        if bn_frozen:
+            for m in net.modules():
+                if _is_bn(m):
+                    m.eval()
         sums = [0.0, 0.0, 0.0]  # loss * n, correct, n
         start = time.perf_counter()
         bar = tqdm(
-            total=len(train_loader),
-            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            total=steps_per_epoch,
+            desc=f"epoch {epoch + 1}/{epochs}",
             unit="batch",
             file=sys.stderr,
             disable=not (cfg.progress and world.is_main),
-            leave=True,
+            leave=False,
         )
         with bar:
-            for x, y in _batches(train_loader, device, cfg.channels_last):
+            for k, (x, y) in enumerate(_batches(train_loader, device, cfg.channels_last)):
                 lr = lr_at(step, total, warmup, cfg.lr)
                 for group in optimizer.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr * group["lr_scale"]
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     logits = model(x)
-                loss = criterion(logits.float(), y)
+                loss_sum = criterion(logits.float(), y)
+                # The mean over the global batch once DDP has averaged the ranks' gradients: a rank's share
+                # may be an image larger or smaller than another's.
+                loss = loss_sum * (world.size / sizes[k])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -252,74 +423,162 @@ def _train(cfg: TrainConfig, world: World, device: torch.device, on_epoch: Epoch
                 if ema is not None:
                     _ema_update(ema, net, min(cfg.ema_decay, (1 + step) / (10 + step)))
                 n = y.shape[0]
-                sums = [sums[0] + loss.item() * n, sums[1] + (logits.argmax(1) == y).sum().item(), sums[2] + n]
-                seen = sums[2] * world.size
-                bar.set_postfix(
-                    loss=f"{sums[0] / sums[2]:.4f}",
-                    acc=f"{sums[1] / sums[2]:.3f}",
-                    img_s=f"{seen / (time.perf_counter() - start):.1f}",
-                )
+                sums = [sums[0] + loss_sum.item(), sums[1] + (logits.argmax(1) == y).sum().item(), sums[2] + n]
+                bar.set_postfix(loss=f"{sums[0] / sums[2]:.4f}", acc=f"{sums[1] / sums[2]:.3f}")
                 bar.update(1)
-        loss_sum, correct, count = all_reduce_sum(sums, world, device)
+        loss_total, correct, count = all_reduce_sum(sums, world, device)
         elapsed = time.perf_counter() - start
         evaluated = ema if ema is not None else net
         record_line: dict[str, Any] = {
             "epoch": epoch + 1,
-            "epochs": cfg.epochs,
+            "epochs": epochs,
+            "phase": "fine-tune",
             "step": step,
             "lr": lr_at(step - 1, total, warmup, cfg.lr),
-            "train_loss": loss_sum / count,
+            "train_loss": loss_total / count,
             "train_acc": correct / count,
             "train_images": int(count),
             "images_per_s": count / elapsed,
             "train_s": elapsed,
+            "weights": "ema" if ema is not None else "model",
         }
-        improved = True
-        if val_samples:
-            val_loss, val_acc = _validate(evaluated, val_loader, device, cfg.channels_last, bf16, world)
-            record_line.update(val_loss=val_loss, val_acc=val_acc, val_images=len(val_samples))
-            improved = best_acc is None or val_acc > best_acc
-            if improved:
-                best_epoch, best_acc = epoch + 1, val_acc
-        elif improved:
-            best_epoch = epoch + 1
-        record_line.update(best=improved, weights="ema" if ema is not None else "model")
-        history.append(record_line)
-        if world.is_main:
-            if improved:
-                extra = {"epoch": epoch + 1, "val_acc": best_acc, "run": str(run), "train": cfg.to_json()}
-                save_native(evaluated.state_dict(), run / MODEL, replace(info, extra=extra))
-            save_checkpoint(
-                run,
-                {
-                    "config": cfg.defining(),
-                    "epoch": epoch + 1,
-                    "step": step,
-                    "model": net.state_dict(),
-                    "ema": ema.state_dict() if ema is not None else None,
-                    "optimizer": optimizer.state_dict(),
-                    "best_epoch": best_epoch,
-                    "best_val_acc": best_acc,
-                    "history": history,
-                    "classes": list(classes),
-                },
-            )
-            write_log(run, history)
-        if on_epoch is not None:
-            on_epoch(record_line)
-    return TrainResult(run / MODEL, classes, best_epoch, best_acc, tuple(history), world.is_main)
+        finish_epoch(record_line, evaluated, ema.state_dict() if ema is not None else None, optimizer.state_dict())
+
+    calibration = None
+    if world.is_main and cfg.calibrate and best_logits is not None and (run / MODEL).is_file():
+        calibration = fit_temperature(*best_logits)
+        _say(world, _calibration_line(calibration))
+        best = _load_saved(run / MODEL)
+        extra = dict(best.info.extra, calibration=calibration.to_json())
+        temperature = calibration.temperature
+        _write(
+            run / MODEL,
+            lambda: save_native(best.state, run / MODEL, replace(best.info, extra=extra, temperature=temperature)),
+        )
+    if world.is_main:
+        _plots(run, history, majority if val_samples else None, best_logits, classes)
+    return TrainResult(
+        run / MODEL,
+        classes,
+        best_epoch,
+        best_acc,
+        tuple(history),
+        world.is_main,
+        majority_acc=majority if val_samples else None,
+        majority_class=classes[majority_label],
+        val_images=len(val_samples),
+        calibration=calibration,
+    )
+
+
+def _plots(
+    run: Path,
+    history: Sequence[dict[str, Any]],
+    majority: float | None,
+    best: tuple[torch.Tensor, torch.Tensor] | None,
+    classes: tuple[str, ...],
+) -> None:
+    if not have_matplotlib():
+        print("matplotlib is not installed: no RUN/curves.png (pip install 'effnet[plots]')", file=sys.stderr)
+        return
+    _write(run / CURVES, lambda: plot_curves(history, run / CURVES, majority))
+    if best is not None:
+        _write(run / CONFUSION, lambda: plot_confusion(best[0], best[1], classes, run / CONFUSION))
+
+
+def _epoch_line(r: dict[str, Any]) -> str:
+    head = f"epoch {r['epoch']}/{r['epochs']}" if r["epoch"] else "linear probe"
+    parts = [f"train loss {r['train_loss']:.4f} acc {r['train_acc']:.1%}"] if "train_loss" in r else []
+    if "probe_l2" in r:
+        parts.append(f"L2 {r['probe_l2']:g} (cross-validated accuracy {r['probe_cv_acc']:.1%})")
+    if "val_acc" in r:
+        parts.append(
+            f"validation acc {r['val_acc']:.1%} (majority class {r['majority_acc']:.1%}), "
+            f"loss {r['val_loss']:.4f} (nll {r['val_nll']:.4f}){' *' if r['best'] else ''}"
+        )
+    return f"{head}: " + ", ".join(parts)
+
+
+def _calibration_line(c: Calibration) -> str:
+    return (
+        f"temperature {c.temperature:.3f} (fitted on the validation split): NLL {c.nll_before:.4f} -> "
+        f"{c.nll_after:.4f}, ECE {c.ece_before:.4f} -> {c.ece_after:.4f}"
+    )
+
+
+@dataclass(frozen=True)
+class _Saved:
+    state: dict[str, torch.Tensor]
+    info: NativeInfo
+
+
+def _load_saved(path: Path) -> _Saved:
+    from safetensors.torch import load_file
+
+    info = read_native_info(path)
+    if info is None:  # pragma: no cover - the run just wrote it
+        raise TrainError(f"{path} lost its effnet metadata")
+    return _Saved(load_file(str(path)), info)
+
+
+@torch.no_grad()
+def _linear_probe(
+    net: EfficientNet,
+    samples: Sequence[Sample],
+    preprocess: Any,
+    classes: tuple[str, ...],
+    world: World,
+    device: torch.device,
+    cfg: TrainConfig,
+    batch: int,
+) -> ProbeFit:
+    """Embed every training image once (the eval transform, the body in eval mode), split over the ranks,
+    and fit the classifier by L-BFGS logistic regression (:mod:`effnet.train.probe`)."""
+    dataset = ImageDataset(samples, preprocess, train=False, augment=Augment(), seed=cfg.seed)
+    loader = _loader(dataset, batch, world, cfg, False)
+    was = net.training
+    net.eval()
+    parts, labels = [], []
+    for x, y in _batches(loader, device, cfg.channels_last):
+        parts.append(net.forward_embedding(x).float().cpu())
+        labels.append(y.cpu())
+    net.train(was)
+    mine = torch.cat(parts) if parts else torch.zeros(0, net.num_features)
+    mine_y = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.int64)
+    # rank r holds images r, r + world, ...: gather, then restore the dataset order on every rank.
+    order = all_gather_cat(torch.arange(world.rank, len(samples), world.size), world)
+    x_all, y_all = all_gather_cat(mine, world), all_gather_cat(mine_y, world)
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(len(order))
+    return fit_probe([x_all[inverse]], y_all[inverse], len(classes), seed=cfg.seed)
+
+
+@dataclass(frozen=True)
+class _Validation:
+    loss: float  # the training criterion (label smoothing included), per image
+    nll: float  # plain cross-entropy, per image
+    acc: float
+    logits: torch.Tensor  # every validation image's, gathered from all ranks (for calibration)
+    labels: torch.Tensor
 
 
 @torch.no_grad()
 def _validate(
-    model: nn.Module, loader: Any, device: torch.device, channels_last: bool, bf16: bool, world: World
-) -> tuple[float, float]:
+    model: nn.Module, loader: Any, device: torch.device, cfg: TrainConfig, bf16: bool, world: World
+) -> _Validation:
     model.eval()
-    sums = [0.0, 0.0, 0.0]
-    for x, y in _batches(loader, device, channels_last):
+    outs, ys = [], []
+    for x, y in _batches(loader, device, cfg.channels_last):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = model(x).float()
-        loss = nn.functional.cross_entropy(logits, y, reduction="sum")
-        sums = [sums[0] + float(loss), sums[1] + float((logits.argmax(1) == y).sum()), sums[2] + y.shape[0]]
-    loss_sum, correct, count = all_reduce_sum(sums, world, device)
-    return loss_sum / count, correct / count
+            outs.append(model(x).float().cpu())
+        ys.append(y.cpu())
+    logits = all_gather_cat(torch.cat(outs) if outs else torch.zeros(0, 0), world)
+    labels = all_gather_cat(torch.cat(ys) if ys else torch.zeros(0, dtype=torch.int64), world)
+    smoothed = nn.functional.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
+    return _Validation(
+        loss=float(smoothed),
+        nll=float(nn.functional.cross_entropy(logits, labels)),
+        acc=float((logits.argmax(1) == labels).double().mean()),
+        logits=logits,
+        labels=labels,
+    )

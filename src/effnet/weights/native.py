@@ -42,6 +42,7 @@ class NativeInfo:
     # sha256 of the tensors themselves (:func:`tensors_sha256`): set by save_native, checked by
     # effnet.weights.load when the file is read. Empty in files written before it existed.
     weights_sha256: str = ""
+    temperature: float = 1.0  # softmax temperature fitted after training (logits / T); loaders apply it
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)  # free-form (training run, epoch...)
 
     def __post_init__(self) -> None:
@@ -67,6 +68,7 @@ class NativeInfo:
             },
             "source": self.source,
             "weights_sha256": self.weights_sha256,
+            "temperature": self.temperature,
             "extra": dict(self.extra),
         }
 
@@ -94,6 +96,7 @@ class NativeInfo:
                 bn_eps=float(obj["bn_eps"]),
                 source=str(obj.get("source", "")),
                 weights_sha256=str(obj.get("weights_sha256", "")),
+                temperature=float(obj.get("temperature", 1.0)),
                 extra=dict(obj.get("extra") or {}),
             )
         except (KeyError, TypeError, ValueError) as e:
@@ -115,6 +118,7 @@ class NativeInfo:
             padding=self.padding,
             bn_eps=self.bn_eps,
             weights_sha256=self.weights_sha256,
+            temperature=self.temperature,
             notes=f"effnet-native file (from {self.source})" if self.source else "effnet-native file",
         )
 

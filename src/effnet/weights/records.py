@@ -91,6 +91,7 @@ class WeightsRecord:
     # PyTorch-trained checkpoints (torchvision) use symmetric padding and their own eps.
     padding: Literal["same", "symmetric"] = "same"
     bn_eps: float = 1e-3
+    temperature: float = 1.0  # softmax temperature (an effnet-native file's calibration): logits / T
     metrics: ReferenceMetrics | None = None  # the primary published figure (for the card's weights: the card)
     # Further published figures for the same file (e.g. timm's own evaluation beside the model card's).
     other_metrics: tuple[ReferenceMetrics, ...] = ()
@@ -137,6 +138,7 @@ class WeightsRecord:
             "num_classes": self.num_classes,
             "padding": self.padding,
             "bn_eps": self.bn_eps,
+            "temperature": self.temperature,
             "metrics": None if self.metrics is None else self.metrics.to_dict(),
             "other_metrics": [m.to_dict() for m in self.other_metrics],
             "num_params": self.num_params,

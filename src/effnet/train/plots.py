@@ -1,0 +1,95 @@
+"""The run's pictures: ``RUN/curves.png`` (loss and accuracy per epoch) and ``RUN/confusion.png``.
+
+matplotlib with its Agg backend (files only, no display), imported lazily: it is the optional extra
+``effnet[plots]``, and a run without it still trains, saying so in one line.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["CURVES", "CONFUSION", "have_matplotlib", "plot_curves", "plot_confusion"]
+
+CURVES = "curves.png"
+CONFUSION = "confusion.png"
+
+
+def have_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _figure(**kw: Any) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    from matplotlib.figure import Figure
+
+    return Figure(**kw)  # not pyplot: no global state, nothing left open
+
+
+def _save(fig: Any, target: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".png", dir=target.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", dpi=100)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def plot_curves(history: Sequence[dict[str, Any]], target: Path, majority: float | None) -> Path:
+    """Train and validation loss (left) and accuracy (right) per epoch; the majority baseline as a line."""
+    fig = _figure(figsize=(10, 4))
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    for key, ax, name in (
+        ("train_loss", loss_ax, "train"),
+        ("val_loss", loss_ax, "validation"),
+        ("train_acc", acc_ax, "train"),
+        ("val_acc", acc_ax, "validation"),
+    ):
+        points = [(r["epoch"], r[key]) for r in history if key in r]
+        if points:
+            xs, ys = zip(*points, strict=True)
+            ax.plot(xs, ys, marker="o", label=name)
+    if majority is not None:
+        acc_ax.axhline(majority, color="grey", linestyle="--", label="majority class")
+    loss_ax.set(xlabel="epoch (0: linear probe)", ylabel="loss (label-smoothed CE)", title="loss")
+    acc_ax.set(xlabel="epoch (0: linear probe)", ylabel="accuracy", title="accuracy", ylim=(0, 1.02))
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    return _save(fig, target)
+
+
+def plot_confusion(logits: torch.Tensor, labels: torch.Tensor, classes: Sequence[str], target: Path) -> Path:
+    """The validation confusion matrix of the saved model: rows true class, columns predicted, counts."""
+    n = len(classes)
+    matrix = torch.zeros(n, n, dtype=torch.int64)
+    for t, p in zip(labels.tolist(), logits.argmax(1).tolist(), strict=True):
+        matrix[t, p] += 1
+    size = min(4 + 0.4 * n, 20)
+    fig = _figure(figsize=(size, size))
+    ax = fig.subplots()
+    ax.imshow(matrix.numpy(), cmap="Blues")
+    ax.set(xticks=range(n), yticks=range(n), xlabel="predicted", ylabel="true", title="validation confusion")
+    ax.set_xticklabels(classes, rotation=45, ha="right")
+    ax.set_yticklabels(classes)
+    if n <= 30:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center")
+    fig.tight_layout()
+    return _save(fig, target)
