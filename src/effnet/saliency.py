@@ -98,6 +98,12 @@ class Explanation:
             raise EffnetError(f"{self.path}: no explanation ({self.error})")
         return self.attribution
 
+    def explained(self) -> Prediction:
+        """The class the map explains (set together with the map)."""
+        if self.target is None:
+            raise EffnetError(f"{self.path}: no explanation ({self.error})")
+        return self.target
+
     def peak(self) -> tuple[int, int]:
         """(x, y) of the largest attribution, in crop pixels (the first one on ties)."""
         a = self._map()
@@ -131,11 +137,11 @@ class Explanation:
             return {"path": self.path, "error": self.error}
         h, w = self._map().shape
         x, y = self.peak()
-        assert self.target is not None  # set together with the map
+        target = self.explained()
         return {
             "path": self.path,
             "method": self.method,
-            "target": self.target.to_dict(),
+            "target": target.to_dict(),
             "predictions": [p.to_dict() for p in self.predictions],
             "peak": {"x": x, "y": y, "x_fraction": round(x / w, 4), "y_fraction": round(y / h, 4)},
             "centre_share": round(self.centre_share(), 4),
@@ -169,8 +175,9 @@ class Explanation:
         from .figures import figure_bytes, pyplot
 
         plt = pyplot("drawing an explanation", extra="explain")
-        crop, a = self.crop, self._map()
-        assert crop is not None and self.target is not None
+        crop, a, target = self.crop, self._map(), self.explained()
+        if crop is None:
+            raise EffnetError(f"{self.path}: no input crop to draw the explanation on")
         heat = a / a.max() if a.max() > 0 else a
         fig, (ax_crop, ax_map, ax_bars) = plt.subplots(
             1, 3, figsize=(12, 4), gridspec_kw={"width_ratios": [1, 1, 1.25]}
@@ -181,14 +188,14 @@ class Explanation:
         ax_map.imshow(heat, cmap="jet", alpha=alpha * heat**0.5, vmin=0, vmax=1)  # faint where the map is weak
         x, y = self.peak()
         ax_map.plot([x], [y], marker="+", color="white", markersize=14, markeredgewidth=2)
-        ax_map.set_title(f"{self.method}: {_short(self.target.label)}", fontsize=10)
+        ax_map.set_title(f"{self.method}: {_short(target.label)}", fontsize=10)
         for ax in (ax_crop, ax_map):
             ax.set_axis_off()
         preds = self.predictions[::-1]
         ax_bars.barh(
             range(len(preds)),
             [100 * p.probability for p in preds],
-            color=["#d62728" if p.class_index == self.target.class_index else "#2f6fde" for p in preds],
+            color=["#d62728" if p.class_index == target.class_index else "#2f6fde" for p in preds],
         )
         ax_bars.set_yticks(range(len(preds)), [_short(p.label, 28) for p in preds], fontsize=9)
         ax_bars.set_xlim(0, 100)

@@ -68,8 +68,7 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(summary), flush=True)
         else:
-            t = e.target
-            assert t is not None
+            t = e.explained()
             x, y = e.peak()
             print(
                 f"{image}: {t.label.split(',')[0]} ({100 * t.probability:.1f} %), {args.method} peak at ({x}, {y}), "

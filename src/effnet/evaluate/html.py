@@ -95,7 +95,8 @@ def _confused_figure(plt: Any, r: EvalReport) -> Any:
 
 def _reliability_figure(plt: Any, r: EvalReport) -> Any:
     cal = r.calibration
-    assert cal is not None
+    if cal is None:
+        raise EffnetError("the report has no calibration to draw: its engine returned top-k rows only")
     fig, (ax, ax_n) = plt.subplots(2, 1, figsize=(5, 5.2), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
     width = cal.bins[0].upper - cal.bins[0].lower
     centres = [(b.lower + b.upper) / 2 for b in cal.bins]
