@@ -80,3 +80,19 @@ def tiny_weights(lite0_checkpoint, tmp_path_factory) -> Path:
         source="efficientnet-lite0.pypi",
     )
     return save_native(model.state_dict(), path, info)
+
+
+@pytest.fixture(scope="session")
+def lite0_128_weights(lite0_checkpoint, tmp_path_factory) -> Path:
+    """The real Lite0 weights as an effnet-native file that asks for 128 px crops (resize 146, Lite0's own
+    mean, std and bicubic): full fine-tuning at a third of 224 px's cost, for the CI transfer test."""
+    import effnet
+
+    model = effnet.create_model("efficientnet-lite0", pretrained=lite0_checkpoint)
+    path = tmp_path_factory.mktemp("lite0-128") / "lite0-128.safetensors"
+    info = NativeInfo(
+        model="efficientnet-lite0",
+        preprocess=Preprocess(input_size=128, resize_size=146, mean=(127.0,) * 3, std=(128.0,) * 3),
+        source="efficientnet-lite0.pypi",
+    )
+    return save_native(model.state_dict(), path, info)
