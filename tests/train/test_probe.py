@@ -82,6 +82,21 @@ def test_temperature_scaling_calibrates_an_overconfident_model():
     assert ece(z, labels) < 0.05 and math.isfinite(c.ece_after)
 
 
+def test_a_validation_split_with_no_error_fits_no_temperature():
+    # Separable validation logits (every argmax right): minimizing the NLL over T would run T to its lower
+    # bound and make every later answer ~100 % sure. Seen in a real small-folder run (T = 0.05 on 14 images).
+    g = torch.Generator().manual_seed(1)
+    labels = torch.randint(0, 3, (14,), generator=g)
+    z = torch.randn(14, 3, generator=g, dtype=torch.float64)
+    z[torch.arange(14), labels] += 4.0  # right, but not sure: softmax top-1 around 0.9
+    c = fit_temperature(z, labels)
+    assert c.temperature == 1.0 and "14 validation images" in c.skipped
+    assert c.nll_after == c.nll_before
+    # one error is enough for a finite optimum, and it is fitted
+    z[0] = -z[0]
+    assert fit_temperature(z, labels).skipped == ""
+
+
 def test_a_native_files_temperature_divides_the_logits(lite0_checkpoint, tmp_path):
     model = effnet.create_model("efficientnet-lite0", pretrained=lite0_checkpoint)
     info = NativeInfo(model="efficientnet-lite0", preprocess=Preprocess(64, 73, mean=(127.0,) * 3, std=(128.0,) * 3))

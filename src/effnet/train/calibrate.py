@@ -24,8 +24,9 @@ class Calibration:
     nll_after: float
     ece_before: float
     ece_after: float
+    skipped: str = ""  # why no temperature was fitted (T stays 1), e.g. a validation split with no error
 
-    def to_json(self) -> dict[str, float]:
+    def to_json(self) -> dict[str, float | str]:
         return dict(self.__dict__)
 
 
@@ -51,6 +52,13 @@ def ece(logits: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> float:
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> Calibration:
     """The T minimizing the NLL of ``logits / T`` (L-BFGS on log T, float64), with NLL/ECE before and after."""
     z = logits.detach().double()
+    if bool((z.argmax(1) == labels).all()):
+        # Every validation image right: the NLL of z / T falls monotonically as T -> 0, so "the best T" is the
+        # bound, and dividing by it would make every later answer (near) 100 % sure. Such a split says nothing
+        # about calibration (small folders make it common): keep the model's own probabilities.
+        before = nll(z, labels), ece(z, labels)
+        why = f"every one of the {len(labels)} validation images is right: the NLL has no minimum at T > 0"
+        return Calibration(1.0, before[0], before[0], before[1], before[1], skipped=why)
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=100, line_search_fn="strong_wolfe")
 

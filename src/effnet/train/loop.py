@@ -500,6 +500,8 @@ def _epoch_line(r: dict[str, Any]) -> str:
 
 
 def _calibration_line(c: Calibration) -> str:
+    if c.skipped:
+        return f"temperature not fitted (kept 1): {c.skipped}"
     return (
         f"temperature {c.temperature:.3f} (fitted on the validation split): NLL {c.nll_before:.4f} -> "
         f"{c.nll_after:.4f}, ECE {c.ece_before:.4f} -> {c.ece_after:.4f}"
