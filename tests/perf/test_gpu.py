@@ -21,6 +21,7 @@ from effnet.errors import EffnetError
 from effnet.optimize import HalfBodyModel, fold_batchnorm, to_channels_last
 from effnet.preprocess import normalize_tensor
 from tests.perf.perf_helpers import fp32_margin, run_batches, top1_agreement
+from tests.serve.inprocess import kserve_binary
 from tests.testutils import EXAMPLES, run_cli
 
 gpu = pytest.mark.gpu
@@ -47,24 +48,6 @@ def _prepared_classifier(sizes=(1, 4)):
     return clf, calls
 
 
-def _kserve_binary(client, x: np.ndarray) -> np.ndarray:
-    from tests.serve.inprocess import INFER
-
-    header = json.dumps(
-        {"inputs": [{"name": "data", "datatype": "FP32", "shape": list(x.shape),
-                     "parameters": {"binary_data_size": x.nbytes}}],
-         "outputs": [{"name": "prob", "parameters": {"binary_data": True}}]}
-    ).encode()  # fmt: skip
-    r = client.post(
-        INFER,
-        content=header + x.astype("<f4").tobytes(),
-        headers={"inference-header-content-length": str(len(header)), "content-type": "application/octet-stream"},
-    )
-    assert r.status_code == 200, r.text
-    n = int(r.headers["inference-header-content-length"])
-    return np.frombuffer(r.content[n:], dtype="<f4").reshape(len(x), -1)
-
-
 def test_every_entry_runs_only_the_prepared_shapes_on_the_owner_thread(sample_crops, fp32_probs):
     """The runner is the only way into the model: crops, logits and KServe v2 tensors of odd batch sizes
     (what compiled inside a request before, and what dynamo gives up on after 8 shapes) reach the model
@@ -82,7 +65,7 @@ def test_every_entry_runs_only_the_prepared_shapes_on_the_owner_thread(sample_cr
     x = normalize_tensor(torch.from_numpy(sample_crops[8:26]), clf.preprocess).numpy()
     with make_client(ServedModel(clf), max_body_mb=16) as client:
         for a, b in ((0, 3), (3, 8), (8, 10), (10, 17), (17, 18)):  # 3, 5, 2, 7, 1 rows
-            np.testing.assert_allclose(_kserve_binary(client, x[a:b]), fp32_probs[8 + a : 8 + b], atol=1e-5)
+            np.testing.assert_allclose(kserve_binary(client, x[a:b])[1], fp32_probs[8 + a : 8 + b], atol=1e-5)
     assert {n for n, _ in calls} == {1, 4}, sorted(n for n, _ in calls)
     assert {t for _, t in calls} == {owner}
 

@@ -4,6 +4,7 @@ weights with the torch backend at fp32: fast enough for thousands of requests in
 from __future__ import annotations
 
 import io
+import json
 import warnings
 from collections.abc import Iterator
 
@@ -12,6 +13,26 @@ import pytest
 MODEL = "efficientnet-lite0"
 INFER = f"/v2/models/{MODEL}/infer"
 BODY_MB = 2.0  # small, so that the body-limit paths are cheap to reach
+
+
+def kserve_binary(client, x, infer: str = INFER) -> tuple[dict, object]:
+    """POST ``x`` (float32 NCHW) to a KServe v2 ``infer`` route with the binary tensor data extension both ways;
+    returns the response's JSON header and the ``prob`` rows (numpy). Works with an httpx or a TestClient."""
+    import numpy as np
+
+    header = json.dumps(
+        {"inputs": [{"name": "data", "datatype": "FP32", "shape": list(x.shape),
+                     "parameters": {"binary_data_size": x.nbytes}}],
+         "outputs": [{"name": "prob", "parameters": {"binary_data": True}}]}
+    ).encode()  # fmt: skip
+    r = client.post(
+        infer,
+        content=header + x.astype("<f4").tobytes(),
+        headers={"inference-header-content-length": str(len(header)), "content-type": "application/octet-stream"},
+    )
+    assert r.status_code == 200, r.text
+    n = int(r.headers["inference-header-content-length"])
+    return json.loads(r.content[:n]), np.frombuffer(r.content[n:], dtype="<f4").reshape(len(x), -1)
 
 
 @pytest.fixture(scope="session")

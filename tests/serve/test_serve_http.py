@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from effnet.preprocess import normalize
+from tests.serve.inprocess import kserve_binary
 from tests.serve.serve_fixtures import client, lite0_classifier, read_metrics, server  # noqa: F401 - pytest fixtures
 
 REPO = Path(__file__).resolve().parents[2]
@@ -158,29 +159,9 @@ def test_v2_infer_batch_nested_and_binary(client, lite0_classifier):
     got = np.asarray(r.json()["outputs"][0]["data"], dtype=np.float32).reshape(2, 1000)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
     # Binary tensor data extension, both ways.
-    header = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "data",
-                    "datatype": "FP32",
-                    "shape": [2, 3, 224, 224],
-                    "parameters": {"binary_data_size": x.nbytes},
-                }
-            ],
-            "outputs": [{"name": "prob", "parameters": {"binary_data": True}}],
-        }
-    ).encode()
-    r = client.post(
-        INFER,
-        content=header + x.astype("<f4").tobytes(),
-        headers={"inference-header-content-length": str(len(header)), "content-type": "application/octet-stream"},
-    )
-    assert r.status_code == 200, r.text
-    n = int(r.headers["inference-header-content-length"])
-    meta = json.loads(r.content[:n])
+    meta, got = kserve_binary(client, x, INFER)
     assert meta["outputs"][0]["parameters"]["binary_data_size"] == 2 * 1000 * 4
-    got = np.frombuffer(r.content[n:], dtype="<f4").reshape(2, 1000)
+    assert got.shape == (2, 1000)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
 
 
