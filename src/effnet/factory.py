@@ -140,6 +140,10 @@ def create_model(
     weights: the record's, an effnet-native file's own, or (random init, a plain checkpoint file) the model's
     default record's.
 
+    ``embedding_stage=K`` ends the network after stage K (0-based) with no head convolution, the
+    classifier (new) reading that stage's pooled output; a file ``effnet train`` cut that way is rebuilt
+    so without asking.
+
     Backbone options (timm's names): ``in_chans`` adapts the pretrained RGB stem (:func:`adapt_input_conv`);
     ``drop_path_rate``, ``drop_rate`` set stochastic depth and head dropout; ``features_only=True`` returns
     an :class:`EfficientNetFeatures` with the maps ``out_indices`` selects (strides 2, 4, 8, 16, 32).
@@ -155,9 +159,13 @@ def create_model(
     built_for = record if record is not None else named  # the weights the architecture is built for
     own_classes = built_for.num_classes if built_for is not None else 1000
     classes = own_classes if num_classes is None else num_classes
+    # The network is built as the weights were made (a file of effnet train's probe may end at a stage),
+    # loaded, and only then cut where asked: a pretrained body ending at ``embedding_stage``, a new classifier.
+    built_stage = built_for.embedding_stage if built_for is not None else None
+    cut_at = kwargs.pop("embedding_stage", built_stage)
     if built_for is not None:
         kwargs = {"padding": built_for.padding, "bn_eps": built_for.bn_eps, **kwargs}
-    model = EfficientNet(variant, num_classes=classes, **kwargs)
+    model = EfficientNet(variant, num_classes=classes, embedding_stage=built_stage, **kwargs)
     if record is not None and path is None:
         path = fetch(record)
     if path is not None:
@@ -176,7 +184,7 @@ def create_model(
             source=str(path),
             skip_classifier=classes != own_classes,
         )
-        if record is not None and record.temperature != 1.0 and classes == own_classes:
+        if record is not None and record.temperature != 1.0 and classes == own_classes and cut_at == built_stage:
             # A calibrated file (effnet train's temperature scaling): logits / T, folded into the classifier
             # so every consumer of the model (classify, eval, serve, exports) gets calibrated probabilities.
             head = model.classifier
@@ -184,6 +192,10 @@ def create_model(
                 with torch.no_grad():
                     head.weight.div_(record.temperature)
                     head.bias.div_(record.temperature)
+    if cut_at != built_stage:
+        if cut_at is None:
+            raise EffnetError(f"{path} holds a network that ends at stage {built_stage}: it has no later stages")
+        model.truncate(cut_at)
     if built_for is not None:
         model.pretrained_cfg = pretrained_cfg(built_for.preprocess, num_classes=classes, record=built_for.name)
     else:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, Literal
 
@@ -219,6 +219,10 @@ class EfficientNet(nn.Module):
     block, rising linearly from 0 over the blocks (TF reference efficientnet_model.py: ``drop_rate *
     block_idx / num_blocks``; default: the variant's 0.2); ``drop_rate`` the dropout before the
     classifier (default: the variant's); ``in_chans`` the input channels of the stem.
+
+    ``embedding_stage`` (0-based) ends the network after that stage, with no head convolution: the
+    classifier reads the stage's pooled output (:meth:`ArchPlan.truncated`; what ``effnet train``'s linear
+    probe builds when cross-validation prefers an intermediate stage). ``None``: the paper's network.
     """
 
     # timm's dict of the eval preprocessing the loaded weights need; set by effnet.create_model
@@ -237,6 +241,7 @@ class EfficientNet(nn.Module):
         drop_path_rate: float | None = None,
         drop_rate: float | None = None,
         in_chans: int = 3,
+        embedding_stage: int | None = None,
     ) -> None:
         super().__init__()
         self.pretrained_cfg = {}
@@ -255,11 +260,13 @@ class EfficientNet(nn.Module):
             input_size = variant.resolution
         size: tuple[int, int] | None = (input_size, input_size) if isinstance(input_size, int) else input_size
         self.variant = variant
-        self.plan: ArchPlan = build_plan(variant)
+        plan = build_plan(variant)
+        self.plan: ArchPlan = plan if embedding_stage is None else plan.truncated(embedding_stage)
+        self.embedding_stage = embedding_stage
         self.num_classes = num_classes
         self.padding_mode = padding
         self.input_size = size
-        self.num_features = self.plan.head_channels
+        self.num_features = self.plan.num_features
         self.grad_checkpointing = False
         act = variant.activation
         norm: dict[str, Any] = dict(padding=padding, bn_eps=bn_eps, bn_momentum=bn_momentum)
@@ -270,7 +277,7 @@ class EfficientNet(nn.Module):
         size = None if size is None else _after(size, STEM_STRIDE)
 
         rate = variant.drop_path_rate if drop_path_rate is None else drop_path_rate
-        total = len(self.plan.blocks)
+        total = len(plan.blocks)  # of the whole network: a block's rate does not depend on where it is cut
         stages: list[list[MBConv]] = []
         for n, spec in enumerate(self.plan.blocks):
             if spec.index == 0:
@@ -280,14 +287,19 @@ class EfficientNet(nn.Module):
                 size = _after(size, spec.stride)
         self.stages = nn.Sequential(*(nn.Sequential(*blocks) for blocks in stages))
 
-        self.head = ConvBnAct(
-            self.plan.stem_channels if not stages else self.plan.blocks[-1].out_channels,
-            self.plan.head_channels,
-            1,
-            1,
-            act=act,
-            input_size=size,
-            **norm,
+        # Cut after embedding_stage: no head convolution, the classifier reads that stage's pooled output.
+        self.head: nn.Module = (
+            ConvBnAct(
+                self.plan.stem_channels if not stages else self.plan.blocks[-1].out_channels,
+                self.plan.head_channels,
+                1,
+                1,
+                act=act,
+                input_size=size,
+                **norm,
+            )
+            if self.plan.head_channels
+            else nn.Identity()
         )
         self.feature_size = size
         self.dropout = nn.Dropout(variant.dropout if drop_rate is None else drop_rate)
@@ -309,6 +321,28 @@ class EfficientNet(nn.Module):
                 bound = 1.0 / math.sqrt(m.weight.shape[0])
                 nn.init.uniform_(m.weight, -bound, bound)
                 nn.init.zeros_(m.bias)
+
+    def truncate(self, embedding_stage: int) -> None:
+        """End this network after stage ``embedding_stage``, in place, keeping the weights of what stays:
+        the later stages and the head convolution are dropped and the classifier is new (timm's
+        ``prune_intermediate_layers`` in spirit). The result equals ``EfficientNet(..., embedding_stage=...)``
+        with these weights; :mod:`effnet.train` cuts a pretrained network where its probe chose."""
+        if self.embedding_stage is not None and embedding_stage > self.embedding_stage:
+            raise ValueError(
+                f"this network already ends at stage {self.embedding_stage}; cannot keep stage {embedding_stage}"
+            )
+        self.plan = self.plan.truncated(embedding_stage)
+        self.embedding_stage = embedding_stage
+        self.stages = nn.Sequential(*list(self.stages)[: embedding_stage + 1])
+        self.head = nn.Identity()
+        self.num_features = self.plan.num_features
+        size = self.input_size
+        if size is not None:
+            size = _after(size, STEM_STRIDE)
+            for spec in self.plan.blocks:
+                size = _after(size, spec.stride)
+        self.feature_size = size
+        self.reset_classifier(self.num_classes)
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier with a freshly initialized one (0 = none)."""
@@ -346,7 +380,8 @@ class EfficientNet(nn.Module):
         self.grad_checkpointing = enable
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The last feature map, after the head convolution: [N, head_channels, H/32, W/32]."""
+        """The last feature map, after the head convolution: [N, head_channels, H/32, W/32] (a network cut at
+        ``embedding_stage``: that stage's output)."""
         check_input(x, self.in_chans)
         x = self.stem(x)
         if self.grad_checkpointing and self.training and torch.is_grad_enabled():
@@ -358,6 +393,25 @@ class EfficientNet(nn.Module):
     def forward_embedding(self, x: torch.Tensor) -> torch.Tensor:
         """The pooled embedding fed to the classifier: [N, head_channels]."""
         return self.forward_features(x).mean((2, 3))
+
+    def pooled_embeddings(self, x: torch.Tensor, taps: Sequence[int | None]) -> list[torch.Tensor]:
+        """The pooled output [N, C] of each stage in ``taps`` (0-based; ``None``: the head convolution's, i.e.
+        :meth:`forward_embedding`), in one forward pass: the candidate embeddings of the linear probe."""
+        check_input(x, self.in_chans)
+        pooled: dict[int | None, torch.Tensor] = {}
+        x = self.stem(x)
+        for s, stage in enumerate(self.stages):
+            if s > max((t for t in taps if t is not None), default=-1) and None not in taps:
+                break
+            x = stage(x)
+            if s in taps:
+                pooled[s] = x.mean((2, 3))
+        if None in taps:
+            pooled[None] = self.head(x).mean((2, 3))
+        missing = [t for t in taps if t not in pooled]
+        if missing:
+            raise ValueError(f"taps {missing} are not stages of this network (0..{len(self.stages) - 1}, or None)")
+        return [pooled[t] for t in taps]
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """Pool, dropout and classify a feature map from :meth:`forward_features`."""

@@ -60,10 +60,12 @@ class ModelSource:
             )
 
     def build_kwargs(self) -> dict[str, Any]:
-        """How to construct the network for these weights: the record's padding, BN eps and classes."""
+        """How to construct the network for these weights: the record's padding, BN eps, classes and depth."""
         kwargs: dict[str, Any] = {"num_classes": self.num_classes, "input_size": self.preprocess.input_size}
         if self.record is not None:
             kwargs.update(padding=self.record.padding, bn_eps=self.record.bn_eps)
+            if self.record.embedding_stage is not None:
+                kwargs.update(embedding_stage=self.record.embedding_stage)
         return kwargs
 
     def build_model(self, **overrides: Any) -> EfficientNet:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from .errors import UnknownNameError
@@ -190,7 +190,7 @@ class ArchPlan:
     variant: Variant
     stem_channels: int
     blocks: tuple[BlockSpec, ...]
-    head_channels: int
+    head_channels: int  # 0: no head convolution (a plan cut after a stage, :meth:`truncated`)
 
     @property
     def stage_repeats(self) -> tuple[int, ...]:
@@ -205,6 +205,28 @@ class ArchPlan:
         for b in self.blocks:
             last[b.stage] = b.out_channels
         return tuple(last[s] for s in sorted(last))
+
+    @property
+    def num_features(self) -> int:
+        """Channels of the pooled embedding the classifier reads: the head convolution's, or without one
+        the last stage's."""
+        if self.head_channels:
+            return self.head_channels
+        return self.blocks[-1].out_channels if self.blocks else self.stem_channels
+
+    def truncated(self, embedding_stage: int) -> ArchPlan:
+        """The plan up to and including stage ``embedding_stage`` (0-based), with no head convolution: the
+        classifier then reads that stage's pooled output. Why a network would end early: intermediate
+        features can transfer better than the last ones to a task unlike ImageNet's 1,000 classes
+        (Yosinski et al. 2014, "How transferable are features in deep neural networks?"; Evci et al. 2022,
+        "Head2Toe"), and :mod:`effnet.train.probe` chooses the stage by cross-validation."""
+        count = len(self.stage_repeats)
+        if not 0 <= embedding_stage < count:
+            raise ValueError(
+                f"embedding_stage must be a stage index of {self.variant.name}, 0..{count - 1}, got {embedding_stage}"
+            )
+        blocks = tuple(b for b in self.blocks if b.stage <= embedding_stage)
+        return replace(self, blocks=blocks, head_channels=0)
 
 
 def build_plan(variant: Variant, stages: tuple[StageSpec, ...] = B0_STAGES) -> ArchPlan:

@@ -112,3 +112,68 @@ def test_bad_input_shape_is_a_clear_error():
     m = effnet.create_model("efficientnet-b0")
     with pytest.raises(ValueError, match="3 channels"):
         m(torch.zeros(1, 4, 224, 224))
+
+
+def test_embedding_stage_ends_the_network_after_that_stage():
+    # The B0 stage table (Tan & Le 2019, table 1) has 7 MBConv stages with 16, 24, 40, 80, 112, 192, 320
+    # output channels; Lite0 keeps them. Cut after stage 5: 6 stages, no 1x1 head conv, a 192-d embedding.
+    from effnet.model import EfficientNet
+    from effnet.weights.convert import param_shapes
+
+    cut = EfficientNet("efficientnet-lite0", num_classes=3, embedding_stage=5, input_size=224).eval()
+    assert len(cut.stages) == 6 and isinstance(cut.head, torch.nn.Identity)
+    assert cut.num_features == 192 and cut.classifier.weight.shape == (3, 192)
+    assert cut.feature_size == (7, 7)  # stage 5 is already at stride 32
+    assert {k: tuple(v.shape) for k, v in cut.state_dict().items()} == param_shapes(cut.plan, 3)
+    assert not any(k.startswith(("head.", "stages.6.")) for k in cut.state_dict())
+    for bad in (-1, 7):
+        with pytest.raises(ValueError, match=r"0\.\.6"):
+            EfficientNet("efficientnet-lite0", embedding_stage=bad)
+
+
+def test_truncate_keeps_the_weights_and_reads_the_stage_output():
+    full = effnet.create_model("efficientnet-lite0", num_classes=3)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.inference_mode():
+        h = full.stem(x)
+        for stage in list(full.stages)[:4]:
+            h = stage(h)
+        stage3 = h.mean((2, 3))
+        taps = full.pooled_embeddings(x, [3, None])
+        assert torch.allclose(taps[0], stage3) and torch.allclose(taps[1], full.forward_embedding(x))
+        full.truncate(3)
+        assert torch.allclose(full.forward_embedding(x), stage3)
+        assert tuple(full(x).shape) == (2, 3) and full.num_features == 80
+    # The constructor's cut network is the same module tree (same keys, same drop-path rates).
+    built = effnet.model.EfficientNet("efficientnet-lite0", num_classes=3, embedding_stage=3, input_size=224)
+    assert str(built) == str(full)
+    with pytest.raises(ValueError, match="already ends at stage 3"):
+        full.truncate(5)
+
+
+def test_create_model_cuts_a_pretrained_body(lite0_checkpoint, tmp_path):
+    """``embedding_stage`` on pretrained weights: the body's tensors as loaded, a new classifier; a native file
+    of a cut network is rebuilt cut, with nothing asked."""
+    from effnet.weights.native import NativeInfo, save_native
+    from effnet.weights.records import default_record
+
+    whole = effnet.create_model("efficientnet-lite0", pretrained=lite0_checkpoint)
+    cut = effnet.create_model("efficientnet-lite0", pretrained=lite0_checkpoint, num_classes=2, embedding_stage=5)
+    assert len(cut.stages) == 6 and cut.classifier.weight.shape == (2, 192)
+    for k, v in cut.state_dict().items():
+        if not k.startswith("classifier."):
+            assert torch.equal(v, whole.state_dict()[k]), k
+    info = NativeInfo(
+        model="efficientnet-lite0",
+        preprocess=default_record("efficientnet-lite0").preprocess,
+        labels=("a", "b"),
+        num_classes=2,
+        embedding_stage=5,
+    )
+    path = save_native(cut.state_dict(), tmp_path / "cut.safetensors", info)
+    again = effnet.create_model("efficientnet-lite0", pretrained=path)
+    x = torch.randn(1, 3, 224, 224)
+    with torch.inference_mode():
+        assert torch.equal(again(x), cut(x))
+    with pytest.raises(effnet.EffnetError, match="ends at stage 5"):
+        effnet.create_model("efficientnet-lite0", pretrained=path, embedding_stage=None)

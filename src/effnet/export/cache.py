@@ -91,6 +91,7 @@ def cache_key(kind: ExportKind, source: ModelSource, options: dict[str, Any]) ->
         "num_classes": source.num_classes,
         "labels": "imagenet-1k" if record is None else record.labels,
         **{k: v for k, v in source.build_kwargs().items() if k in ("padding", "bn_eps")},
+        "embedding_stage": record.embedding_stage if record is not None else None,
         "key_format": record.key_format if record is not None else None,
         # folded into the classifier at load (effnet train's calibration); also in the file's bytes, said here
         "temperature": record.temperature if record is not None else 1.0,

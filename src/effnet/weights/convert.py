@@ -190,10 +190,11 @@ def param_shapes(plan: ArchPlan, num_classes: int) -> dict[str, tuple[int, ...]]
             shapes |= {f"{p}.se.expand.weight": (mid, b.se_channels, 1, 1), f"{p}.se.expand.bias": (mid,)}
         shapes[f"{p}.project.conv.weight"] = (b.out_channels, mid, 1, 1)
         shapes |= bn(f"{p}.project.bn", b.out_channels)
-    shapes["head.conv.weight"] = (plan.head_channels, plan.blocks[-1].out_channels, 1, 1)
-    shapes |= bn("head.bn", plan.head_channels)
+    if plan.head_channels:  # 0: a plan cut after a stage has no head convolution
+        shapes["head.conv.weight"] = (plan.head_channels, plan.blocks[-1].out_channels, 1, 1)
+        shapes |= bn("head.bn", plan.head_channels)
     if num_classes > 0:
-        shapes |= {"classifier.weight": (num_classes, plan.head_channels), "classifier.bias": (num_classes,)}
+        shapes |= {"classifier.weight": (num_classes, plan.num_features), "classifier.bias": (num_classes,)}
     return shapes
 
 

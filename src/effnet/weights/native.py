@@ -43,6 +43,9 @@ class NativeInfo:
     # effnet.weights.load when the file is read. Empty in files written before it existed.
     weights_sha256: str = ""
     temperature: float = 1.0  # softmax temperature fitted after training (logits / T); loaders apply it
+    # The stage whose pooled output the classifier reads, the network cut after it (effnet train's linear
+    # probe may choose one); None: the whole network with its head convolution.
+    embedding_stage: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)  # free-form (training run, epoch...)
 
     def __post_init__(self) -> None:
@@ -69,6 +72,7 @@ class NativeInfo:
             "source": self.source,
             "weights_sha256": self.weights_sha256,
             "temperature": self.temperature,
+            "embedding_stage": self.embedding_stage,
             "extra": dict(self.extra),
         }
 
@@ -97,6 +101,7 @@ class NativeInfo:
                 source=str(obj.get("source", "")),
                 weights_sha256=str(obj.get("weights_sha256", "")),
                 temperature=float(obj.get("temperature", 1.0)),
+                embedding_stage=None if obj.get("embedding_stage") is None else int(obj["embedding_stage"]),
                 extra=dict(obj.get("extra") or {}),
             )
         except (KeyError, TypeError, ValueError) as e:
@@ -119,6 +124,7 @@ class NativeInfo:
             bn_eps=self.bn_eps,
             weights_sha256=self.weights_sha256,
             temperature=self.temperature,
+            embedding_stage=self.embedding_stage,
             notes=f"effnet-native file (from {self.source})" if self.source else "effnet-native file",
         )
 

@@ -92,6 +92,8 @@ class WeightsRecord:
     padding: Literal["same", "symmetric"] = "same"
     bn_eps: float = 1e-3
     temperature: float = 1.0  # softmax temperature (an effnet-native file's calibration): logits / T
+    # The network ends after this stage, no head convolution (EfficientNet(embedding_stage=...)); None: all of it.
+    embedding_stage: int | None = None
     metrics: ReferenceMetrics | None = None  # the primary published figure (for the card's weights: the card)
     # Further published figures for the same file (e.g. timm's own evaluation beside the model card's).
     other_metrics: tuple[ReferenceMetrics, ...] = ()
@@ -139,6 +141,7 @@ class WeightsRecord:
             "padding": self.padding,
             "bn_eps": self.bn_eps,
             "temperature": self.temperature,
+            "embedding_stage": self.embedding_stage,
             "metrics": None if self.metrics is None else self.metrics.to_dict(),
             "other_metrics": [m.to_dict() for m in self.other_metrics],
             "num_params": self.num_params,
