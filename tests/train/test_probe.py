@@ -10,7 +10,7 @@ import torch
 import effnet
 from effnet.train.calibrate import ece, fit_temperature, nll
 from effnet.train.data import GlobalBatchSampler
-from effnet.train.probe import cross_validate, fit_logistic, fit_probe
+from effnet.train.probe import cross_validate, fit_logistic, fit_probe, select_embedding
 from effnet.weights.native import NativeInfo, read_native_info, save_native
 from effnet.weights.records import Preprocess
 
@@ -46,6 +46,21 @@ def test_cross_validation_chooses_the_penalty_the_data_supports():
     fit = fit_probe([x], y, 2, seed=0, grid=(1e-2, 1e3))
     assert fit.l2 == 1e-2
     assert torch.equal(fit.weight, fit_probe([x], y, 2, seed=0, grid=(1e-2, 1e3)).weight)  # deterministic
+
+
+def test_the_probe_reads_the_embedding_that_cross_validates_best():
+    # Two candidate embeddings of the same 40 images: the "head" one carries no label information, stage 4's
+    # does. The selection must find stage 4 from the training images alone, and report both candidates.
+    x, y = _blobs(40, 20, 4, shift=2.5)
+    noise = _blobs(40, 30, 5, shift=0.0)[0]
+    fit = select_embedding({None: [noise], 4: [x]}, y, 2, seed=0)
+    assert fit.embedding_stage == 4 and fit.weight.shape == (2, 20)
+    scores = {stage: (nll, acc) for stage, nll, acc in fit.candidates}
+    assert set(scores) == {None, 4} and scores[4][0] < scores[None][0] and scores[4][1] > 0.8
+    # Equal candidates: the first one (the head's, the paper's network) is kept.
+    assert select_embedding({None: [x], 4: [x.clone()]}, y, 2, seed=0).embedding_stage is None
+    with pytest.raises(ValueError, match="no candidate"):
+        select_embedding({}, y, 2, seed=0)
 
 
 @pytest.mark.parametrize("n, batch, world", [(10, 6, 3), (8, 6, 3), (13, 4, 2), (7, 7, 1)])

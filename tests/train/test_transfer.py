@@ -14,11 +14,11 @@ import json
 from tests.testutils import run_cli
 
 
-def _score_held_out(run, held_out) -> tuple[int, int, list[dict]]:
+def _score_held_out(run, held_out, backend: str = "torch") -> tuple[int, int, list[dict]]:
     """(correct, always-"object" correct, results) of RUN/model.safetensors on the held-out images."""
     proc = run_cli(
         "classify", str(held_out), "--model", "efficientnet-lite0", "--weights", str(run / "model.safetensors"),
-        "--json", "--no-progress", "--top-k", "2", "--backend", "torch",
+        "--json", "--no-progress", "--top-k", "2", "--backend", backend,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = [json.loads(line) for line in proc.stdout.splitlines()]
@@ -50,6 +50,13 @@ def test_linear_probe_defaults_learn_animal_vs_object(transfer_task, lite0_check
     assert all({p["label"] for p in r["predictions"]} == {"animal", "object"} for r in results)
     assert majority == 19
     assert correct >= 21, (correct, majority)  # >= 70 % on images the run never saw
+    # The probe chose its embedding by cross-validation, and the saved network is cut where it chose: the
+    # ONNX export of the file (built from its metadata) answers as torch does.
+    candidates = log[0]["probe_candidates"]
+    assert "head" in candidates and len(candidates) == 5
+    assert log[0]["probe_embedding"] in candidates
+    _, _, onnx_results = _score_held_out(run, held_out, backend="onnxruntime")
+    assert [r["predictions"][0]["label"] for r in onnx_results] == [r["predictions"][0]["label"] for r in results]
 
 
 def test_full_fine_tuning_defaults_learn_animal_vs_object(transfer_task, lite0_128_weights, tmp_path):

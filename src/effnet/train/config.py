@@ -151,7 +151,12 @@ def freeze(model: EfficientNet, spec: str) -> list[nn.Module]:
     k = parse_freeze(spec)
     stages = list(model.stages)
     if k is not None and k > len(stages):
-        raise TrainError(f"--freeze stages:{k}: the model has only {len(stages)} stages")
+        cut = (
+            ""
+            if model.embedding_stage is None
+            else f" (it ends at stage {model.embedding_stage}, where the probe cut it)"
+        )
+        raise TrainError(f"--freeze stages:{k}: the model has only {len(stages)} stages{cut}")
     frozen: list[nn.Module]
     if k is None:
         frozen = [model.stem, model.stages, model.head]

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -34,11 +34,15 @@ from .config import SMALL_DATA, TrainConfig, TrainError, auto_batch_size, auto_m
 from .data import Augment, Collate, GlobalBatchSampler, ImageDataset, split_samples
 from .distributed import World, all_gather_cat, all_reduce_sum, setup, teardown
 from .plots import CONFUSION, CURVES, have_matplotlib, plot_confusion, plot_curves
-from .probe import ProbeFit, fit_probe
+from .probe import ProbeFit, select_embedding
 
 __all__ = ["TrainResult", "train", "lr_at"]
 
 EpochCallback = Callable[[dict[str, Any]], None]
+
+# The linear probe's candidate embeddings besides the head convolution's: the outputs of the last this many
+# stages (for the B0 stage table, the stride-16 and stride-32 stages), see effnet.train.probe.
+PROBE_STAGES = 4
 
 
 @dataclass(frozen=True)
@@ -235,6 +239,20 @@ def _train(cfg: TrainConfig, world: World, device: torch.device, on_epoch: Epoch
         # logits in the tens before the first step. With --probe (the default) the linear probe replaces it.
         nn.init.zeros_(classifier.weight)
         nn.init.zeros_(classifier.bias)
+    fit: ProbeFit | None = None
+    probe_s = 0.0
+    if state is None and cfg.probe and classifier is not None and new_head:
+        start = time.perf_counter()
+        fit = _linear_probe(net.to(device), train_samples, preprocess, classes, world, device, cfg, batch)
+        if fit.embedding_stage is not None:
+            net.truncate(fit.embedding_stage)  # the probe reads an intermediate stage: the network ends there
+        layer = cast(nn.Linear, net.classifier)  # new_head: a Linear (truncate made a new one, on the CPU)
+        with torch.no_grad():
+            layer.weight.copy_(fit.weight.to(layer.weight.device))
+            layer.bias.copy_(fit.bias.to(layer.bias.device))
+        probe_s = time.perf_counter() - start
+    elif state is not None and state.get("embedding_stage") is not None:
+        net.truncate(int(state["embedding_stage"]))  # resuming a run whose probe cut the network
     # Read before any SyncBatchNorm conversion (which replaces every BatchNorm2d), from the model as built.
     bn_eps = float(next(m for m in net.modules() if _is_bn(m)).eps)  # type: ignore[arg-type]
     frozen = freeze(net, cfg.freeze)
@@ -266,6 +284,7 @@ def _train(cfg: TrainConfig, world: World, device: torch.device, on_epoch: Epoch
         padding=net.padding_mode,
         bn_eps=bn_eps,
         source=weights_label(source),
+        embedding_stage=net.embedding_stage,
     )
     resolved = {
         "batch_size": batch,
@@ -328,6 +347,7 @@ def _train(cfg: TrainConfig, world: World, device: torch.device, on_epoch: Epoch
                 "epoch": record_line["epoch"],
                 "step": step,
                 "model": net.state_dict(),
+                "embedding_stage": net.embedding_stage,
                 "ema": ema_state,
                 "optimizer": optimizer_state,
                 "best_epoch": best_epoch,
@@ -340,22 +360,19 @@ def _train(cfg: TrainConfig, world: World, device: torch.device, on_epoch: Epoch
         if on_epoch is not None:
             on_epoch(record_line)
 
-    if state is None and cfg.probe and classifier is not None and new_head:
-        start = time.perf_counter()
-        fit = _linear_probe(net, train_samples, preprocess, classes, world, device, cfg, batch)
-        with torch.no_grad():
-            classifier.weight.copy_(fit.weight.to(device))
-            classifier.bias.copy_(fit.bias.to(device))
+    if fit is not None:
         line = {
             "epoch": 0,
             "epochs": epochs,
             "phase": "linear probe",
             "step": 0,
+            "probe_embedding": _embedding_name(fit.embedding_stage),
             "probe_l2": fit.l2,
             "probe_cv_acc": fit.cv_acc[fit.l2],
             "probe_folds": fit.folds,
+            "probe_candidates": {_embedding_name(s): {"cv_nll": n, "cv_acc": a} for s, n, a in fit.candidates},
             "train_images": n_train,
-            "train_s": time.perf_counter() - start,
+            "train_s": probe_s,
             "weights": "model",
         }
         finish_epoch(line, net, None, None)
@@ -490,7 +507,9 @@ def _epoch_line(r: dict[str, Any]) -> str:
     head = f"epoch {r['epoch']}/{r['epochs']}" if r["epoch"] else "linear probe"
     parts = [f"train loss {r['train_loss']:.4f} acc {r['train_acc']:.1%}"] if "train_loss" in r else []
     if "probe_l2" in r:
-        parts.append(f"L2 {r['probe_l2']:g} (cross-validated accuracy {r['probe_cv_acc']:.1%})")
+        parts.append(
+            f"embedding {r['probe_embedding']}, L2 {r['probe_l2']:g} (cross-validated accuracy {r['probe_cv_acc']:.1%})"
+        )
     if "val_acc" in r:
         parts.append(
             f"validation acc {r['val_acc']:.1%} (majority class {r['majority_acc']:.1%}), "
@@ -523,6 +542,10 @@ def _load_saved(path: Path) -> _Saved:
     return _Saved(load_file(str(path)), info)
 
 
+def _embedding_name(stage: int | None) -> str:
+    return "head" if stage is None else f"stage {stage}"
+
+
 @torch.no_grad()
 def _linear_probe(
     net: EfficientNet,
@@ -540,19 +563,25 @@ def _linear_probe(
     loader = _loader(dataset, batch, world, cfg, False)
     was = net.training
     net.eval()
+    # The head convolution's embedding first (kept on equal scores), then the last PROBE_STAGES stages' outputs.
+    last = len(net.stages)
+    taps: list[int | None] = [None, *range(last - 1, max(-1, last - 1 - PROBE_STAGES), -1)]
+    widths = [net.num_features if t is None else net.plan.stage_channels[t] for t in taps]
     parts, labels = [], []
     for x, y in _batches(loader, device, cfg.channels_last):
-        parts.append(net.forward_embedding(x).float().cpu())
+        parts.append(torch.cat(net.pooled_embeddings(x, taps), dim=1).float().cpu())
         labels.append(y.cpu())
     net.train(was)
-    mine = torch.cat(parts) if parts else torch.zeros(0, net.num_features)
+    mine = torch.cat(parts) if parts else torch.zeros(0, sum(widths))
     mine_y = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.int64)
     # rank r holds images r, r + world, ...: gather, then restore the dataset order on every rank.
     order = all_gather_cat(torch.arange(world.rank, len(samples), world.size), world)
     x_all, y_all = all_gather_cat(mine, world), all_gather_cat(mine_y, world)
     inverse = torch.empty_like(order)
     inverse[order] = torch.arange(len(order))
-    return fit_probe([x_all[inverse]], y_all[inverse], len(classes), seed=cfg.seed)
+    x_all, y_all = x_all[inverse], y_all[inverse]
+    candidates = dict(zip(taps, x_all.split(widths, dim=1), strict=True))
+    return select_embedding({t: [x] for t, x in candidates.items()}, y_all, len(classes), seed=cfg.seed)
 
 
 @dataclass(frozen=True)

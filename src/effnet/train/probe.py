@@ -13,17 +13,28 @@ The L2 strength is chosen by stratified k-fold cross-validation on the training 
 validation split stays for model selection and calibration), scoring held-out folds by their
 log-loss on the clean (eval-transform) view; augmented views of an image stay in its fold.
 Everything runs in float64 on the CPU: the embeddings are small (N x 1280 for Lite0, N x 2048 for B5).
+
+Which embedding: the pooled output of the head convolution (the paper's classifier input) and of the
+last few stages are all candidates (:func:`select_embedding`), and the one with the lowest
+cross-validated log-loss wins; the network is then cut after that stage
+(``EfficientNet(embedding_stage=...)``). Why: the last layers specialize to the pre-training task
+(Yosinski et al. 2014), and for a target unlike ImageNet's 1,000 classes a probe on intermediate
+features transfers better (Evci et al. 2022, "Head2Toe", which selects features across all layers; we
+choose one stage's pooled output, so the result is still an ordinary, smaller EfficientNet). Measured on
+the ImageNet sample as animal vs object (docs/training.md): the Lite0 head embedding gives a probe at
+about the majority share, stage 5's pooled output close to every held-out image right.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
-__all__ = ["ProbeFit", "L2_GRID", "fit_logistic", "cross_validate", "fit_probe"]
+__all__ = ["ProbeFit", "L2_GRID", "fit_logistic", "cross_validate", "fit_probe", "select_embedding"]
 
 # Penalty 0.5 * l2 * ||W||^2 added to the mean cross-entropy: sklearn's C = 1 / (l2 * N).
 L2_GRID: tuple[float, ...] = (1e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
@@ -39,6 +50,9 @@ class ProbeFit:
     cv_nll: dict[float, float]  # l2 -> mean held-out log-loss over the folds
     cv_acc: dict[float, float]  # l2 -> held-out accuracy over the folds
     folds: int
+    embedding_stage: int | None = None  # the stage whose pooled output the head reads; None: the head conv's
+    # every candidate embedding -> (its best held-out NLL, that L2's held-out accuracy)
+    candidates: tuple[tuple[int | None, float, float], ...] = ()
 
 
 def fit_logistic(
@@ -102,12 +116,58 @@ def cross_validate(
     return {l2: v / n for l2, v in nll.items()}, {l2: v / n for l2, v in correct.items()}, k
 
 
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run the solver on one intra-op thread. The problems are tiny (N x D with N in the tens to thousands):
+    splitting each small matmul over threads costs more than the math, and on a busy machine every parallel
+    region waits for a descheduled thread. Measured on the 2-core VM while another job ran: one 48-image
+    Lite0 probe took 32 s on two threads, 1.7 s on one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def fit_probe(
     views: Sequence[torch.Tensor], y: torch.Tensor, num_classes: int, *, seed: int, grid: Sequence[float] = L2_GRID
 ) -> ProbeFit:
     """Choose the L2 strength by cross-validation (lowest held-out NLL; ties: the stronger penalty), then
     fit on every view of every image."""
+    with _one_thread():
+        return _fit_probe(views, y, num_classes, seed=seed, grid=grid)
+
+
+def _fit_probe(
+    views: Sequence[torch.Tensor], y: torch.Tensor, num_classes: int, *, seed: int, grid: Sequence[float]
+) -> ProbeFit:
     cv_nll, cv_acc, k = cross_validate(views, y, num_classes, grid, seed)
     best = min(cv_nll, key=lambda l2: (cv_nll[l2] if np.isfinite(cv_nll[l2]) else 0.0, -l2))
     w, b = fit_logistic(torch.cat(list(views)), y.repeat(len(views)), num_classes, best)
     return ProbeFit(w.float(), b.float(), best, cv_nll, cv_acc, k)
+
+
+def select_embedding(
+    candidates: Mapping[int | None, Sequence[torch.Tensor]],
+    y: torch.Tensor,
+    num_classes: int,
+    *,
+    seed: int,
+    grid: Sequence[float] = L2_GRID,
+) -> ProbeFit:
+    """The probe on the best of several embeddings: ``candidates`` maps a stage index (``None``: the head
+    convolution's output) to its views (as :func:`fit_probe`); each gets its cross-validated probe, and the
+    one with the lowest held-out NLL wins (ties: the first in ``candidates``' order). The same folds score
+    every candidate, so the choice sees only the training images."""
+    if not candidates:
+        raise ValueError("select_embedding: no candidate embeddings")
+    fits = {stage: fit_probe(views, y, num_classes, seed=seed, grid=grid) for stage, views in candidates.items()}
+
+    def score(stage: int | None) -> float:
+        nll = fits[stage].cv_nll[fits[stage].l2]
+        return nll if np.isfinite(nll) else 0.0
+
+    best = min(fits, key=score)  # min keeps the first of equal scores
+    summary = tuple((stage, f.cv_nll[f.l2], f.cv_acc[f.l2]) for stage, f in fits.items())
+    return replace(fits[best], embedding_stage=best, candidates=summary)
