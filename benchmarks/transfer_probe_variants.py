@@ -7,6 +7,10 @@ The splits of benchmarks/transfer_small.py (fold 1: images 0-39 held out, fold 2
 train --val-split 0.2` does, the probe is fitted on the remaining 48 (effnet.train.probe, L2 by 5-fold
 CV, as `--freeze body` fits it) and the held-out 40 are only scored, on their clean eval crop as `effnet
 classify` sees them. The clean and horizontally flipped eval crops are embedded once.
+
+The variants on the head convolution's embedding were the probe before issue 20's second round; "chosen
+embedding" is the probe `effnet train` fits now (effnet.train.probe.select_embedding: the head's or one of
+the last four stages' pooled outputs, chosen by cross-validation on the 48 training images).
 """
 
 from __future__ import annotations
@@ -33,8 +37,10 @@ from effnet.source import resolve_source  # noqa: E402
 from effnet.train import probe  # noqa: E402
 from effnet.train.data import Collate, split_samples  # noqa: E402
 
+TAPS: list[int | None] = [None, 6, 5, 4, 3]  # the candidates of effnet train's probe (loop.PROBE_STAGES = 4)
 VARIANTS: dict[str, dict[str, Any]] = {
-    "default": {},
+    "chosen embedding": {"select": True},
+    "head embedding": {},
     "flipped rows": {"flip_rows": True},  # the flipped view as extra training rows
     "flip-averaged": {"flip_avg": True},  # clean and flipped embeddings averaged per image
     "standardized": {"std": True},  # z-scored features (foldable into the linear head)
@@ -43,8 +49,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def embed_all(sample: list[tuple[Path, str]]) -> dict[str, torch.Tensor]:
-    """Image name -> [2, D] float64 embeddings of its eval crop and of the crop flipped left-right."""
+def embed_all(sample: list[tuple[Path, str]]) -> dict[str, dict[int | None, torch.Tensor]]:
+    """Image name -> tap -> [2, D] float64 embeddings of its eval crop and of the crop flipped left-right."""
     source = resolve_source("efficientnet-lite0", None, progress=False)
     net = source.build_model(num_classes=2).eval()
     collate = Collate(source.preprocess)
@@ -53,11 +59,18 @@ def embed_all(sample: list[tuple[Path, str]]) -> dict[str, torch.Tensor]:
         for path, _ in sample:
             crop = decode_crop(path, source.preprocess)
             x, _ = collate([(crop, 0), (np.ascontiguousarray(crop[:, ::-1]), 0)])
-            out[path.name] = net.forward_embedding(x.float()).double()
+            out[path.name] = dict(zip(TAPS, (e.double() for e in net.pooled_embeddings(x.float(), TAPS)), strict=True))
     return out
 
 
-def fit_variant(v: dict[str, Any], xs: torch.Tensor, y: torch.Tensor) -> tuple[Callable, probe.ProbeFit]:
+def fit_variant(
+    v: dict[str, Any], taps: dict[int | None, torch.Tensor], y: torch.Tensor
+) -> tuple[Callable, probe.ProbeFit]:
+    if v.get("select"):
+        chosen = probe.select_embedding({t: [x[:, 0]] for t, x in taps.items()}, y, 2, seed=0)
+        cw, cb = chosen.weight.double(), chosen.bias.double()
+        return (lambda z: (z[chosen.embedding_stage] @ cw.T + cb).argmax(1)), chosen
+    xs = taps[None]
     views = [xs[:, 0], xs[:, 1]] if v.get("flip_rows") else [xs.mean(1)] if v.get("flip_avg") else [xs[:, 0]]
     rows = torch.cat(views)
     mu, sd = rows.mean(0), rows.std(0) + 1e-6
@@ -71,7 +84,7 @@ def fit_variant(v: dict[str, Any], xs: torch.Tensor, y: torch.Tensor) -> tuple[C
 
     fit = probe.fit_probe([features(w) for w in views], y, 2, seed=0, grid=v.get("grid", probe.L2_GRID))
     w, b = fit.weight.double(), fit.bias.double()
-    return (lambda z: (features(z) @ w.T + b).argmax(1)), fit
+    return (lambda z: (features(z[None]) @ w.T + b).argmax(1)), fit
 
 
 def splits() -> Iterator[tuple[str, list[int]]]:
@@ -93,10 +106,10 @@ def main() -> None:
             train = [sample[i] for i in range(100) if i not in set(held)]
             data = find_class_folders(lay_out(train, Path(tmp) / name))
             fit_on, _ = split_samples(data.samples, 0.2, 0)  # as effnet train --val-split 0.2 --seed 0
-            xs = torch.stack([emb[s.path.name] for s in fit_on])
+            xs = {t: torch.stack([emb[s.path.name][t] for s in fit_on]) for t in TAPS}
             y = torch.tensor([s.label for s in fit_on])
             classes = [c.label for c in data.labels]
-            test_x = torch.stack([emb[sample[i][0].name][0] for i in held])
+            test_x = {t: torch.stack([emb[sample[i][0].name][t][0] for i in held]) for t in TAPS}
             test_y = torch.tensor([classes.index(sample[i][1]) for i in held])
             majority = (test_y == classes.index("object")).double().mean().item()
             line = [name, f"majority {majority:.3f}"]
@@ -104,7 +117,8 @@ def main() -> None:
                 predict, fit = fit_variant(v, xs, y)
                 acc = (predict(test_x) == test_y).double().mean().item()
                 gains[k].append(acc - majority)
-                line.append(f"{k} {acc:.3f} (L2 {fit.l2:g})")
+                where = f"stage {fit.embedding_stage}, " if v.get("select") and fit.embedding_stage is not None else ""
+                line.append(f"{k} {acc:.3f} ({where}L2 {fit.l2:g})")
             print(" | ".join(line), flush=True)
     for k, g in gains.items():
         print(f"{k}: mean gain over the majority class {np.mean(g):+.3f}, worst {np.min(g):+.3f}")

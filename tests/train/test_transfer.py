@@ -49,7 +49,9 @@ def test_linear_probe_defaults_learn_animal_vs_object(transfer_task, lite0_check
     correct, majority, results = _score_held_out(run, held_out)
     assert all({p["label"] for p in r["predictions"]} == {"animal", "object"} for r in results)
     assert majority == 19
-    assert correct >= 21, (correct, majority)  # >= 70 % on images the run never saw
+    # The issue asks >= 70 % (21); measured 29 / 30. The probe on the head embedding alone (before it chose
+    # among stages) scored 21-26 here: 27 keeps two images of slack and still catches a return to it.
+    assert correct >= 27, (correct, majority)
     # The probe chose its embedding by cross-validation, and the saved network is cut where it chose: the
     # ONNX export of the file (built from its metadata) answers as torch does.
     candidates = log[0]["probe_candidates"]
@@ -76,4 +78,6 @@ def test_full_fine_tuning_defaults_learn_animal_vs_object(transfer_task, lite0_1
     assert log[-1]["step"] >= 50  # the schedule is sized in optimizer steps
     correct, majority, _ = _score_held_out(run, held_out)
     assert majority == 19
-    assert correct >= 21, (correct, majority)  # >= 70 % on images the run never saw
+    # The issue asks >= 70 % (21); measured 29 / 30. The probe on the head embedding alone (before it chose
+    # among stages) scored 21-26 here: 27 keeps two images of slack and still catches a return to it.
+    assert correct >= 27, (correct, majority)
