@@ -17,6 +17,7 @@ from effnet.train import TrainConfig, TrainError, find_class_folders, train
 from effnet.train.config import freeze
 from effnet.train.data import random_resized_crop_box, split_samples
 from effnet.train.loop import lr_at
+from effnet.weights.native import read_native_info
 from tests.testutils import run_cli
 
 
@@ -159,6 +160,31 @@ def test_resume_gives_the_uninterrupted_run(tiny_task, tiny_weights, tmp_path):
     assert [r["epoch"] for r in log] == [1, 2]
     same = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "best")
     assert [{k: r[k] for k in same} for r in log] == [{k: r[k] for k in same} for r in straight.history]
+
+
+def test_resume_rebuilds_the_network_the_probe_cut(tiny_task, tiny_weights, tmp_path):
+    # With the probe on, it chooses its embedding; where it cut the network (a stage, not the head), a
+    # resumed run must rebuild the cut network from its checkpoint before loading it, and end the same.
+    cfg = _config(tiny_task, tiny_weights, tmp_path / "straight", probe=True)
+    straight = train(cfg)
+    stage = straight.history[0]["probe_embedding"]
+    assert straight.history[0]["phase"] == "linear probe" and stage.startswith("stage ")
+
+    def stop_after_first(record: dict) -> None:
+        if record["epoch"] == 1:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        train(replace(cfg, output=tmp_path / "resumed"), on_epoch=stop_after_first)
+    proc = run_cli("train", "--output", str(tmp_path / "resumed"), "--resume", "--json", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)
+    assert a["embedding_stage"] == b["embedding_stage"] == int(stage.split()[1])
+    assert a["model"].keys() == b["model"].keys() and not any(k.startswith("head.") for k in a["model"])
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    info = read_native_info(tmp_path / "resumed" / "model.safetensors")
+    assert info is not None and info.embedding_stage == a["embedding_stage"]
 
 
 def test_cli_errors_are_one_line(tiny_task, tiny_weights, tmp_path):
