@@ -131,16 +131,17 @@ class _Stop(Exception):
     pass
 
 
+def _stop_after_first(record: dict) -> None:
+    if record["epoch"] == 1:
+        raise _Stop
+
+
 def test_resume_gives_the_uninterrupted_run(tiny_task, tiny_weights, tmp_path):
     cfg = _config(tiny_task, tiny_weights, tmp_path / "straight", trivial_augment=True)
     straight = train(cfg)
 
-    def stop_after_first(record: dict) -> None:
-        if record["epoch"] == 1:
-            raise _Stop
-
     with pytest.raises(_Stop):
-        train(replace(cfg, output=tmp_path / "resumed"), on_epoch=stop_after_first)
+        train(replace(cfg, output=tmp_path / "resumed"), on_epoch=_stop_after_first)
     # Resumed from the CLI with nothing but the run folder: the run definition comes from the checkpoint.
     # It loads with 2 worker processes where the first half used none: the augmentation must not care.
     proc = run_cli("train", "--output", str(tmp_path / "resumed"), "--resume", "--json", "--no-progress")
@@ -170,12 +171,8 @@ def test_resume_rebuilds_the_network_the_probe_cut(tiny_task, tiny_weights, tmp_
     stage = straight.history[0]["probe_embedding"]
     assert straight.history[0]["phase"] == "linear probe" and stage.startswith("stage ")
 
-    def stop_after_first(record: dict) -> None:
-        if record["epoch"] == 1:
-            raise _Stop
-
     with pytest.raises(_Stop):
-        train(replace(cfg, output=tmp_path / "resumed"), on_epoch=stop_after_first)
+        train(replace(cfg, output=tmp_path / "resumed"), on_epoch=_stop_after_first)
     proc = run_cli("train", "--output", str(tmp_path / "resumed"), "--resume", "--json", "--no-progress")
     assert proc.returncode == 0, proc.stderr
     a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)
