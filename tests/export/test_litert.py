@@ -77,7 +77,7 @@ def test_litert_backend_rejects_wrong_input_and_wrong_files_clearly(tiny_lite0, 
         create_backend("litert", b5, model_path=tiny_lite0)
     with pytest.raises(EffnetError, match="no .tflite file at"):
         create_backend("litert", source, model_path=tmp_path / "missing.tflite")
-    with pytest.raises(EffnetError, match="precision must be one of fp32, int8, int8-float-act"):
+    with pytest.raises(EffnetError, match="precision must be one of fp32, fp16, int8, int8-float-act"):
         create_backend("litert", source, model_path=tiny_lite0, precision="bf16")
 
 
@@ -132,9 +132,13 @@ def test_auto_never_picks_an_unverified_path_and_litert_int8_on_b5_says_so(tmp_p
     int8 = AUTO_RANKING.paths["int8"]
     assert any(c.backend == "litert" and c.accuracy == "unverified" for c in int8)
     assert all(name != "litert" for name, _ in auto_candidates("int8"))
-    assert accuracy_status("efficientnet-lite0", "litert", "int8").startswith("unverified")  # 91 % < the gate
-    assert accuracy_status("efficientnet-b5", "litert", "int8").startswith("unverified for this model")
-    assert accuracy_status("efficientnet-lite0", "litert", "int8-float-act").startswith("unverified")  # 96.25 %
+    assert all(name != "litert" for name, _ in auto_candidates("int8", model="efficientnet-b5"))
+    assert all(name != "litert" for name, _ in auto_candidates("int8", model="efficientnet-lite4"))  # no weights
+    # verified where measured (backends/accuracy.py, tests/litert_convert): Lite0/1/2
+    assert auto_candidates("int8", model="efficientnet-lite0")[0] == ("litert", {"precision": "int8"})
+    for precision in ("int8", "int8-float-act", "fp16"):
+        assert accuracy_status("efficientnet-lite2", "litert", precision) == "verified"
+        assert accuracy_status("efficientnet-b5", "litert", precision).startswith("unverified for this model")
     assert accuracy_status("efficientnet-lite0", "litert", "fp32") == "verified"
     assert accuracy_status("efficientnet-b5", "openvino", "int8") == "verified"
     assert 0.9 < ACCURACY_GATE < 1
@@ -146,6 +150,21 @@ def test_auto_never_picks_an_unverified_path_and_litert_int8_on_b5_says_so(tmp_p
     assert err == [
         "effnet: litert int8 on efficientnet-b5: accuracy " + accuracy_status("efficientnet-b5", "litert", "int8")
     ]
+
+
+def test_auto_takes_the_cached_litert_int8_export_of_a_verified_model(tmp_path, tiny_lite0, capfd):
+    """Lite0's full-int8 .tflite met the gate, so `auto --precision int8` runs it when it is in the cache
+    (it is ranked ahead of OpenVINO int8), and says nothing about accuracy."""
+    source = resolve_source("efficientnet-lite0", None, progress=False)
+    made = tmp_path / "int8.tflite"
+    made.write_bytes(tiny_lite0.read_bytes())
+    made.with_suffix(".json").write_text(json.dumps(tflite_metadata(source, "int8")))
+    cache_tflite(source, made, "int8", tmp_path / "exports")
+    capfd.readouterr()
+    backend = create_backend("auto", source, precision="int8", cache_dir=tmp_path / "exports")
+    assert (backend.name, backend.precision) == ("litert", "int8")
+    assert backend.auto_choice["fallbacks"] == []
+    assert not [x for x in capfd.readouterr().err.splitlines() if x.startswith("effnet:")]
 
 
 def test_bench_measures_a_litert_file(tiny_lite0):

@@ -161,7 +161,9 @@ AUTO_RANKING = AutoRanking(
                 "litert",
                 {"precision": "int8"},
                 "0.71-0.74x of openvino bf16 (issue 22's run, litert-torch 0.10 PT2E full int8; not re-measured)",
-                accuracy="unverified",  # SiLU and the SE gate quantized too: unknown for B5
+                # SiLU and the SE gate quantized too: unknown for B5; verified on Lite0/1/2 (backends/accuracy.py),
+                # where auto takes it (and falls back when no int8 .tflite is in the export cache)
+                accuracy="unverified",
             ),
             AutoChoice("openvino", {"precision": "int8"}, "32.9 ms"),
         ),
@@ -210,17 +212,26 @@ def _device_options(name: str, options: dict[str, Any], device: str, batch_hint:
     return out
 
 
-def auto_candidates(precision: str | None = None, ranking: AutoRanking = AUTO_RANKING) -> list[tuple[str, dict]]:
-    """The installed (backend, options) paths for ``precision`` (default fp32), fastest first."""
+def auto_candidates(
+    precision: str | None = None, ranking: AutoRanking = AUTO_RANKING, model: str | None = None
+) -> list[tuple[str, dict]]:
+    """The installed (backend, options) paths for ``precision`` (default fp32), fastest first.
+
+    A path whose accuracy the ranking records as ``unverified`` (for the model it was measured on) is a
+    candidate only for a ``model`` on which :func:`accuracy_status` says it met the gate."""
     precision = precision or "fp32"
     if precision not in ranking.paths:
         raise EffnetError(f"precision must be one of {', '.join(ranking.paths)}, got {precision!r}")
     installed = installed_backends()
-    found = [
-        (c.backend, dict(c.options))
-        for c in ranking.paths[precision]
-        if c.backend in installed and c.accuracy == "verified"
-    ]
+
+    def verified(c: AutoChoice) -> bool:
+        if c.accuracy == "verified":
+            return True
+        return model is not None and accuracy_status(model, c.backend, c.options.get("precision", precision)) == (
+            "verified"
+        )
+
+    found = [(c.backend, dict(c.options)) for c in ranking.paths[precision] if c.backend in installed and verified(c)]
     if not found:
         raise EffnetError(f"no installed backend runs {precision}: pip install 'effnet[openvino]'")
     return found
@@ -283,7 +294,7 @@ def create_backend(name: str, source: ModelSource, **options: Any) -> Backend:
         return _build(name, source, _device_options(name, options, device, batch_hint))
     precision = options.pop("precision", None)
     failures: list[str] = []
-    candidates = auto_candidates(precision, auto_ranking(device))
+    candidates = auto_candidates(precision, auto_ranking(device), source.model)
     for n, (backend, chosen) in enumerate(candidates, 1):
         merged = {**chosen, **_accepted(_factory(backend), options)}
         merged = _device_options(backend, workload_options(backend, workload, merged), device, batch_hint)

@@ -4,19 +4,28 @@ from __future__ import annotations
 
 __all__ = ["ACCURACY_GATE", "VERIFIED_ON", "accuracy_status"]
 
-# A lower-precision path is verified when its top-1 agreement with the fp32 torch model on real weights
-# (Lite0/1/2 on ../shared/imagenet/sample, images the quantizer did not calibrate on) is at least this: the
-# gate of OpenVINO int8 (tests/perf/test_quantize.py) and of LiteRT (tests/export/test_litert.py).
+# A lower-precision path is verified when its top-1 agreement with the fp32 torch model on real weights is at
+# least this: the gate of OpenVINO int8 (tests/perf/test_quantize.py) and of LiteRT (tests/litert_convert).
 ACCURACY_GATE = 0.97
-# (backend, precision) -> the model families on which that gate was met. A path absent here is verified only
-# at fp32 (parity tests) or not at all. Full-int8 LiteRT (litert-torch 0.10 PT2E, per-channel weights, 20
-# calibration images) measured 91.25 % (73/80 held-out images) on Lite0, below the gate, so it is verified
-# nowhere; and on B0-B7 it quantizes SiLU, sigmoid and the squeeze-excite gate too, which Lite (ReLU6, no SE)
-# does not even exercise.
+# (backend, precision) -> the models (or model-name prefixes) on which that gate was met. A path absent here is
+# verified only at fp32 (parity tests) or not at all.
+#
+# LiteRT (litert-torch 0.10, ai-edge-quantizer 0.10; benchmarks/litert_agreement.py, docs/export.md): met on
+# both of issue 22's sets: the 100 sample images after calibrating on the same 100 (its "done when"), and the
+# larger set, five views of each of the 80 sample images left out of calibration (calibrated on
+# sample[1::5]). On the 80 eval crops alone every int8-weight path, weight-only included, stays at 77/80
+# (96.25 %) on Lite0: it flips the same three images (17, 23, 84), on which fp32's top two classes are
+# 0.5-7.5 points apart. Lite3/4 have no real weights here, and B0-B7 quantize SiLU, sigmoid and the
+# squeeze-excite gate too, which Lite (ReLU6, no SE) does not exercise: unverified.
+_LITE = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
 VERIFIED_ON: dict[tuple[str, str], tuple[str, ...]] = {
     ("openvino", "int8"): ("efficientnet-lite", "efficientnet-b"),  # NNCF keeps the SE gate in float
-    ("litert", "int8-float-act"): (),  # dynamic range: 96.25 % (77/80) on Lite0, just below the gate
-    ("litert", "int8"): (),
+    # full int8, conv + ReLU6 as one quantized op: done when / views: Lite0 97/100, 390/400; Lite1 98/100,
+    # 395/400; Lite2 99/100, 396/400
+    ("litert", "int8"): _LITE,
+    # dynamic range (no calibration): Lite0 97/100 and 487/500, Lite1 98/100 and 489/500, Lite2 99/100, 495/500
+    ("litert", "int8-float-act"): _LITE,
+    ("litert", "fp16"): _LITE,  # fp16 weights: 100/100 and 500/500 on each
 }
 
 

@@ -28,7 +28,7 @@ RUNTIME_EXTRA = "litert-runtime"
 class LiteRTBackend:
     """``effnet export tflite`` run by the LiteRT interpreter (XNNPACK, LiteRT's default CPU delegate).
 
-    Options: ``precision`` (``fp32`` default, ``int8``, ``int8-float-act``: which cached export
+    Options: ``precision`` (``fp32`` default, ``fp16``, ``int8``, ``int8-float-act``: which cached export
     runs, made by ``effnet export tflite --precision ...``), ``threads`` (XNNPACK threads), ``model_path`` (a
     ``.tflite`` made elsewhere: uint8 or float32 NHWC raw-pixel input at the record's size), ``cache_dir``.
     A path whose accuracy is unverified for the model (see :data:`effnet.backends.AUTO_RANKING`) says so in

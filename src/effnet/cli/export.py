@@ -74,9 +74,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     tfl.add_argument(
         "--precision",
         default="fp32",
-        choices=["fp32", "int8", "int8-float-act"],
-        help="fp32 (default); int8: full integer (needs --calibration); int8-float-act: int8 "
-        "weights, float activations (SiLU, sigmoid and the SE gate stay float)",
+        choices=[
+            "fp32",
+            "fp16",
+            "int8",
+            "int8-float-act",
+        ],  # effnet.export.tflite.PRECISIONS (not imported here: torch)
+        help="fp32 (default); fp16: float16 weights, float compute; int8: full integer (needs --calibration); "
+        "int8-float-act: int8 weights, float activations (SiLU, sigmoid and the SE gate stay float)",
     )
     tfl.add_argument(
         "--calibration", nargs="+", default=None, metavar="PATH", help="int8: calibration images or folders"
