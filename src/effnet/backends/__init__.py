@@ -157,15 +157,18 @@ AUTO_RANKING = AutoRanking(
             AutoChoice("torch", {"precision": "bf16"}, "73 ms"),
         ),
         "int8": (
+            AutoChoice("openvino", {"precision": "int8"}, "32.9 ms"),
+            # Second: one interleaved run on 2026-12-05 (quiet, batch 1, 2 threads) put LiteRT full int8 behind
+            # OpenVINO int8 on B5 (82.6 vs 70.3 ms) and on Lite0 (3.0 vs 2.3 ms), docs/performance.md; issue
+            # 22's own B5 run had found it ahead (0.71-0.74x of openvino bf16).
             AutoChoice(
                 "litert",
                 {"precision": "int8"},
-                "0.71-0.74x of openvino bf16 (issue 22's run, litert-torch 0.10 PT2E full int8; not re-measured)",
+                "82.6 ms (1.18x openvino int8 in the same run, 2026-12-05)",
                 # SiLU and the SE gate quantized too: unknown for B5; verified on Lite0/1/2 (backends/accuracy.py),
-                # where auto takes it (and falls back when no int8 .tflite is in the export cache)
+                # where auto takes it when no INT8 IR is in the export cache and its .tflite is
                 accuracy="unverified",
             ),
-            AutoChoice("openvino", {"precision": "int8"}, "32.9 ms"),
         ),
     },
 )
