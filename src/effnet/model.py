@@ -398,19 +398,18 @@ class EfficientNet(nn.Module):
         """The pooled output [N, C] of each stage in ``taps`` (0-based; ``None``: the head convolution's, i.e.
         :meth:`forward_embedding`), in one forward pass: the candidate embeddings of the linear probe."""
         check_input(x, self.in_chans)
-        pooled: dict[int | None, torch.Tensor] = {}
-        x = self.stem(x)
-        for s, stage in enumerate(self.stages):
-            if s > max((t for t in taps if t is not None), default=-1) and None not in taps:
-                break
-            x = stage(x)
-            if s in taps:
-                pooled[s] = x.mean((2, 3))
-        if None in taps:
-            pooled[None] = self.head(x).mean((2, 3))
-        missing = [t for t in taps if t not in pooled]
+        missing = [t for t in taps if t is not None and not 0 <= t < len(self.stages)]
         if missing:
             raise ValueError(f"taps {missing} are not stages of this network (0..{len(self.stages) - 1}, or None)")
+        # Run only as deep as the deepest tap needs (all stages and the head conv when None is asked for).
+        depth = len(self.stages) if None in taps else 1 + max((t for t in taps if t is not None), default=-1)
+        pooled: dict[int | None, torch.Tensor] = {}
+        x = self.stem(x)
+        for s, stage in enumerate(list(self.stages)[:depth]):
+            x = stage(x)
+            pooled[s] = x.mean((2, 3))
+        if None in taps:
+            pooled[None] = self.head(x).mean((2, 3))
         return [pooled[t] for t in taps]
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
