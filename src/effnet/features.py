@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .model import EfficientNet, check_input, checkpoint_blocks
+from .checkpointing import checkpoint_blocks
+from .model import EfficientNet, check_input
 from .specs import STEM_STRIDE, ArchPlan
 
 __all__ = ["FeatureSpec", "FeatureInfo", "feature_specs", "EfficientNetFeatures"]

@@ -1,6 +1,6 @@
 """EfficientNet in PyTorch: stem, MBConv blocks (expand, depthwise, squeeze-excite, project), head.
 
-One class builds every variant from :mod:`effnet.specs`. TensorFlow compatibility
+One class builds every variant from :mod:`effnet.specs`, out of the blocks in :mod:`effnet.layers`. TF compatibility
 is two constructor parameters: ``padding="same"`` (TF SAME, see :mod:`effnet.padding`)
 and ``bn_eps=1e-3`` (TF's BatchNormalization default; PyTorch's is 1e-5, and using
 it with TF-trained statistics costs accuracy without any error).
@@ -10,90 +10,23 @@ This module imports torch only: no I/O, no downloads, no preprocessing.
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
-import torch.utils.checkpoint
 from torch import nn
 
-from .padding import PaddingMode, make_conv, same_output_size
-from .specs import STEM_KERNEL, STEM_STRIDE, ArchPlan, BlockSpec, Variant, build_plan, get_variant
+from .checkpointing import checkpoint_blocks
+from .layers import ConvBnAct, MBConv, size_after
+from .padding import PaddingMode, make_conv
+from .specs import STEM_KERNEL, STEM_STRIDE, ArchPlan, Variant, build_plan, get_variant
+
+__all__ = ["EfficientNet", "adapt_input_conv", "check_input", "TF_BN_EPS", "TF_BN_MOMENTUM"]
 
 TF_BN_EPS = 1e-3
 # TF uses momentum 0.99 for the moving averages, i.e. PyTorch momentum 0.01.
 TF_BN_MOMENTUM = 0.01
-
-
-def _activation(name: str) -> nn.Module:
-    if name == "silu":
-        return nn.SiLU(inplace=True)
-    if name == "relu6":
-        return nn.ReLU6(inplace=True)
-    raise ValueError(f"unknown activation {name!r}; expected 'silu' or 'relu6'")
-
-
-def _after(size: tuple[int, int], stride: int) -> tuple[int, int]:
-    """(H, W) after a SAME convolution of ``stride``."""
-    return same_output_size(size[0], stride), same_output_size(size[1], stride)
-
-
-class ConvBnAct(nn.Module):
-    """Convolution, batch norm and an optional activation (``act=None``: linear, as in project)."""
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int,
-        stride: int,
-        *,
-        groups: int = 1,
-        act: str | None,
-        padding: PaddingMode,
-        input_size: tuple[int, int] | None,
-        bn_eps: float,
-        bn_momentum: float,
-    ) -> None:
-        super().__init__()
-        self.conv = make_conv(
-            in_channels, out_channels, kernel_size, stride, groups=groups, padding=padding, input_size=input_size
-        )
-        self.bn = nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum)
-        self.act = _activation(act) if act is not None else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.conv(x)))
-
-
-class SqueezeExcite(nn.Module):
-    """Squeeze-and-excitation (Hu et al. 2018) as used by EfficientNet: mean, reduce, act, expand, sigmoid gate.
-
-    The reduced width is a fraction of the *block input* channels (TF reference), not of the expanded ones.
-    """
-
-    def __init__(self, channels: int, reduced_channels: int, act: str) -> None:
-        super().__init__()
-        self.reduce = nn.Conv2d(channels, reduced_channels, 1, bias=True)
-        self.act = _activation(act)
-        self.expand = nn.Conv2d(reduced_channels, channels, 1, bias=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = x.mean((2, 3), keepdim=True)
-        s = self.expand(self.act(self.reduce(s)))
-        return x * torch.sigmoid(s)
-
-
-def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
-    """Stochastic depth (Huang et al. 2016): drop the residual branch per sample while training."""
-    if rate == 0.0 or not training:
-        return x
-    keep = 1.0 - rate
-    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-    return x * mask / keep
 
 
 def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
@@ -120,91 +53,9 @@ def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
     return w.to(dtype)
 
 
-@contextmanager
-def _frozen_bn_stats(module: nn.Module) -> Iterator[None]:
-    """BN running statistics left untouched inside (momentum 0): a checkpointed block's forward runs
-    again during backward, and without this the same batch would update the statistics twice."""
-    # _BatchNorm: BatchNorm2d and the SyncBatchNorm that convert_sync_batchnorm puts in its place.
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in norms]
-    for m in norms:
-        m.momentum = 0.0
-    try:
-        yield
-    finally:
-        for m, momentum in zip(norms, saved, strict=True):
-            m.momentum = momentum
-
-
-def checkpoint_blocks(stages: Iterable[nn.Module], x: torch.Tensor) -> torch.Tensor:
-    """``x`` through every block of ``stages`` (a sequence of stages), each under activation checkpointing.
-
-    The RNG state is restored for the recomputation (``preserve_rng_state``), so stochastic depth drops
-    the same samples twice; BN statistics are updated by the first forward only.
-    """
-    for stage in stages:
-        for block in stage.children():
-            x = torch.utils.checkpoint.checkpoint(
-                block, x, use_reentrant=False, context_fn=functools.partial(_checkpoint_contexts, block)
-            )
-    return x
-
-
-def _checkpoint_contexts(block: nn.Module) -> tuple[nullcontext[None], AbstractContextManager[None]]:
-    """(forward context, recomputation context) for ``torch.utils.checkpoint``'s ``context_fn``."""
-    return nullcontext(), _frozen_bn_stats(block)
-
-
 def check_input(x: torch.Tensor, in_chans: int) -> None:
     if x.ndim != 4 or x.shape[1] != in_chans:
         raise ValueError(f"expected an NCHW batch with {in_chans} channels, got shape {tuple(x.shape)}")
-
-
-class MBConv(nn.Module):
-    """Mobile inverted bottleneck (Sandler et al. 2018) with optional squeeze-excite.
-
-    expand (1x1, skipped when the expand ratio is 1) -> depthwise (kxk, strided) ->
-    squeeze-excite -> project (1x1, linear) -> + input when shapes allow.
-    """
-
-    def __init__(
-        self,
-        spec: BlockSpec,
-        *,
-        act: str,
-        padding: PaddingMode,
-        input_size: tuple[int, int] | None,
-        bn_eps: float,
-        bn_momentum: float,
-        drop_path_rate: float = 0.0,
-    ) -> None:
-        super().__init__()
-        norm: dict[str, Any] = dict(padding=padding, bn_eps=bn_eps, bn_momentum=bn_momentum)
-        mid = spec.mid_channels
-        self.spec = spec
-        self.expand = (
-            ConvBnAct(spec.in_channels, mid, 1, 1, act=act, input_size=input_size, **norm) if spec.has_expand else None
-        )
-        self.depthwise = ConvBnAct(
-            mid, mid, spec.kernel_size, spec.stride, groups=mid, act=act, input_size=input_size, **norm
-        )
-        self.se = SqueezeExcite(mid, spec.se_channels, act) if spec.se_channels else None
-        out_size = None if input_size is None else _after(input_size, spec.stride)
-        self.project = ConvBnAct(mid, spec.out_channels, 1, 1, act=None, input_size=out_size, **norm)
-        self.has_residual = spec.has_residual
-        self.drop_path_rate = drop_path_rate
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = x
-        if self.expand is not None:
-            x = self.expand(x)
-        x = self.depthwise(x)
-        if self.se is not None:
-            x = self.se(x)
-        x = self.project(x)
-        if self.has_residual:
-            x = drop_path(x, self.drop_path_rate, self.training) + shortcut
-        return x
 
 
 class EfficientNet(nn.Module):
@@ -274,7 +125,7 @@ class EfficientNet(nn.Module):
         self.stem = ConvBnAct(
             in_chans, self.plan.stem_channels, STEM_KERNEL, STEM_STRIDE, act=act, input_size=size, **norm
         )
-        size = None if size is None else _after(size, STEM_STRIDE)
+        size = None if size is None else size_after(size, STEM_STRIDE)
 
         rate = variant.drop_path_rate if drop_path_rate is None else drop_path_rate
         total = len(plan.blocks)  # of the whole network: a block's rate does not depend on where it is cut
@@ -284,7 +135,7 @@ class EfficientNet(nn.Module):
                 stages.append([])
             stages[-1].append(MBConv(spec, act=act, input_size=size, drop_path_rate=rate * n / total, **norm))
             if size is not None:
-                size = _after(size, spec.stride)
+                size = size_after(size, spec.stride)
         self.stages = nn.Sequential(*(nn.Sequential(*blocks) for blocks in stages))
 
         # Cut after embedding_stage: no head convolution, the classifier reads that stage's pooled output.
@@ -338,9 +189,9 @@ class EfficientNet(nn.Module):
         self.num_features = self.plan.num_features
         size = self.input_size
         if size is not None:
-            size = _after(size, STEM_STRIDE)
+            size = size_after(size, STEM_STRIDE)
             for spec in self.plan.blocks:
-                size = _after(size, spec.stride)
+                size = size_after(size, spec.stride)
         self.feature_size = size
         self.reset_classifier(self.num_classes)
 

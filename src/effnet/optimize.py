@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .errors import EffnetError
-from .model import ConvBnAct
+from .layers import ConvBnAct
 
 Precision = Literal["fp32", "bf16", "fp16"]
 # Stem and blocks in these dtypes, head in fp32 (HalfBodyModel).

@@ -8,7 +8,8 @@ import torch
 
 from effnet.factory import create_model
 from effnet.features import EfficientNetFeatures
-from effnet.model import EfficientNet, adapt_input_conv, drop_path
+from effnet.layers import drop_path
+from effnet.model import EfficientNet, adapt_input_conv
 from effnet.preprocess import load_image, normalize, resize_crop
 from effnet.weights.records import default_record
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 import effnet
-from effnet.model import _frozen_bn_stats
+from effnet.checkpointing import _frozen_bn_stats
 from effnet.train import TrainConfig, train
 from effnet.train.loop import _is_bn
 from effnet.weights.native import NativeInfo, save_native
