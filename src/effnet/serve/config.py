@@ -1,0 +1,38 @@
+"""The limits and batching of one server process (the ``effnet serve`` options), and the API's constants."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+__all__ = ["DEFAULT_TOP_K", "MAX_TOP_K", "PIXELS", "TENSOR", "ServeConfig"]
+
+DEFAULT_TOP_K = 5
+MAX_TOP_K = 1_000_000  # a sanity bound on the query value; above the model's classes it is clamped (clamp_top_k)
+PIXELS, TENSOR = "pixels", "tensor"  # the batcher's two kinds of input
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Limits and batching of one server process (the ``effnet serve`` options)."""
+
+    max_batch: int = 8  # rows per forward pass
+    max_wait_ms: float = 5.0  # how long the first request of a batch waits for company
+    max_queue: int = 64  # requests in flight (decoding, queued or running); 503 beyond
+    max_body_mb: float = 16.0  # request body limit; 413 beyond
+    timeout_s: float = 30.0  # per request, from admission to answer; 504 beyond
+    decode_threads: int = 2  # image decoding / JSON parsing threads (Pillow releases the GIL)
+    api_key: str | None = field(default=None, repr=False)  # when set, every non-health route needs it (auth.py)
+
+    def __post_init__(self) -> None:
+        limits = {k: v for k, v in asdict(self).items() if k not in ("max_wait_ms", "api_key")}
+        problems = [f"{k} must be > 0, got {v}" for k, v in limits.items() if not v > 0]
+        if self.api_key is not None and not self.api_key.strip():
+            problems.append("api_key must not be empty")
+        if self.max_wait_ms < 0:
+            problems.append(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 1024 * 1024)
