@@ -11,7 +11,7 @@ pytest.importorskip("ray", reason="the ray extra is not installed (pip install '
 
 
 def test_the_driver_expands_folders_and_lists_into_one_absolute_entry_per_input(tmp_path, monkeypatch):
-    from effnet.distributed.io import _expand
+    from effnet.distributed.inputs import _expand
 
     folder = tmp_path / "photos"
     (folder / "sub").mkdir(parents=True)
@@ -44,7 +44,7 @@ def test_the_driver_expands_folders_and_lists_into_one_absolute_entry_per_input(
 
 
 def test_the_driver_refuses_to_ship_more_than_its_limit_before_reading_anything(tmp_path, monkeypatch):
-    from effnet.distributed import io
+    from effnet.distributed import inputs as io
 
     files = []
     for i in range(3):

@@ -90,7 +90,7 @@ def test_shared_inputs_a_node_cannot_read_are_error_rows_naming_file_and_node(ra
 def test_output_checked_from_every_node_and_rows_compared_with_inputs(ray_cluster, tmp_path):
     import ray
 
-    from effnet.distributed.io import _probe, output_spec, staging, write_results
+    from effnet.distributed.outputs import _probe, output_spec, staging, write_results
 
     # What a node reports when it does not see the driver's folder, or sees another folder of that name.
     elsewhere = tmp_path / "node-local"

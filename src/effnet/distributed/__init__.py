@@ -3,8 +3,8 @@
 The only part of effnet that imports Ray (the optional extra ``effnet[ray]``). Importing this package does
 not import Ray; :func:`classify` and the modules below do.
 
-- ``io``: inputs (folders, files, URIs pyarrow reads, ``--from-list``) -> a dataset of file bytes, and the
-  outputs (JSON lines, Parquet), written atomically;
+- ``inputs``: inputs (folders, files, URIs pyarrow reads, ``--from-list``) -> a dataset of file bytes;
+- ``outputs``: the outputs (JSON lines, Parquet), written atomically;
 - ``data``: the pipeline (decode tasks -> an actor pool of backends) and :func:`classify`;
 - ``jobs``: what ``effnet classify|eval --engine ray`` run (cluster connection, weights shipping, summary);
 - ``serve``: ``effnet serve --engine ray``;

@@ -30,7 +30,8 @@ from ..factory import Pretrained
 from ..predict import ImageResult
 from ..source import ModelSource, resolve_source
 from ..weights.records import Preprocess
-from .io import BLOCK_ROWS, RESULT_SCHEMA, TASK_ARGS, read_inputs, small_blocks
+from .inputs import BLOCK_ROWS, TASK_ARGS, read_inputs, small_blocks
+from .outputs import RESULT_SCHEMA
 from .placement import PoolSize, batch_default, node_device, size_pool
 from .worker import InferenceSpec, decode_rows, describe_backend, result_columns
 
@@ -43,7 +44,7 @@ __all__ = [
     "pool_size",
 ]
 
-DECODE_BATCH = BLOCK_ROWS  # images per decode call: one block (io.BLOCK_ROWS), so memory stays flat
+DECODE_BATCH = BLOCK_ROWS  # images per decode call: one block (inputs.BLOCK_ROWS), so memory stays flat
 
 # What the actors add to each row when the caller asks for timings (effnet eval --engine ray): the first row
 # of each call carries the call's seconds in the backend and the seconds the actor had waited for that
@@ -198,14 +199,14 @@ def build_pipeline(
     *,
     timings: bool = False,
 ) -> ray.data.Dataset:
-    """``inputs`` (path, bytes, error) -> result rows (``effnet.distributed.io.RESULT_SCHEMA``, plus
+    """``inputs`` (path, bytes, error) -> result rows (``effnet.distributed.outputs.RESULT_SCHEMA``, plus
     :data:`TIMING_SCHEMA`'s columns with ``timings``)."""
     options = options.placed()
     crops = inputs.map_batches(
         partial(_decode, preprocess=shipped.preprocess),
         batch_size=DECODE_BATCH,
         batch_format="numpy",
-        **{**TASK_ARGS, "num_cpus": options.decode_cpus},  # io.TASK_ARGS: why these, and why equal to the reads'
+        **{**TASK_ARGS, "num_cpus": options.decode_cpus},  # inputs.TASK_ARGS: why these, and why equal to the reads'
     )
     pool = pool or pool_size(options)
     strategy = (
@@ -249,7 +250,7 @@ def classify(
     ``paths_or_dataset``: image files, folders or URIs pyarrow reads (``s3://``, ``gs://``, ``file://``),
     or a ``ray.data.Dataset`` with ``path`` and ``bytes`` columns (``read_binary_files(..., include_paths=True)``).
     Local files are read here and shipped through the object store, unless ``shared_inputs`` says every
-    node sees them (``effnet.distributed.io.read_inputs``).
+    node sees them (``effnet.distributed.inputs.read_inputs``).
     Returns a lazy dataset of one row per image: ``path``, ``class_index``, ``synset``, ``label``,
     ``probability`` (lists, best first; empty on error) and ``error`` (None when classified). Compose it
     with your own Ray pipeline, or write it: ``.write_parquet(...)``.

@@ -21,7 +21,7 @@ import numpy as np
 from ..evaluate import TOP_K, Dataset, DatasetError, EvalReport, Failure, Progress
 from ..evaluate.run import Tally, build_report
 from .data import PipelineOptions, build_pipeline, pool_size, ship_weights
-from .io import read_paths
+from .inputs import read_paths
 from .jobs import connected
 
 __all__ = ["EvalJob", "RayEvalResult", "run_eval"]
@@ -35,7 +35,7 @@ class EvalJob:
     limit: int | None = None
     address: str | None = None
     options: PipelineOptions = field(default_factory=PipelineOptions)
-    shared_inputs: bool = False  # the dataset is on a filesystem every node sees (io.read_inputs)
+    shared_inputs: bool = False  # the dataset is on a filesystem every node sees (inputs.read_inputs)
     progress: bool = True
     max_confused: int = 20
 

@@ -21,7 +21,8 @@ import ray.data
 
 from ..errors import EffnetError
 from .data import PipelineOptions, build_pipeline, pool_size, ship_weights
-from .io import WriteSummary, output_spec, read_inputs, staging, write_results
+from .inputs import read_inputs
+from .outputs import WriteSummary, output_spec, staging, write_results
 
 __all__ = ["ClassifyJob", "connected", "run_classify"]
 
@@ -72,7 +73,7 @@ class ClassifyJob:
     from_list: Sequence[str] = ()
     address: str | None = None
     options: PipelineOptions = field(default_factory=PipelineOptions)
-    shared_inputs: bool = False  # local paths are on a filesystem every node sees (io.read_inputs)
+    shared_inputs: bool = False  # local paths are on a filesystem every node sees (inputs.read_inputs)
     progress: bool = True
 
 
