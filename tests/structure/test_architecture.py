@@ -19,7 +19,7 @@ MAX_LINES = 400
 ALLOWED_CLIMBS: dict[tuple[str, str], str] = {
     # WeightsRecord.transforms() is the torchvision-style convenience that returns the record's own
     # preprocessing as a callable; it imports lazily, inside the method, so the weights layer loads without it.
-    ("effnet.weights.records", "effnet.transforms"): "WeightsRecord.transforms(), lazy",
+    ("effnet.weights.record", "effnet.transforms"): "WeightsRecord.transforms(), lazy",
 }
 
 
