@@ -22,7 +22,7 @@ from torch import nn
 import effnet
 from effnet.checkpointing import _frozen_bn_stats
 from effnet.train import TrainConfig, train
-from effnet.train.loop import _is_bn
+from effnet.train.optim import is_bn as _is_bn
 from effnet.weights.native import NativeInfo, save_native
 from tests.testutils import REPO
 

@@ -16,7 +16,7 @@ from effnet.evaluate import DatasetError
 from effnet.train import TrainConfig, TrainError, find_class_folders, train
 from effnet.train.config import freeze
 from effnet.train.data import random_resized_crop_box, split_samples
-from effnet.train.loop import lr_at
+from effnet.train.optim import lr_at
 from effnet.weights.native import read_native_info
 from tests.testutils import run_cli
 

@@ -16,17 +16,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
 from ..errors import EffnetError, ImageError
-from ..evaluate.datasets import Sample
+from ..evaluate.datasets import Sample, find_class_folders
 from ..pipeline import decode_crop
 from ..preprocess import load_image, normalize
 from ..weights.records import Preprocess
+from .config import TrainConfig, TrainError
 
 __all__ = [
     "TrainDataError",
@@ -38,6 +40,9 @@ __all__ = [
     "ImageDataset",
     "Collate",
     "GlobalBatchSampler",
+    "shared_image",
+    "split_datasets",
+    "majority_baseline",
 ]
 
 _RESAMPLE = {
@@ -268,3 +273,43 @@ class GlobalBatchSampler:
 
     def __len__(self) -> int:
         return len(self.global_sizes())
+
+
+def shared_image(train: Sequence[Sample], val: Sequence[Sample]) -> Path | None:
+    """A validation image that is also a training image (the same file, through any link), or None."""
+    seen = {s.path.resolve() for s in train}
+    return next((s.path for s in val if s.path.resolve() in seen), None)
+
+
+def split_datasets(cfg: TrainConfig) -> tuple[tuple[str, ...], Sequence[Sample], Sequence[Sample]]:
+    data = find_class_folders(cfg.data)
+    classes = tuple(c.label for c in data.labels)
+    if len(classes) < 2:
+        raise TrainError(f"{cfg.data} has {len(classes)} class folder: training needs at least two classes")
+    if cfg.val is not None:
+        val = find_class_folders(cfg.val)
+        index = {name: i for i, name in enumerate(classes)}
+        unknown = [c.label for c in val.labels if c.label not in index]
+        if unknown:
+            raise TrainError(f"validation classes {unknown} in {cfg.val} are not class folders of {cfg.data}")
+        shared = shared_image(data.samples, val.samples)
+        if shared is not None:
+            raise TrainError(
+                f"--val {cfg.val} shares images with {cfg.data}, e.g. {shared}: validation must be images "
+                "the model does not train on"
+            )
+        remap = [index[c.label] for c in val.labels]
+        return classes, data.samples, [replace(s, label=remap[s.label]) for s in val.samples]
+    if cfg.val_split == 0:
+        return classes, data.samples, []
+    train, held_out = split_samples(data.samples, cfg.val_split, cfg.seed)
+    return classes, train, held_out
+
+
+def majority_baseline(train_samples: Sequence[Sample], val_samples: Sequence[Sample]) -> tuple[int, float]:
+    """(the training set's most common class, the share of validation images of that class): the accuracy
+    of a model that always answers it, the floor a trained model must clear."""
+    counts = np.bincount([s.label for s in train_samples])
+    label = int(counts.argmax())
+    share = sum(s.label == label for s in val_samples) / len(val_samples) if val_samples else 0.0
+    return label, share

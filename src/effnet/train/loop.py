@@ -11,38 +11,32 @@ seeded from (seed, epoch): ``--resume`` from a checkpoint gives the weights of a
 from __future__ import annotations
 
 import copy
-import math
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..evaluate.datasets import Sample, find_class_folders
-from ..model import EfficientNet
 from ..source import resolve_source, weights_label
-from ..weights.native import NativeInfo, read_native_info, save_native
+from ..weights.native import NativeInfo, save_native
 from .calibrate import Calibration, fit_temperature
 from .checkpoint import CHECKPOINT, LOG, MODEL, load_checkpoint, save_checkpoint, write_log
 from .config import SMALL_DATA, TrainConfig, TrainError, auto_batch_size, auto_min_scale, freeze
-from .data import Augment, Collate, GlobalBatchSampler, ImageDataset, split_samples
-from .distributed import World, all_gather_cat, all_reduce_sum, setup, teardown
-from .plots import CONFUSION, CURVES, have_matplotlib, plot_confusion, plot_curves
-from .probe import ProbeFit, select_embedding
+from .data import Augment, GlobalBatchSampler, ImageDataset, majority_baseline, split_datasets
+from .distributed import World, all_reduce_sum, setup, teardown
+from .optim import ema_update, epoch_seed, is_bn, lr_at, param_groups, resolve_device
+from .passes import device_batches, embedding_name, linear_probe, make_loader, validate
+from .probe import ProbeFit
+from .runfiles import calibration_line, epoch_line, load_saved, say, write_plots, write_run_file
 
-__all__ = ["TrainResult", "train", "lr_at"]
+__all__ = ["TrainResult", "train"]
 
 EpochCallback = Callable[[dict[str, Any]], None]
-
-# The linear probe's candidate embeddings besides the head convolution's: the outputs of the last this many
-# stages (for the B0 stage table, the stride-16 and stride-32 stages), see effnet.train.probe.
-PROBE_STAGES = 4
 
 
 @dataclass(frozen=True)
@@ -66,143 +60,16 @@ class TrainResult:
         return (self.best_val_acc - self.majority_acc) * self.val_images <= 1.0 + 1e-9
 
 
-def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
-    """Linear warmup over ``warmup`` steps from 0, then cosine decay to 0 at ``total``."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * peak * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise TrainError(f"unknown device {name!r}; expected auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TrainError(f"--device {name}: no CUDA device is available")
-    return device
-
-
-def _seed(*parts: int) -> int:
-    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
-
-
-def _param_groups(params: Sequence[nn.Parameter], weight_decay: float, lr_scale: float) -> list[dict[str, Any]]:
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]  # BN weights/biases and conv/linear biases
-    groups = [
-        {"params": decay, "weight_decay": weight_decay, "lr_scale": lr_scale},
-        {"params": no_decay, "weight_decay": 0.0, "lr_scale": lr_scale},
-    ]
-    return [g for g in groups if g["params"]]
-
-
-@torch.no_grad()
-def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    for e, m in zip(ema.state_dict().values(), model.state_dict().values(), strict=True):
-        if e.is_floating_point():
-            e.mul_(decay).add_(m.detach(), alpha=1.0 - decay)
-        else:
-            e.copy_(m)
-
-
-def _loader(dataset: ImageDataset, batch: int, world: World, cfg: TrainConfig, shuffle: bool) -> Any:
-    if shuffle:  # each rank's share of each global batch, nothing repeated (GlobalBatchSampler)
-        sampler = GlobalBatchSampler(len(dataset), batch, world.size, world.rank, cfg.seed)
-        return torch.utils.data.DataLoader(
-            dataset, batch_sampler=sampler, num_workers=cfg.workers, collate_fn=Collate(dataset.preprocess)
-        )
-    # validation and embeddings: every image once, split over the ranks without padding
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_size=max(1, batch // world.size),
-        sampler=list(range(world.rank, len(dataset), world.size)),
-        num_workers=cfg.workers,
-        collate_fn=Collate(dataset.preprocess),
-    )
-
-
-def _overlap(train: Sequence[Sample], val: Sequence[Sample]) -> Path | None:
-    """A validation image that is also a training image (the same file, through any link), or None."""
-    seen = {s.path.resolve() for s in train}
-    return next((s.path for s in val if s.path.resolve() in seen), None)
-
-
-def _datasets(cfg: TrainConfig) -> tuple[tuple[str, ...], Sequence[Sample], Sequence[Sample]]:
-    data = find_class_folders(cfg.data)
-    classes = tuple(c.label for c in data.labels)
-    if len(classes) < 2:
-        raise TrainError(f"{cfg.data} has {len(classes)} class folder: training needs at least two classes")
-    if cfg.val is not None:
-        val = find_class_folders(cfg.val)
-        index = {name: i for i, name in enumerate(classes)}
-        unknown = [c.label for c in val.labels if c.label not in index]
-        if unknown:
-            raise TrainError(f"validation classes {unknown} in {cfg.val} are not class folders of {cfg.data}")
-        shared = _overlap(data.samples, val.samples)
-        if shared is not None:
-            raise TrainError(
-                f"--val {cfg.val} shares images with {cfg.data}, e.g. {shared}: validation must be images "
-                "the model does not train on"
-            )
-        remap = [index[c.label] for c in val.labels]
-        return classes, data.samples, [replace(s, label=remap[s.label]) for s in val.samples]
-    if cfg.val_split == 0:
-        return classes, data.samples, []
-    train, held_out = split_samples(data.samples, cfg.val_split, cfg.seed)
-    return classes, train, held_out
-
-
-def _batches(loader: Any, device: torch.device, channels_last: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    for x, y in loader:
-        yield x.to(device, non_blocking=True, memory_format=fmt), y.to(device, non_blocking=True)
-
-
 def train(config: TrainConfig, *, on_epoch: EpochCallback | None = None) -> TrainResult:
     """Run (or with ``config.resume`` continue) the training ``config`` describes; returns where the model is.
 
     ``on_epoch`` is called with each epoch's log record after its files are written (on every rank).
     """
-    world, device = setup(_device(config.device))
+    world, device = setup(resolve_device(config.device))
     try:
         return _train(config, world, device, on_epoch)
     finally:
         teardown(world)
-
-
-def _is_bn(m: nn.Module) -> bool:
-    # BatchNorm2d and SyncBatchNorm (what convert_sync_batchnorm puts in BatchNorm2d's place) alike.
-    return isinstance(m, nn.modules.batchnorm._BatchNorm)
-
-
-def _majority(train_samples: Sequence[Sample], val_samples: Sequence[Sample]) -> tuple[int, float]:
-    """(the training set's most common class, the share of validation images of that class): the accuracy
-    of a model that always answers it, the floor a trained model must clear."""
-    counts = np.bincount([s.label for s in train_samples])
-    label = int(counts.argmax())
-    share = sum(s.label == label for s in val_samples) / len(val_samples) if val_samples else 0.0
-    return label, share
-
-
-def _say(world: World, text: str) -> None:
-    if world.is_main:
-        tqdm.write(text, file=sys.stderr)
-
-
-def _write(path: Path, write: Callable[[], Any]) -> Any:
-    """Run a file write of the run folder; a full disk (torch.save says "unexpected pos", safetensors an I/O
-    error) becomes one line naming the file. The writers leave no temporary file behind."""
-    from safetensors import SafetensorError
-
-    try:
-        return write()
-    except (OSError, RuntimeError, SafetensorError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise TrainError(f"cannot write {path}: {first} (is the disk full?)") from None
 
 
 def _train(cfg: TrainConfig, world: World, device: torch.device, on_epoch: EpochCallback | None) -> TrainResult:
@@ -216,7 +83,7 @@ def _train(cfg: TrainConfig, world: World, device: torch.device, on_epoch: Epoch
         raise TrainError(f"--resume with a different run definition than {run / CHECKPOINT}: {diff}")
 
     source = resolve_source(cfg.model, cfg.weights, progress=world.is_main)
-    classes, train_samples, val_samples = _datasets(cfg)
+    classes, train_samples, val_samples = split_datasets(cfg)
     n_train = len(train_samples)
     batch = cfg.batch_size if cfg.batch_size is not None else auto_batch_size(n_train, world.size)
     if batch % world.size:
@@ -243,7 +110,7 @@ def _train(cfg: TrainConfig, world: World, device: torch.device, on_epoch: Epoch
     probe_s = 0.0
     if state is None and cfg.probe and classifier is not None and new_head:
         start = time.perf_counter()
-        fit = _linear_probe(net.to(device), train_samples, preprocess, classes, world, device, cfg, batch)
+        fit = linear_probe(net.to(device), train_samples, preprocess, classes, world, device, cfg, batch)
         if fit.embedding_stage is not None:
             net.truncate(fit.embedding_stage)  # the probe reads an intermediate stage: the network ends there
         layer = cast(nn.Linear, net.classifier)  # new_head: a Linear (truncate made a new one, on the CPU)
@@ -254,7 +121,7 @@ def _train(cfg: TrainConfig, world: World, device: torch.device, on_epoch: Epoch
     elif state is not None and state.get("embedding_stage") is not None:
         net.truncate(int(state["embedding_stage"]))  # resuming a run whose probe cut the network
     # Read before any SyncBatchNorm conversion (which replaces every BatchNorm2d), from the model as built.
-    bn_eps = float(next(m for m in net.modules() if _is_bn(m)).eps)  # type: ignore[arg-type]
+    bn_eps = float(next(m for m in net.modules() if is_bn(m)).eps)  # type: ignore[arg-type]
     frozen = freeze(net, cfg.freeze)
     net.set_grad_checkpointing(cfg.grad_checkpointing)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -265,8 +132,8 @@ def _train(cfg: TrainConfig, world: World, device: torch.device, on_epoch: Epoch
     augment = Augment(scale=(min_scale, 1.0), trivial_augment=cfg.trivial_augment)
     train_set = ImageDataset(train_samples, preprocess, train=True, augment=augment, seed=cfg.seed)
     val_set = ImageDataset(val_samples, preprocess, train=False, augment=augment, seed=cfg.seed)
-    train_loader = _loader(train_set, batch, world, cfg, True)
-    val_loader = _loader(val_set, batch, world, cfg, False)
+    train_loader = make_loader(train_set, batch, world, cfg, True)
+    val_loader = make_loader(val_set, batch, world, cfg, False)
     sampler: GlobalBatchSampler = train_loader.batch_sampler
     steps_per_epoch = len(sampler)
     probe_only = body_frozen and cfg.probe and new_head
@@ -275,7 +142,7 @@ def _train(cfg: TrainConfig, world: World, device: torch.device, on_epoch: Epoch
     total = max(1, epochs * steps_per_epoch)
     warmup = min(round(cfg.warmup_epochs * steps_per_epoch), total - 1)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing, reduction="sum")
-    majority_label, majority = _majority(train_samples, val_samples)
+    majority_label, majority = majority_baseline(train_samples, val_samples)
     info = NativeInfo(
         model=source.model,
         preprocess=preprocess,
@@ -293,19 +160,19 @@ def _train(cfg: TrainConfig, world: World, device: torch.device, on_epoch: Epoch
         "bn_stats": "frozen" if bn_frozen else "train",
     }
     if world.is_main and cfg.progress:
-        _say(
+        say(
             world,
             f"{n_train} training images, {len(val_samples)} validation; "
             + ", ".join(f"{k} {v}" for k, v in resolved.items()),
         )
         if epochs > cfg.epochs:
-            _say(
+            say(
                 world,
                 f"{cfg.epochs} epochs of {steps_per_epoch} steps are fewer than --min-steps {cfg.min_steps}: "
                 f"training {epochs} epochs",
             )
         if probe_only and cfg.epochs != TrainConfig.epochs:
-            _say(
+            say(
                 world,
                 "--freeze body: the classifier is the linear probe's optimum, --epochs is not used "
                 "(--no-probe trains it by SGD)",
@@ -321,13 +188,13 @@ def _train(cfg: TrainConfig, world: World, device: torch.device, on_epoch: Epoch
     def save_model(evaluated: nn.Module, epoch: int, acc: float | None, extra: dict[str, Any] | None = None) -> None:
         meta: dict[str, Any] = {"epoch": epoch, "val_acc": acc, "majority_acc": majority if val_samples else None}
         meta.update(run=str(run), train=cfg.to_json(), resolved=resolved, **(extra or {}))
-        _write(run / MODEL, lambda: save_native(evaluated.state_dict(), run / MODEL, replace(info, extra=meta)))
+        write_run_file(run / MODEL, lambda: save_native(evaluated.state_dict(), run / MODEL, replace(info, extra=meta)))
 
     def finish_epoch(record_line: dict[str, Any], evaluated: nn.Module, ema_state: Any, optimizer_state: Any) -> None:
         nonlocal best_epoch, best_acc, best_logits
         improved = True
         if val_samples:
-            val = _validate(evaluated, val_loader, device, cfg, bf16, world)
+            val = validate(evaluated, val_loader, device, cfg, bf16, world)
             record_line.update(
                 val_loss=val.loss, val_nll=val.nll, val_acc=val.acc, val_images=len(val_samples), majority_acc=majority
             )
@@ -338,7 +205,7 @@ def _train(cfg: TrainConfig, world: World, device: torch.device, on_epoch: Epoch
             best_epoch = record_line["epoch"]
         record_line.update(best=improved)
         history.append(record_line)
-        _say(world, _epoch_line(record_line))
+        say(world, epoch_line(record_line))
         if world.is_main:
             if improved:
                 save_model(evaluated, record_line["epoch"], best_acc)
@@ -355,8 +222,8 @@ def _train(cfg: TrainConfig, world: World, device: torch.device, on_epoch: Epoch
                 "history": history,
                 "classes": list(classes),
             }
-            _write(run / CHECKPOINT, lambda: save_checkpoint(run, checkpoint))
-            _write(run / LOG, lambda: write_log(run, history))
+            write_run_file(run / CHECKPOINT, lambda: save_checkpoint(run, checkpoint))
+            write_run_file(run / LOG, lambda: write_log(run, history))
         if on_epoch is not None:
             on_epoch(record_line)
 
@@ -366,11 +233,11 @@ def _train(cfg: TrainConfig, world: World, device: torch.device, on_epoch: Epoch
             "epochs": epochs,
             "phase": "linear probe",
             "step": 0,
-            "probe_embedding": _embedding_name(fit.embedding_stage),
+            "probe_embedding": embedding_name(fit.embedding_stage),
             "probe_l2": fit.l2,
             "probe_cv_acc": fit.cv_acc[fit.l2],
             "probe_folds": fit.folds,
-            "probe_candidates": {_embedding_name(s): {"cv_nll": n, "cv_acc": a} for s, n, a in fit.candidates},
+            "probe_candidates": {embedding_name(s): {"cv_nll": n, "cv_acc": a} for s, n, a in fit.candidates},
             "train_images": n_train,
             "train_s": probe_s,
             "weights": "model",
@@ -383,7 +250,7 @@ def _train(cfg: TrainConfig, world: World, device: torch.device, on_epoch: Epoch
     # A lower peak rate for the pretrained body than for the classifier (timm's layer-wise decay and
     # fastai's discriminative rates in their simplest form: two groups).
     optimizer = torch.optim.AdamW(
-        _param_groups(head, cfg.weight_decay, 1.0) + _param_groups(body, cfg.weight_decay, cfg.body_lr_scale),
+        param_groups(head, cfg.weight_decay, 1.0) + param_groups(body, cfg.weight_decay, cfg.body_lr_scale),
         lr=cfg.lr,
         foreach=True,
     )
@@ -401,7 +268,7 @@ def _train(cfg: TrainConfig, world: World, device: torch.device, on_epoch: Epoch
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     for epoch in range(epoch0, epochs):
-        torch.manual_seed(_seed(cfg.seed, epoch, world.rank))  # dropout and stochastic depth of this epoch
+        torch.manual_seed(epoch_seed(cfg.seed, epoch, world.rank))  # dropout and stochastic depth of this epoch
         sampler.set_epoch(epoch)
         sizes = sampler.global_sizes()
         train_set.set_epoch(epoch)
@@ -410,7 +277,7 @@ def _train(cfg: TrainConfig, world: World, device: torch.device, on_epoch: Epoch
             m.eval()
         if bn_frozen:
             for m in net.modules():
-                if _is_bn(m):
+                if is_bn(m):
                     m.eval()
         sums = [0.0, 0.0, 0.0]  # loss * n, correct, n
         start = time.perf_counter()
@@ -423,7 +290,7 @@ def _train(cfg: TrainConfig, world: World, device: torch.device, on_epoch: Epoch
             leave=False,
         )
         with bar:
-            for k, (x, y) in enumerate(_batches(train_loader, device, cfg.channels_last)):
+            for k, (x, y) in enumerate(device_batches(train_loader, device, cfg.channels_last)):
                 lr = lr_at(step, total, warmup, cfg.lr)
                 for group in optimizer.param_groups:
                     group["lr"] = lr * group["lr_scale"]
@@ -438,7 +305,7 @@ def _train(cfg: TrainConfig, world: World, device: torch.device, on_epoch: Epoch
                 optimizer.step()
                 step += 1
                 if ema is not None:
-                    _ema_update(ema, net, min(cfg.ema_decay, (1 + step) / (10 + step)))
+                    ema_update(ema, net, min(cfg.ema_decay, (1 + step) / (10 + step)))
                 n = y.shape[0]
                 sums = [sums[0] + loss_sum.item(), sums[1] + (logits.argmax(1) == y).sum().item(), sums[2] + n]
                 bar.set_postfix(loss=f"{sums[0] / sums[2]:.4f}", acc=f"{sums[1] / sums[2]:.3f}")
@@ -464,16 +331,16 @@ def _train(cfg: TrainConfig, world: World, device: torch.device, on_epoch: Epoch
     calibration = None
     if world.is_main and cfg.calibrate and best_logits is not None and (run / MODEL).is_file():
         calibration = fit_temperature(*best_logits)
-        _say(world, _calibration_line(calibration))
-        best = _load_saved(run / MODEL)
+        say(world, calibration_line(calibration))
+        best = load_saved(run / MODEL)
         extra = dict(best.info.extra, calibration=calibration.to_json())
         temperature = calibration.temperature
-        _write(
+        write_run_file(
             run / MODEL,
             lambda: save_native(best.state, run / MODEL, replace(best.info, extra=extra, temperature=temperature)),
         )
     if world.is_main:
-        _plots(run, history, majority if val_samples else None, best_logits, classes)
+        write_plots(run, history, majority if val_samples else None, best_logits, classes)
     return TrainResult(
         run / MODEL,
         classes,
@@ -485,131 +352,4 @@ def _train(cfg: TrainConfig, world: World, device: torch.device, on_epoch: Epoch
         majority_class=classes[majority_label],
         val_images=len(val_samples),
         calibration=calibration,
-    )
-
-
-def _plots(
-    run: Path,
-    history: Sequence[dict[str, Any]],
-    majority: float | None,
-    best: tuple[torch.Tensor, torch.Tensor] | None,
-    classes: tuple[str, ...],
-) -> None:
-    if not have_matplotlib():
-        print("matplotlib is not installed: no RUN/curves.png (pip install 'effnet[plots]')", file=sys.stderr)
-        return
-    _write(run / CURVES, lambda: plot_curves(history, run / CURVES, majority))
-    if best is not None:
-        _write(run / CONFUSION, lambda: plot_confusion(best[0], best[1], classes, run / CONFUSION))
-
-
-def _epoch_line(r: dict[str, Any]) -> str:
-    head = f"epoch {r['epoch']}/{r['epochs']}" if r["epoch"] else "linear probe"
-    parts = [f"train loss {r['train_loss']:.4f} acc {r['train_acc']:.1%}"] if "train_loss" in r else []
-    if "probe_l2" in r:
-        parts.append(
-            f"embedding {r['probe_embedding']}, L2 {r['probe_l2']:g} (cross-validated accuracy {r['probe_cv_acc']:.1%})"
-        )
-    if "val_acc" in r:
-        parts.append(
-            f"validation acc {r['val_acc']:.1%} (majority class {r['majority_acc']:.1%}), "
-            f"loss {r['val_loss']:.4f} (nll {r['val_nll']:.4f}){' *' if r['best'] else ''}"
-        )
-    return f"{head}: " + ", ".join(parts)
-
-
-def _calibration_line(c: Calibration) -> str:
-    if c.skipped:
-        return f"temperature not fitted (kept 1): {c.skipped}"
-    return (
-        f"temperature {c.temperature:.3f} (fitted on the validation split): NLL {c.nll_before:.4f} -> "
-        f"{c.nll_after:.4f}, ECE {c.ece_before:.4f} -> {c.ece_after:.4f}"
-    )
-
-
-@dataclass(frozen=True)
-class _Saved:
-    state: dict[str, torch.Tensor]
-    info: NativeInfo
-
-
-def _load_saved(path: Path) -> _Saved:
-    from safetensors.torch import load_file
-
-    info = read_native_info(path)
-    if info is None:  # pragma: no cover - the run just wrote it
-        raise TrainError(f"{path} lost its effnet metadata")
-    return _Saved(load_file(str(path)), info)
-
-
-def _embedding_name(stage: int | None) -> str:
-    return "head" if stage is None else f"stage {stage}"
-
-
-@torch.no_grad()
-def _linear_probe(
-    net: EfficientNet,
-    samples: Sequence[Sample],
-    preprocess: Any,
-    classes: tuple[str, ...],
-    world: World,
-    device: torch.device,
-    cfg: TrainConfig,
-    batch: int,
-) -> ProbeFit:
-    """Embed every training image once (the eval transform, the body in eval mode), split over the ranks,
-    and fit the classifier by L-BFGS logistic regression (:mod:`effnet.train.probe`)."""
-    dataset = ImageDataset(samples, preprocess, train=False, augment=Augment(), seed=cfg.seed)
-    loader = _loader(dataset, batch, world, cfg, False)
-    was = net.training
-    net.eval()
-    # The head convolution's embedding first (kept on equal scores), then the last PROBE_STAGES stages' outputs.
-    last = len(net.stages)
-    taps: list[int | None] = [None, *range(last - 1, max(-1, last - 1 - PROBE_STAGES), -1)]
-    widths = [net.num_features if t is None else net.plan.stage_channels[t] for t in taps]
-    parts, labels = [], []
-    for x, y in _batches(loader, device, cfg.channels_last):
-        parts.append(torch.cat(net.pooled_embeddings(x, taps), dim=1).float().cpu())
-        labels.append(y.cpu())
-    net.train(was)
-    mine = torch.cat(parts) if parts else torch.zeros(0, sum(widths))
-    mine_y = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.int64)
-    # rank r holds images r, r + world, ...: gather, then restore the dataset order on every rank.
-    order = all_gather_cat(torch.arange(world.rank, len(samples), world.size), world)
-    x_all, y_all = all_gather_cat(mine, world), all_gather_cat(mine_y, world)
-    inverse = torch.empty_like(order)
-    inverse[order] = torch.arange(len(order))
-    x_all, y_all = x_all[inverse], y_all[inverse]
-    candidates = dict(zip(taps, x_all.split(widths, dim=1), strict=True))
-    return select_embedding({t: [x] for t, x in candidates.items()}, y_all, len(classes), seed=cfg.seed)
-
-
-@dataclass(frozen=True)
-class _Validation:
-    loss: float  # the training criterion (label smoothing included), per image
-    nll: float  # plain cross-entropy, per image
-    acc: float
-    logits: torch.Tensor  # every validation image's, gathered from all ranks (for calibration)
-    labels: torch.Tensor
-
-
-@torch.no_grad()
-def _validate(
-    model: nn.Module, loader: Any, device: torch.device, cfg: TrainConfig, bf16: bool, world: World
-) -> _Validation:
-    model.eval()
-    outs, ys = [], []
-    for x, y in _batches(loader, device, cfg.channels_last):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            outs.append(model(x).float().cpu())
-        ys.append(y.cpu())
-    logits = all_gather_cat(torch.cat(outs) if outs else torch.zeros(0, 0), world)
-    labels = all_gather_cat(torch.cat(ys) if ys else torch.zeros(0, dtype=torch.int64), world)
-    smoothed = nn.functional.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
-    return _Validation(
-        loss=float(smoothed),
-        nll=float(nn.functional.cross_entropy(logits, labels)),
-        acc=float((logits.argmax(1) == labels).double().mean()),
-        logits=logits,
-        labels=labels,
     )
