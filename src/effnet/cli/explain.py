@@ -61,6 +61,14 @@ def run(args: argparse.Namespace) -> int:
     explainer = Explainer(source)
     resolve_target(args.target, explainer.labels)
     writable_dir(out, "the explanations")  # a read-only folder fails now, before any image is explained
+    seconds = explainer.estimate_s(args.method)  # passes x time per pass, measured here (effnet.saliency_budget)
+    if seconds * len(images) > 10:
+        print(
+            f"effnet explain: {args.method} on {source.model}: about {seconds:.0f} s per image on this machine "
+            f"({len(images)} images); gradcam is the cheapest method",
+            file=sys.stderr,
+            flush=True,
+        )
     failed = 0
     names = per_input_names(images, f"{args.method}.png")  # THE naming rule: never two images onto one file
     for image, target in zip(images, [out / n for n in names], strict=True):
