@@ -120,4 +120,3 @@ def test_cli_report_refuses_a_folder_of_other_files_before_the_work(tmp_path, sa
     assert r.returncode != 0 and "holds other files" in r.stderr and "Traceback" not in r.stderr
     assert "top-1" not in r.stdout  # refused before the evaluation ran
     assert [p.name for p in notes.iterdir()] == ["mine.txt"]
-
