@@ -182,8 +182,11 @@ def check_replaceable_dir(directory: str | os.PathLike, marker: str, what: str) 
 def whole_dir(directory: str | os.PathLike, what: str) -> Iterator[Path]:
     """A fresh folder beside ``directory`` to write into; when the block succeeds it takes ``directory``'s
     place whole (an earlier one is removed only after), so the folder never mixes two runs. When the block
-    fails, the fresh folder is removed and ``directory`` is as it was."""
+    fails, the fresh folder is removed and ``directory`` is as it was. A symlinked ``directory`` is written
+    through."""
     target = Path(directory)
+    if target.is_symlink():  # written through, like atomic_write: the link stays, the folder it names is replaced
+        target = Path(os.path.realpath(target))
     target.parent.mkdir(parents=True, exist_ok=True)
     fresh = temp_dir(target.parent, f".{target.name}.", ".part")
     try:

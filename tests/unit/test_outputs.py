@@ -68,6 +68,18 @@ def test_report_folder_is_replaced_whole_or_not_at_all(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["rep"]  # no temporary folder left
 
 
+def test_symlinked_report_folder_is_written_through(tmp_path):
+    real = tmp_path / "real"
+    with whole_dir(real, "the report") as d:
+        (d / "report.html").write_text("run 1")
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    with whole_dir(link, "the report") as d:
+        (d / "report.html").write_text("run 2")
+    assert link.is_symlink() and (real / "report.html").read_text() == "run 2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
+
+
 def test_report_folder_checked_before_the_work(tmp_path):
     notes = tmp_path / "notes"
     notes.mkdir()
