@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import os
-import secrets
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -18,17 +17,26 @@ from typing import Any
 from ._optional import require
 from .errors import EffnetError
 
-__all__ = ["pyplot", "figure_bytes", "write_bytes", "data_uri"]
+__all__ = ["pyplot", "figure_bytes", "literal_text", "write_bytes", "data_uri"]
 
 MIME = {"png": "image/png", "svg": "image/svg+xml", "jpeg": "image/jpeg"}
 
 
 def pyplot(purpose: str, extra: str = "plots") -> ModuleType:
     """``matplotlib.pyplot`` on the Agg backend, or :class:`~effnet._optional.MissingExtraError` naming ``extra``."""
-    matplotlib = require("matplotlib", extra, purpose)
+    require("matplotlib", extra, purpose)
+    literal_text()
+    return require("matplotlib.pyplot", extra, purpose)
+
+
+def literal_text() -> None:
+    """Agg, and text drawn as written: class names such as ``a$^$b`` or ``x_{1}`` are labels, not TeX
+    (matplotlib's mathtext would fail to parse them, or draw something else)."""
+    import matplotlib
+
     # Agg before pyplot: no display is needed (servers, CI, Ray workers) and no GUI toolkit is imported.
     matplotlib.use("Agg", force=True)
-    return require("matplotlib.pyplot", extra, purpose)
+    matplotlib.rcParams["text.parse_math"] = False
 
 
 def figure_bytes(fig: Any, fmt: str = "png", dpi: int = 100) -> bytes:
@@ -51,19 +59,11 @@ def figure_bytes(fig: Any, fmt: str = "png", dpi: int = 100) -> bytes:
 
 
 def write_bytes(path: str | os.PathLike, data: bytes, what: str = "figure") -> Path:
-    """Write ``data`` to ``path`` through a temporary file and a rename: the file is complete or absent."""
-    target = Path(path)
-    if not target.parent.is_dir():
-        raise EffnetError(f"cannot write the {what} {target}: folder {target.parent} does not exist")
-    tmp = target.parent / f".{target.name}.{secrets.token_hex(6)}.part"
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
-    except OSError as e:
-        raise EffnetError(f"cannot write the {what} {target}: {e.strerror or e}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
+    """Write ``data`` to ``path`` whole (:func:`effnet.fileio.atomic_write`: temporary file, rename; one-line
+    error)."""
+    from .fileio import atomic_write
+
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data), f"the {what}")
 
 
 def data_uri(data: bytes, fmt: str) -> str:

@@ -20,7 +20,16 @@ from pathlib import Path
 
 from .errors import EffnetError
 
-__all__ = ["atomic_write", "new_output_dir", "temp_dir", "writable_dir", "write_error", "free_bytes"]
+__all__ = [
+    "atomic_write",
+    "check_replaceable_dir",
+    "free_bytes",
+    "new_output_dir",
+    "temp_dir",
+    "whole_dir",
+    "writable_dir",
+    "write_error",
+]
 
 
 def free_bytes(path: Path) -> int | None:
@@ -110,11 +119,14 @@ def new_output_dir(directory: str | os.PathLike, what: str, hint: str = "") -> I
 def atomic_write(target: str | os.PathLike, write: Callable[[Path], object], what: str) -> Path:
     """``write(tmp)`` into a fresh file next to ``target``, then rename it over ``target``.
 
-    The file gets mode 0666 minus the umask (as ``open()`` would create ``target``), whatever mode the writer
-    used, so the renamed file has the permissions the user's umask gives. An OSError (disk full, read-only, not a
+    A new file gets mode 0666 minus the umask (as ``open()`` would create ``target``), whatever mode the writer
+    used; an existing file keeps its mode. A symlinked ``target`` is written through: the link stays, and the
+    file it points to is replaced (atomically, in its own folder). An OSError (disk full, read-only, not a
     folder) becomes one :class:`EffnetError` line naming ``target``; the temporary file never survives.
     """
     target = Path(target)
+    if target.is_symlink():  # written through: the link stays a link, the file it points to gets the bytes
+        target = Path(os.path.realpath(target))
     tmp = target.parent / f".{target.name}.{secrets.token_hex(6)}.part"
     try:
         try:
@@ -125,6 +137,8 @@ def atomic_write(target: str | os.PathLike, write: Callable[[Path], object], wha
             mode = stat.S_IMODE(os.fstat(fd).st_mode)  # 0666 minus the umask, as open() gives a new file
         finally:
             os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            mode = stat.S_IMODE(os.stat(target).st_mode)  # an existing file keeps its mode (a 0600 stays 0600)
         write(tmp)
         # Some writers replace the file they are given by one of their own, 0600 (safetensors does).
         os.chmod(tmp, mode)
@@ -147,3 +161,46 @@ def temp_dir(parent: Path, prefix: str, suffix: str = "") -> Path:
             return path
         except FileExistsError:
             continue
+
+
+def check_replaceable_dir(directory: str | os.PathLike, marker: str, what: str) -> Path:
+    """Before the work: ``directory`` can be written whole by :func:`whole_dir` — its parent is writable, and
+    it is absent, empty, or an earlier output of the same kind (it holds ``marker``), never a user's folder."""
+    path = Path(directory)
+    if path.exists() or path.is_symlink():
+        if not path.is_dir():
+            raise EffnetError(f"cannot write {what} to {path}: it exists and is not a folder")
+        if any(path.iterdir()) and not (path / marker).exists():
+            raise EffnetError(
+                f"cannot write {what} to {path}: the folder holds other files (no {marker}); give a new or empty folder"
+            )
+    writable_dir(path.parent, what)
+    return path
+
+
+@contextlib.contextmanager
+def whole_dir(directory: str | os.PathLike, what: str) -> Iterator[Path]:
+    """A fresh folder beside ``directory`` to write into; when the block succeeds it takes ``directory``'s
+    place whole (an earlier one is removed only after), so the folder never mixes two runs. When the block
+    fails, the fresh folder is removed and ``directory`` is as it was. A symlinked ``directory`` is written
+    through."""
+    target = Path(directory)
+    if target.is_symlink():  # written through, like atomic_write: the link stays, the folder it names is replaced
+        target = Path(os.path.realpath(target))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fresh = temp_dir(target.parent, f".{target.name}.", ".part")
+    try:
+        yield fresh
+        old = None
+        if target.exists():
+            old = target.parent / f".{target.name}.{secrets.token_hex(6)}.old"
+            os.rename(target, old)
+        os.rename(fresh, target)
+    except OSError as e:
+        shutil.rmtree(fresh, ignore_errors=True)
+        raise write_error(e, target, what) from None
+    except BaseException:
+        shutil.rmtree(fresh, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

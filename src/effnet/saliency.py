@@ -23,7 +23,7 @@ spread evenly gives 0.25).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -34,7 +34,16 @@ from .explanation import Explanation
 from .factory import Pretrained
 from .labels import ClassLabel, Prediction, top_k
 from .pipeline import image_name
-from .preprocess import ImageSource, crop_box, load_image, normalize, resize_crop
+from .preprocess import MAX_IMAGE_PIXELS, ImageSource, crop_box, load_image, normalize, resize_crop
+from .saliency_budget import (
+    DEFAULT_CHUNK_S,
+    DEFAULT_MEMORY_MB,
+    IG_STEPS,
+    PassCost,
+    internal_batch,
+    occlusion_geometry,
+    stop_hooks,
+)
 from .source import ModelSource, resolve_source, weights_label
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -43,7 +52,6 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["METHODS", "Explanation", "Explainer", "explain", "resolve_target"]
 
 METHODS = ("gradcam", "integrated-gradients", "occlusion")
-IG_STEPS = 32  # Captum's default is 50; 32 keeps the completeness error small for these models (checked: < 5 %)
 TOP1 = "top1"
 
 
@@ -76,9 +84,19 @@ def resolve_target(target: str | int, labels: Sequence[ClassLabel]) -> int | Non
 
 
 class Explainer:
-    """Attribution maps from the fp32 torch model of ``source``'s weights (built once, in eval mode)."""
+    """Attribution maps from the fp32 torch model of ``source``'s weights (built once, in eval mode).
 
-    def __init__(self, source: ModelSource, *, device: str = "cpu") -> None:
+    Chunks of integrated gradients and occlusion fit ``memory_mb`` of activations and ``chunk_s`` seconds
+    (:mod:`effnet.saliency_budget`); :meth:`estimate_s` says what a method costs here before it runs."""
+
+    def __init__(
+        self,
+        source: ModelSource,
+        *,
+        device: str = "cpu",
+        memory_mb: float = DEFAULT_MEMORY_MB,
+        chunk_s: float = DEFAULT_CHUNK_S,
+    ) -> None:
         self.captum_attr = require("captum.attr", "explain", "effnet explain")
         import torch
 
@@ -89,6 +107,34 @@ class Explainer:
         self.model = source.build_model().to(self.device, torch.float32).eval()
         for p in self.model.parameters():  # attributions need input gradients only
             p.requires_grad_(False)
+        self.memory_mb, self.chunk_s = memory_mb, chunk_s
+        self._cost: PassCost | None = None
+
+    @property
+    def input_size(self) -> int:
+        return self.preprocess.input_size
+
+    @property
+    def cost(self) -> PassCost:
+        """Per-pass time and memory of this model on this machine, measured on first use."""
+        if self._cost is None:
+            size = self.input_size
+            self._cost = PassCost.measure(self.model, self._input(np.zeros((size, size, 3), np.uint8)))
+        return self._cost
+
+    @property
+    def measured_cost(self) -> PassCost | None:
+        """The per-pass cost if it has been measured already (None: the next :attr:`cost` measures it)."""
+        return self._cost
+
+    def estimate_s(self, method: str) -> float:
+        """Seconds one explanation with ``method`` is expected to take here (passes x measured time per pass)."""
+        return self.cost.estimate_s(method, self.input_size)
+
+    def chunk(self, method: str) -> int:
+        """Images per forward(+backward) chunk of ``method``: within the memory and time budgets."""
+        gradients = method != "occlusion"
+        return internal_batch(self.cost, memory_mb=self.memory_mb, chunk_s=self.chunk_s, gradients=gradients)
 
     def _input(self, crop: np.ndarray) -> torch.Tensor:
         import torch
@@ -107,16 +153,16 @@ class Explainer:
         elif method == "integrated-gradients":
             black = torch.from_numpy(normalize(np.zeros((size, size, 3), np.uint8), self.preprocess)[None])
             ig = attr.IntegratedGradients(self.model)
-            out = ig.attribute(x, baselines=black.to(x.device), target=target, n_steps=IG_STEPS, internal_batch_size=8)[
-                0
-            ].sum(0)
+            chunk = self.chunk(method)
+            out = ig.attribute(
+                x, baselines=black.to(x.device), target=target, n_steps=IG_STEPS, internal_batch_size=chunk
+            )[0].sum(0)
             # per-pixel IG is speckle; a small box filter (1/28 of the crop) makes regions readable
             r = max(1, size // 56)
             smooth = torch.nn.functional.avg_pool2d(out.clamp(min=0)[None, None], 2 * r + 1, stride=1, padding=r)
             out = smooth[0, 0]
         elif method == "occlusion":
-            window = max(8, size // 7)
-            stride = max(4, window // 2)
+            window, stride = occlusion_geometry(size)
             # baseline 0 in normalized units = the record's mean colour: a patch of "nothing in particular"
             out = (
                 attr.Occlusion(self.model)
@@ -126,7 +172,7 @@ class Explainer:
                     strides=(3, stride, stride),
                     target=target,
                     baselines=0.0,
-                    perturbations_per_eval=8,
+                    perturbations_per_eval=self.chunk(method),
                 )[0]
                 .sum(0)
             )
@@ -135,29 +181,50 @@ class Explainer:
         return np.clip(out.detach().float().cpu().numpy(), 0.0, None).astype(np.float32)
 
     def explain_crop(
-        self, crop: np.ndarray, *, name: str = "<image>", method: str = "gradcam", target: str | int = TOP1, k: int = 5
+        self,
+        crop: np.ndarray,
+        *,
+        name: str = "<image>",
+        method: str = "gradcam",
+        target: str | int = TOP1,
+        k: int = 5,
+        should_stop: Callable[[], bool] | None = None,
     ) -> Explanation:
-        """The explanation of one uint8 HWC crop at the model's input size."""
+        """The explanation of one uint8 HWC crop at the model's input size. When ``should_stop()`` turns true,
+        the next module's forward raises :class:`~effnet.saliency_budget.ExplainStopped`."""
+        import time
+
         import torch
 
         if method not in METHODS:
             raise EffnetError(f"unknown explanation method {method!r}; choose from {', '.join(METHODS)}")
         wanted = resolve_target(target, self.labels)
         x = self._input(crop)
-        with torch.no_grad():
-            probs = torch.softmax(self.model(x).float(), dim=1)[0].cpu().numpy()
-        predictions = top_k(probs, self.labels, min(k, len(self.labels)))
-        index = predictions[0].class_index if wanted is None else wanted
-        c = self.labels[index]
-        chosen = Prediction(index, c.synset, c.label, float(probs[index]))
-        with torch.enable_grad():
-            heat = self.attribute(x, method, index)
+        cost, started = self.cost, time.perf_counter()
+        with stop_hooks(self.model, should_stop):
+            with torch.no_grad():
+                probs = torch.softmax(self.model(x).float(), dim=1)[0].cpu().numpy()
+            predictions = top_k(probs, self.labels, min(k, len(self.labels)))
+            index = predictions[0].class_index if wanted is None else wanted
+            c = self.labels[index]
+            chosen = Prediction(index, c.synset, c.label, float(probs[index]))
+            with torch.enable_grad():
+                heat = self.attribute(x, method, index)
+        cost.observe(method, self.input_size, time.perf_counter() - started)
         return Explanation(name, method, chosen, predictions, crop, heat)
 
     def explain(
-        self, images: Iterable[ImageSource], *, method: str = "gradcam", target: str | int = TOP1, k: int = 5
+        self,
+        images: Iterable[ImageSource],
+        *,
+        method: str = "gradcam",
+        target: str | int = TOP1,
+        k: int = 5,
+        should_stop: Callable[[], bool] | None = None,
+        max_pixels: int = MAX_IMAGE_PIXELS,
     ) -> list[Explanation]:
-        """One :class:`Explanation` per image, in order; an unreadable image carries its error."""
+        """One :class:`Explanation` per image, in order; an unreadable image (or one above ``max_pixels``,
+        checked from its header) carries its error."""
         if method not in METHODS:
             raise EffnetError(f"unknown explanation method {method!r}; choose from {', '.join(METHODS)}")
         resolve_target(target, self.labels)  # a bad target fails once, before any image
@@ -165,12 +232,12 @@ class Explainer:
         for image in images:
             name = image_name(image)
             try:
-                decoded = load_image(image)
+                decoded = load_image(image, max_pixels)
                 crop = np.array(resize_crop(decoded, self.preprocess))  # = pipeline.decode_crop, keeping the size
             except (ImageError, OSError) as e:
                 out.append(Explanation(name, error=str(e) or type(e).__name__))
                 continue
-            result = self.explain_crop(crop, name=name, method=method, target=target, k=k)
+            result = self.explain_crop(crop, name=name, method=method, target=target, k=k, should_stop=should_stop)
             result.crop_box = crop_box(*decoded.size, self.preprocess)
             out.append(result)
         return out

@@ -108,3 +108,15 @@ def test_cli_report_refuses_a_file(tmp_path, sample_dir):
     f.write_text("")
     r = run_cli("eval", str(sample_dir), "--report", str(f), "--model", "efficientnet-lite0")
     assert r.returncode == 2 and "is not a folder" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_report_refuses_a_folder_of_other_files_before_the_work(tmp_path, sample_dir):
+    """Issue 29: a --report DIR holding a user's files is refused before the evaluation (not replaced, and not
+    after the work); the report is written whole into a fresh folder that then takes DIR's place."""
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "mine.txt").write_text("keep")
+    r = run_cli("eval", str(sample_dir), "--report", str(notes), "--model", "efficientnet-lite0", "--no-progress")
+    assert r.returncode != 0 and "holds other files" in r.stderr and "Traceback" not in r.stderr
+    assert "top-1" not in r.stdout  # refused before the evaluation ran
+    assert [p.name for p in notes.iterdir()] == ["mine.txt"]

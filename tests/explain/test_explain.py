@@ -4,6 +4,7 @@ checks them (tests/saliency_checks.py), on Lite0's real weights; the CLI end to 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -143,14 +144,37 @@ def test_cli_explain_writes_overlays_and_reports_bad_images(lite0_checkpoint, tm
     assert "cannot open image" in rows[2]["error"] or "not an image" in rows[2]["error"]
     assert "1 of 3 images could not be explained" in r.stderr and "Traceback" not in r.stderr
     assert rows[0]["target"]["label"] == "tiger cat" and rows[0]["method"] == "gradcam"
+    root = Path(os.path.commonpath([str(EXAMPLES), str(tmp_path)]))  # effnet.outputs: below the common folder
     for row in rows[:2]:
         png = Path(row["overlay"])
-        assert png.parent == out and png.name.endswith(".gradcam.png")
+        assert png == out / (str(Path(row["path"]).relative_to(root)) + ".gradcam.png")
         with Image.open(png) as im:
             assert im.format == "PNG" and im.width > 2 * im.height  # crop | overlay | top-5 bars
             pixels = np.asarray(im.convert("RGB"))
         assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 1000  # a photo and a heatmap, not a blank page
-    assert sorted(p.name for p in out.iterdir()) == ["chelsea.gradcam.png", "coffee.gradcam.png"]
+    assert sorted(p.name for p in out.rglob("*.png")) == ["chelsea.png.gradcam.png", "coffee.png.gradcam.png"]
+    assert not (tmp_path / "maps" / "broken.jpg.gradcam.png").exists()
+
+
+def test_cli_explain_never_writes_two_images_onto_one_file(tmp_path):
+    """The issue's case: train/cat/1.jpg, val/cat/1.jpg, c/photo.jpg, c/photo.png gave 2 files for 4 images (and
+    a model whose class names look like TeX, `a$^$b`, crashed matplotlib's mathtext parser)."""
+    from tests.testutils import write_finetuned_model
+
+    weights = write_finetuned_model(tmp_path / "model.safetensors", ("a$^$b", "x_{1}^2 ünï 猫 " + "long" * 30))
+    photo = Image.open(EXAMPLES / "chelsea.png").convert("RGB")
+    inputs = ["train/cat/1.jpg", "val/cat/1.jpg", "c/photo.jpg", "c/photo.png"]
+    for i, name in enumerate(inputs):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        photo.rotate(90 * i).save(tmp_path / name)
+    out = tmp_path / "maps"
+    r = run_cli("explain", *(str(tmp_path / n) for n in inputs), "--weights", str(weights), "-o", str(out), "--json")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*.png"))
+    assert written == sorted(f"{n}.gradcam.png" for n in inputs)
+    assert [json.loads(line)["overlay"] for line in r.stdout.splitlines()] == [
+        str(out / f"{n}.gradcam.png") for n in inputs
+    ]
 
 
 def test_cli_explain_bad_target_is_one_line(lite0_checkpoint, tmp_path):

@@ -102,9 +102,16 @@ def _check_args(args: argparse.Namespace) -> None:
             raise UsageError(f"--json {args.json}: folder {folder} does not exist")
         if Path(args.json).is_dir():
             raise UsageError(f"--json {args.json} is a folder; give a file name")
+        from ..fileio import writable_dir
+
+        writable_dir(folder, f"--json {args.json}")  # a read-only folder is found now, not after the work
     if args.report is not None:
         if Path(args.report).exists() and not Path(args.report).is_dir():
             raise UsageError(f"--report {args.report} exists and is not a folder")
+        from ..evaluate.html import REPORT_FILE
+        from ..fileio import check_replaceable_dir
+
+        check_replaceable_dir(args.report, REPORT_FILE, "the --report")
         from ..figures import pyplot
 
         pyplot("effnet eval --report")  # a missing extra is found now, not after the evaluation

@@ -198,6 +198,10 @@ def run_tflite(args: argparse.Namespace) -> int:
     elif args.precision == "int8":
         raise UsageError("--precision int8 needs --calibration PATH (images to calibrate on)")
     source = resolve_source(args.model, args.weights, progress=not args.no_progress)
+    if args.output is not None:  # a read-only -o folder fails now, not after the conversion
+        from ..fileio import writable_dir
+
+        writable_dir(Path(args.output).parent, "the tflite export")
     with tempfile.TemporaryDirectory(prefix="effnet-tflite-") as tmp:
         made = export_tflite(source, Path(tmp) / "model.tflite", precision=args.precision, calibration=images)
         files = []

@@ -46,6 +46,44 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--port", type=int, default=8000, help="TCP port (default: %(default)s)")
     p.add_argument(
+        "--allowed-hosts",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="Host names to answer besides localhost/127.0.0.1/::1 on a loopback bind (on another bind: the only ones)",
+    )
+    p.add_argument(
+        "--allowed-origins",
+        nargs="+",
+        default=(),
+        metavar="URL",
+        help="web origins (scheme://host[:port]) allowed besides the server's own; others get 403",
+    )
+    p.add_argument(
+        "--max-image-mp",
+        type=float,
+        default=40.0,
+        help="megapixels per uploaded image, read from its header before decoding; 413 beyond (default: %(default)s)",
+    )
+    p.add_argument(
+        "--explain-timeout",
+        type=float,
+        default=120.0,
+        help="per /v1/explain request, s; what cannot finish in it is refused up front (default: %(default)s)",
+    )
+    p.add_argument(
+        "--explain-queue",
+        type=int,
+        default=4,
+        help="explanations waiting beyond the one computing; 503 beyond (default: %(default)s)",
+    )
+    p.add_argument(
+        "--explain-memory-mb",
+        type=float,
+        default=2048.0,
+        help="activation memory of one chunk of an explanation, MB (default: %(default)s)",
+    )
+    p.add_argument(
         "--max-batch",
         type=int,
         default=None,
@@ -149,6 +187,12 @@ def run(args: argparse.Namespace) -> int:
             timeout_s=args.timeout,
             decode_threads=args.decode_threads,
             api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+            explain_timeout_s=args.explain_timeout,
+            explain_queue=args.explain_queue,
+            explain_memory_mb=args.explain_memory_mb,
+            max_image_mp=args.max_image_mp,
+            allowed_hosts=tuple(args.allowed_hosts) if args.allowed_hosts else None,
+            allowed_origins=tuple(args.allowed_origins),
         )
     except ValueError as e:  # name the options, not the config fields
         message = str(e)
@@ -160,6 +204,10 @@ def run(args: argparse.Namespace) -> int:
             ("max_body_mb", "--max-body-mb"),
             ("decode_threads", "--decode-threads"),
             ("api_key", "--api-key"),
+            ("explain_timeout_s", "--explain-timeout"),
+            ("explain_queue", "--explain-queue"),
+            ("explain_memory_mb", "--explain-memory-mb"),
+            ("max_image_mp", "--max-image-mp"),
         ):
             message = message.replace(field, option)
         raise UsageError(message) from None

@@ -110,7 +110,12 @@ def run(args: argparse.Namespace) -> int:
         config = TrainConfig.from_json({**base, **given}, **runtime)
     except TrainError as e:
         raise UsageError(str(e)) from None
-    result = train(config)
+    from ..fileio import new_output_dir
+
+    # The run folder is proven writable before the first epoch (not when the model is saved); a failed run
+    # leaves no empty folder behind.
+    with new_output_dir(output, "the training run"):
+        result = train(config)
     if not result.is_main:  # under torchrun only rank 0 reports
         return 0
     summary = {

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import EffnetError, ImageError
 from ..figures import data_uri, figure_bytes, pyplot, write_bytes
+from ..fileio import check_replaceable_dir, whole_dir
 from ..preprocess import load_image
 from .report import EvalReport
 
@@ -183,11 +184,13 @@ def _misses_html(r: EvalReport) -> str:
 def write_html_report(report: EvalReport, directory: str | os.PathLike) -> Path:
     """Write ``DIR/report.html``, its figures (``DIR/<name>.png`` and ``.svg``) and ``DIR/report.json``."""
     plt = pyplot("effnet eval --report")
-    out = Path(directory)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise EffnetError(f"cannot write the report to {out}: {e.strerror or e}") from None
+    target = check_replaceable_dir(directory, REPORT_FILE, "the report")
+    with whole_dir(target, "the report") as out:  # written whole: never an old page beside new figures
+        _write_report(plt, report, out)
+    return target / REPORT_FILE
+
+
+def _write_report(plt: Any, report: EvalReport, out: Path) -> None:
     figures: dict[str, Any] = {
         "accuracy": _accuracy_figure,
         "per_class": _per_class_figure,
@@ -207,7 +210,6 @@ def write_html_report(report: EvalReport, directory: str | os.PathLike) -> Path:
     report.write_json(out / "report.json")
     page = _page(report, embedded)
     write_bytes(out / REPORT_FILE, page.encode("utf-8"), "report")
-    return out / REPORT_FILE
 
 
 def _page(r: EvalReport, figs: dict[str, str]) -> str:

@@ -26,6 +26,8 @@ from .classify_routes import classify_routes
 from .config import ServeConfig
 from .context import ServerContext, error_response
 from .explain_routes import explain_routes
+from .explain_work import ExplainGate
+from .guard import BrowserGuard
 from .info_routes import info_routes
 from .model import ModelEndpoint
 
@@ -44,6 +46,7 @@ def create_app(
     config = config or ServeConfig()
     ctx = ServerContext(model, config, max_concurrent_batches=max_concurrent_batches)
     info, batcher, metrics = ctx.info, ctx.batcher, ctx.metrics
+    gate = ExplainGate(config.explain_concurrency, config.explain_queue)  # never one of classify's places
 
     async def http_error(request: Request, exc: Exception) -> Response:
         """Unknown paths and wrong methods: JSON like every other error."""
@@ -58,6 +61,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
         await batcher.start()
+        gate.warm_up(model, config)  # the explainer's cost, measured in the background on its own thread
         log.info(
             "serving %s (%s, %s) with max batch %d, max wait %g ms",
             info.name,
@@ -72,16 +76,27 @@ def create_app(
             # uvicorn has already let in-flight requests finish (graceful shutdown) before this runs.
             await batcher.stop()
             ctx.decode_pool.shutdown(wait=False, cancel_futures=True)
-            ctx.explain_pool.shutdown(wait=False, cancel_futures=True)
+            gate.shutdown()
             metrics.worker_exit()
 
-    routes = [*info_routes(ctx), *classify_routes(ctx), *explain_routes(ctx)]
+    routes = [*info_routes(ctx), *classify_routes(ctx), *explain_routes(ctx, gate)]
 
     def unauthorized(path: str) -> None:
         metrics.errors.labels("unauthorized").inc()
         metrics.requests.labels("unauthorized", "401").inc()
 
-    middleware = []
+    def forbidden(kind: str) -> None:
+        metrics.errors.labels(kind).inc()
+        metrics.requests.labels(kind, "403").inc()
+
+    # The guard runs first: a foreign page is refused whether or not a key is set (guard.py).
+    guard = Middleware(
+        BrowserGuard,
+        allowed_hosts=config.allowed_hosts,
+        allowed_origins=config.allowed_origins,
+        on_reject=forbidden,
+    )
+    middleware = [guard]
     if config.api_key is not None:
         middleware.append(Middleware(BearerAuth, api_key=config.api_key, on_reject=unauthorized))
     app = Starlette(

@@ -35,7 +35,7 @@ class BearerAuth:
         if not api_key:
             raise ValueError("the API key must not be empty")
         self.app = app
-        self._expected = f"Bearer {api_key}".encode()
+        self._expected = api_key.encode()
         self._on_reject = on_reject
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -43,7 +43,9 @@ class BearerAuth:
             await self.app(scope, receive, send)
             return
         given = [v for k, v in scope.get("headers", ()) if k == b"authorization"]
-        if len(given) == 1 and hmac.compare_digest(given[0], self._expected):
+        # RFC 7235: the scheme is case-insensitive ("bearer", "BEARER"); the token is compared in constant time.
+        scheme, _, token = given[0].partition(b" ") if len(given) == 1 else (b"", b"", b"")
+        if scheme.lower() == b"bearer" and hmac.compare_digest(token, self._expected):
             await self.app(scope, receive, send)
             return
         reason = "missing Authorization header" if not given else "invalid API key"

@@ -15,7 +15,7 @@ from .config import DEFAULT_TOP_K, MAX_TOP_K, PIXELS, TENSOR
 from .context import ServerContext
 from .errors import ApiError
 from .kserve import HEADER_LENGTH, encode_infer_response, parse_infer_request
-from .validation import check_query, parse_int_param
+from .validation import check_pixels, check_query, parse_int_param
 
 __all__ = ["classify_routes"]
 
@@ -35,6 +35,7 @@ def classify_routes(ctx: ServerContext) -> list[Route]:
                 raise ApiError(
                     400, "empty_body", "empty request body: send image bytes (raw, or multipart field 'image')"
                 )
+            check_pixels(data, ctx.config.max_pixels, ctx.config.max_image_mp)
             try:
                 crop = await ctx.in_thread(model.crop, data)
             except ImageError as e:

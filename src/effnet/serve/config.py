@@ -22,9 +22,23 @@ class ServeConfig:
     timeout_s: float = 30.0  # per request, from admission to answer; 504 beyond
     decode_threads: int = 2  # image decoding / JSON parsing threads (Pillow releases the GIL)
     api_key: str | None = field(default=None, repr=False)  # when set, every non-health route needs it (auth.py)
+    # /v1/explain is its own workload (explain_work.py): its own places, queue, timeout and memory budget.
+    explain_concurrency: int = 1  # explanations computing at once per worker
+    explain_queue: int = 4  # explanations waiting beyond those; 503 + Retry-After beyond
+    explain_timeout_s: float = 120.0  # B5 gradcam and integrated gradients finished in it (docs/serving.md)
+    explain_memory_mb: float = 2048.0  # activations of one chunk of images with gradients (saliency_budget)
+    max_image_mp: float = 40.0  # megapixels per uploaded image, read from its header before decoding; 413 beyond
+    # Browser-facing guards (guard.py): None = any Host; launch.serve sets loopback names for a loopback bind.
+    allowed_hosts: tuple[str, ...] | None = None
+    allowed_origins: tuple[str, ...] = ()  # besides the server's own origin
 
     def __post_init__(self) -> None:
-        limits = {k: v for k, v in asdict(self).items() if k not in ("max_wait_ms", "api_key")}
+        # JSON (ServerOptions.from_json, for --workers) gives lists: keep the fields hashable tuples.
+        if self.allowed_hosts is not None:
+            object.__setattr__(self, "allowed_hosts", tuple(self.allowed_hosts))
+        object.__setattr__(self, "allowed_origins", tuple(self.allowed_origins))
+        skip = ("max_wait_ms", "api_key", "allowed_hosts", "allowed_origins")
+        limits = {k: v for k, v in asdict(self).items() if k not in skip}
         problems = [f"{k} must be > 0, got {v}" for k, v in limits.items() if not v > 0]
         if self.api_key is not None and not self.api_key.strip():
             problems.append("api_key must not be empty")
@@ -36,3 +50,7 @@ class ServeConfig:
     @property
     def max_body_bytes(self) -> int:
         return int(self.max_body_mb * 1024 * 1024)
+
+    @property
+    def max_pixels(self) -> int:
+        return int(self.max_image_mp * 1_000_000)

@@ -41,7 +41,6 @@ class ServerContext:
         self.config = config
         self.info = model.info
         self.decode_pool = ThreadPoolExecutor(max_workers=config.decode_threads, thread_name_prefix="effnet-decode")
-        self.explain_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="effnet-explain")
         self.batcher = DynamicBatcher(
             {PIXELS: model.probabilities, TENSOR: model.tensor_probabilities},
             max_batch=config.max_batch,
@@ -135,12 +134,14 @@ class ServerContext:
 
         return await multipart_image(request.headers, body, "image", self.config.max_body_bytes)  # in memory only
 
-    def check_model(self, request: Request) -> None:
+    def check_model(self, request: Request, *, reveal: bool = True) -> None:
+        """404 unless the path names this server's model (and version). ``reveal=False`` (the probes, which
+        answer without a key): the answer does not say which model or version the server has."""
         name, info = request.path_params["name"], self.info
         if name != info.name:
-            raise ApiError(404, "unknown_model", f"unknown model {name!r}; this server has {info.name!r}")
+            has = f"; this server has {info.name!r}" if reveal else ""
+            raise ApiError(404, "unknown_model", f"unknown model {name[:80]!r}{has}")
         version = request.path_params.get("version")
         if version is not None and version != info.version:
-            raise ApiError(
-                404, "unknown_model", f"unknown version {version!r} of model {name!r}; available: {info.version!r}"
-            )
+            has = f"; available: {info.version!r}" if reveal else ""
+            raise ApiError(404, "unknown_model", f"unknown version {version[:80]!r} of model {name!r}{has}")

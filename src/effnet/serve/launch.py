@@ -13,12 +13,13 @@ import os
 import shutil
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ..errors import EffnetError
 from .app import ServeConfig, create_app
-from .auth import exposure_warning
+from .auth import exposure_warning, is_loopback
+from .guard import LOOPBACK_HOSTS
 from .metrics import MULTIPROC_ENV
 from .model import ServedModel
 
@@ -104,9 +105,20 @@ def _backend_threads(model: ServedModel, options: ServerOptions) -> int:
     return options.worker_threads
 
 
+def guarded(options: ServerOptions) -> ServerOptions:
+    """A loopback bind answers only loopback Host names, plus ``--allowed-hosts`` (effnet.serve.guard)."""
+    hosts = options.config.allowed_hosts
+    if not is_loopback(options.host):
+        return options
+    config = replace(options.config, allowed_hosts=(*LOOPBACK_HOSTS, *(hosts or ())))
+    return replace(options, config=config)
+
+
 def serve(options: ServerOptions) -> None:
     """Run until SIGINT/SIGTERM; in-flight requests finish first (uvicorn's graceful shutdown)."""
     import uvicorn
+
+    options = guarded(options)
 
     common: dict[str, Any] = dict(
         host=options.host,
@@ -114,7 +126,7 @@ def serve(options: ServerOptions) -> None:
         log_level=options.log_level,
         access_log=options.access_log,
         # Requests cannot outlive their timeout, so shutdown never waits much longer than that.
-        timeout_graceful_shutdown=int(options.config.timeout_s) + 5,
+        timeout_graceful_shutdown=int(max(options.config.timeout_s, options.config.explain_timeout_s)) + 5,
     )
     where = f"http://{options.host}:{options.port}"
     warning = exposure_warning(options.host, options.config.api_key)

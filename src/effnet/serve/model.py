@@ -21,7 +21,7 @@ from ..predict import Classifier, Prediction
 from ..source import weights_label
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..saliency import Explanation
+    from ..saliency import Explainer, Explanation
 
 
 class TensorInputUnsupported(RuntimeError):
@@ -96,6 +96,27 @@ class ServedModel:
         )
         self._tensor_runner = _tensor_runner(classifier.backend)
         self._explain_lock = threading.Lock()  # one attribution at a time: they hold the torch model's graph
+        self._explainer: Explainer | None = None
+
+    @property
+    def explain_lock(self) -> threading.Lock:
+        """Held by whoever runs the explainer's model (its hooks and graph are not shareable)."""
+        return self._explain_lock
+
+    def explainer(self, memory_mb: float) -> Explainer:
+        """The fp32 torch model of these weights for attributions (built on the first call; hold
+        :attr:`explain_lock` around it)."""
+        if self._explainer is None:
+            from ..saliency import Explainer
+
+            self._explainer = Explainer(self.classifier.source, memory_mb=memory_mb)
+        return self._explainer
+
+    def explain_estimate_s(self, method: str) -> float | None:
+        """Seconds an explanation with ``method`` is expected to take here, once the cost has been measured."""
+        explainer = self._explainer
+        cost = None if explainer is None else explainer.measured_cost
+        return None if explainer is None or cost is None else cost.estimate_s(method, explainer.input_size)
 
     def explain(self, data: bytes, method: str, target: str) -> Explanation:
         """Image bytes -> attribution map of the fp32 torch model (``Classifier.explain``), whatever backend

@@ -100,7 +100,7 @@ def openapi_spec(info: ModelInfo, *, max_body_mb: float, auth: bool) -> dict:
                 "requestBody": image_body,
                 "responses": {
                     "200": _json(_ref("Classification"), "Top-k predictions"),
-                    **{str(c): _ERROR for c in (400, 401, 413, 503, 504)},
+                    **{str(c): _ERROR for c in (400, 401, 403, 413, 503, 504)},
                 },
             }
         },
@@ -119,7 +119,7 @@ def openapi_spec(info: ModelInfo, *, max_body_mb: float, auth: bool) -> dict:
                             _JSON: {"schema": _ref("Explanation")},
                         },
                     },
-                    **{str(c): _ERROR for c in (400, 401, 413, 501, 503, 504)},
+                    **{str(c): _ERROR for c in (400, 401, 403, 413, 422, 501, 503, 504)},
                 },
             }
         },

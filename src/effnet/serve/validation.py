@@ -16,7 +16,15 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from .errors import ApiError
 
-__all__ = ["MAX_JSON_DEPTH", "json_depth", "load_json", "check_query", "parse_int_param", "multipart_image"]
+__all__ = [
+    "check_pixels",
+    "MAX_JSON_DEPTH",
+    "json_depth",
+    "load_json",
+    "check_query",
+    "parse_int_param",
+    "multipart_image",
+]
 
 # A v2 inference request nests at most 7 deep (object > inputs > tensor > data as N > C > H > W lists);
 # Python's json module recurses once per level and raises RecursionError (a 500) around 1,000.
@@ -119,3 +127,23 @@ async def multipart_image(headers: Headers, body: bytes, field: str, max_bytes: 
         return await value.read()
     finally:
         await form.close()
+
+
+def check_pixels(data: bytes, max_pixels: int, max_mp: float) -> None:
+    """Refuse (413) an image whose header declares more than ``max_pixels``, before anything decodes it:
+    a small PNG can declare 88 megapixels and cost seconds of decoding. An unreadable header is left to the
+    decoder, which says what is wrong with it."""
+    from ..errors import ImageError
+    from ..preprocess import open_image
+
+    try:
+        width, height = open_image(data).size  # the header only: Pillow decodes lazily
+    except ImageError:
+        return
+    if width * height > max_pixels:
+        raise ApiError(
+            413,
+            "too_many_pixels",
+            f"image of {width}x{height} = {width * height / 1e6:.1f} megapixels is above the limit of "
+            f"{max_mp:g} megapixels per request (--max-image-mp)",
+        )

@@ -6,8 +6,6 @@ matplotlib with its Agg backend (files only, no display), imported lazily: it is
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,24 +27,18 @@ def have_matplotlib() -> bool:
 
 
 def _figure(**kw: Any) -> Any:
-    import matplotlib
+    from ..figures import literal_text
 
-    matplotlib.use("Agg", force=True)
+    literal_text()  # Agg, and class names drawn as written (no mathtext)
     from matplotlib.figure import Figure
 
     return Figure(**kw)  # not pyplot: no global state, nothing left open
 
 
 def _save(fig: Any, target: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".png", dir=target.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=100)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    from ..fileio import atomic_write  # whole or absent; the umask's mode, not mkstemp's 0600
+
+    return atomic_write(target, lambda tmp: fig.savefig(tmp, format="png", dpi=100), "the figure")
 
 
 def plot_curves(history: Sequence[dict[str, Any]], target: Path, majority: float | None) -> Path:
@@ -85,8 +77,9 @@ def plot_confusion(logits: torch.Tensor, labels: torch.Tensor, classes: Sequence
     ax = fig.subplots()
     ax.imshow(matrix.numpy(), cmap="Blues")
     ax.set(xticks=range(n), yticks=range(n), xlabel="predicted", ylabel="true", title="validation confusion")
-    ax.set_xticklabels(classes, rotation=45, ha="right")
-    ax.set_yticklabels(classes)
+    names = [c if len(c) <= 40 else c[:39] + "…" for c in classes]  # a very long folder name stays readable
+    ax.set_xticklabels(names, rotation=45, ha="right")
+    ax.set_yticklabels(names)
     if n <= 30:
         for i in range(n):
             for j in range(n):

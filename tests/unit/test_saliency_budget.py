@@ -1,0 +1,37 @@
+"""Issue 29: what an explanation costs and how it is bounded (effnet.saliency_budget), on tiny modules."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from effnet.saliency_budget import ExplainStopped, PassCost, internal_batch, passes, stop_hooks
+
+
+def test_passes_per_method():
+    assert passes("gradcam", 456) == (1, 1)
+    assert passes("integrated-gradients", 224) == (1, 32)
+    # occlusion at 224: window 32, stride 16 -> 13 x 13 positions, + Captum's baseline pass + the ranking pass
+    assert passes("occlusion", 224) == (2 + 13 * 13, 0)
+
+
+def test_chunks_fit_the_memory_and_the_time_budget():
+    b5_like = PassCost(forward_s=0.5, backward_s=1.5, activation_bytes=2_400_000_000)
+    assert internal_batch(b5_like, memory_mb=2048, chunk_s=2.0, gradients=True) == 1  # one image is over budget
+    small = PassCost(forward_s=0.01, backward_s=0.05, activation_bytes=160_000_000)
+    assert internal_batch(small, memory_mb=2048, chunk_s=2.0, gradients=True) == 12  # memory: 2048 / 160
+    assert internal_batch(small, memory_mb=2048, chunk_s=0.2, gradients=True) == 4  # time: 0.2 / 0.05
+    assert PassCost(0.1, 0.3, 1).estimate_s("integrated-gradients", 224) == pytest.approx(0.1 + 32 * 0.3 + 0.5)
+
+
+def test_a_stop_request_ends_the_forward_pass_at_the_next_module():
+    seen = []
+    model = torch.nn.Sequential(*[torch.nn.Linear(4, 4) for _ in range(6)])
+    model[2].register_forward_hook(lambda *a: seen.append(2))
+    stop = {"now": False}
+    model[3].register_forward_pre_hook(lambda *a: stop.update(now=True))  # the client leaves during module 3
+    model[4].register_forward_hook(lambda *a: seen.append(4))
+    with stop_hooks(model, lambda: stop["now"]), pytest.raises(ExplainStopped):
+        model(torch.zeros(1, 4))
+    assert seen == [2]  # module 4 never ran
+    assert model(torch.zeros(1, 4)).shape == (1, 4)  # the hooks are gone afterwards
