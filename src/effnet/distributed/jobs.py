@@ -2,7 +2,8 @@
 
 Cluster: ``--ray-address ADDR`` (``auto``, ``ray://host:10001``, ``host:6379``, or ``local`` for a fresh
 local Ray); without it, ``RAY_ADDRESS`` or a running cluster on this machine (``ray start``) is joined,
-else a local Ray is started for the run and stopped at its end.
+else a local Ray is started for the run and stopped at its end, with any of its processes that outlive
+``ray.shutdown()`` reported and stopped (``effnet.distributed.cluster``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import ray
 import ray.data
 
 from ..errors import EffnetError
+from .cluster import OwnedCluster
 from .data import PipelineOptions, build_pipeline, pool_size, ship_weights
 from .inputs import read_inputs
 from .outputs import WriteSummary, output_spec, staging, write_results
@@ -39,17 +41,18 @@ def connected(address: str | None, *, progress: bool = True) -> Iterator[str]:
         yield "the current Ray session"
         return
     common: dict[str, Any] = {"logging_level": logging.WARNING}
+    owned: OwnedCluster | None = None
     try:
         if address == "local":
             ray.init(include_dashboard=False, **common)
-            where = "a local Ray started for this run"
+            where, owned = "a local Ray started for this run", OwnedCluster.record()
         elif address is None and not os.environ.get("RAY_ADDRESS"):
             try:
                 ray.init(address="auto", **common)
                 where = "the Ray cluster running on this machine"
             except ConnectionError:
                 ray.init(include_dashboard=False, **common)
-                where = "a local Ray started for this run"
+                where, owned = "a local Ray started for this run", OwnedCluster.record()
         else:
             ray.init(address=address, **common)  # None: RAY_ADDRESS
             where = f"the Ray cluster at {address or os.environ['RAY_ADDRESS']}"
@@ -60,6 +63,10 @@ def connected(address: str | None, *, progress: bool = True) -> Iterator[str]:
         yield where
     finally:
         ray.shutdown()
+        # Only a cluster this run started is its to stop: a joined one (by address, or the machine's
+        # running cluster) keeps running for its other users.
+        if owned is not None:
+            owned.stop_stragglers()
 
 
 @dataclass(frozen=True)
