@@ -89,7 +89,7 @@ def run_classify(job: ClassifyJob) -> WriteSummary:
 
     Before any inference: the output location is checked from every node, the actor pool is sized on the
     cluster as it is (an error, not a wait, when it cannot start), and the inputs are listed (and, unless
-    shared, read and shipped) by the driver. After: the rows written must be one per input.
+    shared, streamed from the driver's node) by the driver. After: the rows written must be one per input.
     """
     job.options.check()
     spec = output_spec(job.output)  # a bad --output fails now, not after the run
@@ -103,7 +103,8 @@ def run_classify(job: ClassifyJob) -> WriteSummary:
         summary = write_results(results, spec, parts, expected=inputs.count)
         seconds = time.perf_counter() - started
     rate = summary.rows / seconds if seconds > 0 else float("nan")
-    sent = f", {inputs.shipped_bytes / 2**20:.1f} MB of inputs shipped" if inputs.shipped else ""
+    local = inputs.shipped_bytes / 2**20
+    sent = f", {local:.1f} MB of local inputs read on the driver's node" if inputs.shipped else ""
     print(
         f"effnet: {summary.rows:,} images, {summary.errors:,} errors, {rate:.1f} images/s, {pool.describe()} workers "
         f"(backend {options.backend} on {options.device}, decided on each node; {seconds:.1f} s on {where}"
