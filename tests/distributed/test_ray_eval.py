@@ -34,6 +34,10 @@ def test_eval_on_ray_reports_what_the_local_eval_reports(ray_cluster, sample_dir
         assert r.returncode == 0, r.stderr
         assert "top-1" in r.stdout and "Traceback" not in r.stderr
         reports[engine] = json.loads(out.read_text())
+        if engine == "ray":  # what each node's actors built, as they reported it (both nodes run actors here)
+            nodes = [line for line in r.stdout.splitlines() if line.startswith("  on Ray     node ")]
+            built = f": {reports['local']['backend']} {reports['local']['precision']} on cpu"
+            assert nodes and all(line.lower().endswith(built.lower()) for line in nodes), r.stdout  # CPU or cpu
     local, on_ray = reports["local"], reports["ray"]
     assert on_ray["schema"] == local["schema"] and on_ray["backend"].endswith("on Ray")
     # What the actors built on their nodes (auto resolved there) and measured: not the driver's guess or 0.0.

@@ -1,7 +1,8 @@
 """Ray nodes that do not share the driver's files (tests/distributed/ray_fixtures.py: each node has its own
 EFFNET_HOME). The driver's weights file is replaced after submission by another file of the same size,
-and its inputs and list file are deleted: the rows must still be right, so the weights reached the nodes
-through the object store after a sha256 check, and the inputs as bytes the driver shipped. With
+and its list file is deleted: the rows must still be right, so the weights reached the nodes through the
+object store after a sha256 check. The driver's local inputs are read by tasks on the driver's node only,
+streamed as the pipeline pulls them. With
 --shared-inputs a file the driver saw but a node does not gives an error row naming the file and the node.
 The output location is checked from every node before inference, and a run whose rows do not match its
 inputs writes nothing."""
@@ -20,9 +21,11 @@ from tests.distributed.ray_fixtures import LITE0
 pytestmark = pytest.mark.slow
 
 
-def test_nodes_get_weights_and_inputs_through_the_object_store_not_the_drivers_disk(
+def test_nodes_get_weights_through_the_object_store_and_inputs_read_on_the_drivers_node(
     ray_cluster, node_homes, sample_images, tmp_path
 ):
+    import ray
+
     from effnet.distributed import classify
     from effnet.predict import Classifier
     from effnet.source import resolve_source
@@ -52,10 +55,9 @@ def test_nodes_get_weights_and_inputs_through_the_object_store_not_the_drivers_d
         batch_size=2,
         progress=False,
     )
-    # Submitted. From now on the driver's disk holds nothing the nodes could use: a same-size impostor at
-    # the weights path (a size check would take it), and no inputs or list.
+    # Submitted. From now on the driver's weights path holds nothing the nodes could use: a same-size
+    # impostor (a size check would take it); the list was read by the driver, at submission.
     weights.write_bytes(b"\0" * weights.stat().st_size)
-    shutil.rmtree(inputs)
     listing.unlink()
 
     rows = {row["path"]: row for row in ds.iter_rows()}
@@ -68,6 +70,12 @@ def test_nodes_get_weights_and_inputs_through_the_object_store_not_the_drivers_d
     present = [c for c in cached if c.is_file()]
     assert present, cached
     assert all(hashlib.sha256(c.read_bytes()).hexdigest() == sha for c in present)
+    # Every read of the driver's files ran on the driver's node (the only node that must see them).
+    from ray.util.state import list_tasks
+
+    driver_node = ray.get_runtime_context().get_node_id()
+    reads = [t for t in list_tasks(limit=10_000, raise_on_missing_output=False) if "ReadDriverFiles" in t.name]
+    assert reads and {t.node_id for t in reads} == {driver_node}, {(t.name, t.node_id) for t in reads}
 
 
 def test_shared_inputs_a_node_cannot_read_are_error_rows_naming_file_and_node(ray_cluster, sample_images, tmp_path):

@@ -103,7 +103,7 @@ def add_ray_arguments(p: argparse.ArgumentParser, *, workers: bool) -> None:
         "--shared-inputs",
         action="store_true",
         help="--engine ray: local input paths are on a filesystem every node sees (NFS...): nodes read them. "
-        "Without it the driver reads local inputs and ships them through the object store (up to 2 GiB)",
+        "Without it tasks on the driver's node read local inputs and stream them to the others (no size limit)",
     )
 
 

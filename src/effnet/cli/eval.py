@@ -230,6 +230,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json is not None:
         report.write_json(args.json)
     _print_report(report, device)
+    if args.engine == "ray":
+        for node_run in on_ray.runs:  # each node's backend and device, as its actors reported them
+            print(f"  on Ray     {node_run.describe()}")
     if args.report is not None:
         from ..evaluate.html import write_html_report
 

@@ -28,7 +28,7 @@ EXTRA = "ray"
 
 def check_installed(purpose: str) -> None:
     """Raise :class:`effnet.EffnetError` naming ``pip install 'effnet[ray]'`` when Ray Data or pyarrow is missing."""
-    for module in ("pyarrow", "ray", "ray.data"):
+    for module in ("pyarrow", "ray", "ray.data", "psutil"):
         require(module, EXTRA, purpose)
 
 

@@ -37,7 +37,7 @@ from .worker import InferenceSpec, decode_rows, describe_backend, result_columns
 
 __all__ = [
     "DECODE_BATCH",
-    "TIMING_SCHEMA",
+    "EVAL_COLUMNS",
     "PipelineOptions",
     "build_pipeline",
     "classify",
@@ -46,19 +46,14 @@ __all__ = [
 
 DECODE_BATCH = BLOCK_ROWS  # images per decode call: one block (inputs.BLOCK_ROWS), so memory stays flat
 
-# What the actors add to each row when the caller asks for timings (effnet eval --engine ray): the first row
-# of each call carries the call's seconds in the backend and the seconds the actor had waited for that
-# batch since its previous call ended (or since it was built); the others carry 0, so column sums are totals.
-TIMING_SCHEMA = pa.schema(
-    [
-        ("infer_seconds", pa.float64()),
-        ("wait_seconds", pa.float64()),
-        ("backend", pa.string()),
-        ("precision", pa.string()),
-        ("device", pa.string()),
-        ("node", pa.string()),
-    ]
-)
+# The rows of ``effnet eval --engine ray`` (``eval_rows``): what the report needs and nothing else. Every
+# class's probability as one float32 vector (what the local eval's Tally gets from the backend: the same
+# numbers, 4 bytes a class; top-k lists with synset and label strings were 52 KiB a row for 1,000 classes),
+# and what the actor measured and built. Timings: the first row of each call carries the call's seconds in
+# the backend and the seconds the actor had waited for that batch since its previous call ended (or since
+# it was built); the others 0, so column sums are totals. The strings (backend, precision, device, node)
+# are on that first row only, empty on the others.
+EVAL_COLUMNS = ("path", "probs", "error", "infer_seconds", "wait_seconds", "backend", "precision", "device", "node")
 
 
 def _decode(batch: dict[str, np.ndarray], preprocess: Preprocess) -> dict[str, np.ndarray]:
@@ -68,41 +63,55 @@ def _decode(batch: dict[str, np.ndarray], preprocess: Preprocess) -> dict[str, n
 class InferenceActor:
     """One backend per actor process, built once from the shipped weights; ``__call__`` runs one batch."""
 
-    def __init__(self, spec: InferenceSpec, weights: list[ray.ObjectRef], timings: bool = False) -> None:
+    def __init__(self, spec: InferenceSpec, weights: list[ray.ObjectRef], eval_rows: bool = False) -> None:
         # The ref travels inside a list so Ray does not fetch the bytes unless this node needs them.
         self.classifier = spec.build(lambda: ray.get(weights[0]))
         self.spec = spec
-        self.timings = timings
+        self.eval_rows = eval_rows
         self.built = describe_backend(self.classifier)
         self.node = ray.util.get_node_ip_address()
         self.idle_since = time.perf_counter()
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table | dict[str, np.ndarray]:
         started = time.perf_counter()
         errors = batch["error"]
         ok = np.asarray([not e for e in errors], dtype=bool)
-        probs = iter(self.classifier.probabilities(batch["crop"][ok]) if ok.any() else [])
+        probs = self.classifier.probabilities(batch["crop"][ok]) if ok.any() else None
         inferred = time.perf_counter()
-        results = [
-            ImageResult(str(path), self.classifier.top_k(next(probs), self.spec.top_k))
-            if good
-            else ImageResult(str(path), error=str(error))
-            for path, error, good in zip(batch["path"], errors, ok, strict=True)
-        ]
-        columns = result_columns(results)
-        if not self.timings:
+        if self.eval_rows:
+            rows = self._eval_rows(batch["path"], errors, ok, probs, inferred - started, started - self.idle_since)
             self.idle_since = time.perf_counter()
-            return pa.Table.from_pydict(columns, schema=RESULT_SCHEMA)
-        n = len(results)
-        zeros = [0.0] * (n - 1)
-        columns.update(
-            infer_seconds=[inferred - started, *zeros],
-            wait_seconds=[started - self.idle_since, *zeros],
-            node=[self.node] * n,
-            **{key: [value] * n for key, value in self.built.items()},
-        )
+            return rows
+        good = iter(probs if probs is not None else [])
+        results = [
+            ImageResult(str(path), self.classifier.top_k(next(good), self.spec.top_k))
+            if fine
+            else ImageResult(str(path), error=str(error))
+            for path, error, fine in zip(batch["path"], errors, ok, strict=True)
+        ]
         self.idle_since = time.perf_counter()
-        return pa.Table.from_pydict(columns, schema=pa.unify_schemas([RESULT_SCHEMA, TIMING_SCHEMA]))
+        return pa.Table.from_pydict(result_columns(results), schema=RESULT_SCHEMA)
+
+    def _eval_rows(
+        self, paths: np.ndarray, errors: np.ndarray, ok: np.ndarray, probs: np.ndarray | None, infer: float, wait: float
+    ) -> dict[str, np.ndarray]:
+        n = len(paths)
+        full = np.zeros((n, len(self.classifier.labels)), np.float32)
+        if probs is not None:
+            full[ok] = probs
+        first = np.zeros(n, np.float64)
+        infer_col, wait_col = first.copy(), first.copy()
+        infer_col[0], wait_col[0] = infer, wait
+        said = {key: np.asarray([value] + [""] * (n - 1), dtype=object) for key, value in self.built.items()}
+        return {
+            "path": paths,
+            "probs": full,
+            "error": errors,
+            "infer_seconds": infer_col,
+            "wait_seconds": wait_col,
+            **said,
+            "node": np.asarray([self.node] + [""] * (n - 1), dtype=object),
+        }
 
 
 @dataclass(frozen=True)
@@ -197,10 +206,10 @@ def build_pipeline(
     options: PipelineOptions,
     pool: PoolSize | None = None,
     *,
-    timings: bool = False,
+    eval_rows: bool = False,
 ) -> ray.data.Dataset:
-    """``inputs`` (path, bytes, error) -> result rows (``effnet.distributed.outputs.RESULT_SCHEMA``, plus
-    :data:`TIMING_SCHEMA`'s columns with ``timings``)."""
+    """``inputs`` (path, bytes, error) -> result rows (``effnet.distributed.outputs.RESULT_SCHEMA``), or with
+    ``eval_rows`` the rows of :data:`EVAL_COLUMNS`."""
     options = options.placed()
     crops = inputs.map_batches(
         partial(_decode, preprocess=shipped.preprocess),
@@ -216,7 +225,7 @@ def build_pipeline(
     )
     return crops.map_batches(
         InferenceActor,
-        fn_constructor_kwargs={"spec": shipped.spec, "weights": [shipped.ref], "timings": timings},
+        fn_constructor_kwargs={"spec": shipped.spec, "weights": [shipped.ref], "eval_rows": eval_rows},
         batch_size=options.batch_size,
         batch_format="numpy",
         compute=strategy,

@@ -14,9 +14,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-
-import numpy as np
+from dataclasses import dataclass, field
 
 from ..evaluate import TOP_K, Dataset, DatasetError, EvalReport, Failure, Progress
 from ..evaluate.run import Tally, build_report
@@ -24,7 +22,7 @@ from .data import PipelineOptions, build_pipeline, pool_size, ship_weights
 from .inputs import read_paths
 from .jobs import connected
 
-__all__ = ["EvalJob", "RayEvalResult", "run_eval"]
+__all__ = ["EvalJob", "NodeRun", "RayEvalResult", "run_eval"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +38,22 @@ class EvalJob:
     max_confused: int = 20
 
 
+NODE_COLUMNS = ("node", "backend", "precision", "device")
+
+
+@dataclass(frozen=True, order=True)
+class NodeRun:
+    """What the actors of one node built, as they reported it (a node may hold several kinds)."""
+
+    node: str  # its IP address, as Ray names it
+    backend: str
+    precision: str
+    device: str
+
+    def describe(self) -> str:
+        return f"node {self.node}: {self.backend} {self.precision} on {self.device}"
+
+
 @dataclass(frozen=True)
 class RayEvalResult:
     """The report, and what ran where: the device(s) the actors ran on, as they reported them."""
@@ -47,6 +61,7 @@ class RayEvalResult:
     report: EvalReport
     device: str  # "cpu", "cuda:0", or e.g. "cpu, cuda:0" when actors differed
     nodes: int  # nodes whose actors classified images
+    runs: tuple[NodeRun, ...] = ()  # per node: the backend, precision and device its actors built
 
 
 def run_eval(job: EvalJob, progress: Callable[[Progress], None] | None = None) -> RayEvalResult:
@@ -69,41 +84,42 @@ def run_eval(job: EvalJob, progress: Callable[[Progress], None] | None = None) -
                 "the dataset was labelled with a different class list than the model's "
                 f"({len(dataset.labels):,} vs {len(labels):,} classes)"
             )
-        # every class's probability comes back (top_k = all, best first), so that the report's calibration
-        # and top-k curve are computed as the local engine computes them: ~10 KB per row for 1,000 classes
-        options = replace(options, top_k=len(labels))
-        shipped = replace(shipped, spec=replace(shipped.spec, top_k=len(labels)))  # the actors' k
+        # Every class's probability comes back as one float32 vector (data.EVAL_COLUMNS), so that the report's
+        # calibration and top-k curve are computed from the numbers the local engine computes them from.
         inputs = read_paths(list(by_path), shared=job.shared_inputs)
         tally = Tally(labels, min(TOP_K, len(labels)))
         failures: list[Failure] = []
         seen: set[str] = set()
         infer = wait = 0.0
-        built: set[tuple[str, str, str]] = set()
-        nodes: set[str] = set()
+        per_node: set[NodeRun] = set()
         start = time.perf_counter()
-        rows = build_pipeline(inputs.dataset, shipped, options, pool, timings=True).iter_rows()
-        for row in rows:
-            path = row["path"]
-            if path in seen:
-                raise DatasetError(f"the cluster returned two rows for {path}: the run is not counted")
-            seen.add(path)
-            sample = by_path[path]
-            if row["error"] is not None:
-                failures.append(Failure(str(sample.path), sample.label, str(row["error"])))
-            else:
-                probs = np.zeros((1, len(labels)), np.float32)
-                probs[0, np.asarray(row["class_index"], np.int64)] = row["probability"]
-                tally.add([sample], probs)
-                built.add((row["backend"], row["precision"], row["device"]))
-                nodes.add(row["node"])
-            infer += row["infer_seconds"] or 0.0
-            wait += row["wait_seconds"] or 0.0
+        batches = build_pipeline(inputs.dataset, shipped, options, pool, eval_rows=True).iter_batches(
+            batch_size=None, batch_format="numpy"
+        )
+        for batch in batches:
+            good: list[int] = []
+            for i, (path, error) in enumerate(zip(batch["path"], batch["error"], strict=True)):
+                if path in seen:
+                    raise DatasetError(f"the cluster returned two rows for {path}: the run is not counted")
+                seen.add(path)
+                if error:
+                    sample = by_path[path]
+                    failures.append(Failure(str(sample.path), sample.label, str(error)))
+                else:
+                    good.append(i)
+                if batch["node"][i]:  # the first row of an actor's call says what it ran and where
+                    per_node.add(NodeRun(*(str(batch[c][i]) for c in NODE_COLUMNS)))
+            if good:
+                tally.add([by_path[batch["path"][i]] for i in good], batch["probs"][good])
+            infer += float(batch["infer_seconds"].sum())
+            wait += float(batch["wait_seconds"].sum())
             if progress is not None:
                 progress(tally.progress(len(failures), len(samples), start))
         seconds = time.perf_counter() - start
     if len(seen) != len(samples):
         lost = len(samples) - len(seen)
         raise DatasetError(f"the cluster returned rows for {len(seen):,} of {len(samples):,} images ({lost:,} lost)")
+    built = {(r.backend, r.precision, r.device) for r in per_node}
     backends = sorted({b for b, _, _ in built}) or [options.backend]
     precisions = sorted({p for _, p, _ in built}) or [options.precision or "fp32"]
     devices = sorted({d for _, _, d in built}) or [options.device]
@@ -124,4 +140,5 @@ def run_eval(job: EvalJob, progress: Callable[[Progress], None] | None = None) -
         limit=job.limit,
         max_confused=job.max_confused,
     )
-    return RayEvalResult(report, ", ".join(devices), len(nodes))
+    runs = tuple(sorted(per_node))
+    return RayEvalResult(report, ", ".join(devices), len({r.node for r in runs}), runs)

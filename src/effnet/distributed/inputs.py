@@ -13,6 +13,7 @@ import contextlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,9 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import ray
 import ray.data
+from ray.data import DataContext
+from ray.data.block import BlockMetadata
+from ray.data.datasource import Datasource, ReadTask
 
 from ..errors import EffnetError
 from ..files import IMAGE_EXTENSIONS, find_images, read_list
@@ -46,9 +50,10 @@ BLOCK_ROWS = 16
 # tasks running beside it on the node's other CPUs.
 TASK_ARGS: dict[str, Any] = {"num_cpus": 1.0, "memory": 512 * 2**20}
 
-# The most bytes of local inputs the driver reads and puts into the object store itself. Past it, the
-# object store of the driver's node (by default 30% of its memory, spilling to disk beyond) and the
-# driver's one network link become the job's bottleneck: such inputs belong on storage every node reads.
+# The most bytes of local inputs a Ray Client driver (``ray://``, not a node) reads and puts into the object
+# store itself: it holds every block's ref until the job ends. Past it, the object store of the server's node
+# and the client's one network link become the job's bottleneck: such inputs belong on storage every node
+# reads. A driver on a node streams its files instead (:class:`_DriverFiles`), with no limit.
 SHIP_LIMIT_BYTES = 2 * 2**30
 
 
@@ -189,44 +194,111 @@ class Inputs:
 
     dataset: ray.data.Dataset
     count: int  # rows the dataset yields (the output must have exactly as many)
-    shipped: int  # inputs the driver read and put into the object store
-    shipped_bytes: int
+    shipped: int  # local inputs read on the driver's node (or, from a Ray Client, by the driver)
+    shipped_bytes: int  # their size as the driver saw it when it listed them
+
+
+def _read_local(entries: list[tuple[str, str]]) -> list[pa.Table]:
+    """One read task of :class:`_DriverFiles`: ``(name, local path)`` entries -> one block of rows."""
+    paths: list[str] = []
+    blobs: list[bytes | None] = []
+    errors: list[str] = []
+    for name, local in entries:
+        data: bytes | None = None
+        error = ""
+        try:
+            with open(local, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            error = _read_error(name, e)
+        paths.append(name)
+        blobs.append(data)
+        errors.append(error)
+    return [pa.table({"path": paths, "bytes": pa.array(blobs, pa.binary()), "error": errors})]
+
+
+class _DriverFiles(Datasource):
+    """Local files read on the driver's node, ``BLOCK_ROWS`` per read task, as the pipeline pulls them.
+
+    ``supports_distributed_reads = False`` is Ray Data's own way of pinning reads to the driver's node
+    (what it does for ``local://`` paths): a driver is a process of a node of its cluster, so that node
+    sees the files the driver saw. The reads are tasks of the streaming executor, so they start only as
+    the operators downstream take blocks (backpressure: Ray Data's object store budget per operator) and
+    the driver itself holds only the list of names. No size limit: memory does not grow with the job.
+    """
+
+    def __init__(self, entries: list[tuple[str, str, int]]) -> None:
+        super().__init__()
+        self._entries = entries
+
+    @property
+    def supports_distributed_reads(self) -> bool:
+        return False
+
+    def get_name(self) -> str:
+        return "DriverFiles"
+
+    def estimate_inmemory_data_size(self) -> int | None:
+        return sum(size for _, _, size in self._entries)
+
+    def get_read_tasks(
+        self, parallelism: int, per_task_row_limit: int | None = None, data_context: DataContext | None = None
+    ) -> list[ReadTask]:
+        tasks = []
+        for start in range(0, len(self._entries), BLOCK_ROWS):
+            chunk = self._entries[start : start + BLOCK_ROWS]
+            meta = BlockMetadata(
+                num_rows=len(chunk), size_bytes=sum(s for _, _, s in chunk), input_files=None, exec_stats=None
+            )
+            pairs = [(name, path) for name, path, _ in chunk]  # each task carries its own files, not the list
+            tasks.append(ReadTask(partial(_read_local, pairs), meta, per_task_row_limit=per_task_row_limit))
+        return tasks
+
+
+# Reads on the driver's node ask for no CPU: they are a few file reads per block, and a head node started
+# with --num-cpus 0 (common, to keep work off it) could not run them otherwise. ``concurrency`` bounds them.
+LOCAL_READ_ARGS: dict[str, Any] = {"num_cpus": 0, "concurrency": 2}
+
+
+def _stream_local(entries: list[tuple[str, str]]) -> tuple[ray.data.Dataset, int, int]:
+    """The driver's local files as a dataset read on its node; returns it, the files present, their bytes."""
+    sized: list[tuple[str, str, int]] = []
+    present = total = 0
+    for name, path in entries:
+        try:
+            size = os.stat(path).st_size
+            present += 1
+        except OSError:
+            size = 0  # its read gives the error row, with the reason as the read sees it
+        total += size
+        sized.append((name, path, size))
+    source = _DriverFiles(sized)
+    blocks = -(-len(sized) // BLOCK_ROWS)  # one block per read task: Ray Data would otherwise split them smaller
+    return ray.data.read_datasource(source, override_num_blocks=blocks, **LOCAL_READ_ARGS), present, total
 
 
 def _ship(entries: list[tuple[str, str]]) -> tuple[list[Any], int, int]:
-    """Read ``(name, local path)`` entries on the driver into blocks of ``BLOCK_ROWS`` rows, each put into
-    the object store as it is read (the driver holds one block at a time). Returns refs, bytes, missing."""
+    """Read ``(name, local path)`` entries in this process into blocks of ``BLOCK_ROWS`` rows, each put into
+    the object store as it is read. Only for a Ray Client (``ray://``), whose driver is no node of the
+    cluster: every ref lives until the job ends, hence the limit. Returns refs, bytes, missing."""
     total = 0
     for _, local in entries:
         with contextlib.suppress(OSError):
             total += os.stat(local).st_size
     if total > SHIP_LIMIT_BYTES:
         raise EffnetError(
-            f"the {len(entries):,} local inputs hold {total / 2**30:.1f} GiB, more than the driver ships through "
-            f"the object store ({SHIP_LIMIT_BYTES / 2**30:.0f} GiB): put them where every node sees them "
-            "and add --shared-inputs, or give URIs (s3://, gs://)"
+            f"the {len(entries):,} local inputs hold {total / 2**30:.1f} GiB, more than a Ray Client driver ships "
+            f"through the object store ({SHIP_LIMIT_BYTES / 2**30:.0f} GiB): put them where every node sees them "
+            "and add --shared-inputs, give URIs (s3://, gs://), or run the driver on a node of the cluster"
         )
     refs: list[Any] = []
     shipped = missing = 0
     for start in range(0, len(entries), BLOCK_ROWS):
-        paths: list[str] = []
-        blobs: list[bytes | None] = []
-        errors: list[str] = []
-        for name, local in entries[start : start + BLOCK_ROWS]:
-            data: bytes | None = None
-            error = ""
-            try:
-                with open(local, "rb") as f:
-                    data = f.read()
-                shipped += len(data)
-            except OSError as e:
-                error = _read_error(name, e)
-                missing += 1
-            paths.append(name)
-            blobs.append(data)
-            errors.append(error)
-        table = pa.table({"path": paths, "bytes": pa.array(blobs, pa.binary()), "error": errors})
-        refs.append(ray.put(table))
+        block = _read_local(entries[start : start + BLOCK_ROWS])[0]
+        errors = [e for e in block.column("error").to_pylist() if e]
+        missing += len(errors)
+        shipped += sum(len(b) for b in block.column("bytes").to_pylist() if b is not None)
+        refs.append(ray.put(block))
     return refs, shipped, missing
 
 
@@ -238,11 +310,13 @@ def read_inputs(
     Where each input is read (docs/distributed.md, "Inputs"):
 
     - a URI other than ``file://`` (``s3://``, ``gs://``...): by tasks in the cluster, on any node;
-    - a local path (or ``file://``): by the driver, which names it and so must see it. It reads the files
-      and ships their bytes through the object store (up to ``SHIP_LIMIT_BYTES`` in all), so no node needs
-      the driver's disk. With ``shared=True`` (``--shared-inputs``: the user says every node sees these
-      paths, e.g. NFS) the driver only checks each exists, and tasks read them; a node that lacks one
-      gives an error row naming the file and the node. A file missing on the driver is an error row.
+    - a local path (or ``file://``): on the driver's node, which names it and so must see it: read tasks
+      pinned there stream the files' bytes into the pipeline as it pulls them (:class:`_DriverFiles`), so
+      no other node needs the driver's disk and the driver's memory does not grow with the job. From a Ray
+      Client (``ray://``), whose driver is no node, the driver reads them itself (up to
+      ``SHIP_LIMIT_BYTES``). With ``shared=True`` (``--shared-inputs``: the user says every node sees these
+      paths, e.g. NFS) the driver only checks each exists, and tasks on any node read them; a node that
+      lacks one gives an error row naming the file and the node. A file missing on the driver is an error row.
 
     The driver expands folders and list files itself, so it knows how many rows the output must have.
     """
@@ -263,11 +337,14 @@ def read_inputs(
         present = [name for name, path in local if os.path.isfile(path)]
         absent = [(name, path) for name, path in local if not os.path.isfile(path)]
         in_cluster.extend(present)
-        local = absent  # shipped as their error rows: the driver read what it could (nothing)
-    if local:
+        local = absent  # read as their error rows: the driver read what it could (nothing)
+    if local and ray.util.client.ray.is_connected():
         refs, shipped_bytes, missing = _ship(local)
         shipped = len(local) - missing
         parts.append(ray.data.from_arrow_refs(refs))
+    elif local:
+        streamed, shipped, shipped_bytes = _stream_local(local)
+        parts.append(streamed)
     if in_cluster:
         lines = ray.data.from_items([{"text": name} for name in in_cluster])
         parts.append(_read_lines(lines))

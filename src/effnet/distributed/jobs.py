@@ -2,7 +2,8 @@
 
 Cluster: ``--ray-address ADDR`` (``auto``, ``ray://host:10001``, ``host:6379``, or ``local`` for a fresh
 local Ray); without it, ``RAY_ADDRESS`` or a running cluster on this machine (``ray start``) is joined,
-else a local Ray is started for the run and stopped at its end.
+else a local Ray is started for the run and stopped at its end, with any of its processes that outlive
+``ray.shutdown()`` reported and stopped (``effnet.distributed.cluster``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import ray
 import ray.data
 
 from ..errors import EffnetError
+from .cluster import OwnedCluster
 from .data import PipelineOptions, build_pipeline, pool_size, ship_weights
 from .inputs import read_inputs
 from .outputs import WriteSummary, output_spec, staging, write_results
@@ -39,17 +41,18 @@ def connected(address: str | None, *, progress: bool = True) -> Iterator[str]:
         yield "the current Ray session"
         return
     common: dict[str, Any] = {"logging_level": logging.WARNING}
+    owned: OwnedCluster | None = None
     try:
         if address == "local":
             ray.init(include_dashboard=False, **common)
-            where = "a local Ray started for this run"
+            where, owned = "a local Ray started for this run", OwnedCluster.record()
         elif address is None and not os.environ.get("RAY_ADDRESS"):
             try:
                 ray.init(address="auto", **common)
                 where = "the Ray cluster running on this machine"
             except ConnectionError:
                 ray.init(include_dashboard=False, **common)
-                where = "a local Ray started for this run"
+                where, owned = "a local Ray started for this run", OwnedCluster.record()
         else:
             ray.init(address=address, **common)  # None: RAY_ADDRESS
             where = f"the Ray cluster at {address or os.environ['RAY_ADDRESS']}"
@@ -60,6 +63,10 @@ def connected(address: str | None, *, progress: bool = True) -> Iterator[str]:
         yield where
     finally:
         ray.shutdown()
+        # Only a cluster this run started is its to stop: a joined one (by address, or the machine's
+        # running cluster) keeps running for its other users.
+        if owned is not None:
+            owned.stop_stragglers()
 
 
 @dataclass(frozen=True)
@@ -82,7 +89,7 @@ def run_classify(job: ClassifyJob) -> WriteSummary:
 
     Before any inference: the output location is checked from every node, the actor pool is sized on the
     cluster as it is (an error, not a wait, when it cannot start), and the inputs are listed (and, unless
-    shared, read and shipped) by the driver. After: the rows written must be one per input.
+    shared, streamed from the driver's node) by the driver. After: the rows written must be one per input.
     """
     job.options.check()
     spec = output_spec(job.output)  # a bad --output fails now, not after the run
@@ -96,7 +103,8 @@ def run_classify(job: ClassifyJob) -> WriteSummary:
         summary = write_results(results, spec, parts, expected=inputs.count)
         seconds = time.perf_counter() - started
     rate = summary.rows / seconds if seconds > 0 else float("nan")
-    sent = f", {inputs.shipped_bytes / 2**20:.1f} MB of inputs shipped" if inputs.shipped else ""
+    local = inputs.shipped_bytes / 2**20
+    sent = f", {local:.1f} MB of local inputs read on the driver's node" if inputs.shipped else ""
     print(
         f"effnet: {summary.rows:,} images, {summary.errors:,} errors, {rate:.1f} images/s, {pool.describe()} workers "
         f"(backend {options.backend} on {options.device}, decided on each node; {seconds:.1f} s on {where}"
