@@ -43,7 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_backend_arguments(p)
     add_model_path_argument(p)
     add_device_argument(p)
-    add_decode_argument(p)
+    add_decode_argument(p, default="reduced")  # photos from cameras: eval keeps the exact decode
     p.add_argument("--json", action="store_true", help="one JSON object per image per line on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     add_ray_arguments(p, workers=True)
