@@ -23,8 +23,18 @@ from .weights.records import Preprocess, WeightsRecord
 
 if TYPE_CHECKING:  # pragma: no cover
     from .saliency import Explainer, Explanation
+    from .video import VideoClassification
 
-__all__ = ["DECODERS", "Classifier", "Prediction", "ImageResult", "top_k", "clamp_top_k", "results_for_batch", "as_images"]
+__all__ = [
+    "DECODERS",
+    "Classifier",
+    "Prediction",
+    "ImageResult",
+    "top_k",
+    "clamp_top_k",
+    "results_for_batch",
+    "as_images",
+]
 
 T = TypeVar("T")
 
@@ -193,6 +203,41 @@ class Classifier:
         finally:
             stream.close()
             batches.close()
+
+    def classify_video(
+        self,
+        source: str | Any,
+        *,
+        fps: float | None = None,
+        every: int | None = None,
+        top_k: int = 5,
+        batch_size: int = 1,
+        annotate: str | Any | None = None,
+        stall_timeout: float = 10.0,
+    ) -> VideoClassification:
+        """Classify a video file, a stream URL (rtsp, http(s), udp...) or a camera (``/dev/videoN``).
+
+        Iterate the result for one :class:`effnet.video.FrameResult` per sampled frame (``path``, ``frame``,
+        ``time`` in seconds from the PTS, ``predictions``), as they are classified; its ``segments()`` is the
+        timeline. Sampling: ``fps`` frames per second of video time (default 2, :data:`effnet.video.DEFAULT_FPS`)
+        or every ``every``-th frame. ``annotate="out.mp4"`` writes the classified frames with their top-k drawn
+        (checked before decoding starts). Needs ``pip install 'effnet[video]'``.
+        """
+        from .video import Sampling, VideoClassification
+
+        if fps is not None and every is not None:
+            raise EffnetError("give fps or every, not both")
+        sampling = Sampling(fps=None, every=every) if every is not None else Sampling(fps=fps) if fps else Sampling()
+        return VideoClassification(
+            self,
+            str(source),
+            preprocess=self.preprocess,
+            sampling=sampling,
+            top_k=top_k,
+            batch_size=batch_size,
+            annotate=annotate,
+            stall_timeout=stall_timeout,
+        )
 
     def explain(
         self, images: Iterable[ImageSource] | ImageSource, method: str = "gradcam", target: str | int = "top1"
