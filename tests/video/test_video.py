@@ -91,8 +91,8 @@ def test_a_truncated_clip_gives_the_rows_before_the_damage_and_one_error(clf, st
     data = write_clip(tmp_path / "whole.mp4", frames, times, faststart=True).read_bytes()
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[: int(len(data) * 0.6)])
-    rows = list(clf.classify_video(cut, fps=2, top_k=1))
-    assert 2 <= len(rows) < 12
+    rows = list(clf.classify_video(cut, fps=1, top_k=1, batch_size=4))
+    assert 2 <= len(rows) < 6
     assert all(r.ok for r in rows[:-1])
     assert rows[-1].error is not None and "truncated" in rows[-1].error
     assert rows[-1].time >= rows[-2].time
@@ -139,7 +139,9 @@ def test_a_live_http_stream_is_classified_as_it_plays_and_its_loss_ends_it(clf, 
             seen_while_playing += r.ok and not server.finished.is_set()
     assert seen_while_playing >= 1  # rows came out as the stream played, not at its end
     good = [r for r in rows if r.ok]
-    assert len(good) >= 10 and [r.time for r in good] == sorted(r.time for r in good)
+    # 6 s at 2 frames/s: 12 sampled; a live source drops (and counts) what inference could not keep up with
+    assert video.stats.sampled >= 10 and len(good) + video.stats.dropped == video.stats.sampled
+    assert [r.time for r in good] == sorted(r.time for r in good)
     assert rows[-1].error is not None and "lost" in rows[-1].error and "404" in rows[-1].error
 
 

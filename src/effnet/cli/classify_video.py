@@ -7,7 +7,15 @@ import json
 import sys
 from typing import Any
 
-__all__ = ["add_video_arguments", "check_video_arguments", "classify_video"]
+__all__ = ["add_video_arguments", "check_video_arguments", "classify_video", "note_skipped_videos"]
+
+
+def note_skipped_videos(folder: Any, command: str) -> None:
+    """eval and train read images only: say once on stderr how many videos their folder walk passed over."""
+    from ..files import count_videos
+
+    if folder is not None and (n := count_videos(folder)):
+        print(f"effnet: note: {command} skips the {n:,} video file(s) in {folder} (it reads images)", file=sys.stderr)
 
 
 def add_video_arguments(p: argparse.ArgumentParser) -> None:
@@ -64,6 +72,10 @@ def check_video_arguments(args: argparse.Namespace, videos: int) -> None:
         from .._optional import require
 
         require("av", "video", "classifying videos")
+    if args.annotate is not None:  # before the model loads and any frame is decoded
+        from ..video.annotate import check_destination
+
+        check_destination(args.annotate)
 
 
 def _print_frame(r: Any) -> None:

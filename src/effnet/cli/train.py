@@ -96,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     from ..train import TrainConfig, TrainError, train
     from ..train.checkpoint import load_checkpoint
     from . import UsageError
+    from .classify_video import note_skipped_videos
 
     given = {
         f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, _DEFAULT) is not _DEFAULT
@@ -110,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
         config = TrainConfig.from_json({**base, **given}, **runtime)
     except TrainError as e:
         raise UsageError(str(e)) from None
+    if "data" in given:
+        note_skipped_videos(given["data"], "train")
     result = train(config)
     if not result.is_main:  # under torchrun only rank 0 reports
         return 0
