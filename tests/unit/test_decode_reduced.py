@@ -73,3 +73,10 @@ def test_classifier_decode_values():
     assert Classifier("efficientnet-lite0", False).decoder is decode_crop  # the API's default: the card's pixels
     with pytest.raises(EffnetError, match="decode must be one of pillow, reduced, gpu"):
         Classifier("efficientnet-lite0", False, decode="fast")
+
+
+def test_the_server_decodes_reduced():
+    from effnet.serve.launch import ServerOptions, load_model
+
+    served = load_model(ServerOptions(model="efficientnet-lite0", backend="torch"))
+    assert served.classifier.decoder is decode_crop_reduced
