@@ -81,8 +81,10 @@ class StreamServer:
     stream, to the first ``connections`` clients; later clients get 404 (the stream is gone). With
     ``stall_after`` bytes, it sends that much and then holds the connection open, sending nothing."""
 
-    def __init__(self, data: bytes, *, seconds: float, connections: int = 1, stall_after: int | None = None) -> None:
-        self.data, self.rate = data, len(data) / seconds
+    def __init__(
+        self, data: bytes, *, seconds: float, connections: int = 1, stall_after: int | None = None, file: bool = False
+    ) -> None:
+        self.data, self.rate, self.file = data, len(data) / seconds, file
         self.left, self.stall_after = connections, stall_after
         self.finished = threading.Event()  # the (first) stream was sent whole
         self.release = threading.Event()
@@ -95,8 +97,10 @@ class StreamServer:
                     return
                 server.left -= 1
                 self.send_response(200)
-                self.send_header("Content-Type", "video/mp2t")
-                self.end_headers()  # no Content-Length: a live stream has no end the client knows of
+                self.send_header("Content-Type", "video/mp4" if server.file else "video/mp2t")
+                if server.file:  # a file on a web server: its length is known
+                    self.send_header("Content-Length", str(len(server.data)))
+                self.end_headers()  # a live stream: no Content-Length, no end the client knows of
                 chunk, sent, start = 4096, 0, time.monotonic()
                 try:
                     while sent < len(server.data):

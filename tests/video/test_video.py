@@ -168,3 +168,14 @@ def test_a_slow_consumer_of_a_live_stream_drops_frames_and_counts_them(clf, stil
                 time.sleep(0.1)  # inference "slower" than the stream's 40 frames/s
     assert video.stats.dropped > 0
     assert sum(r.ok for r in rows) + video.stats.dropped == video.stats.sampled
+
+
+def test_an_mp4_over_http_is_read_whole_like_a_file(clf, stills, tmp_path):
+    frames, times = held(stills, 1.0)
+    data = write_clip(tmp_path / "remote.mp4", frames, times, faststart=True).read_bytes()
+    with StreamServer(data, seconds=0.5, file=True) as server:
+        video = clf.classify_video(server.url.replace("live.ts", "remote.mp4"), fps=1, top_k=1)
+        rows = list(video)
+    # its duration is known: no latency mode, no drops, no reconnect (which would replay it), no error row
+    assert [r.time for r in rows] == [0.0, 1.0, 2.0] and all(r.ok for r in rows)
+    assert not video.stats.live and video.stats.reconnects == 0

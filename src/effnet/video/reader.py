@@ -77,6 +77,7 @@ class ReaderStats:
     sampled: int = 0  # frames converted and cropped
     dropped: int = 0  # sampled frames dropped because inference was behind (live sources only)
     reconnects: int = 0
+    live: bool = False  # read as a live source (latency mode: frames dropped when inference is behind)
     width: int = 0
     height: int = 0
     rate: Fraction | None = None
@@ -140,6 +141,11 @@ class _Reader:
         self.origin: float | None = None
         self.container = _open(self.av, source, stall_timeout)
         self.stream = _video_stream(self.container, source, max_pixels)
+        if self.live and self.container.duration is not None and not source.startswith("/dev/"):
+            # a URL of a file (an MP4 over HTTP knows its duration): read it whole, like a local file, without
+            # drops; a reconnect would replay it from the start
+            self.live = False
+        stats.live = self.live
         ctx = self.stream.codec_context
         stats.width, stats.height, stats.rate = ctx.width, ctx.height, self.stream.average_rate
         audio = self.container.streams.audio

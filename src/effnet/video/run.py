@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..files import is_live
 from ..labels import Prediction, top_k
 from ..pipeline import Batch, Decoded
 from ..weights.records import Preprocess
@@ -67,7 +66,6 @@ class VideoClassification:
         self.sampling = sampling or Sampling()
         self.k, self.batch_size, self.stall_timeout = top_k, batch_size, stall_timeout
         self.name = name or self.source
-        self.live = is_live(self.source)
         self.annotate = check_destination(annotate) if annotate is not None else None  # before any decoding
         self.stats = ReaderStats()
         self.results: list[FrameResult] = []
@@ -88,9 +86,9 @@ class VideoClassification:
         return segments([r.time for r in good], [r.predictions for r in good], window)
 
     def _batches(self, frames: Iterator[VideoFrame]) -> Generator[Batch[Any], None, None]:
-        size = 1 if self.live else self.batch_size
         pending: list[Decoded[Any]] = []
         for vf in frames:
+            size = 1 if self.stats.live else self.batch_size  # known once the reader has opened the source
             pending.append(Decoded((vf, time.perf_counter()), self.name, vf.crop, vf.error))
             if vf.error is not None or sum(d.ok for d in pending) >= size:
                 yield Batch(tuple(pending), 0.0)
