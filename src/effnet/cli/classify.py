@@ -218,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
             [sys.stdin.buffer] if raw == STDIN else [raw] if is_live(raw) else find_images([raw], videos=True)
         )
     if not inputs:
-        raise UsageError(f"no images or videos found in {', '.join(args.paths)}")
+        raise UsageError(f"no images found in {', '.join(args.paths)} (nor videos)")
     images = [x for x in inputs if not _is_video(x)]
     check_video_arguments(args, len(inputs) - len(images))
     options = {**model_path, **({} if args.precision is None else {"precision": args.precision})}
