@@ -81,7 +81,7 @@ class ReaderStats:
     width: int = 0
     height: int = 0
     rate: Fraction | None = None
-    decode_s: float = 0.0  # reader thread's busy time: demux, decode, convert, crop
+    decode_s: float = 0.0  # reader thread's busy time: demux, decode, convert, crop (a stream: also its waits)
     audio: str | None = None  # the first audio stream's codec, if any
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -192,21 +192,23 @@ class _Reader:
 
     def decode(self) -> str | None:
         """Decode the open container to its end: None, or the error that stopped it."""
+        t0 = time.perf_counter()  # busy time: demux + decode (inside the for), convert, crop; not queue waits
         try:
             for frame in self.container.decode(self.stream):
                 if self.stop.is_set():
                     return None
-                t0 = time.perf_counter()
                 t = self.frame_time(frame)
                 self.time = t
                 if self.take(t):
                     image = displayed(frame)
                     crop = np.array(resize_crop(image, self.preprocess))
                     self.stats.sampled += 1
+                    self.stats.decode_s += time.perf_counter() - t0
                     self.put(VideoFrame(self.index, round(t, 6), crop, image if self.keep_images else None))
+                    t0 = time.perf_counter()
                 self.index += 1
                 self.stats.decoded += 1
-                self.stats.decode_s += time.perf_counter() - t0
+            self.stats.decode_s += time.perf_counter() - t0
         except self.av.ExitError:  # the read timeout's interrupt
             return f"stalled: no data for {self.stall_timeout:g} s"
         except (self.av.FFmpegError, OSError) as e:
