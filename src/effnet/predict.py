@@ -214,6 +214,7 @@ class Classifier:
         batch_size: int = 1,
         annotate: str | Any | None = None,
         stall_timeout: float = 10.0,
+        decode: str = "reduced",
     ) -> VideoClassification:
         """Classify a video file, a stream URL (rtsp, http(s), udp...) or a camera (``/dev/videoN``).
 
@@ -221,12 +222,16 @@ class Classifier:
         ``time`` in seconds from the PTS, ``predictions``), as they are classified; its ``segments()`` is the
         timeline. Sampling: ``fps`` frames per second of video time (default 2, :data:`effnet.video.DEFAULT_FPS`)
         or every ``every``-th frame. ``annotate="out.mp4"`` writes the classified frames with their top-k drawn
-        (checked before decoding starts). Needs ``pip install 'effnet[video]'``.
+        (checked before decoding starts). ``decode="reduced"`` (the default for video) converts frames of at
+        least 4x the resize target to RGB already scaled down (to no less than twice the target, as JPEGs with
+        ``decode="reduced"``); ``"pillow"`` converts every frame at full size. Needs ``pip install 'effnet[video]'``.
         """
         from .video import Sampling, VideoClassification
 
         if fps is not None and every is not None:
             raise EffnetError("give fps or every, not both")
+        if decode not in DECODERS:
+            raise EffnetError(f"decode must be one of {', '.join(DECODERS)}, got {decode!r}")
         sampling = Sampling(fps=None, every=every) if every is not None else Sampling(fps=fps) if fps else Sampling()
         return VideoClassification(
             self,
@@ -237,6 +242,7 @@ class Classifier:
             batch_size=batch_size,
             annotate=annotate,
             stall_timeout=stall_timeout,
+            reduce=decode != "pillow",
         )
 
     def explain(

@@ -179,3 +179,15 @@ def test_an_mp4_over_http_is_read_whole_like_a_file(clf, stills, tmp_path):
     # its duration is known: no latency mode, no drops, no reconnect (which would replay it), no error row
     assert [r.time for r in rows] == [0.0, 1.0, 2.0] and all(r.ok for r in rows)
     assert not video.stats.live and video.stats.reconnects == 0
+
+
+def test_big_frames_are_converted_reduced_and_crop_like_the_full_conversion(clf, stills, tmp_path):
+    # 1440x1080 for Lite0 (short side to 256: 341x256, twice that 682x512): converted at 720x540, half size
+    clip = write_clip(tmp_path / "big.mp4", [stills[0].resize((1440, 1080))] * 2, [0.0, 0.1])
+    sampling = Sampling(fps=None, every=1)
+    full = [vf.crop for vf in read_frames(str(clip), clf.preprocess, sampling)]
+    reduced = [vf.crop for vf in read_frames(str(clip), clf.preprocess, sampling, reduce=True)]
+    diff = np.abs(full[0].astype(np.int16) - reduced[0].astype(np.int16))
+    assert 0 < diff.mean() < 2.0, diff.mean()
+    (kept, _) = list(read_frames(str(clip), clf.preprocess, sampling, reduce=True, keep_images=True))
+    assert kept.image.size == (1440, 1080)  # --annotate draws on the full frame

@@ -102,6 +102,7 @@ def classify_video(clf: Any, source: str, args: argparse.Namespace, top_k: int) 
             batch_size=args.batch_size or 1,
             annotate=args.annotate,
             stall_timeout=args.stall_timeout,
+            decode=args.decode,  # reduced (the default): big frames converted to RGB already scaled down
         )
     except VideoError as e:
         _emit_error(args, source, str(e))

@@ -29,7 +29,7 @@ from PIL import Image
 from .._optional import require
 from ..errors import EffnetError
 from ..files import is_live
-from ..preprocess import MAX_IMAGE_PIXELS, resize_crop
+from ..preprocess import MAX_IMAGE_PIXELS, resize_crop, resized_size
 from ..weights.records import Preprocess
 
 __all__ = ["Sampling", "VideoFrame", "VideoError", "ReaderStats", "read_frames", "DEFAULT_FPS"]
@@ -116,9 +116,20 @@ def _video_stream(container: Any, source: str, max_pixels: int) -> Any:
     return stream
 
 
-def displayed(frame: Any) -> Image.Image:
-    """A decoded frame as a player shows it: RGB, the display matrix's rotation (counter-clockwise) applied."""
-    image = frame.to_image()
+def displayed(frame: Any, reduce_for: Preprocess | None = None) -> Image.Image:
+    """A decoded frame as a player shows it: RGB, the display matrix's rotation (counter-clockwise) applied.
+
+    ``reduce_for=p``: a frame of at least 4x ``p``'s resize target is converted to RGB already scaled down by
+    1/2, 1/4 or 1/8 (FFmpeg's swscale, area averaging, in the same pass as the conversion), to no less than
+    twice the target: the rule of ``--decode reduced`` for JPEGs (:func:`effnet.preprocess.decode_crop_reduced`).
+    """
+    size: dict[str, Any] = {}
+    if reduce_for is not None:
+        rw, rh = resized_size(frame.width, frame.height, reduce_for)
+        s = next((s for s in (8, 4, 2) if frame.width // s >= 2 * rw and frame.height // s >= 2 * rh), 1)
+        if s > 1:
+            size = {"width": -(-frame.width // s), "height": -(-frame.height // s), "interpolation": "AREA"}
+    image = frame.to_image(**size)
     turn = round(getattr(frame, "rotation", 0) or 0) % 360
     transpose = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}
     return image.transpose(transpose[turn]) if turn in transpose else image
@@ -129,12 +140,13 @@ class _Reader:
 
     def __init__(
         self, source: str, preprocess: Preprocess, sampling: Sampling, keep_images: bool, stall_timeout: float,
-        stats: ReaderStats, queue_size: int, max_pixels: int,
+        stats: ReaderStats, queue_size: int, max_pixels: int, reduce: bool,
     ) -> None:  # fmt: skip
         self.av = require("av", "video", "reading videos")
         self.source, self.preprocess, self.sampling = source, preprocess, sampling
         self.keep_images, self.stall_timeout, self.stats = keep_images, stall_timeout, stats
-        self.live, self.max_pixels = is_live(source), max_pixels
+        # --annotate draws on the frame at its own size: no reduced conversion then
+        self.live, self.max_pixels, self.reduce = is_live(source), max_pixels, reduce and not keep_images
         self.out: queue.Queue[VideoFrame | None] = queue.Queue(maxsize=queue_size)
         self.stop = threading.Event()
         self.index, self.last_slot, self.time = 0, -1, 0.0
@@ -200,7 +212,7 @@ class _Reader:
                 t = self.frame_time(frame)
                 self.time = t
                 if self.take(t):
-                    image = displayed(frame)
+                    image = displayed(frame, self.preprocess if self.reduce else None)
                     crop = np.array(resize_crop(image, self.preprocess))
                     self.stats.sampled += 1
                     self.stats.decode_s += time.perf_counter() - t0
@@ -270,12 +282,14 @@ def read_frames(
     stats: ReaderStats | None = None,
     queue_size: int = _QUEUE,
     max_pixels: int = MAX_IMAGE_PIXELS,
+    reduce: bool = False,
 ) -> Generator[VideoFrame, None, None]:
     """Yield the sampled frames of ``source`` (a video file, a stream URL, ``/dev/videoN``) in order.
 
     A source that cannot be opened raises :class:`VideoError` before the first frame; damage or a lost
     stream later ends the iteration with one :class:`VideoFrame` carrying ``error``. Closing the iterator
-    stops the reader thread. ``stats`` is filled in as frames are read.
+    stops the reader thread. ``stats`` is filled in as frames are read. ``reduce``: big frames are converted
+    to RGB scaled down to no less than twice the resize target (:func:`displayed`).
     """
     reader = _Reader(
         source,
@@ -286,6 +300,7 @@ def read_frames(
         stats or ReaderStats(),
         queue_size,
         max_pixels,
+        reduce,
     )
     thread = threading.Thread(target=reader.run, name="effnet-video", daemon=True)
     thread.start()

@@ -61,11 +61,13 @@ class VideoClassification:
         annotate: str | Path | None = None,
         stall_timeout: float = 10.0,
         name: str | None = None,
+        reduce: bool = True,
     ) -> None:
         self.classifier, self.source, self.preprocess = classifier, str(source), preprocess
         self.sampling = sampling or Sampling()
         self.k, self.batch_size, self.stall_timeout = top_k, batch_size, stall_timeout
         self.name = name or self.source
+        self.reduce = reduce
         self.annotate = check_destination(annotate) if annotate is not None else None  # before any decoding
         self.stats = ReaderStats()
         self.results: list[FrameResult] = []
@@ -104,6 +106,7 @@ class VideoClassification:
             keep_images=self.annotate is not None,
             stall_timeout=self.stall_timeout,
             stats=self.stats,
+            reduce=self.reduce,
         )
         batches = self._batches(frames)
         stream = self.classifier.iter_probabilities(batches)
