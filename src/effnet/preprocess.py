@@ -270,7 +270,7 @@ def decode_crop_reduced(image: ImageSource, p: Preprocess) -> np.ndarray:
     the resize target in each dimension, then resized and cropped as usual (``--decode reduced``).
 
     Twice the target keeps the bicubic resize a real downscale of a detailed image, so the crop stays close
-    to the exact one (top-1 agreement measured in docs/performance.md). An ImageNet-size photo is below twice
+    to the exact one (top-1 agreement measured in docs/video.md). An ImageNet-size photo is below twice
     the target, so it decodes whole and its crop is :func:`decode_crop`'s, bit for bit.
     """
     return np.array(resize_crop(load_image(image, reduce_for=p), p))

@@ -178,8 +178,9 @@ def add_decode_argument(p: argparse.ArgumentParser, default: str = "pillow") -> 
         default=default,
         choices=("pillow", "reduced", "gpu"),
         help=f"(default: {default}) pillow: the exact pixels of the model card's pipeline; reduced: JPEGs over "
-        "twice the resize target decoded smaller by DCT scaling (camera photos several times faster, same top-1 "
-        "in docs/performance.md's check; smaller images get pillow's exact pixels); gpu: nvJPEG and an "
+        "twice the resize target decoded smaller by DCT scaling, big video frames converted smaller (camera photos "
+        "several times faster, same top-1 "
+        "in docs/video.md's check; smaller images get pillow's exact pixels); gpu: nvJPEG and an "
         "antialiased bicubic resize on the GPU (needs torchvision and --device cuda; close to, not "
         "identical with, Pillow's pixels; non-JPEG files still take the Pillow path)",
     )
