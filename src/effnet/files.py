@@ -19,13 +19,40 @@ Files named explicitly are always kept, whatever their name, so that a bad file 
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["IMAGE_EXTENSIONS", "is_hidden", "walk_images", "find_images", "read_list"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "VIDEO_EXTENSIONS",
+    "STREAM_SCHEMES",
+    "is_hidden",
+    "is_video",
+    "is_live",
+    "walk_images",
+    "find_images",
+    "count_videos",
+    "read_list",
+]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+# Videos: found by the same walk where a command takes them (classify); eval and train skip them.
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi")
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
+_CAMERA = re.compile(r"/dev/video\d+")
+
+
+def is_live(path: str | os.PathLike[str]) -> bool:
+    """A stream URL or a camera (``/dev/videoN``): read as it plays, never walked or stat-ed."""
+    text = str(path)
+    return text.lower().startswith(STREAM_SCHEMES) or _CAMERA.fullmatch(text) is not None
+
+
+def is_video(path: str | os.PathLike[str]) -> bool:
+    """A video file by its extension (any case), a stream URL or a camera."""
+    return is_live(path) or os.path.splitext(str(path))[1].lower() in VIDEO_EXTENSIONS
 
 
 def is_hidden(name: str) -> bool:
@@ -33,8 +60,8 @@ def is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def _is_image_entry(entry: os.DirEntry[str]) -> bool:
-    if os.path.splitext(entry.name)[1].lower() not in IMAGE_EXTENSIONS:
+def _is_image_entry(entry: os.DirEntry[str], extensions: tuple[str, ...]) -> bool:
+    if os.path.splitext(entry.name)[1].lower() not in extensions:
         return False
     try:
         mode = entry.stat(follow_symlinks=True).st_mode
@@ -43,14 +70,16 @@ def _is_image_entry(entry: os.DirEntry[str]) -> bool:
     return stat.S_ISREG(mode)
 
 
-def walk_images(folder: str | os.PathLike[str]) -> list[Path]:
-    """Every image below ``folder`` (see the module docstring), sorted, as paths under ``folder``.
+def walk_images(folder: str | os.PathLike[str], *, videos: bool = False) -> list[Path]:
+    """Every image below ``folder`` (see the module docstring), sorted, as paths under ``folder``; with
+    ``videos=True`` the video files too (:data:`VIDEO_EXTENSIONS`).
 
     Paths keep the names they were found by (a file in a symlinked folder is ``folder/link/x.jpg``), so
     paths relative to ``folder`` stay what a user sees. A sub-folder that cannot be listed is skipped.
     """
     root = Path(folder)
     found: list[Path] = []
+    extensions = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS if videos else IMAGE_EXTENSIONS
 
     def visit(directory: Path, ancestors: frozenset[tuple[int, int]]) -> None:
         try:
@@ -73,7 +102,7 @@ def walk_images(folder: str | os.PathLike[str]) -> list[Path]:
                 key = (st.st_dev, st.st_ino)
                 if key not in ancestors:  # a symlink to a folder above this one: a loop, walked once
                     visit(directory / entry.name, ancestors | {key})
-            elif _is_image_entry(entry):
+            elif _is_image_entry(entry, extensions):
                 found.append(directory / entry.name)
 
     try:
@@ -85,17 +114,22 @@ def walk_images(folder: str | os.PathLike[str]) -> list[Path]:
     return sorted(found)
 
 
-def find_images(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+def find_images(paths: Iterable[str | os.PathLike[str]], *, videos: bool = False) -> list[Path]:
     """Expand folders (:func:`walk_images`) and keep files named explicitly, in the order given.
 
     Explicit files are kept whatever their extension or kind, so that a bad file is reported rather than
-    silently skipped.
+    silently skipped. ``videos=True``: folders give their videos too (``classify``).
     """
     out: list[Path] = []
     for raw in paths:
         path = Path(raw)
-        out.extend(walk_images(path) if path.is_dir() else [path])
+        out.extend(walk_images(path, videos=videos) if path.is_dir() else [path])
     return out
+
+
+def count_videos(folder: str | os.PathLike[str]) -> int:
+    """Videos below ``folder`` (the same walk): what ``eval`` and ``train`` skip, and say once."""
+    return sum(is_video(p) for p in walk_images(folder, videos=True))
 
 
 def read_list(path: str | os.PathLike[str]) -> str:

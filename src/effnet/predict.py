@@ -17,16 +17,30 @@ from .errors import EffnetError
 from .factory import Pretrained
 from .labels import ClassLabel, Prediction, top_k
 from .pipeline import Batch, decode_crop, iter_batches
-from .preprocess import ACCEPTED_IMAGES, ImageSource, is_single_image
+from .preprocess import ACCEPTED_IMAGES, ImageSource, decode_crop_reduced, is_single_image
 from .source import ModelSource, resolve_source
 from .weights.records import Preprocess, WeightsRecord
 
 if TYPE_CHECKING:  # pragma: no cover
     from .saliency import Explainer, Explanation
+    from .video import VideoClassification
 
-__all__ = ["Classifier", "Prediction", "ImageResult", "top_k", "clamp_top_k", "results_for_batch", "as_images"]
+__all__ = [
+    "DECODERS",
+    "Classifier",
+    "Prediction",
+    "ImageResult",
+    "top_k",
+    "clamp_top_k",
+    "results_for_batch",
+    "as_images",
+]
 
 T = TypeVar("T")
+
+# decode=: pillow, the exact pixels of the card's pipeline (the API's and eval's default); reduced, big JPEGs
+# decoded by DCT scaling (the default of classify and serve); gpu, nvJPEG on the GPU.
+DECODERS = ("pillow", "reduced", "gpu")
 
 
 @dataclass
@@ -105,8 +119,8 @@ class Classifier:
         progress: bool = True,
         **backend_options: Any,
     ) -> None:
-        if decode not in ("pillow", "gpu"):
-            raise EffnetError(f"decode must be 'pillow' or 'gpu', got {decode!r}")
+        if decode not in DECODERS:
+            raise EffnetError(f"decode must be one of {', '.join(DECODERS)}, got {decode!r}")
         self.source: ModelSource = resolve_source(name, weights, download=download, progress=progress)
         self.preprocess: Preprocess = self.source.preprocess
         self.labels: tuple[ClassLabel, ...] = self.source.labels
@@ -114,7 +128,12 @@ class Classifier:
         self.backend: Backend = create_backend(backend, self.source, device=device, **backend_options)
         # decode="gpu": nvJPEG + on-GPU resize (effnet.gpu_decode), close to but not exactly Pillow's pixels.
         # Crops stay on the GPU (torch tensors) for the backend; decode_counts() says how many took Pillow.
-        self.decoder: Callable[[ImageSource, Preprocess], Any] = decode_crop
+        # decode="reduced": big JPEGs decoded by DCT scaling to >= 2x the resize target (camera photos several
+        # times faster); ImageNet-size images are below that and get decode_crop's exact pixels.
+        self.decode = decode
+        self.decoder: Callable[[ImageSource, Preprocess], Any] = (
+            decode_crop_reduced if decode == "reduced" else decode_crop
+        )
         if decode == "gpu":
             from .gpu_decode import GpuDecoder
 
@@ -184,6 +203,47 @@ class Classifier:
         finally:
             stream.close()
             batches.close()
+
+    def classify_video(
+        self,
+        source: str | Any,
+        *,
+        fps: float | None = None,
+        every: int | None = None,
+        top_k: int = 5,
+        batch_size: int = 1,
+        annotate: str | Any | None = None,
+        stall_timeout: float = 10.0,
+        decode: str = "reduced",
+    ) -> VideoClassification:
+        """Classify a video file, a stream URL (rtsp, http(s), udp...) or a camera (``/dev/videoN``).
+
+        Iterate the result for one :class:`effnet.video.FrameResult` per sampled frame (``path``, ``frame``,
+        ``time`` in seconds from the PTS, ``predictions``), as they are classified; its ``segments()`` is the
+        timeline. Sampling: ``fps`` frames per second of video time (default 2, :data:`effnet.video.DEFAULT_FPS`)
+        or every ``every``-th frame. ``annotate="out.mp4"`` writes the classified frames with their top-k drawn
+        (checked before decoding starts). ``decode="reduced"`` (the default for video) converts frames of at
+        least 4x the resize target to RGB already scaled down (to no less than twice the target, as JPEGs with
+        ``decode="reduced"``); ``"pillow"`` converts every frame at full size. Needs ``pip install 'effnet[video]'``.
+        """
+        from .video import Sampling, VideoClassification
+
+        if fps is not None and every is not None:
+            raise EffnetError("give fps or every, not both")
+        if decode not in DECODERS:
+            raise EffnetError(f"decode must be one of {', '.join(DECODERS)}, got {decode!r}")
+        sampling = Sampling(fps=None, every=every) if every is not None else Sampling(fps=fps) if fps else Sampling()
+        return VideoClassification(
+            self,
+            str(source),
+            preprocess=self.preprocess,
+            sampling=sampling,
+            top_k=top_k,
+            batch_size=batch_size,
+            annotate=annotate,
+            stall_timeout=stall_timeout,
+            reduce=decode != "pillow",
+        )
 
     def explain(
         self, images: Iterable[ImageSource] | ImageSource, method: str = "gradcam", target: str | int = "top1"

@@ -201,11 +201,16 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image
 
 
-def load_image(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+def load_image(
+    source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS, *, reduce_for: Preprocess | None = None
+) -> Image.Image:
     """Decode ``source`` (any :data:`ImageSource`, :func:`open_image`) into an RGB image with EXIF orientation applied.
 
-    Raises :class:`ImageError` for files that are missing, empty, not images,
-    truncated, or larger than ``max_pixels`` (checked from the header, before decoding).
+    ``reduce_for=p`` lets a JPEG decode reduced (Pillow's ``draft``: libjpeg's DCT scaling by 1/2, 1/4 or
+    1/8) to the smallest such size that is still at least twice ``p``'s resize target in each dimension;
+    other formats, and JPEGs smaller than that, decode whole (:func:`decode_crop_reduced`).
+    Raises :class:`ImageError` for files that are missing, empty, not images, truncated, or larger than
+    ``max_pixels`` (checked from the header, before decoding).
     """
     name = _name(source)
     image = open_image(source)
@@ -218,6 +223,10 @@ def load_image(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS) -> Image
     if width == 0 or height == 0:
         raise ImageError(f"{name}: image has no pixels ({width}x{height})")
     try:
+        if reduce_for is not None and image.format == "JPEG":
+            # Stored orientation: the short side, which sets the resize, is the same after EXIF rotation.
+            rw, rh = resized_size(width, height, reduce_for)
+            image.draft(None, (2 * rw, 2 * rh))  # a no-op unless the stored size is at least twice that
         image.load()
         image = ImageOps.exif_transpose(image)
         return to_rgb(image)
@@ -254,6 +263,17 @@ def decode_crop(image: ImageSource, p: Preprocess) -> np.ndarray:
     The one decode step of every path (:mod:`effnet.pipeline`, the server, ``record.transforms()``).
     """
     return np.array(resize_crop(load_image(image), p))  # np.array copies: writable, torch.from_numpy-safe
+
+
+def decode_crop_reduced(image: ImageSource, p: Preprocess) -> np.ndarray:
+    """:func:`decode_crop` for big JPEGs (camera photos): decoded reduced by DCT scaling to no less than twice
+    the resize target in each dimension, then resized and cropped as usual (``--decode reduced``).
+
+    Twice the target keeps the bicubic resize a real downscale of a detailed image, so the crop stays close
+    to the exact one (top-1 agreement measured in docs/video.md). An ImageNet-size photo is below twice
+    the target, so it decodes whole and its crop is :func:`decode_crop`'s, bit for bit.
+    """
+    return np.array(resize_crop(load_image(image, reduce_for=p), p))
 
 
 def resized_size(width: int, height: int, p: Preprocess) -> tuple[int, int]:

@@ -171,13 +171,16 @@ def model_path_options(args: argparse.Namespace) -> dict:
     return {"model_path": path}
 
 
-def add_decode_argument(p: argparse.ArgumentParser) -> None:
-    """--decode, shared by classify and eval."""
+def add_decode_argument(p: argparse.ArgumentParser, default: str = "pillow") -> None:
+    """--decode, shared by classify (default reduced) and eval (default pillow, the card's protocol)."""
     p.add_argument(
         "--decode",
-        default="pillow",
-        choices=("pillow", "gpu"),
-        help="pillow (default): the exact pixels of the model card's pipeline; gpu: nvJPEG and an "
+        default=default,
+        choices=("pillow", "reduced", "gpu"),
+        help=f"(default: {default}) pillow: the exact pixels of the model card's pipeline; reduced: JPEGs over "
+        "twice the resize target decoded smaller by DCT scaling, big video frames converted smaller (camera photos "
+        "several times faster, same top-1 "
+        "in docs/video.md's check; smaller images get pillow's exact pixels); gpu: nvJPEG and an "
         "antialiased bicubic resize on the GPU (needs torchvision and --device cuda; close to, not "
         "identical with, Pillow's pixels; non-JPEG files still take the Pillow path)",
     )

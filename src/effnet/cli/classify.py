@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import os
 import sys
 
 from tqdm import tqdm
 
-from ..files import find_images
+from ..files import find_images, is_live, is_video
 from ..predict import Classifier, ImageResult, clamp_top_k
 from ..preprocess import ImageSource
+from .classify_video import check_video_arguments, classify_video
 
 STDIN = "-"  # as a PATH: one image read from standard input
 
@@ -23,14 +26,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         add_model_arguments,
         add_model_path_argument,
     )
+    from .classify_video import add_video_arguments
 
-    p = sub.add_parser("classify", help="classify images", description=__doc__)
+    p = sub.add_parser("classify", help="classify images and videos", description=__doc__)
     p.add_argument(
         "paths",
         nargs="*",
         metavar="PATH",
         help="image files and/or folders (searched recursively, symlinked folders followed, hidden files skipped); "
-        "- for one image on stdin; with --engine ray also URIs (s3://, gs://, file://)",
+        "- for one image on stdin; video files (mp4, mkv, webm, mov, avi; also found in folders), stream URLs "
+        "(rtsp://, http(s)://, udp://...) and cameras (/dev/videoN); with --engine ray also URIs (s3://, gs://, file://)",
     )
     add_model_arguments(p)
     p.add_argument("--top-k", type=int, default=5, help="labels per image (default: %(default)s)")
@@ -43,9 +48,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_backend_arguments(p)
     add_model_path_argument(p)
     add_device_argument(p)
-    add_decode_argument(p)
+    add_decode_argument(p, default="reduced")  # photos from cameras: eval keeps the exact decode
     p.add_argument("--json", action="store_true", help="one JSON object per image per line on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_video_arguments(p)
     add_ray_arguments(p, workers=True)
     p.add_argument(
         "--output",
@@ -205,11 +211,16 @@ def run(args: argparse.Namespace) -> int:
     if STDIN in args.paths and sys.stdin.isatty():
         raise UsageError("'-' reads one image from stdin, but stdin is a terminal: pipe or redirect an image into it")
     # '-' is the image on stdin, read by the pipeline like any binary file object (bounded, in a worker).
-    images: list[ImageSource] = []
+    # Stream URLs and cameras are kept as given (a Path would fold rtsp:// into rtsp:/); folders give videos too.
+    inputs: list[ImageSource] = []
     for raw in args.paths:
-        images.extend([sys.stdin.buffer] if raw == STDIN else find_images([raw]))
-    if not images:
-        raise UsageError(f"no images found in {', '.join(args.paths)}")
+        inputs.extend(
+            [sys.stdin.buffer] if raw == STDIN else [raw] if is_live(raw) else find_images([raw], videos=True)
+        )
+    if not inputs:
+        raise UsageError(f"no images found in {', '.join(args.paths)} (nor videos)")
+    images = [x for x in inputs if not _is_video(x)]
+    check_video_arguments(args, len(inputs) - len(images))
     options = {**model_path, **({} if args.precision is None else {"precision": args.precision})}
     clf = Classifier(
         args.model,
@@ -219,8 +230,11 @@ def run(args: argparse.Namespace) -> int:
         decode=args.decode,
         progress=not args.no_progress,
         batch_hint=args.batch_size,
-        # Many images are a bulk job (OpenVINO: THROUGHPUT streams, kept fed); one image stays on LATENCY.
-        workload="throughput" if len(images) > 1 else "latency",
+        # Many images or a video file are a bulk job (OpenVINO: THROUGHPUT streams, kept fed); one image or a
+        # live stream stays on LATENCY.
+        workload="throughput"
+        if len(images) > 1 or any(_is_video(x) and not is_live(str(x)) for x in inputs)
+        else "latency",
         **options,
     )
     top_k = clamp_top_k(args.top_k, len(clf.labels))
@@ -229,27 +243,39 @@ def run(args: argparse.Namespace) -> int:
             f"effnet: note: --top-k {args.top_k} is more than the model's {top_k} classes; giving all {top_k}",
             file=sys.stderr,
         )
-    failed = 0
+    failed = failed_videos = 0
     bar = tqdm(
         total=len(images), unit="img", file=sys.stderr, disable=True if args.no_progress or len(images) < 2 else None
     )
     with bar:
-        for result in clf.iter_classify(
-            images,
-            top_k=top_k,
-            batch_size=args.batch_size or 1,
-            name_of=lambda image: STDIN if image is sys.stdin.buffer else str(image),
-        ):
-            failed += not result.ok
-            if args.json:
-                print(json.dumps(result.to_dict()), flush=True)
-            else:
-                bar.clear()
-                _print_human(result)
-            bar.update(1)
+        for is_clip, group in itertools.groupby(inputs, key=_is_video):  # in the order given
+            if is_clip:
+                for source in group:
+                    bar.clear()
+                    failed_videos += classify_video(clf, str(source), args, top_k) > 0
+                continue
+            for result in clf.iter_classify(
+                list(group),
+                top_k=top_k,
+                batch_size=args.batch_size or 1,
+                name_of=lambda image: STDIN if image is sys.stdin.buffer else str(image),
+            ):
+                failed += not result.ok
+                if args.json:
+                    print(json.dumps(result.to_dict()), flush=True)
+                else:
+                    bar.clear()
+                    _print_human(result)
+                bar.update(1)
     counts = clf.decode_counts()
     if counts is not None:  # --decode gpu: how many images nvJPEG decoded, how many took the Pillow path
         print(f"effnet: {counts.summary()}", file=sys.stderr)
     if failed:
         print(f"effnet: {failed} of {len(images)} images could not be classified", file=sys.stderr)
-    return 1 if failed else 0
+    if failed_videos:
+        print(f"effnet: {failed_videos} of {len(inputs) - len(images)} videos ended with an error", file=sys.stderr)
+    return 1 if failed or failed_videos else 0
+
+
+def _is_video(item: object) -> bool:
+    return isinstance(item, (str, os.PathLike)) and is_video(str(item))

@@ -184,12 +184,14 @@ def run(args: argparse.Namespace) -> int:
     from ..predict import Classifier
     from ..source import labels_of
     from . import model_path_options
+    from .classify_video import note_skipped_videos
 
     _check_args(args)
     model_path = model_path_options(args)
     # The dataset first: a wrong folder fails in a second, before the model loads. Labelled with the model's
     # own classes (from the record or a native file's header): a fine-tuned run's folders and class names.
     dataset = find_dataset(args.data, annotations=args.annotations, labels=labels_of(args.model, args.weights))
+    note_skipped_videos(args.data, "eval")
     if dataset.unmatched_annotations:
         print(
             f"effnet: note: {dataset.unmatched_annotations:,} entries of {args.annotations} have no image in "

@@ -96,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     from ..train import TrainConfig, TrainError, train
     from ..train.checkpoint import load_checkpoint
     from . import UsageError
+    from .classify_video import note_skipped_videos
 
     given = {
         f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, _DEFAULT) is not _DEFAULT
@@ -112,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     from ..fileio import new_output_dir
 
+    if "data" in given:
+        note_skipped_videos(given["data"], "train")
     # The run folder is proven writable before the first epoch (not when the model is saved); a failed run
     # leaves no empty folder behind.
     with new_output_dir(output, "the training run"):

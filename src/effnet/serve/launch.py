@@ -71,6 +71,7 @@ def load_model(options: ServerOptions) -> ServedModel:
         backend=options.backend,
         device=options.device,
         progress=False,
+        decode="reduced",  # camera-size JPEG uploads decoded by DCT scaling; ImageNet-size ones exactly
         batch_hint=options.config.max_batch,  # a CUDA fast path prepares the batcher's largest batch
         # A server that batches (--max-batch > 1) runs the throughput configuration (OpenVINO: its streams
         # share each batch); --max-batch 1 answers one request at a time on the latency configuration.
