@@ -107,7 +107,16 @@ class Classifier:
     ) -> None:
         if decode not in ("pillow", "gpu"):
             raise EffnetError(f"decode must be 'pillow' or 'gpu', got {decode!r}")
-        self.source: ModelSource = resolve_source(name, weights, download=download, progress=progress)
+        # A model file (model_path) describes itself: its metadata must agree with name and weights.
+        # output_kind (prob or logits) says what a file without that metadata outputs.
+        self.source: ModelSource = resolve_source(
+            name,
+            weights,
+            model_path=backend_options.get("model_path"),
+            output_kind=backend_options.pop("output_kind", None),
+            download=download,
+            progress=progress,
+        )
         self.preprocess: Preprocess = self.source.preprocess
         self.labels: tuple[ClassLabel, ...] = self.source.labels
         # device: cpu, cuda, cuda:N or auto (effnet.device); batch_hint=N lets a CUDA fast path prepare batch N.

@@ -175,14 +175,20 @@ def _evaluate_on_ray(args: argparse.Namespace, dataset, progress):
 def run(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate, find_dataset
     from ..predict import Classifier
-    from ..source import labels_of
+    from ..source import labels_of, resolve_source
     from . import model_path_options
 
     _check_args(args)
     model_path = model_path_options(args)
     # The dataset first: a wrong folder fails in a second, before the model loads. Labelled with the model's
     # own classes (from the record or a native file's header): a fine-tuned run's folders and class names.
-    dataset = find_dataset(args.data, annotations=args.annotations, labels=labels_of(args.model, args.weights))
+    # A --model-path file says its own classes (and they must agree with --weights).
+    labels = (
+        resolve_source(args.model, args.weights, model_path=model_path["model_path"], progress=False).labels
+        if model_path
+        else labels_of(args.model, args.weights)
+    )
+    dataset = find_dataset(args.data, annotations=args.annotations, labels=labels)
     if dataset.unmatched_annotations:
         print(
             f"effnet: note: {dataset.unmatched_annotations:,} entries of {args.annotations} have no image in "

@@ -80,7 +80,7 @@ def tflite_metadata(source: ModelSource, precision: str) -> dict[str, Any]:
     """The sidecar of a ``.tflite``: effnet's export metadata and the input convention of this file."""
     size = source.preprocess.input_size
     return {
-        **metadata(source),
+        **metadata(source, output=OUTPUT_NAME, artifact=f"tflite-{precision}"),
         "format": "tflite",
         "precision": precision,
         "input": TFLITE_INPUT,
