@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .artifact import ArtifactInfo, read_artifact_info
-from .errors import EffnetError
+from .errors import CheckpointError, EffnetError
 from .factory import Pretrained, default_preprocess, resolve_weights
 from .labels import ClassLabel, get_labels
 from .specs import get_variant
@@ -118,6 +118,23 @@ def identify_record(path: Path, model: str) -> WeightsRecord | None:
     preprocessing of its record instead of the model's default.
     """
     return match_record(path, model)
+
+
+def _foreign_record(path: Path, model: str) -> WeightsRecord:
+    """A file made elsewhere, through the one rule `effnet weights convert` applies (record sha256, else the
+    file's whole stem as a timm name, else refuse naming the flags): the same file answers the same through
+    convert and through --weights. What was assumed is said once."""
+    from .weights.to_native import assumed, read_as_native
+
+    try:
+        _, info = read_as_native(path, model=model)
+    except CheckpointError as e:
+        raise CheckpointError(
+            f"{e}. For --weights, convert it once: `effnet weights convert {path} OUT.safetensors` with those "
+            "flags, then pass --weights OUT.safetensors"
+        ) from None
+    note_once(assumed(info, path))
+    return replace(info.to_record(path), name=path.name, notes="a file made elsewhere (the foreign-file rule)")
 
 
 def labels_of(model: str, weights: Pretrained | None = None) -> tuple[ClassLabel, ...]:
@@ -236,6 +253,6 @@ def resolve_source(
     elif path is not None and record is None:
         if not path.is_file():
             raise EffnetError(f"weights file {path} does not exist")
-        record = identify_record(path, name)
+        record = identify_record(path, name) or _foreign_record(path, name)
     preprocess = record.preprocess if record is not None else default_preprocess(get_variant(name))[0]
     return ModelSource(model=name, record=record, checkpoint=path, preprocess=preprocess)
