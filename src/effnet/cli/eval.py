@@ -114,7 +114,7 @@ def _signed(x: float | None) -> str:
     return "" if x is None else f"  ({x:+.2f} vs reference)"
 
 
-def _print_report(report: EvalReport, device: str = "cpu") -> None:
+def _print_report(report: EvalReport, device: str = "cpu", num_classes: int = 1000) -> None:
     ref = report.reference
     subset = f", first {report.total:,} of {report.dataset_size:,}" if report.total < report.dataset_size else ""
     on = "" if device == "cpu" else f" on {device}"
@@ -122,7 +122,10 @@ def _print_report(report: EvalReport, device: str = "cpu") -> None:
     print(f"  data       {report.dataset} [{report.layout}{subset}]")
     print(f"  images     {report.count:,} evaluated, {report.failed:,} failed ({len(report.per_class):,} classes)")
     print(f"  top-1      {report.top1:6.2f} %  ({report.top1_correct:,}/{report.count:,}){_signed(report.delta_top1)}")
-    print(f"  top-5      {report.top5:6.2f} %  ({report.top5_correct:,}/{report.count:,}){_signed(report.delta_top5)}")
+    if num_classes > 5:  # with 5 classes or fewer every image is "right" in its top 5: no figure to show
+        print(
+            f"  top-5      {report.top5:6.2f} %  ({report.top5_correct:,}/{report.count:,}){_signed(report.delta_top5)}"
+        )
     if ref is not None:
         top5 = "n/a" if ref.top5 is None else f"{ref.top5:.2f} %"
         print(f"  reference  top-1 {ref.top1:.2f} %, top-5 {top5} on {ref.dataset} ({ref.source})")
@@ -201,7 +204,10 @@ def run(args: argparse.Namespace) -> int:
     def progress(p: Progress) -> None:
         bar.update(p.done - bar.n)
         bar.set_postfix_str(
-            f"top1 {p.top1:.2f}% top5 {p.top5:.2f}%" + (f" failed {p.failed}" if p.failed else ""), refresh=False
+            f"top1 {p.top1:.2f}%"
+            + (f" top5 {p.top5:.2f}%" if len(labels) > 5 else "")
+            + (f" failed {p.failed}" if p.failed else ""),
+            refresh=False,
         )
 
     if args.engine == "ray":
@@ -228,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
             )
     if args.json is not None:
         report.write_json(args.json)
-    _print_report(report, device)
+    _print_report(report, device, len(labels))
     if args.report is not None:
         from ..evaluate.html import write_html_report
 
