@@ -18,7 +18,7 @@ from .factory import Pretrained
 from .labels import ClassLabel, Prediction, top_k
 from .pipeline import Batch, decode_crop, iter_batches
 from .preprocess import ACCEPTED_IMAGES, ImageSource, is_single_image
-from .source import ModelSource, resolve_source
+from .source import ModelSource, resolve_source, weights_label
 from .weights.records import Preprocess, WeightsRecord
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -201,6 +201,13 @@ class Classifier:
         ``backend`` classifies with; the model is built on the first call and kept."""
         from .saliency import Explainer
 
+        if self.source.checkpoint is None and self.source.record is not None:
+            # A model file (--model-path) read by its description alone: its torch weights are not here, and
+            # an explanation from other (random) weights would be a wrong answer given without a word.
+            raise EffnetError(
+                f"explanations need the torch weights {weights_label(self.source)} that the model file was "
+                "exported from: pass them with --weights FILE"
+            )
         if self._explainer is None:
             self._explainer = Explainer(self.source)
         return self._explainer.explain(list(as_images(images)), method=method, target=target)

@@ -147,3 +147,21 @@ def test_a_file_from_an_earlier_effnet_is_read_by_its_flat_keys_with_one_note(ar
     answers, stderr = classify("--model-path", str(old), str(sample_images[0]))
     assert stderr.count("written by an earlier effnet") == 1
     assert answers[sample_images[0].name][0]["class_index"] == 0  # the tench
+
+
+def test_explanations_from_a_file_whose_weights_are_not_here_are_refused(artifacts, tmp_path, sample_images):
+    import onnx
+
+    from effnet.errors import EffnetError
+    from effnet.predict import Classifier
+
+    proto = onnx.load(str(artifacts["onnx-static"]))
+    for prop in proto.metadata_props:
+        if prop.key == "effnet":  # as if exported from a fine-tuning run's file, which is not on this machine
+            prop.value = json.dumps({**json.loads(prop.value), "source": "file:model.safetensors"})
+    moved = tmp_path / "from_a_run.onnx"
+    onnx.save(proto, str(moved))
+    clf = Classifier(LITE0, backend="onnxruntime", model_path=moved, progress=False)
+    assert clf.source.checkpoint is None and clf.classify(sample_images[0])[0].predictions[0].class_index == 0
+    with pytest.raises(EffnetError, match="explanations need the torch weights file:model.safetensors"):
+        clf.explain(sample_images[0])
