@@ -159,6 +159,8 @@ def test_the_int8_ir_alone_answers_as_torch_within_its_gate(quantized, sample_im
 
     art = read_artifact_info(Path(quantized["path"]))
     assert art.info is not None and art.info.model == "efficientnet-lite0" and art.output == "prob"
+    calibrated = json.loads((Path(quantized["path"]).parent / "quantize.json").read_text())["calibration_set"]
+    assert calibrated["images"] == 20 and len(calibrated["sha256"]) == 64  # which images made it
     held_out = [sample_images[i] for i in scoring_index]
     r = run_cli("classify", "--json", "--no-progress", "--model-path", quantized["path"], *map(str, held_out))
     assert r.returncode == 0, r.stderr
