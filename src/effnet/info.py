@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
-from .factory import create_model
+from typing import Any
+
+from .factory import Pretrained, create_model, resolve_weights
 from .flops import count_complexity
 from .specs import get_variant
 from .weights.records import DEFAULT_WEIGHTS, default_record, records_for
 
 
-def model_info(model: str = "efficientnet-b5") -> dict:
-    """Describe ``model``: its default weights record and I/O spec (from the record), and
-    parameters / FLOPs counted from the built network at the record's input size."""
+def model_info(model: str = "efficientnet-b5", weights: Pretrained | None = None) -> dict:
+    """Describe ``model``: its default weights record (or ``weights``: a record name, or a file such as an
+    effnet-native fine-tuned ``model.safetensors``, which says its own classes, preprocessing and build) and
+    I/O spec, and parameters / FLOPs counted from the built network at the record's input size."""
     variant = get_variant(model)
-    record = default_record(variant.name) if variant.name in DEFAULT_WEIGHTS else None
+    if weights is not None:
+        record, _ = resolve_weights(variant.name, weights)  # nothing downloaded, no tensors read
+    else:
+        record = default_record(variant.name) if variant.name in DEFAULT_WEIGHTS else None
     size = record.preprocess.input_size if record else variant.resolution
-    net = create_model(variant.name, input_size=size)
+    build: dict[str, Any] = {} if record is None else {"padding": record.padding, "bn_eps": record.bn_eps}
+    if record is not None and record.embedding_stage is not None:
+        build["embedding_stage"] = record.embedding_stage
+    net = create_model(variant.name, num_classes=record.num_classes if record else 1000, input_size=size, **build)
     c = count_complexity(net, (size, size))
     p = record.preprocess if record else None
     plan = net.plan
@@ -45,7 +54,13 @@ def model_info(model: str = "efficientnet-b5") -> dict:
             "std": list(p.std) if p else None,
             "note": "pixel values 0-255; the model takes (x - mean) / std",
         },
-        "output": {"name": "prob", "shape": [1, net.num_classes], "meaning": "softmax probabilities, ImageNet-1k"},
+        "output": {
+            "name": "prob",
+            "shape": [1, net.num_classes],
+            "meaning": "softmax probabilities, "
+            + ("ImageNet-1k" if record is None or record.labels == "imagenet-1k" else ", ".join(record.labels[:5]))
+            + ("" if record is None or isinstance(record.labels, str) or len(record.labels) <= 5 else ", ..."),
+        },
         "complexity": {
             "params": c.params,
             "params_bn_folded": c.params_bn_folded,

@@ -18,7 +18,7 @@ from .factory import Pretrained
 from .labels import ClassLabel, Prediction, top_k
 from .pipeline import Batch, decode_crop, iter_batches
 from .preprocess import ACCEPTED_IMAGES, ImageSource, decode_crop_reduced, is_single_image
-from .source import ModelSource, resolve_source
+from .source import ModelSource, resolve_source, weights_label
 from .weights.records import Preprocess, WeightsRecord
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -121,7 +121,16 @@ class Classifier:
     ) -> None:
         if decode not in DECODERS:
             raise EffnetError(f"decode must be one of {', '.join(DECODERS)}, got {decode!r}")
-        self.source: ModelSource = resolve_source(name, weights, download=download, progress=progress)
+        # A model file (model_path) describes itself: its metadata must agree with name and weights.
+        # output_kind (prob or logits) says what a file without that metadata outputs.
+        self.source: ModelSource = resolve_source(
+            name,
+            weights,
+            model_path=backend_options.get("model_path"),
+            output_kind=backend_options.pop("output_kind", None),
+            download=download,
+            progress=progress,
+        )
         self.preprocess: Preprocess = self.source.preprocess
         self.labels: tuple[ClassLabel, ...] = self.source.labels
         # device: cpu, cuda, cuda:N or auto (effnet.device); batch_hint=N lets a CUDA fast path prepare batch N.
@@ -252,6 +261,13 @@ class Classifier:
         ``backend`` classifies with; the model is built on the first call and kept."""
         from .saliency import Explainer
 
+        if self.source.checkpoint is None and self.source.record is not None:
+            # A model file (--model-path) read by its description alone: its torch weights are not here, and
+            # an explanation from other (random) weights would be a wrong answer given without a word.
+            raise EffnetError(
+                f"explanations need the torch weights {weights_label(self.source)} that the model file was "
+                "exported from: pass them with --weights FILE"
+            )
         if self._explainer is None:
             self._explainer = Explainer(self.source)
         return self._explainer.explain(list(as_images(images)), method=method, target=target)

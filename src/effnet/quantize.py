@@ -39,7 +39,9 @@ import numpy as np
 
 from ._optional import require
 from .errors import EffnetError, ImageError
+from .export import OUTPUT_NAME, metadata
 from .export.cache import INT8_XML, exported_artifact, int8_cache_key, int8_model_dir
+from .export.cache_keys import calibration_record
 from .export.openvino import write_ir
 from .fileio import new_output_dir
 from .files import find_images
@@ -178,24 +180,47 @@ def quantize_openvino(
         except (RuntimeError, ValueError, nncf.ValidationError) as e:
             raise EffnetError(f"NNCF quantization of {source.model} failed: {e}") from None
         quantized_ops, float_ops = _op_precisions(quantized)
-        metadata = {
+        calibrated = calibration_record(images)
+        # The IR describes itself as every export does (effnet.artifact reads it), as the int8 kind, and says
+        # which images calibrated it.
+        for key, value in metadata(source, output=OUTPUT_NAME, artifact="openvino-int8").items():
+            quantized.set_rt_info(value, ["effnet", key])
+        quantized.set_rt_info(json.dumps(calibrated, sort_keys=True), ["effnet", "calibration"])
+        _say_if_replaced(directory / "quantize.json", calibrated)
+        info = {
             "model": source.model,
             "weights": source.record.name if source.record else str(source.checkpoint or "random-init"),
             "calibration": [str(p) for p in paths],
             "calibration_images": len(crops),
+            "calibration_set": calibrated,
             "skipped": skipped,
             "settings": settings,
             "quantized_ops": quantized_ops,
             "float_ops": float_ops,
         }
         if output_dir is None:  # a cache entry: its key, for `effnet weights cache list`
-            metadata["cache_key"] = int8_cache_key(source)
+            info["cache_key"] = int8_cache_key(source)
+            info["checkpoint"] = str(source.checkpoint)
         # Beside whatever else is in the folder, as `export openvino -o DIR` does: nothing else is touched.
-        text = json.dumps(metadata, indent=2, sort_keys=True) + "\n"
+        text = json.dumps(info, indent=2, sort_keys=True) + "\n"
         xml = write_ir(quantized, directory, Path(INT8_XML).stem, extra={"quantize.json": text})
     return QuantizeReport(
         xml, len(crops), skipped, subset_size, time.perf_counter() - start, quantized_ops, float_ops, settings
     )
+
+
+def _say_if_replaced(info_file: Path, calibrated: dict[str, Any]) -> None:
+    """One INT8 model per weights and code: quantizing again with other images replaces it, and says so."""
+    try:
+        before = json.loads(info_file.read_text()).get("calibration_set")
+    except (OSError, ValueError, AttributeError):
+        return
+    if isinstance(before, dict) and before.get("sha256") != calibrated["sha256"]:
+        print(
+            f"effnet: note: replacing the INT8 model in {info_file.parent} (calibrated on {before.get('images')} "
+            f"other images) with this one (calibrated on {calibrated['images']} images)",
+            file=sys.stderr,
+        )
 
 
 def print_skipped(report: QuantizeReport) -> None:

@@ -7,21 +7,38 @@ already holds (input size, resize, mean/std, padding, BN eps, class names).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import EffnetError
+import numpy as np
+
+from .artifact import ArtifactInfo, read_artifact_info
+from .errors import CheckpointError, EffnetError
 from .factory import Pretrained, default_preprocess, resolve_weights
 from .labels import ClassLabel, get_labels
 from .specs import get_variant
-from .weights.records import Preprocess, WeightsRecord, fetch, match_record
+from .weights.digest import file_sha256
+from .weights.records import Preprocess, WeightsRecord, fetch, find_record, match_record
 
 if TYPE_CHECKING:  # pragma: no cover
     from .model import EfficientNet
 
-__all__ = ["ModelSource", "resolve_source", "identify_record", "weights_label", "labels_of"]
+__all__ = [
+    "ModelSource",
+    "resolve_source",
+    "identify_record",
+    "weights_label",
+    "labels_of",
+    "OUTPUT_KINDS",
+    "note_once",
+]
+
+# What a model file's output rows are: probabilities, logits (soft-maxed by effnet, and said), or not
+# known (a file from elsewhere without --output-kind: one probe forward pass decides, or refuses).
+OUTPUT_KINDS = ("prob", "logits")
 
 RANDOM_INIT = "random-init"
 
@@ -34,6 +51,17 @@ class ModelSource:
     record: WeightsRecord | None  # the weights record, when the weights are a known checkpoint or a native file
     checkpoint: Path | None  # the local weights file (None: random init, for tests)
     preprocess: Preprocess
+    # What the model file (--model-path) outputs: "prob", "logits" (soft-maxed by as_probabilities) or
+    # "unknown" (a file without metadata: the backend's probe decides). Effnet's own exports: "prob".
+    output: str = "prob"
+
+    def as_probabilities(self, rows: np.ndarray) -> np.ndarray:
+        """A model file's output rows as probabilities: logits are soft-maxed, probabilities pass through."""
+        if self.output != "logits":
+            return rows
+        shifted = rows - rows.max(axis=-1, keepdims=True)
+        e = np.exp(shifted)
+        return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
 
     @cached_property
     def labels(self) -> tuple[ClassLabel, ...]:
@@ -92,6 +120,23 @@ def identify_record(path: Path, model: str) -> WeightsRecord | None:
     return match_record(path, model)
 
 
+def _foreign_record(path: Path, model: str) -> WeightsRecord:
+    """A file made elsewhere, through the one rule `effnet weights convert` applies (record sha256, else the
+    file's whole stem as a timm name, else refuse naming the flags): the same file answers the same through
+    convert and through --weights. What was assumed is said once."""
+    from .weights.to_native import assumed, read_as_native
+
+    try:
+        _, info = read_as_native(path, model=model)
+    except CheckpointError as e:
+        raise CheckpointError(
+            f"{e}. For --weights, convert it once: `effnet weights convert {path} OUT.safetensors` with those "
+            "flags, then pass --weights OUT.safetensors"
+        ) from None
+    note_once(assumed(info, path))
+    return replace(info.to_record(path), name=path.name, notes="a file made elsewhere (the foreign-file rule)")
+
+
 def labels_of(model: str, weights: Pretrained | None = None) -> tuple[ClassLabel, ...]:
     """The classes ``model`` with ``weights`` answers with, known without loading or downloading anything
     (a record's label set, an effnet-native file's header): what a dataset is labelled with before the model
@@ -100,22 +145,114 @@ def labels_of(model: str, weights: Pretrained | None = None) -> tuple[ClassLabel
     return get_labels(record.labels if record else "imagenet-1k")
 
 
+_NOTED: set[str] = set()
+
+
+def note_once(message: str) -> None:
+    """Say what was assumed or done to a file, on stderr, once per process."""
+    if message not in _NOTED:
+        _NOTED.add(message)
+        print(f"effnet: note: {message}", file=sys.stderr)
+
+
+def _from_artifact(
+    name: str, weights: Pretrained | None, path: Path, output_kind: str | None, download: bool, progress: bool
+) -> ModelSource:
+    """The source of a model file (--model-path): its own description, checked against the flags."""
+    if output_kind is not None and output_kind not in OUTPUT_KINDS:
+        raise EffnetError(f"--output-kind must be prob or logits, got {output_kind!r}")
+    art: ArtifactInfo = read_artifact_info(path)
+    if art.info is None:  # made elsewhere: the flags' model and weights give the preprocessing and labels
+        base = resolve_source(name, weights, download=download, progress=progress)
+        note_once(
+            f"{path} carries no effnet metadata: assuming the preprocessing and labels of {name} "
+            f"({weights_label(base)}); outputs: {output_kind or 'probed at load'}"
+        )
+        return replace(base, output=output_kind or "unknown")
+    info = art.info
+    if info.model != name:
+        raise EffnetError(
+            f"--model {name} disagrees with {path}, which was exported from {info.model}: leave --model out "
+            f"or pass a file made for {name}"
+        )
+    if output_kind is not None and art.output is not None and output_kind != art.output:
+        raise EffnetError(f"--output-kind {output_kind} disagrees with {path}, whose metadata says {art.output}")
+    output = art.output or output_kind or "unknown"
+    if art.legacy:
+        note_once(
+            f"{path} was written by an earlier effnet ({art.effnet_version or 'unknown version'}): no weights "
+            "sha256 or code version in it; read by its model, preprocessing and labels"
+        )
+    if output == "logits":
+        note_once(f"{path} outputs logits: effnet applies softmax to them")
+    described = replace(info.to_record(path), name=art.weights or f"file:{path.name}")
+    if weights is not None and weights is not True:  # the flags name weights: they must be the file's
+        base = resolve_source(name, weights, download=download, progress=progress)
+        if art.weights_file_sha256 and base.checkpoint is not None:
+            digest = file_sha256(base.checkpoint)
+            if digest != art.weights_file_sha256:
+                raise EffnetError(
+                    f"--weights {weights} (sha256 {digest[:12]}) disagrees with {path}, which was exported from "
+                    f"{art.weights or 'other weights'} (sha256 {art.weights_file_sha256[:12]}): leave --weights out"
+                )
+        file_labels = get_labels(described.labels)
+        if [c.label for c in base.labels] != [c.label for c in file_labels]:
+            raise EffnetError(
+                f"--weights {weights} answers with {_labels_digest(base.labels)}, but {path} answers with "
+                f"{_labels_digest(file_labels)}: leave --weights out"
+            )
+        if base.preprocess != info.preprocess:
+            raise EffnetError(
+                f"--weights {weights} preprocesses as {base.preprocess.to_dict()}, but {path} says "
+                f"{info.preprocess.to_dict()}"
+            )
+        return replace(base, output=output)
+    # No weights named: the file's description; the checkpoint too where it is a record found here (the
+    # fp32 torch model of the same weights, for explanations).
+    record = find_record(art.weights) if art.weights else None
+    if record is not None and record.model == name and record.preprocess == info.preprocess:
+        try:
+            checkpoint: Path | None = fetch(record, download=False, progress=False)
+        except EffnetError:
+            checkpoint = None
+        if checkpoint is not None and (art.weights_file_sha256 in (None, file_sha256(checkpoint))):
+            return ModelSource(
+                model=name, record=record, checkpoint=checkpoint, preprocess=record.preprocess, output=output
+            )
+    return ModelSource(model=name, record=described, checkpoint=None, preprocess=info.preprocess, output=output)
+
+
+def _labels_digest(labels: tuple[ClassLabel, ...]) -> str:
+    return f"{len(labels)} classes: " + ", ".join(c.label for c in labels[:3]) + (", ..." if len(labels) > 3 else "")
+
+
 def resolve_source(
-    model: str, weights: Pretrained | None = None, *, download: bool = True, progress: bool = True
+    model: str,
+    weights: Pretrained | None = None,
+    *,
+    model_path: str | Path | None = None,
+    output_kind: str | None = None,
+    download: bool = True,
+    progress: bool = True,
 ) -> ModelSource:
     """Everything a backend needs: the weights file and the preprocessing that belongs to it.
 
     ``weights=None`` means the model's default record; ``False`` random init (tests). An
     effnet-native file brings its own record; another file that matches no record is
     preprocessed like the model's default record.
+    ``model_path`` (an exported ``.onnx``/``.xml``/``.tflite``): the file's own description is read
+    (:mod:`effnet.artifact`) and must agree with ``model`` and ``weights``; ``output_kind`` (prob or logits)
+    says what a file without that description outputs.
     """
     name = get_variant(model).name
+    if model_path is not None:
+        return _from_artifact(name, weights, Path(model_path), output_kind, download, progress)
     record, path = resolve_weights(name, True if weights is None else weights)
     if record is not None and path is None:
         path = fetch(record, download=download, progress=progress)
     elif path is not None and record is None:
         if not path.is_file():
             raise EffnetError(f"weights file {path} does not exist")
-        record = identify_record(path, name)
+        record = identify_record(path, name) or _foreign_record(path, name)
     preprocess = record.preprocess if record is not None else default_preprocess(get_variant(name))[0]
     return ModelSource(model=name, record=record, checkpoint=path, preprocess=preprocess)

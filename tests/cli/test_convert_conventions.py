@@ -107,3 +107,45 @@ def test_conventions_from_timm_names():
         conventions("timm", "efficientnet-b0", Path("tf_efficientnet_b3.pth"))
     given = Overrides(conventions="tf", bn_eps=1e-5)
     assert conventions("timm", "efficientnet-b0", Path("x.pth"), given)[:2] == ("same", 1e-5)
+
+
+def test_one_rule_for_convert_and_weights_anchored_name_or_refuse(tmp_path, sample_images):
+    """Issue 28: `efficientnet_lite0_tf_port.pth` is not timm's efficientnet_lite0 (the name is matched as a
+    whole stem), so convert and --weights both refuse naming the flags; `tf_efficientnet_lite0.pth` is read
+    the same way by both, the assumption said once, and the two give the same answers."""
+    ours = effnet.create_model("efficientnet-lite0", pretrained=True)
+    timm_keys = to_foreign(ours.state_dict(), ours.plan, "timm")
+    port = tmp_path / "efficientnet_lite0_tf_port.pth"
+    torch.save(timm_keys, port)
+    image = str(sample_images[0])
+    for args in (
+        ("weights", "convert", str(port), str(tmp_path / "p.safetensors")),
+        ("classify", "--model", "efficientnet-lite0", "--weights", str(port), "--backend", "torch", image),
+    ):
+        proc = run_cli(*args)
+        assert proc.returncode == 1 and proc.stdout == "" and "Traceback" not in proc.stderr
+        (line,) = proc.stderr.strip().splitlines()
+        assert "--conventions tf" in line and "efficientnet_lite0_tf_port.pth" in line
+    named = tmp_path / "tf_efficientnet_lite0.pth"
+    torch.save(timm_keys, named)
+    meta = _convert(named, tmp_path / "named.safetensors")
+    assert (meta["padding"], meta["bn_eps"], tuple(meta["preprocess"]["mean"])) == ("same", 1e-3, LITE_MEAN)
+    runs = []
+    for weights in (str(named), str(tmp_path / "named.safetensors")):
+        proc = run_cli(
+            "classify",
+            "--model",
+            "efficientnet-lite0",
+            "--weights",
+            weights,
+            "--backend",
+            "torch",
+            "--json",
+            *map(str, sample_images[::25]),
+        )
+        assert proc.returncode == 0, proc.stderr
+        runs.append([json.loads(line)["predictions"] for line in proc.stdout.splitlines()])
+        if weights == str(named):
+            assert proc.stderr.count("matches no record; read as timm weights for efficientnet-lite0") == 1
+            assert "padding same, BN eps 0.001, mean [127.0, 127.0, 127.0]" in proc.stderr
+    assert runs[0] == runs[1]

@@ -204,3 +204,21 @@ def test_export_tflite_errors_are_one_line(sample_images):
         r = run_cli("export", "tflite", "--model", "efficientnet-lite0")
         assert r.returncode == 1 and "Traceback" not in r.stderr
         assert "pip install 'effnet[litert]'" in r.stderr.strip().splitlines()[-1]
+
+
+def test_a_tflite_for_another_class_count_is_refused_naming_both(tmp_path, sample_images):
+    """Issue 28: a 2-class file run as Lite0 answered "tench 99.98 %"; a 1000-class file with a 3-class run's
+    --weights ended in IndexError. Both are one-line errors now, as on every other backend."""
+    from tests.testutils import write_finetuned_model
+
+    two = write_tiny_tflite(tmp_path / "two.tflite", 224, *weights(2))  # made elsewhere: no sidecar
+    r = run_cli("classify", "--model", "efficientnet-lite0", "--model-path", str(two), str(sample_images[0]))
+    assert r.returncode == 1 and r.stdout == "", r.stdout
+    line = r.stderr.strip().splitlines()[-1]
+    assert "two.tflite outputs 2 classes" in line and "1000 labels" in line
+    many = write_tiny_tflite(tmp_path / "many.tflite", 64, *weights(1000))
+    run = write_finetuned_model(tmp_path / "run" / "model.safetensors", ("cat", "dog", "fox"))
+    r = run_cli("classify", "--weights", str(run), "--model-path", str(many), str(sample_images[0]))
+    assert r.returncode == 1 and r.stdout == "" and "Traceback" not in r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert "many.tflite outputs 1000 classes" in line and "3 labels" in line

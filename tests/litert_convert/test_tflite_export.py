@@ -172,3 +172,32 @@ def test_int8_quantizer_puts_the_relu6_output_not_the_convolution_output_on_the_
     assert "conv2d" in plain and "conv2d_1" in plain
     assert "conv2d" not in fused and "conv2d_1" in fused
     assert any(name.startswith("hardtanh") for name in fused)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_tflite_model_path_alone_answers_as_torch(home, tmp_path, sample_images, lite0_fp32_probs, precision):
+    """Issue 28's round trip for .tflite: `--model-path FILE` with no other flag reads the model, preprocessing,
+    labels and output kind from the sidecar and answers as torch on the original weights: fp32 the same top-5
+    on every sample image and max |dp| <= 1e-4; int8 the fp32 top-1 on >= 95 % (its gate above)."""
+    extra = ("--calibration", *map(str, sample_images[CALIBRATION])) if precision == "int8" else ()
+    _export(home, precision, "-o", str(tmp_path / "lite0.tflite"), *extra)
+    r = run_cli(
+        "classify",
+        "--json",
+        "--top-k",
+        "5",
+        "--no-progress",
+        "--model-path",
+        str(tmp_path / "lite0.tflite"),
+        *map(str, sample_images),
+        env={"EFFNET_HOME": str(home)},
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [json.loads(line)["predictions"] for line in r.stdout.splitlines()]
+    if precision == "fp32":
+        for predictions, expected in zip(rows, lite0_fp32_probs, strict=True):
+            assert [p["class_index"] for p in predictions] == list(np.argsort(-expected, kind="stable")[:5])
+            assert max(abs(p["probability"] - float(expected[p["class_index"]])) for p in predictions) <= 1e-4
+    else:
+        top1 = np.array([predictions[0]["class_index"] for predictions in rows])
+        assert (top1 == lite0_fp32_probs.argmax(1)).mean() >= 0.95

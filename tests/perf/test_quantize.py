@@ -149,3 +149,24 @@ def test_quantize_errors_are_one_line(tmp_path, lite0_checkpoint):
     r = run_cli("quantize", "--model", "efficientnet-lite0", "--calibration", str(empty), "--subset-size", "0")
     assert r.returncode == 2
     assert not (tmp_path / "o").exists()  # nothing half-written
+
+
+def test_the_int8_ir_alone_answers_as_torch_within_its_gate(quantized, sample_images, fp32_probs, scoring_index):
+    """Issue 28's round trip for the INT8 IR: `--model-path model.xml` with no other flag reads the model, the
+    preprocessing and the labels from the IR itself, and keeps the fp32 top-1 on >= 97 % of the held-out images
+    (the int8 gate, as above)."""
+    from effnet.artifact import read_artifact_info
+
+    art = read_artifact_info(Path(quantized["path"]))
+    assert art.info is not None and art.info.model == "efficientnet-lite0" and art.output == "prob"
+    calibrated = json.loads((Path(quantized["path"]).parent / "quantize.json").read_text())["calibration_set"]
+    assert calibrated["images"] == 20 and len(calibrated["sha256"]) == 64  # which images made it
+    held_out = [sample_images[i] for i in scoring_index]
+    r = run_cli("classify", "--json", "--no-progress", "--model-path", quantized["path"], *map(str, held_out))
+    assert r.returncode == 0, r.stderr
+    top1 = {
+        Path(row["path"]).name: row["predictions"][0]["class_index"] for row in map(json.loads, r.stdout.splitlines())
+    }
+    expected = {sample_images[i].name: int(fp32_probs[i].argmax()) for i in scoring_index}
+    agreement = sum(top1[name] == cls for name, cls in expected.items()) / len(expected)
+    assert agreement >= 0.97, f"int8 --model-path top-1 agreement {agreement:.0%}"

@@ -294,7 +294,7 @@ def create_backend(name: str, source: ModelSource, **options: Any) -> Backend:
     workload = options.pop("workload", None) or "latency"
     if name != "auto":
         options = workload_options(name, workload, options)
-        return _build(name, source, _device_options(name, options, device, batch_hint))
+        return _probed(_build(name, source, _device_options(name, options, device, batch_hint)), source)
     precision = options.pop("precision", None)
     failures: list[str] = []
     candidates = auto_candidates(precision, auto_ranking(device), source.model)
@@ -315,8 +315,26 @@ def create_backend(name: str, source: ModelSource, **options: Any) -> Backend:
             built.auto_choice = {"backend": backend, "options": merged, "fallbacks": failures}  # type: ignore[attr-defined]
         except AttributeError:  # a backend with __slots__: the notice on stderr has said it
             pass
-        return built
+        return _probed(built, source)
     raise EffnetError("backend auto: no installed backend loaded: " + "; ".join(failures))
+
+
+def _probed(backend: Backend, source: ModelSource) -> Backend:
+    """A model file that does not say what it outputs (``source.output == "unknown"``): one probe forward
+    pass on a mid-gray crop at load, before any row is written. Rows that are not distributions (negative,
+    or not summing to 1) are refused: they would be printed as probabilities."""
+    if source.output != "unknown":
+        return backend
+    size = source.preprocess.input_size
+    rows = np.asarray(backend(np.full((1, size, size, 3), 128, dtype=np.uint8)), dtype=np.float64)
+    total = float(rows.sum(axis=-1).max(initial=0.0))
+    if rows.min(initial=0.0) < -1e-6 or abs(total - 1.0) > 1e-3:
+        what = getattr(backend, "model_path", "the model file")
+        raise EffnetError(
+            f"{what} carries no metadata saying what it outputs, and its rows are not probabilities (a probe row "
+            f"sums to {total:.4g}): pass --output-kind logits to soft-max them, or --output-kind prob"
+        )
+    return backend
 
 
 def _torch() -> BackendFactory:

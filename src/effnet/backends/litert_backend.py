@@ -73,6 +73,9 @@ class LiteRTBackend:
                 f"litert backend: {path} takes {inp['dtype'].__name__} {inp['shape'].tolist()}; expected the crop "
                 f"as uint8 or float32 [1, {size}, {size}, 3] (NHWC RGB, raw 0-255 pixels)"
             )
+        # As every backend: a file made for other classes is an error naming both, never an IndexError later.
+        source.check_outputs(int(out["shape"][-1]), path)
+        self._source = source  # as_probabilities: a file whose output is logits is soft-maxed
         self._input, self._output, self._dtype = inp["index"], out["index"], inp["dtype"]
         self.threads = threads
         status = accuracy_status(source.model, "litert", self.precision)
@@ -101,4 +104,4 @@ class LiteRTBackend:
             self.interpreter.set_tensor(self._input, np.ascontiguousarray(image[None], dtype=self._dtype))
             self.interpreter.invoke()
             rows.append(np.array(self.interpreter.get_tensor(self._output), dtype=np.float32).reshape(-1))
-        return np.stack(rows)
+        return self._source.as_probabilities(np.stack(rows))

@@ -45,6 +45,7 @@ class OnnxRuntimeBackend:
             raise EffnetError(f"threads must be >= 1, got {threads}")
         self.precision = precision
         self.preprocess = source.preprocess
+        self._source = source  # as_probabilities: a file whose output is logits is soft-maxed
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads is not None:
@@ -73,6 +74,12 @@ class OnnxRuntimeBackend:
             source.check_outputs(self.session.get_outputs()[0].shape[-1], path)
         first = self.session.get_inputs()[0]
         self._input = first.name
+        size = self.preprocess.input_size
+        if len(first.shape) != 4 or any(isinstance(d, int) and d != size for d in first.shape[2:]):
+            raise EffnetError(
+                f"onnxruntime backend: {self.model_path} takes input {first.shape}; this model's preprocessing "
+                f"makes [N, 3, {size}, {size}] crops"
+            )
         # `effnet export onnx` writes a static batch of 1 by default (the card's shape): feed such a file
         # batches of its own size.
         self._static_batch = first.shape[0] if isinstance(first.shape[0], int) else None
@@ -95,4 +102,4 @@ class OnnxRuntimeBackend:
             (probs,) = self.session.run(None, {self._input: x})
         except self._errors as e:  # e.g. InvalidArgument on a shape the graph does not take
             raise EffnetError(f"onnxruntime backend: inference on input {list(x.shape)} failed: {e}") from None
-        return np.asarray(probs, dtype=np.float32)
+        return self._source.as_probabilities(np.asarray(probs, dtype=np.float32))

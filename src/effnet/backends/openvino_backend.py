@@ -88,6 +88,7 @@ class OpenVINOBackend:
             if value is not None and value < 1:
                 raise EffnetError(f"{option} must be >= 1, got {value}")
         self.preprocess = source.preprocess
+        self._source = source  # as_probabilities: a file whose output is logits is soft-maxed
         types = {name: getattr(ov.Type, attr) for name, attr in _HINTS.items()}
         # int8 only: the precision of the ops NNCF leaves in float (SE gate, pooling, softmax...);
         # bf16 is faster where the CPU has it (effnet.quantize and docs/performance.md).
@@ -183,7 +184,7 @@ class OpenVINOBackend:
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         pixels = check_crops(pixels, self.preprocess.input_size, self.name)
-        return self._infer(bgr_nchw(pixels))
+        return self._source.as_probabilities(self._infer(bgr_nchw(pixels)))
 
     def infer_normalized(self, x: np.ndarray) -> np.ndarray:
         """float32 NCHW normalized input (the PyTorch model's convention) -> probabilities.
@@ -192,7 +193,7 @@ class OpenVINOBackend:
         pixels with mean/scale inside; in float32 this round trip moves the result by ~1e-6.
         """
         raw_rgb = denormalize(x, self.preprocess)
-        return self._infer(bgr_nchw(raw_rgb, channels_first=True))
+        return self._source.as_probabilities(self._infer(bgr_nchw(raw_rgb, channels_first=True)))
 
     def infer_stream(self, jobs: Iterable[tuple[T, np.ndarray]]) -> Iterator[tuple[T, np.ndarray]]:
         """``(tag, uint8 NHWC crops)`` -> ``(tag, probabilities)`` in input order, every stream kept fed.
@@ -244,11 +245,10 @@ class OpenVINOBackend:
         finally:
             queue_.wait_all()  # closed early or failed: no request may still write into a job
 
-    @staticmethod
-    def _finished(job: _Job, errors: list[str]) -> Iterator[tuple[Any, np.ndarray]]:
+    def _finished(self, job: _Job, errors: list[str]) -> Iterator[tuple[Any, np.ndarray]]:
         if errors:
             raise EffnetError(f"openvino backend: inference failed: {errors[0]}")
-        yield job.tag, job.probs
+        yield job.tag, self._source.as_probabilities(job.probs)
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
         # With several streams (the THROUGHPUT configuration), one call's batch is split over the infer

@@ -82,6 +82,14 @@ def _fill_model(args: argparse.Namespace) -> None:
     from ..weights.records import find_record
 
     weights, model = getattr(args, "weights", None), DEFAULT_MODEL
+    model_path = getattr(args, "model_path", None)
+    if model_path and os.path.isfile(model_path):
+        from ..artifact import read_artifact_info
+
+        info = read_artifact_info(model_path).info  # an effnet-written file says its model
+        if info is not None:
+            args.model = info.model
+            return
     if weights:
         record = find_record(weights)
         if record is not None and not Path(weights).exists():
@@ -143,8 +151,16 @@ def add_model_path_argument(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="run this file instead of the cached export: an OpenVINO IR .xml (`effnet quantize -o DIR` writes "
         "DIR/model.xml; `effnet export openvino`), an .onnx file (`effnet export onnx`) or a .tflite file (`effnet "
-        "export tflite`, or made elsewhere); its suffix picks the backend. --model/--weights still give the "
-        "preprocessing and labels",
+        "export tflite`, or made elsewhere); its suffix picks the backend. A file effnet wrote says its model, "
+        "preprocessing, labels and output kind (--model/--weights may be left out, and must agree); for a file "
+        "made elsewhere --model/--weights give the preprocessing and labels",
+    )
+    p.add_argument(
+        "--output-kind",
+        default=None,
+        choices=("prob", "logits"),
+        help="what a --model-path file without effnet metadata outputs: prob, or logits (soft-maxed); "
+        "left out, one probe forward pass decides and refuses rows that are not probabilities",
     )
 
 
@@ -168,7 +184,8 @@ def model_path_options(args: argparse.Namespace) -> dict:
     if not os.path.isfile(path):
         raise EffnetError(f"--model-path {path} does not exist or is not a file")
     args.backend = backend
-    return {"model_path": path}
+    kind = getattr(args, "output_kind", None)
+    return {"model_path": path, **({} if kind is None else {"output_kind": kind})}
 
 
 def add_decode_argument(p: argparse.ArgumentParser, default: str = "pillow") -> None:

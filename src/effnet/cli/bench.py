@@ -178,8 +178,15 @@ def run(args: argparse.Namespace) -> int:
     if args.backend != "auto" and args.backend not in available_backends():
         raise UsageError(f"unknown backend {args.backend!r}; available: auto, {', '.join(available_backends())}")
 
-    source = resolve_source(args.model, False if args.random_weights else args.weights, progress=not args.no_progress)
     options = backend_options(args)
+    # A --model-path file's own description gives the model, preprocessing and labels (and must agree).
+    source = resolve_source(
+        args.model,
+        False if args.random_weights else args.weights,
+        model_path=options.get("model_path"),
+        output_kind=options.pop("output_kind", None),
+        progress=not args.no_progress,
+    )
     start = time.perf_counter()
     backend = create_backend(args.backend, source, **options)
     load_ms = (time.perf_counter() - start) * 1e3

@@ -121,7 +121,7 @@ def _signed(x: float | None) -> str:
     return "" if x is None else f"  ({x:+.2f} vs reference)"
 
 
-def _print_report(report: EvalReport, device: str = "cpu") -> None:
+def _print_report(report: EvalReport, device: str = "cpu", num_classes: int = 1000) -> None:
     ref = report.reference
     subset = f", first {report.total:,} of {report.dataset_size:,}" if report.total < report.dataset_size else ""
     on = "" if device == "cpu" else f" on {device}"
@@ -129,7 +129,10 @@ def _print_report(report: EvalReport, device: str = "cpu") -> None:
     print(f"  data       {report.dataset} [{report.layout}{subset}]")
     print(f"  images     {report.count:,} evaluated, {report.failed:,} failed ({len(report.per_class):,} classes)")
     print(f"  top-1      {report.top1:6.2f} %  ({report.top1_correct:,}/{report.count:,}){_signed(report.delta_top1)}")
-    print(f"  top-5      {report.top5:6.2f} %  ({report.top5_correct:,}/{report.count:,}){_signed(report.delta_top5)}")
+    if num_classes > 5:  # with 5 classes or fewer every image is "right" in its top 5: no figure to show
+        print(
+            f"  top-5      {report.top5:6.2f} %  ({report.top5_correct:,}/{report.count:,}){_signed(report.delta_top5)}"
+        )
     if ref is not None:
         top5 = "n/a" if ref.top5 is None else f"{ref.top5:.2f} %"
         print(f"  reference  top-1 {ref.top1:.2f} %, top-5 {top5} on {ref.dataset} ({ref.source})")
@@ -182,7 +185,7 @@ def _evaluate_on_ray(args: argparse.Namespace, dataset, progress):
 def run(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate, find_dataset
     from ..predict import Classifier
-    from ..source import labels_of
+    from ..source import labels_of, resolve_source
     from . import model_path_options
     from .classify_video import note_skipped_videos
 
@@ -190,7 +193,13 @@ def run(args: argparse.Namespace) -> int:
     model_path = model_path_options(args)
     # The dataset first: a wrong folder fails in a second, before the model loads. Labelled with the model's
     # own classes (from the record or a native file's header): a fine-tuned run's folders and class names.
-    dataset = find_dataset(args.data, annotations=args.annotations, labels=labels_of(args.model, args.weights))
+    # A --model-path file says its own classes (and they must agree with --weights).
+    labels = (
+        resolve_source(args.model, args.weights, model_path=model_path["model_path"], progress=False).labels
+        if model_path
+        else labels_of(args.model, args.weights)
+    )
+    dataset = find_dataset(args.data, annotations=args.annotations, labels=labels)
     note_skipped_videos(args.data, "eval")
     if dataset.unmatched_annotations:
         print(
@@ -204,7 +213,10 @@ def run(args: argparse.Namespace) -> int:
     def progress(p: Progress) -> None:
         bar.update(p.done - bar.n)
         bar.set_postfix_str(
-            f"top1 {p.top1:.2f}% top5 {p.top5:.2f}%" + (f" failed {p.failed}" if p.failed else ""), refresh=False
+            f"top1 {p.top1:.2f}%"
+            + (f" top5 {p.top5:.2f}%" if len(labels) > 5 else "")
+            + (f" failed {p.failed}" if p.failed else ""),
+            refresh=False,
         )
 
     if args.engine == "ray":
@@ -231,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
             )
     if args.json is not None:
         report.write_json(args.json)
-    _print_report(report, device)
+    _print_report(report, device, len(labels))
     if args.engine == "ray":
         for node_run in on_ray.runs:  # each node's backend and device, as its actors reported them
             print(f"  on Ray     {node_run.describe()}")

@@ -206,7 +206,7 @@ def run_tflite(args: argparse.Namespace) -> int:
         made = export_tflite(source, Path(tmp) / "model.tflite", precision=args.precision, calibration=images)
         files = []
         if source.checkpoint is not None:  # random-init weights have no cache entry
-            files.append(str(cache_tflite(source, made, args.precision)))
+            files.append(str(cache_tflite(source, made, args.precision, calibration=images)))
         if args.output is not None:
             out = Path(args.output)
             exp_dir = out.parent

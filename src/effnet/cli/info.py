@@ -7,8 +7,10 @@ import json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from . import add_model_arguments
+
     p = sub.add_parser("info", help="describe a model and its weights", description=__doc__)
-    p.add_argument("--model", default="efficientnet-b5", help="model name (default: %(default)s)")
+    add_model_arguments(p)  # --weights FILE: a fine-tuned file describes itself (and names its model)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
 
@@ -16,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..info import model_info
 
-    info = model_info(args.model)
+    info = model_info(args.model, args.weights)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0

@@ -211,12 +211,14 @@ def run(args: argparse.Namespace) -> int:
         ):
             message = message.replace(field, option)
         raise UsageError(message) from None
-    model_path = model_path_options(args).get("model_path")
+    file_options = model_path_options(args)
+    model_path = file_options.get("model_path")
     options = ServerOptions(
         model=args.model,
         weights=args.weights,
         backend=args.backend,
         model_path=model_path,
+        output_kind=file_options.get("output_kind"),
         precision=args.precision,
         device=args.device,
         name=args.name,

@@ -92,6 +92,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
 
 
+def _model_of(weights: str) -> str:
+    """The model an effnet-native file or a record name says its weights are for (else the default)."""
+    from ..train import TrainConfig
+    from ..weights.native import read_native_info
+    from ..weights.records import find_record
+
+    record = find_record(weights)
+    if record is not None and not Path(weights).exists():
+        return record.model
+    info = read_native_info(weights) if Path(weights).is_file() else None
+    return info.model if info is not None else TrainConfig.model
+
+
 def run(args: argparse.Namespace) -> int:
     from ..train import TrainConfig, TrainError, train
     from ..train.checkpoint import load_checkpoint
@@ -101,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
     given = {
         f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, _DEFAULT) is not _DEFAULT
     }
+    if "model" not in given and given.get("weights") and not args.resume:
+        given["model"] = _model_of(given["weights"])  # the file (or record) says its model, as classify takes it
     output = Path(args.output)
     runtime = {"output": output, "resume": args.resume, "progress": not args.no_progress}
     if not args.resume and "data" not in given:

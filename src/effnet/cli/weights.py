@@ -127,6 +127,8 @@ def _print_entries(entries: list, now: float) -> None:
             f"{_human_size(e.size):>10}  used {_human_age(now - e.last_used):>6} ago  {e.kind:<13} "
             f"{e.model or '?'} {weights}{sha}  {e.path.name}{state}"
         )
+        if e.checkpoint:  # every run's file is "model.safetensors": the path says which run
+            print(f"{'':>10}  from {e.checkpoint}")
 
 
 def run_cache_list(args: argparse.Namespace) -> int:
@@ -146,7 +148,10 @@ def run_cache_prune(args: argparse.Namespace) -> int:
     from ..export.cache import exports_dir, list_entries, prune
 
     older_than = 0.0 if args.all else args.older_than
-    removed = prune(older_than=older_than, max_size=args.max_size, dry_run=args.dry_run)
+    failures: list[str] = []
+    removed = prune(older_than=older_than, max_size=args.max_size, dry_run=args.dry_run, failures=failures)
+    for failure in failures:  # said, never skipped in silence; the rest was pruned all the same
+        print(f"effnet: could not remove {failure}", file=sys.stderr)
     kept = [e for e in list_entries() if all(e.path != r.path for r in removed)]
     freed = sum(e.size for e in removed)
     if args.json:
@@ -158,15 +163,16 @@ def run_cache_prune(args: argparse.Namespace) -> int:
                     "removed": [e.to_dict() for e in removed],
                     "freed": freed,
                     "kept_size": sum(e.size for e in kept),
+                    "failures": failures,
                 }
             )
         )
-        return 0
+        return 1 if failures else 0
     _print_entries(removed, time.time())
     verb = "would remove" if args.dry_run else "removed"
     kept_size = _human_size(sum(e.size for e in kept))
     print(f"{verb} {len(removed)} entries ({_human_size(freed)}); {len(kept)} kept ({kept_size})")
-    return 0
+    return 1 if failures else 0
 
 
 def _records(names: list[str]):

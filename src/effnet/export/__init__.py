@@ -13,7 +13,7 @@ Both have a static 1x3xHxW input by default, like the card's model, so tools tha
 ``$EFFNET_HOME/exports/``.
 """
 
-from ._common import DEFAULT_OPSET, INPUT_NAME, LOGITS_NAME, MIN_OPSET, OUTPUT_NAME, ExportKind
+from ._common import DEFAULT_OPSET, INPUT_NAME, LOGITS_NAME, MIN_OPSET, OUTPUT_NAME, ExportKind, metadata
 from .cache import exported_artifact, exports_dir, int8_model_dir, int8_model_path
 from .graph import prepare_for_export
 from .onnx import MAX_OPSET, export_onnx, onnx_metadata
@@ -29,6 +29,7 @@ __all__ = [
     "ExportKind",
     "prepare_for_export",
     "onnx_metadata",
+    "metadata",
     "export_onnx",
     "export_openvino",
     "exported_artifact",

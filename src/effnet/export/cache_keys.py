@@ -5,19 +5,30 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .._optional import require
-from .._version import __version__
 from ..errors import EffnetError
 from ..source import ModelSource
 from ..weights.digest import file_sha256
 from ._common import ExportKind
+from .code_version import code_fingerprint
 
-__all__ = ["exports_dir", "KEY_SCHEMA", "weights_key", "cache_key", "key_digest", "DEFAULT_OPTIONS", "int8_cache_key"]
+__all__ = [
+    "exports_dir",
+    "KEY_SCHEMA",
+    "weights_key",
+    "cache_key",
+    "key_digest",
+    "DEFAULT_OPTIONS",
+    "int8_cache_key",
+    "calibration_record",
+]
 
 
 def exports_dir() -> Path:
@@ -27,7 +38,9 @@ def exports_dir() -> Path:
     return default_cache_dir() / "exports"
 
 
-KEY_SCHEMA = 2  # 1 (no "schema" field): keyed by record name or by path + size + mtime, never by content
+# 1 (no "schema" field): keyed by record name or by path + size + mtime, never by content. 2: by content, with
+# effnet's version string (the same in every commit). 3: by content and the code's fingerprint.
+KEY_SCHEMA = 3
 
 
 def weights_key(source: ModelSource) -> dict[str, Any]:
@@ -56,7 +69,9 @@ def cache_key(kind: ExportKind, source: ModelSource, options: dict[str, Any]) ->
         # folded into the classifier at load (effnet train's calibration); also in the file's bytes, said here
         "temperature": record.temperature if record is not None else 1.0,
     }
-    versions = {"effnet": __version__, "torch": torch.__version__}
+    # The bytes of the code that writes the artifact (effnet.export.code_version), not the version string,
+    # which stays "0.1.0" across commits that change an export.
+    versions = {"effnet_code": code_fingerprint(), "torch": torch.__version__}
     if kind == "onnx":
         versions["onnx"] = require("onnx", "onnx", "the ONNX export").__version__
     if kind == "openvino":
@@ -94,3 +109,13 @@ def int8_cache_key(source: ModelSource) -> dict[str, Any]:
             "(--weights FILE), or an output directory for the quantized IR"
         )
     return cache_key("openvino", source, {**DEFAULT_OPTIONS["openvino"], "int8": True})
+
+
+def calibration_record(images: Sequence[str | os.PathLike]) -> dict[str, Any]:
+    """Which images calibrated an int8 artifact: their count and one sha256 over their sorted file digests.
+
+    Recorded in the entry, not keyed on: ``--precision int8`` must find the entry without a calibration set,
+    so there is one int8 entry per weights and code, and a re-quantization with other images replaces it.
+    """
+    digests = sorted(file_sha256(Path(p)) for p in images)
+    return {"images": len(digests), "sha256": hashlib.sha256("\n".join(digests).encode()).hexdigest()}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -35,6 +36,7 @@ __all__ = [
     "touch_entry",
     "CacheEntry",
     "list_entries",
+    "is_entry_name",
     "prune",
 ]
 
@@ -58,33 +60,57 @@ def locked_build_dir(root: Path) -> Iterator[Path]:
         lock_path.unlink(missing_ok=True)
 
 
-def remove_stale_builds(root: Path) -> list[Path]:
+def remove_stale_builds(root: Path, failures: list[str] | None = None) -> list[Path]:
     """Remove the ``.building-*`` directories (and lock files) of builders that are gone; return them.
 
     A directory whose lock can be taken has no live builder: its process was killed mid-build (the OS
-    released its flock). One without a lock file predates the lock and is stale too.
+    released its flock). One without a lock file predates the lock and is stale too. A symlink among them
+    was not made by a builder: it is unlinked, never followed (a lock taken through it would lock, and a
+    removal through it would delete, whatever it points at). Whatever cannot be removed is added to
+    ``failures`` (one line each) and the rest is still cleaned.
     """
     removed: list[Path] = []
     if not root.is_dir():
         return removed
     for path in sorted(root.glob(f"{BUILDING}*")):
-        is_lock = path.name.endswith(".lock")
-        lock_path = path if is_lock else path.with_name(path.name + ".lock")
-        if is_lock and path.with_name(path.name[: -len(".lock")]).exists():
-            continue  # handled with its directory
-        lock = FileLock(str(lock_path))
         try:
-            lock.acquire(timeout=0)
-        except LockTimeout:
-            continue  # its builder is alive
-        try:
-            if not is_lock:
-                shutil.rmtree(path, ignore_errors=True)
+            if path.is_symlink():
+                path.unlink()
                 removed.append(path)
-        finally:
-            lock.release()
-            lock_path.unlink(missing_ok=True)
+                continue
+            is_lock = path.name.endswith(".lock")
+            lock_path = path if is_lock else path.with_name(path.name + ".lock")
+            if is_lock and path.with_name(path.name[: -len(".lock")]).exists():
+                continue  # handled with its directory
+            if lock_path.is_symlink():
+                lock_path.unlink()  # not a builder's lock: it never held one
+            lock = FileLock(str(lock_path))
+            try:
+                lock.acquire(timeout=0)
+            except LockTimeout:
+                continue  # its builder is alive
+            try:
+                if not is_lock:
+                    _remove_tree(path)
+                    removed.append(path)
+            finally:
+                lock.release()
+                lock_path.unlink(missing_ok=True)
+        except OSError as e:
+            if failures is not None:
+                failures.append(f"{path}: {e.strerror or e}")
     return removed
+
+
+def _remove_tree(path: Path) -> None:
+    """Delete ``path`` without following symlinks (a link is unlinked); raise if anything stays."""
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+        return
+    errors: list[str] = []
+    shutil.rmtree(path, onerror=lambda _f, p, exc: errors.append(f"{p}: {exc[1]}"))
+    if errors:
+        raise OSError(f"could not remove {errors[0]}" + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))
 
 
 ENTRY_INFO = "export.json"
@@ -123,6 +149,7 @@ class CacheEntry:
     size: int  # bytes on disk
     last_used: float  # seconds since the epoch
     current: bool  # keyed by content (this key schema); False: an old entry no lookup will ever reach
+    checkpoint: str | None = None  # the weights file it was built from, as it was named then
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -134,10 +161,13 @@ class CacheEntry:
             "size": self.size,
             "last_used": self.last_used,
             "current": self.current,
+            "checkpoint": self.checkpoint,
         }
 
 
 def _tree_size(path: Path) -> int:
+    if path.is_symlink():
+        return 0  # not followed: what it points at is not the cache's
     total = 0
     for p in path.rglob("*"):
         with contextlib.suppress(OSError):
@@ -147,7 +177,7 @@ def _tree_size(path: Path) -> int:
 
 
 def _entry(path: Path) -> CacheEntry:
-    info_file = _info_file(path)
+    info_file = None if path.is_symlink() else _info_file(path)
     info: dict[str, Any] = {}
     if info_file is not None:
         with contextlib.suppress(OSError, ValueError):
@@ -166,17 +196,32 @@ def _entry(path: Path) -> CacheEntry:
         weights=info.get("weights_label") or (info.get("weights") if isinstance(info.get("weights"), str) else None),
         sha256=weights.get("sha256"),
         size=_tree_size(path),
-        last_used=(info_file or path).stat().st_mtime,
+        last_used=(info_file or path).lstat().st_mtime,
         current=key.get("schema") == KEY_SCHEMA,
+        checkpoint=info.get("checkpoint") if isinstance(info.get("checkpoint"), str) else None,
     )
 
 
+# What effnet names an entry: MODEL-KIND-DIGEST (effnet.export.cache, quantize, tflite). Anything else in the
+# folder (a user's notes, another tool's files) is not listed, and never pruned.
+_ENTRY_NAME = re.compile(
+    r"^[a-z0-9][a-z0-9_.]*(-[a-z0-9_.]+)*-(onnx|openvino|openvino-int8|tflite-[a-z0-9-]+)-[0-9a-f]{20}$"
+)
+
+
+def is_entry_name(name: str) -> bool:
+    return bool(_ENTRY_NAME.match(name))
+
+
 def list_entries(cache_dir: Path | None = None) -> list[CacheEntry]:
-    """The finished entries of the export cache, least recently used first (builds in progress are not listed)."""
+    """The finished entries of the export cache, least recently used first (builds in progress are not listed).
+
+    Only what effnet names as an entry; a symlinked entry is listed (and pruned by unlinking it), not entered.
+    """
     root = cache_dir or exports_dir()
     if not root.is_dir():
         return []
-    entries = [_entry(p) for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    entries = [_entry(p) for p in root.iterdir() if is_entry_name(p.name) and (p.is_symlink() or p.is_dir())]
     return sorted(entries, key=lambda e: (e.last_used, e.path.name))
 
 
@@ -186,13 +231,16 @@ def prune(
     older_than: float | None = None,
     max_size: int | None = None,
     dry_run: bool = False,
+    failures: list[str] | None = None,
 ) -> list[CacheEntry]:
     """Remove export-cache entries; return the removed (or, ``dry_run``, the would-be-removed) ones.
 
     Always: entries with an old key (no lookup reaches them), builds left by killed processes, and sha256
     index entries of files that are gone. ``older_than`` (seconds): entries not used for that long.
     ``max_size`` (bytes): then the least recently used entries until the rest fit.
-    An entry is first renamed to a ``.building-*`` name (no process can pick it up from there), then deleted.
+    An entry is first renamed to a ``.building-*`` name (no process can pick it up from there), then deleted;
+    a symlinked entry is unlinked. Only entries effnet names (:func:`is_entry_name`) are touched. What could
+    not be removed goes to ``failures`` (one line each), and the rest is still pruned.
     """
     root = cache_dir or exports_dir()
     now = time.time()
@@ -208,14 +256,26 @@ def prune(
             total -= e.size
     if dry_run:
         return doomed
+    failed = failures if failures is not None else []
+    removed: list[CacheEntry] = []
     for e in doomed:
-        trash = root / f"{BUILDING}pruned-{uuid.uuid4().hex[:16]}"
         try:
-            os.rename(e.path, trash)
-        except FileNotFoundError:
-            continue  # another prune got it
-        shutil.rmtree(trash, ignore_errors=True)
-    with contextlib.suppress(OSError):
-        remove_stale_builds(root)
+            if e.path.is_symlink():
+                e.path.unlink()
+                removed.append(e)
+                continue
+            trash = root / f"{BUILDING}pruned-{uuid.uuid4().hex[:16]}"
+            try:
+                os.rename(e.path, trash)
+            except FileNotFoundError:
+                continue  # another prune got it
+            removed.append(e)
+            _remove_tree(trash)
+        except OSError as err:
+            failed.append(f"{e.path}: {err.strerror or err}")
+    remove_stale_builds(root, failed)
+    try:
         prune_index()
-    return doomed
+    except OSError as err:
+        failed.append(f"the sha256 index: {err.strerror or err}")
+    return removed

@@ -96,7 +96,7 @@ def onnx_bytes(
 def onnx_metadata(source: ModelSource, *, logits: bool = False, dynamic: bool = False) -> dict[str, str]:
     """``metadata_props`` of an export: everything a consumer needs to feed it and read it."""
     return {
-        **metadata(source),
+        **metadata(source, output=LOGITS_NAME if logits else OUTPUT_NAME, artifact="onnx"),
         "output": LOGITS_NAME if logits else OUTPUT_NAME,
         "channel_order": source.preprocess.channel_order,
         "normalization": "(pixel - mean) / std on 0-255 pixel values",

@@ -49,7 +49,7 @@ def ov_model(source: ModelSource, batch_size: int | None) -> Any:
     model = ppp.build()
     model.set_friendly_name(source.model)
     info = {
-        **metadata(source),
+        **metadata(source, output=OUTPUT_NAME, artifact="openvino"),
         "output": OUTPUT_NAME,
         "channel_order": "BGR",
         "pixel_range": "0-255 (raw, mean/scale inside the graph)",

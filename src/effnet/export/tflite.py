@@ -22,9 +22,12 @@ extra; running a file needs only the runtime (``ai-edge-litert``).
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
 import json
 import os
 import shutil
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +42,7 @@ from ..fileio import atomic_write, writable_dir
 from ..source import ModelSource
 from ._common import OUTPUT_NAME, load_model, metadata
 from .cache import cache_key, exports_dir, key_digest, locked_build_dir
+from .cache_keys import calibration_record
 from .graph import prepare_for_export
 
 __all__ = [
@@ -80,7 +84,7 @@ def tflite_metadata(source: ModelSource, precision: str) -> dict[str, Any]:
     """The sidecar of a ``.tflite``: effnet's export metadata and the input convention of this file."""
     size = source.preprocess.input_size
     return {
-        **metadata(source),
+        **metadata(source, output=OUTPUT_NAME, artifact=f"tflite-{precision}"),
         "format": "tflite",
         "precision": precision,
         "input": TFLITE_INPUT,
@@ -298,17 +302,52 @@ def tflite_model_path(source: ModelSource, precision: str, cache_dir: Path | Non
     return path
 
 
-def cache_tflite(source: ModelSource, made: Path, precision: str, cache_dir: Path | None = None) -> Path:
-    """Put an exported ``.tflite`` (and its sidecar) into the cache, complete or not at all; returns its path."""
+def converter_versions() -> dict[str, str | None]:
+    """The versions of the packages that convert to ``.tflite`` (None: not installed here)."""
+    found: dict[str, str | None] = {}
+    for name in ("litert-torch", "ai-edge-litert"):
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def cache_tflite(
+    source: ModelSource,
+    made: Path,
+    precision: str,
+    cache_dir: Path | None = None,
+    *,
+    calibration: Sequence[Path] | None = None,
+) -> Path:
+    """Put an exported ``.tflite`` (and its sidecar) into the cache, complete or not at all; returns its path.
+
+    The entry records the converter's versions and the calibration images beside its key. They are not
+    in the entry's name: the runtime-only install that looks the file up (``--backend litert``) has no
+    converter, so it could not compute them; a re-export (another converter, other calibration images)
+    replaces the entry, and says so when the calibration changed.
+    """
     entry = tflite_model_dir(source, precision, cache_dir)
     root = entry.parent
     root.mkdir(parents=True, exist_ok=True)
     key = cache_key("tflite", source, {"precision": precision})
+    key["versions"] = {**key["versions"], **converter_versions()}
+    if calibration:
+        key["calibration_set"] = calibration_record(calibration)
     with locked_build_dir(root) as building:
         shutil.copyfile(made, building / _FILE)
         shutil.copyfile(made.with_suffix(".json"), building / Path(_FILE).with_suffix(".json"))
         (building / "export.json").write_text(json.dumps(key, indent=2, sort_keys=True) + "\n")
         if entry.exists():
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                before = json.loads((entry / "export.json").read_text()).get("calibration_set")
+                if before and before != key.get("calibration_set"):
+                    print(
+                        f"effnet: note: replacing the {precision} .tflite in {entry} (calibrated on "
+                        f"{before.get('images')} other images)",
+                        file=sys.stderr,
+                    )
             shutil.rmtree(entry)  # a re-export (new calibration) replaces the old entry
         os.rename(building, entry)
     return entry / _FILE

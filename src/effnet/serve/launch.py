@@ -33,6 +33,7 @@ class ServerOptions:
     backend: str = "auto"  # as the CLI: the fastest installed backend (effnet.backends.AUTO_RANKING)
     precision: str | None = None  # None: the backend's default, which it reports in /v2/models/{name}
     model_path: str | None = None  # an exported/quantized file to run instead of the cached export
+    output_kind: str | None = None  # what a model_path file without effnet metadata outputs (prob, logits)
     device: str = "cpu"  # cpu, cuda, cuda:N, auto (effnet.device)
     name: str | None = None  # model name in the v2 API; default: the model name
     threads: int | None = None  # intra-op threads per worker; default: the cores divided among workers
@@ -65,6 +66,8 @@ def load_model(options: ServerOptions) -> ServedModel:
         backend_options["precision"] = options.precision
     if options.model_path is not None:
         backend_options["model_path"] = options.model_path
+    if options.output_kind is not None:
+        backend_options["output_kind"] = options.output_kind
     classifier = Classifier(
         options.model,
         options.weights,
@@ -146,7 +149,10 @@ def serve(options: ServerOptions) -> None:
         return
     from ..source import resolve_source
 
-    resolve_source(options.model, options.weights, progress=False)  # fail early, before forking workers
+    # fail early, before forking workers
+    resolve_source(
+        options.model, options.weights, model_path=options.model_path, output_kind=options.output_kind, progress=False
+    )
     os.environ[ENV_OPTIONS] = options.to_json()
     print(
         f"effnet serve: {options.model} in {options.workers} worker processes on {where}", file=sys.stderr, flush=True

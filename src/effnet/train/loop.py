@@ -108,7 +108,15 @@ def _train(cfg: TrainConfig, world: World, device: torch.device, on_epoch: Epoch
         nn.init.zeros_(classifier.bias)
     fit: ProbeFit | None = None
     probe_s = 0.0
-    if state is None and cfg.probe and classifier is not None and new_head:
+    # --freeze body from a file with these classes (a fine-tuned run) refits its classifier by the probe too,
+    # unless an earlier probe already cut the network (its stage is fixed): then SGD, and that is said.
+    refit = new_head or (body_frozen and cfg.probe and net.embedding_stage is None)
+    if body_frozen and cfg.probe and not refit:
+        say(
+            world,
+            f"--freeze body: {cfg.weights} already ends at stage {net.embedding_stage}; training its classifier by SGD",
+        )
+    if state is None and cfg.probe and classifier is not None and refit:
         start = time.perf_counter()
         fit = linear_probe(net.to(device), train_samples, preprocess, classes, world, device, cfg, batch)
         if fit.embedding_stage is not None:
@@ -136,7 +144,7 @@ def _train(cfg: TrainConfig, world: World, device: torch.device, on_epoch: Epoch
     val_loader = make_loader(val_set, batch, world, cfg, False)
     sampler: GlobalBatchSampler = train_loader.batch_sampler
     steps_per_epoch = len(sampler)
-    probe_only = body_frozen and cfg.probe and new_head
+    probe_only = body_frozen and cfg.probe and classifier is not None and refit
     # The schedule is sized in optimizer steps: a small folder still gets min_steps updates.
     epochs = 0 if probe_only else max(cfg.epochs, -(-cfg.min_steps // steps_per_epoch))
     total = max(1, epochs * steps_per_epoch)

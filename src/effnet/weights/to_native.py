@@ -47,6 +47,7 @@ __all__ = [
     "timm_name",
     "convert_to_native",
     "read_as_native",
+    "assumed",
     "shape_problems",
 ]
 
@@ -82,7 +83,13 @@ CONVENTIONS: tuple[str, ...] = ("tf", "pytorch", "lukemelas", "torchvision")
 _TIMM_CROP_PCT = 0.875
 # A timm model name in a file or folder name: tf_efficientnet_b5_ap-9e82fae8.pth, efficientnet_b0_ra-3dd342df.pth,
 # models--timm--tf_efficientnet_lite0.in1k (a Hugging Face cache folder).
-_TIMM_NAME = re.compile(r"(?:^|[^a-z0-9])(tf_)?efficientnet_(b\d|lite\d)(?:[._]([a-z0-9_]+))?")
+# A timm / gen-efficientnet model name as the WHOLE stem (anchored: "efficientnet_lite0_tf_port" is not
+# timm's efficientnet_lite0): the architecture, then timm's ".TAG" (ra_in1k, ap_in1k...) or gen-efficientnet's
+# "_TAG" (aa, ra, ap, ns...), then the published "-HASH8" its release files carry.
+_TIMM_NAME = re.compile(
+    r"^(tf_)?efficientnet_(b\d|lite\d)(?:\.([a-z0-9_]+)|_(aa|ra\d?|ap|ns|ns_jft|advprop|in1k))?(?:-[0-9a-f]{8})?$"
+)
+_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt", ".tar")
 
 
 @dataclass(frozen=True)
@@ -125,11 +132,13 @@ def timm_name(path: Path) -> tuple[bool, str, str] | None:
     """(TF port?, architecture such as ``b0``/``lite0``, tag such as ``ap``/``ra``) from the timm model name
     in ``path``'s file name or its Hugging Face cache folder (``models--timm--NAME/snapshots/*/model.safetensors``);
     None if neither has one."""
-    hub = [p.name for p in path.parents if p.name.startswith("models--")]
-    for part in (path.name, *hub[:1]):
-        m = _TIMM_NAME.search(part.lower())
+    hub = [p.name.split("--")[-1] for p in path.parents if p.name.startswith("models--")]
+    name = path.name.lower()
+    stem = next((name[: -len(s)] for s in _FILE_SUFFIXES if name.endswith(s)), name)
+    for part in (stem, *(h.lower() for h in hub[:1])):
+        m = _TIMM_NAME.match(part)
         if m:
-            return bool(m.group(1)), m.group(2), (m.group(3) or "")
+            return bool(m.group(1)), m.group(2), (m.group(3) or m.group(4) or "")
     return None
 
 
@@ -295,6 +304,17 @@ def read_as_native(
         source=record.name if record is not None else f"{fmt}:{src.name}",
     )
     return state, info
+
+
+def assumed(info: NativeInfo, path: Path) -> str:
+    """What the one rule for files made elsewhere assumed about ``path`` (said once on stderr by its users:
+    `weights convert`, and `--weights FILE` through effnet.source)."""
+    p = info.preprocess
+    return (
+        f"{path} matches no record; read as {info.source.split(':')[0]} weights for {info.model}: padding "
+        f"{info.padding}, BN eps {info.bn_eps:g}, mean {list(p.mean)}, std {list(p.std)}, resize {p.resize_size} "
+        f"-> crop {p.input_size} {p.interpolation}"
+    )
 
 
 def convert_to_native(
