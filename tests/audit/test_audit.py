@@ -1,10 +1,9 @@
 """effnet audit end to end on folders built from the 100 sample photos (animal vs object, as in tests/train).
 
 One CLI run (session fixture) audits: the 100 photos in their class folders with 10 of them in the wrong
-folder, 3 JPEG re-encoded and 1 centre-cropped copy of other photos, 1 byte-identical copy, a truncated and
-a non-image .jpg; and a --val folder with 2 re-encoded copies of data photos and 2 distinct... none left, so
-val holds copies and a mirrored copy only. Expected values come from how the folders were built, never
-from the audit's own output.
+folder, 3 JPEG-re-encoded copies and 1 re-encoded 90 % centre crop of other photos, 1 byte-identical copy, a
+truncated and a non-image .jpg; and a --val folder of 3 re-encoded copies of DATA photos. Expected values come
+from how the folders were built, never from the audit's own output.
 """
 
 from __future__ import annotations
@@ -167,9 +166,10 @@ def test_embeddings_are_cached_by_content(sample_images, tmp_path, monkeypatch, 
     assert (first.rows == again.rows).all()
 
 
-def test_train_says_when_val_leaks_and_labels_look_wrong(sample_images, tiny_weights, tmp_path):
+def test_train_says_when_val_leaks_into_train(sample_images, tiny_weights, tmp_path):
     # 8 + 8 training photos with 2 in the wrong folder, and a validation folder holding a re-encoded copy
-    # of a training photo beside 2 distinct photos: train's probe pass names both (the 64 px tiny weights).
+    # of a training photo beside 2 distinct photos: train's probe pass names the leak (the 64 px tiny weights;
+    # their probe is too weak for the label line, which needs an out-of-sample accuracy of 80 %).
     index = class_index()
     animals = [p for p in sample_images if task_label(p, index) == "animal"]
     objects = [p for p in sample_images if task_label(p, index) == "object"]
@@ -186,7 +186,7 @@ def test_train_says_when_val_leaks_and_labels_look_wrong(sample_images, tiny_wei
     result = run_cli(
         "train", str(data), "--val", str(val), "--output", str(tmp_path / "run"), "--freeze", "body",
         "--model", "efficientnet-lite0", "--weights", str(tiny_weights), "--workers", "0",
+        timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "data check: 1 validation images are near-duplicates" in result.stderr
-    assert "look mislabelled" in result.stderr

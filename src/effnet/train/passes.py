@@ -132,10 +132,6 @@ def check_data(
     """Say (rank 0, stderr) when the probe's embeddings show likely label errors or train/val leakage
     (:func:`effnet.train.datacheck.train_data_lines`); the validation images' head embedding is one extra
     forward pass over the validation split, on every rank (it gathers)."""
-    import importlib.util
-
-    if importlib.util.find_spec("cleanlab") is None or importlib.util.find_spec("faiss") is None:
-        return
     from .datacheck import train_data_lines
 
     candidates, y = embedded
