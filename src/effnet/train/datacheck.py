@@ -239,8 +239,8 @@ def train_data_lines(
     """``effnet train``'s data check, from the embeddings its probe computed: how many training images the
     out-of-sample probe (the probe's embedding and L2, stratified folds) assigns to another class (the rule
     of cleanlab's ``predicted_neq_given``), and how many validation images are near-duplicates of a training
-    image. Plain torch, no faiss or cleanlab: train forks DataLoader workers after this, and a library's
-    OpenMP pool started in the parent is not fork-safe; the validation split is small enough for a matmul."""
+    image. Plain torch, no faiss or cleanlab: faiss-cpu brings a second OpenMP runtime, and train forks
+    DataLoader workers after this; the validation split is small enough for a chunked matmul."""
     lines = []
     labels = y.numpy()
     k = int(min(10, np.bincount(labels, minlength=num_classes)[np.unique(labels)].min()))
