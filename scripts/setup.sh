@@ -8,7 +8,7 @@ py=.venv/bin/python
 $py -m pip install -q --upgrade pip
 # The CPU build of torch first: a bare `torch` requirement would resolve to a multi-GB CUDA build.
 $py -m pip install -q torch==2.13.0
-$py -m pip install -q -e ".[onnx,openvino,quantize,serve,ray,litert-runtime,explain,plots,video,test]"
+$py -m pip install -q -e ".[onnx,openvino,quantize,serve,ray,litert-runtime,explain,plots,video,audit,test]"
 # Reference implementations for the parity tests only. --no-deps: they declare torchvision,
 # which would pull a CUDA torch; neither needs it for what the tests use.
 $py -m pip install -q --no-deps geffnet==1.0.2 efficientnet_pytorch==0.7.1

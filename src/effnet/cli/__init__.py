@@ -18,7 +18,7 @@ from .._version import __version__
 from ..errors import EffnetError
 
 # Subcommand modules, in help order.
-COMMANDS = ("classify", "explain", "info", "weights", "eval", "train", "serve", "export", "bench", "quantize")
+COMMANDS = ("classify", "explain", "info", "weights", "eval", "train", "audit", "serve", "export", "bench", "quantize")
 
 
 DEFAULT_MODEL = "efficientnet-b5"

@@ -23,7 +23,7 @@ from ..fileio import check_replaceable_dir, whole_dir
 from ..preprocess import load_image
 from .report import EvalReport
 
-__all__ = ["write_html_report", "REPORT_FILE", "WORST_CLASSES"]
+__all__ = ["write_html_report", "REPORT_FILE", "WORST_CLASSES", "THUMB_PX", "thumbnail"]
 
 REPORT_FILE = "report.html"
 WORST_CLASSES = 20
@@ -140,7 +140,7 @@ def _topk_figure(plt: Any, r: EvalReport) -> Any:
     return fig
 
 
-def _thumbnail(path: str) -> str | None:
+def thumbnail(path: str) -> str | None:
     """A small JPEG ``data:`` URI of an image, or None when the file cannot be read now."""
     try:
         image = load_image(path)
@@ -164,7 +164,7 @@ def _misses_html(r: EvalReport) -> str:
     for c in _worst_classes(r):
         cells = []
         for miss in by_class.get(c.index, [])[:THUMBS_PER_CLASS]:
-            uri = _thumbnail(miss.path)
+            uri = thumbnail(miss.path)
             predicted = miss.top5[0]
             caption = html.escape(_short(label_of.get(predicted, f"class {predicted}"), 18))
             img = (

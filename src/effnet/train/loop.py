@@ -30,7 +30,7 @@ from .config import SMALL_DATA, TrainConfig, TrainError, auto_batch_size, auto_m
 from .data import Augment, GlobalBatchSampler, ImageDataset, majority_baseline, split_datasets
 from .distributed import World, all_reduce_sum, setup, teardown
 from .optim import ema_update, epoch_seed, is_bn, lr_at, param_groups, resolve_device
-from .passes import device_batches, embedding_name, linear_probe, make_loader, validate
+from .passes import check_data, device_batches, embed_samples, embedding_name, make_loader, probe_on, validate
 from .probe import ProbeFit
 from .runfiles import calibration_line, epoch_line, load_saved, say, write_plots, write_run_file
 
@@ -118,7 +118,9 @@ def _train(cfg: TrainConfig, world: World, device: torch.device, on_epoch: Epoch
         )
     if state is None and cfg.probe and classifier is not None and refit:
         start = time.perf_counter()
-        fit = linear_probe(net.to(device), train_samples, preprocess, classes, world, device, cfg, batch)
+        embedded = embed_samples(net.to(device), train_samples, preprocess, world, device, cfg, batch)
+        fit = probe_on(embedded, len(classes), cfg.seed)
+        check_data(net, embedded, fit, val_samples, preprocess, world, device, cfg, batch, len(classes))
         if fit.embedding_stage is not None:
             net.truncate(fit.embedding_stage)  # the probe reads an intermediate stage: the network ends there
         layer = cast(nn.Linear, net.classifier)  # new_head: a Linear (truncate made a new one, on the CPU)

@@ -3,12 +3,14 @@ linear probe and choosing which embedding it reads (:mod:`effnet.train.probe`), 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from ..evaluate.datasets import Sample
 from ..model import EfficientNet
@@ -21,8 +23,11 @@ __all__ = [
     "PROBE_STAGES",
     "make_loader",
     "device_batches",
+    "probe_taps",
     "embedding_name",
-    "linear_probe",
+    "probe_on",
+    "embed_samples",
+    "check_data",
     "Validation",
     "validate",
 ]
@@ -56,31 +61,46 @@ def device_batches(
         yield x.to(device, non_blocking=True, memory_format=fmt), y.to(device, non_blocking=True)
 
 
+def probe_taps(net: EfficientNet) -> tuple[list[int | None], list[int]]:
+    """The probe's candidate embeddings of ``net`` and their widths: the head convolution's first (kept on
+    equal scores), then the outputs of the last ``PROBE_STAGES`` stages, deepest first."""
+    last = len(net.stages)
+    taps: list[int | None] = [None, *range(last - 1, max(-1, last - 1 - PROBE_STAGES), -1)]
+    return taps, [net.num_features if t is None else net.plan.stage_channels[t] for t in taps]
+
+
 def embedding_name(stage: int | None) -> str:
     return "head" if stage is None else f"stage {stage}"
 
 
+def probe_on(embedded: tuple[dict[int | None, torch.Tensor], torch.Tensor], num_classes: int, seed: int) -> ProbeFit:
+    """The linear probe on the best of the embedded candidates: L-BFGS logistic regression
+    (:mod:`effnet.train.probe`) on the embeddings of :func:`embed_samples`."""
+    candidates, y_all = embedded
+    return select_embedding({t: [x] for t, x in candidates.items()}, y_all, num_classes, seed=seed)
+
+
 @torch.no_grad()
-def linear_probe(
+def embed_samples(
     net: EfficientNet,
     samples: Sequence[Sample],
     preprocess: Any,
-    classes: tuple[str, ...],
     world: World,
     device: torch.device,
     cfg: TrainConfig,
     batch: int,
-) -> ProbeFit:
-    """Embed every training image once (the eval transform, the body in eval mode), split over the ranks,
-    and fit the classifier by L-BFGS logistic regression (:mod:`effnet.train.probe`)."""
+    only: Sequence[int | None] | None = None,
+) -> tuple[dict[int | None, torch.Tensor], torch.Tensor]:
+    """The probe's candidate embeddings (or ``only`` these taps) of every sample, gathered from the ranks in
+    the samples' order, and their labels."""
     dataset = ImageDataset(samples, preprocess, train=False, augment=Augment(), seed=cfg.seed)
     loader = make_loader(dataset, batch, world, cfg, False)
     was = net.training
     net.eval()
-    # The head convolution's embedding first (kept on equal scores), then the last PROBE_STAGES stages' outputs.
-    last = len(net.stages)
-    taps: list[int | None] = [None, *range(last - 1, max(-1, last - 1 - PROBE_STAGES), -1)]
-    widths = [net.num_features if t is None else net.plan.stage_channels[t] for t in taps]
+    taps, widths = probe_taps(net)
+    if only is not None:
+        widths = [w for t, w in zip(taps, widths, strict=True) if t in only]
+        taps = [t for t in taps if t in only]
     parts, labels = [], []
     for x, y in device_batches(loader, device, cfg.channels_last):
         parts.append(torch.cat(net.pooled_embeddings(x, taps), dim=1).float().cpu())
@@ -94,8 +114,35 @@ def linear_probe(
     inverse = torch.empty_like(order)
     inverse[order] = torch.arange(len(order))
     x_all, y_all = x_all[inverse], y_all[inverse]
-    candidates = dict(zip(taps, x_all.split(widths, dim=1), strict=True))
-    return select_embedding({t: [x] for t, x in candidates.items()}, y_all, len(classes), seed=cfg.seed)
+    return dict(zip(taps, x_all.split(widths, dim=1), strict=True)), y_all
+
+
+def check_data(
+    net: EfficientNet,
+    embedded: tuple[dict[int | None, torch.Tensor], torch.Tensor],
+    fit: ProbeFit,
+    val_samples: Sequence[Sample],
+    preprocess: Any,
+    world: World,
+    device: torch.device,
+    cfg: TrainConfig,
+    batch: int,
+    num_classes: int,
+) -> None:
+    """Say (rank 0, stderr) when the probe's embeddings show likely label errors or train/val leakage
+    (:func:`effnet.train.datacheck.train_data_lines`); the validation images' head embedding is one extra
+    forward pass over the validation split, on every rank (it gathers)."""
+    from .datacheck import train_data_lines
+
+    candidates, y = embedded
+    val_head = None
+    if val_samples:
+        val_head = embed_samples(net, val_samples, preprocess, world, device, cfg, batch, only=[None])[0][None]
+    if world.is_main and cfg.progress:
+        for line in train_data_lines(
+            candidates[fit.embedding_stage], y, num_classes, fit.l2, cfg.seed, candidates[None], val_head
+        ):
+            tqdm.write(line, file=sys.stderr)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-__all__ = ["ProbeFit", "L2_GRID", "fit_logistic", "cross_validate", "fit_probe", "select_embedding"]
+__all__ = ["ProbeFit", "L2_GRID", "fit_logistic", "cross_validate", "fit_probe", "select_embedding", "one_thread"]
 
 # Penalty 0.5 * l2 * ||W||^2 added to the mean cross-entropy: sklearn's C = 1 / (l2 * N).
 L2_GRID: tuple[float, ...] = (1e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
@@ -117,7 +117,7 @@ def cross_validate(
 
 
 @contextmanager
-def _one_thread() -> Iterator[None]:
+def one_thread() -> Iterator[None]:
     """Run the solver on one intra-op thread. The problems are tiny (N x D with N in the tens to thousands):
     splitting each small matmul over threads costs more than the math, and on a busy machine every parallel
     region waits for a descheduled thread. Measured on the 2-core VM while another job ran: one 48-image
@@ -135,7 +135,7 @@ def fit_probe(
 ) -> ProbeFit:
     """Choose the L2 strength by cross-validation (lowest held-out NLL; ties: the stronger penalty), then
     fit on every view of every image."""
-    with _one_thread():
+    with one_thread():
         return _fit_probe(views, y, num_classes, seed=seed, grid=grid)
 
 

@@ -1,0 +1,146 @@
+"""The audit's one pass over the images: each file's bytes hashed (exact duplicates, the cache key), its size
+read from its header (tiny images), and its probe embeddings computed through the bulk pipeline
+(:func:`effnet.pipeline.iter_batches`: decode-ahead threads, the record's crop) — or read from the cache.
+
+The embedding cache (``$EFFNET_HOME/embeddings/<key>/``) is keyed like the export cache: by the content of
+the weights (their sha256, :func:`effnet.export.cache.weights_key`), the model, the preprocessing and the
+embeddings taken; inside it one ``<sha256 of the image's bytes>.npy`` per image, so a renamed or copied image
+is not embedded twice, and an edited one is embedded again. Each entry is written whole (temp, then rename).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .._version import __version__
+from ..errors import EffnetError
+from ..fileio import atomic_write
+from ..pipeline import iter_batches
+from ..preprocess import normalize
+from ..source import ModelSource
+from ..train.passes import probe_taps
+from ..weights.download import default_cache_dir
+
+__all__ = ["FileFacts", "file_facts", "Embeddings", "embed_images", "EMBEDDINGS_DIR"]
+
+EMBEDDINGS_DIR = "embeddings"
+_SCHEMA = "effnet.embeddings/1"
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    sha256: str | None  # None: the file could not be read
+    size: int
+    width: int | None  # from the header; None when Pillow cannot identify the file
+    height: int | None
+
+
+def file_facts(path: Path) -> FileFacts:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return FileFacts(None, 0, None, None)
+    size: tuple[int, int] | None = None
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            size = im.size
+    except Exception:  # noqa: BLE001 - any header Pillow rejects: the decode pass names the reason
+        size = None
+    digest = hashlib.sha256(data).hexdigest()
+    return FileFacts(digest, len(data), None if size is None else size[0], None if size is None else size[1])
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    taps: tuple[int | None, ...]  # the stage of each block of columns (None: the head convolution)
+    widths: tuple[int, ...]
+    rows: np.ndarray  # [N, sum(widths)] float32; NaN rows for the images that failed
+    errors: dict[int, str]  # image index -> why it could not be decoded
+    cached: int  # rows read from the cache
+
+    def block(self, tap: int | None) -> np.ndarray:
+        start = sum(self.widths[: self.taps.index(tap)])
+        return self.rows[:, start : start + self.widths[self.taps.index(tap)]]
+
+
+def _cache_dir(source: ModelSource, taps: Sequence[int | None]) -> Path | None:
+    if source.checkpoint is None:  # random init: different weights on every run
+        return None
+    from ..export.cache import key_digest, weights_key
+
+    key = {
+        "schema": _SCHEMA,
+        "model": source.model,
+        "weights": weights_key(source),
+        "build": {k: v for k, v in source.build_kwargs().items() if k != "num_classes"},
+        "preprocess": source.preprocess.to_dict(),
+        "taps": [t for t in taps],
+        "versions": {"effnet": __version__, "torch": torch.__version__},
+    }
+    return default_cache_dir() / EMBEDDINGS_DIR / key_digest(json.loads(json.dumps(key, default=str)))
+
+
+def embed_images(
+    paths: Sequence[Path],
+    facts: Sequence[FileFacts],
+    source: ModelSource,
+    *,
+    batch_size: int = 32,
+    workers: int | None = None,
+    cache: bool = True,
+) -> Embeddings:
+    """The probe's candidate embeddings of every image (rows in ``paths`` order)."""
+    net = source.build_model().eval()
+    taps, widths = probe_taps(net)
+    rows = np.full((len(paths), sum(widths)), np.nan, dtype=np.float32)
+    directory = _cache_dir(source, taps) if cache else None
+    todo: list[int] = []
+    cached = 0
+    for i, f in enumerate(facts):
+        entry = directory / f"{f.sha256}.npy" if directory is not None and f.sha256 else None
+        if entry is not None and entry.is_file():
+            try:
+                rows[i] = np.load(entry)
+                cached += 1
+                continue
+            except (OSError, ValueError):  # a damaged entry: embed again, and overwrite it
+                pass
+        todo.append(i)
+    if directory is not None and todo:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise EffnetError(f"cannot write the embedding cache {directory}: {e.strerror or e}") from None
+    errors: dict[int, str] = {}
+    with torch.inference_mode():
+        for batch in iter_batches(
+            todo, source.preprocess, batch_size=batch_size, workers=workers, image_of=lambda i: paths[i]
+        ):
+            for d in batch.failed:
+                errors[d.item] = d.error or "unreadable"
+            good = batch.good
+            if not good:
+                continue
+            x = torch.from_numpy(normalize(np.stack([d.crop for d in good]), source.preprocess))
+            out = torch.cat(net.pooled_embeddings(x, taps), dim=1).float().numpy()
+            for d, row in zip(good, out, strict=True):
+                rows[d.item] = row
+                sha = facts[d.item].sha256
+                if directory is not None and sha:
+                    atomic_write(directory / f"{sha}.npy", functools.partial(_save_npy, row=row), "embedding")
+    return Embeddings(tuple(taps), tuple(widths), rows, errors, cached)
+
+
+def _save_npy(path: Path, row: np.ndarray) -> None:
+    with open(path, "wb") as f:
+        np.save(f, row)

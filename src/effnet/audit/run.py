@@ -1,0 +1,192 @@
+"""``audit(DATA)``: what is wrong with a folder of labelled images, found from its embeddings; DATA is only read.
+
+One pass embeds every image (:mod:`effnet.audit.embed`); the checks of :mod:`effnet.train.datacheck` then
+find likely wrong labels (out-of-sample probabilities of the cross-validated probe on the embedding ``effnet
+train``'s probe would choose, ranked by cleanlab), exact and near-duplicates, leakage into ``--val``,
+outliers, unreadable and tiny images, and the class balance.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..evaluate.datasets import Sample, find_class_folders
+from ..source import resolve_source, weights_label
+from ..train.datacheck import (
+    NEAR_DUPLICATE,
+    duplicate_groups,
+    ensemble_probs,
+    group_folds,
+    label_issues,
+    nearest,
+    outlier_scores,
+    unit_rows,
+)
+from ..train.passes import embedding_name
+from .embed import embed_images, file_facts
+
+__all__ = ["AuditReport", "audit", "TINY_PX", "DUPLICATE_TAP", "IMBALANCE"]
+
+TINY_PX = 32  # shorter side below this: upscaled more than 7x to a 224 px crop, little left to learn from
+IMBALANCE = 10.0  # largest / smallest class above this is reported as an imbalance
+# The embedding the duplicate, leakage and outlier checks read: the head convolution's, the candidate with
+# the widest gap between copies of a photo and distinct photos (benchmarks/audit_thresholds.py, docs/audit.md).
+DUPLICATE_TAP: int | None = None
+
+
+@dataclass
+class AuditReport:
+    data: str
+    val: str | None
+    model: str
+    weights: str
+    classes: dict[str, dict[str, Any]]
+    label_embedding: str = ""
+    label_cv_accuracy: float | None = None
+    label_issues: list[dict[str, Any]] = field(default_factory=list)
+    duplicates: list[dict[str, Any]] = field(default_factory=list)
+    leakage: list[dict[str, Any]] = field(default_factory=list)
+    outliers: list[dict[str, Any]] = field(default_factory=list)
+    unreadable: list[dict[str, Any]] = field(default_factory=list)
+    tiny: list[dict[str, Any]] = field(default_factory=list)
+    imbalance: float | None = None
+    images: int = 0
+    val_images: int = 0
+    embedded_from_cache: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": "effnet.audit/1", **self.__dict__}
+
+    def write_json(self, path: str | os.PathLike) -> None:
+        from ..fileio import atomic_write
+
+        text = json.dumps(self.to_json(), indent=1)
+        atomic_write(path, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"), "audit JSON")
+
+
+def _dup_key(paths: Sequence[str]) -> tuple[str, ...]:
+    return tuple(sorted(paths))
+
+
+def audit(
+    data: str | os.PathLike,
+    val: str | os.PathLike | None = None,
+    *,
+    model: str = "efficientnet-lite0",
+    weights: Any = None,
+    batch_size: int = 32,
+    workers: int | None = None,
+    cache: bool = True,
+    seed: int = 0,
+) -> AuditReport:
+    """Audit the class folders ``data`` (and leakage into ``val``); nothing under either is written."""
+    clock = {"start": time.perf_counter()}
+    train_set = find_class_folders(data)
+    val_set = find_class_folders(val) if val is not None else None
+    names = tuple(c.label for c in train_set.labels)
+    samples: list[Sample] = list(train_set.samples)
+    val_samples: list[Sample] = list(val_set.samples) if val_set is not None else []
+    everything = samples + val_samples
+    paths = [s.path for s in everything]
+    source = resolve_source(model, weights)
+    facts = [file_facts(p) for p in paths]
+    clock["hashed"] = time.perf_counter()
+    emb = embed_images(paths, facts, source, batch_size=batch_size, workers=workers, cache=cache)
+    clock["embedded"] = time.perf_counter()
+    n = len(samples)
+    counts = np.bincount([s.label for s in samples], minlength=len(names))
+    report = AuditReport(
+        data=str(data),
+        val=None if val is None else str(val),
+        model=source.model,
+        weights=weights_label(source),
+        classes={c: {"images": int(counts[i]), "share": float(counts[i] / max(1, n))} for i, c in enumerate(names)},
+        images=n,
+        val_images=len(val_samples),
+        embedded_from_cache=emb.cached,
+    )
+    report.imbalance = float(counts.max() / max(1, counts.min()))
+    ok = np.isfinite(emb.rows).all(axis=1)
+    for i, p in enumerate(paths):
+        f = facts[i]
+        if not ok[i]:
+            why = "cannot be read" if f.sha256 is None else emb.errors.get(i, "cannot be decoded")
+            report.unreadable.append({"path": str(p), "error": why, "set": "data" if i < n else "val"})
+        elif f.width is not None and f.height is not None and min(f.width, f.height) < TINY_PX:
+            report.tiny.append({"path": str(p), "width": f.width, "height": f.height})
+
+    good = np.flatnonzero(ok[:n])
+    dup_rows = unit_rows(emb.block(DUPLICATE_TAP))
+    by_sha: dict[str, list[int]] = defaultdict(list)
+    for pos, i in enumerate(good.tolist()):
+        by_sha[str(facts[i].sha256)].append(int(pos))
+    exact = [g for g in by_sha.values() if len(g) > 1]
+    groups = duplicate_groups(dup_rows[good], same=exact)
+    exact_keys = {_dup_key([str(paths[good[j]]) for j in g]) for g in exact}
+    for members, sim in groups:
+        member_paths = [str(paths[good[j]]) for j in members]
+        report.duplicates.append(
+            {"paths": member_paths, "similarity": round(sim, 4), "exact": _dup_key(member_paths) in exact_keys}
+        )
+
+    y = np.array([samples[i].label for i in good], dtype=np.int64)
+    if len(good) >= 4 and len(np.unique(y)) >= 2:
+        candidates = {t: torch.from_numpy(np.ascontiguousarray(emb.block(t)[good])) for t in emb.taps}
+        k = int(min(10, np.bincount(y, minlength=len(names))[np.unique(y)].min()))
+        if k >= 2:
+            folds = group_folds(y, [m for m, _ in groups], k, seed)
+            oos = ensemble_probs(candidates, y, len(names), folds)
+            report.label_embedding = " + ".join(embedding_name(t) for t in oos.taps)
+            report.label_cv_accuracy = oos.accuracy
+            for issue in label_issues(y, oos.probs):
+                report.label_issues.append(
+                    {
+                        "path": str(paths[good[issue.index]]),
+                        "given": names[issue.given],
+                        "suggested": names[issue.suggested],
+                        "score": round(issue.score, 4),
+                    }
+                )
+    clock["labels"] = time.perf_counter()
+
+    scores, cut = outlier_scores(dup_rows[good])
+    for pos in np.argsort(-scores):
+        if scores[pos] <= cut:
+            break
+        i = good[pos]
+        report.outliers.append(
+            {"path": str(paths[i]), "class": names[samples[i].label], "score": round(float(scores[pos]), 4)}
+        )
+
+    val_good = np.flatnonzero(ok[n:]) + n
+    if len(val_good) and len(good):
+        nb = nearest(dup_rows[good], dup_rows[val_good], 4)
+        data_sha = {str(facts[i].sha256): i for i in good}
+        for q, v in enumerate(val_good):
+            twin = data_sha.get(str(facts[v].sha256))
+            if twin is not None:
+                report.leakage.append({"val": str(paths[v]), "data": str(paths[twin]), "similarity": 1.0})
+                continue
+            for j, s in zip(nb.index[q], nb.similarity[q], strict=True):
+                if j >= 0 and s >= NEAR_DUPLICATE:
+                    report.leakage.append(
+                        {"val": str(paths[v]), "data": str(paths[good[j]]), "similarity": round(float(s), 4)}
+                    )
+    clock["end"] = time.perf_counter()
+    report.seconds = {
+        "hash": clock["hashed"] - clock["start"],
+        "embed": clock["embedded"] - clock["hashed"],
+        "labels": clock["labels"] - clock["embedded"],
+        "total": clock["end"] - clock["start"],
+    }
+    return report

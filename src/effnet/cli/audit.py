@@ -1,0 +1,70 @@
+"""effnet audit DATA — wrong labels, duplicates, leakage and outliers in class folders (DATA/<class>/*.jpg).
+
+Reads DATA (and --val) only. Likely wrong labels come from the out-of-sample probabilities of a
+cross-validated linear probe on the embedding `effnet train`'s probe would choose, ranked by cleanlab;
+near-duplicates from embedding similarity (faiss); see docs/audit.md. Needs `pip install 'effnet[audit]'`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from . import add_model_arguments
+
+    p = sub.add_parser("audit", help="find wrong labels, duplicates, leakage and outliers in class folders",
+                       description=__doc__)  # fmt: skip
+    p.add_argument("data", metavar="DATA", help="class folders: DATA/<class>/*.jpg (as effnet train reads them)")
+    p.add_argument("--val", metavar="DIR", help="validation class folders: report images that leak into them")
+    add_model_arguments(p)
+    p.add_argument("--json", metavar="FILE", help="write the full result as JSON ('-': to stdout)")
+    p.add_argument("--report", metavar="DIR", help="write DIR/audit.html (self-contained, with thumbnails)")
+    p.add_argument("--write-relabel", metavar="FILE", help="write a CSV of path, given, suggested, score")
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
+    p.add_argument("--workers", type=int, default=None, help="decoding threads (default: cores, at most 4)")
+    p.add_argument("--no-cache", action="store_true", help="embed every image again (no embedding cache)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds (default: 0)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..audit import audit
+    from ..audit.outputs import check_destinations, write_audit_page, write_relabel_csv
+
+    json_file = None if args.json in (None, "-") else args.json
+    check_destinations(args.report, [json_file, args.write_relabel], [args.data, args.val])
+    report = audit(
+        args.data,
+        args.val,
+        model=args.model,
+        weights=args.weights,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        cache=not args.no_cache,
+        seed=args.seed,
+    )
+    if json_file:
+        report.write_json(json_file)
+    if args.write_relabel:
+        write_relabel_csv(report, args.write_relabel)
+    if args.report:
+        write_audit_page(report, args.report)
+    if args.json == "-":
+        print(json.dumps(report.to_json()))
+        return 0
+    classes = ", ".join(f"{c} {v['images']}" for c, v in report.classes.items())
+    print(f"{report.images} images in {len(report.classes)} classes ({classes}); labels checked on the "
+          f"{report.label_embedding} embedding", file=sys.stdout)  # fmt: skip
+    print(f"likely wrong labels: {len(report.label_issues)}")
+    for row in report.label_issues[:10]:
+        print(f"  {row['score']:.2f}  {row['path']}: {row['given']} -> {row['suggested']}")
+    print(f"duplicate groups: {len(report.duplicates)} ({sum(d['exact'] for d in report.duplicates)} exact)")
+    if args.val:
+        print(f"leakage into {args.val}: {len(report.leakage)}")
+    print(f"outliers: {len(report.outliers)}, unreadable: {len(report.unreadable)}, tiny: {len(report.tiny)}")
+    if report.imbalance is not None and report.imbalance > 10:
+        print(f"class imbalance: the largest class has {report.imbalance:.1f}x the images of the smallest")
+    return 0

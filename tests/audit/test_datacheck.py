@@ -1,0 +1,36 @@
+"""The audit's checks on synthetic embeddings (no model): grouping, folds, ranking."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from effnet.train.datacheck import duplicate_groups, group_folds, label_issues, unit_rows
+
+
+def test_near_copies_group_and_distinct_rows_do_not():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 64))
+    x[10] = x[3] + 0.01 * rng.normal(size=64)
+    x[150] = x[3] + 0.02 * rng.normal(size=64)
+    x[77] = x[5]
+    groups = duplicate_groups(unit_rows(x), threshold=0.9, same=[[5, 77]])
+    assert sorted(sorted(m) for m, _ in groups) == [[3, 10, 150], [5, 77]]
+    assert dict((tuple(sorted(m)), s) for m, s in groups)[(5, 77)] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_a_group_stays_in_one_fold_and_every_fold_holds_every_class():
+    labels = np.array([0] * 30 + [1] * 30)
+    folds = group_folds(labels, [[0, 1, 2, 3], [40, 41]], 5, seed=1)
+    assert len(set(folds[[0, 1, 2, 3]])) == 1 and len(set(folds[[40, 41]])) == 1
+    assert all({0, 1} <= set(labels[folds == f]) for f in range(5))
+
+
+def test_label_issues_are_the_disbelieved_labels_worst_first():
+    y = np.array([0] * 10 + [1] * 10)
+    probs = np.tile([0.9, 0.1], (20, 1))
+    probs[10:] = [0.1, 0.9]
+    probs[2], probs[15] = [0.2, 0.8], [0.97, 0.03]  # image 2 looks like class 1, image 15 surely class 0
+    issues = label_issues(y, probs)
+    assert [(i.index, i.given, i.suggested) for i in issues] == [(15, 1, 0), (2, 0, 1)]
+    assert [round(i.score, 2) for i in issues] == [0.97, 0.8]
