@@ -132,6 +132,25 @@ def test_explain_that_cannot_finish_is_refused_up_front(lite0_served):
         assert "estimated at" in r.json()["error"] and "--explain-timeout" in r.json()["error"]
 
 
+def test_a_refusal_made_during_a_load_spike_is_not_permanent(lite0_served):
+    """A per-pass cost measured long ago during a spike (100 s a pass: gradcam estimated ~200 s) must not refuse
+    gradcam forever: before refusing, the server measures again and answers 200. Today's code: 422 for good."""
+    from effnet.saliency_budget import REMEASURE_S, PassCost
+
+    explainer = lite0_served.explainer(2048.0)
+    explainer.measure_cost()
+    spiked = PassCost(100.0, 100.0, explainer.cost.activation_bytes)
+    spiked.measured_at -= REMEASURE_S + 1
+    explainer._cost = spiked
+    try:
+        with make_client(lite0_served, explain_timeout_s=60) as client:
+            r = client.post("/v1/explain?method=gradcam", content=CHELSEA)
+            assert r.status_code == 200, r.text
+        assert explainer.cost.forward_s < 50  # measured again
+    finally:
+        explainer._cost = None
+
+
 def big_png(width: int, height: int) -> bytes:
     buf = io.BytesIO()
     Image.new("1", (width, height)).save(buf, format="PNG")  # 88 MP in a few hundred KB

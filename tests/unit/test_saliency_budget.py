@@ -35,3 +35,26 @@ def test_a_stop_request_ends_the_forward_pass_at_the_next_module():
         model(torch.zeros(1, 4))
     assert seen == [2]  # module 4 never ran
     assert model(torch.zeros(1, 4)).shape == (1, 4)  # the hooks are gone afterwards
+
+
+class Spiky(torch.nn.Module):
+    """A forward that is slow once (a load spike during the first timed pass), fast otherwise."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import time
+
+        self.calls += 1
+        if self.calls == 2:  # call 1 is the untimed warm-up; call 2 the first timed forward
+            time.sleep(0.4)
+        return self.lin(x)
+
+
+def test_one_slow_moment_does_not_set_the_cost():
+    """The cost is the median of several timings: one spiked forward (0.4 s) does not make it 0.4 s."""
+    cost = PassCost.measure(Spiky(), torch.zeros(1, 4))
+    assert cost.forward_s < 0.2 and cost.backward_s < 0.2, cost
