@@ -92,6 +92,21 @@ def test_report_folder_checked_before_the_work(tmp_path):
         check_replaceable_dir(blocker / "rep", "report.html", "the report")
 
 
+def test_earlier_report_holding_a_users_file_is_refused(tmp_path):
+    """A user's notes.txt put into an earlier report folder would be deleted when the folder is replaced whole:
+    refused before the work, naming the file; an earlier report of only report files is replaceable."""
+    rep = tmp_path / "rep"
+    rep.mkdir()
+    for name in ("report.html", "report.json", "accuracy.png", "accuracy.svg"):
+        (rep / name).write_text("run 1")
+    owned = {"report.html", "report.json", "accuracy.png", "accuracy.svg"}
+    assert check_replaceable_dir(rep, "report.html", "the report", owned) == rep
+    (rep / "notes.txt").write_text("mine")
+    with pytest.raises(EffnetError, match="notes.txt"):
+        check_replaceable_dir(rep, "report.html", "the report", owned)
+    assert (rep / "notes.txt").read_text() == "mine"
+
+
 def test_tex_like_labels_are_drawn_literally(tmp_path):
     """`a$^$b` as a class name crashed matplotlib's mathtext parser; now every label is literal text."""
     pytest.importorskip("matplotlib")
