@@ -167,11 +167,19 @@ def check_replaceable_dir(directory: str | os.PathLike, marker: str, what: str, 
     """Before the work: ``directory`` can be written whole by :func:`whole_dir` — its parent is writable, and
     it is absent, empty, or an earlier output of the same kind (it holds ``marker``) holding only the names
     such an output writes (``marker`` and ``owned``), never a user's folder nor a user's file put into an
-    earlier output (replacing the folder would delete it)."""
+    earlier output (replacing the folder would delete it). A mount point is refused: the rename that puts the
+    new folder in its place cannot replace one (EBUSY), which would show only after the work."""
     path = Path(directory)
+    real = Path(os.path.realpath(path)) if path.is_symlink() else path  # whole_dir writes a symlink through
     if path.exists() or path.is_symlink():
         if not path.is_dir():
             raise EffnetError(f"cannot write {what} to {path}: it exists and is not a folder")
+        if os.path.ismount(real):
+            raise EffnetError(
+                f"cannot write {what} to {path}: it is a mount point, and the output is written whole into a new "
+                f"folder that then takes its place, which a mount point cannot be; give a folder inside it "
+                f"(e.g. {path / 'report'})"
+            )
         names = sorted(p.name for p in path.iterdir())
         if names and marker not in names:
             raise EffnetError(
@@ -184,7 +192,7 @@ def check_replaceable_dir(directory: str | os.PathLike, marker: str, what: str, 
                 f"cannot write {what} to {path}: the folder holds other files ({shown}) that would be lost when "
                 "it is replaced; move them away or give a new or empty folder"
             )
-    writable_dir(path.parent, what)
+    writable_dir(real.parent, what)
     return path
 
 

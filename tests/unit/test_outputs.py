@@ -107,6 +107,20 @@ def test_earlier_report_holding_a_users_file_is_refused(tmp_path):
     assert (rep / "notes.txt").read_text() == "mine"
 
 
+def test_mount_point_report_folder_is_refused_before_the_work(tmp_path):
+    """A mount point cannot be replaced by a rename (EBUSY, found only after the whole evaluation): refused up
+    front, directly or through a symlink. /proc is a mount point on every Linux machine."""
+    import os
+
+    if not os.path.ismount("/proc"):
+        raise AssertionError("this test needs Linux's /proc mount")
+    with pytest.raises(EffnetError, match="mount point"):
+        check_replaceable_dir("/proc", "report.html", "the report")
+    (tmp_path / "link").symlink_to("/proc")
+    with pytest.raises(EffnetError, match="mount point"):
+        check_replaceable_dir(tmp_path / "link", "report.html", "the report")
+
+
 def test_tex_like_labels_are_drawn_literally(tmp_path):
     """`a$^$b` as a class name crashed matplotlib's mathtext parser; now every label is literal text."""
     pytest.importorskip("matplotlib")
