@@ -103,6 +103,21 @@ def test_foreign_host_and_origin_are_refused(small_server):
     assert same.status_code == 200, same.text
 
 
+def test_open_bind_names_dns_rebinding_and_allowed_hosts_stops_it(lite0_served):
+    """0.0.0.0 without a key: the warning names the browser/DNS-rebinding risk and --allowed-hosts. With
+    --allowed-hosts, a rebinding page (its own name as Host and as Origin) is refused; a listed name works."""
+    from effnet.serve.auth import exposure_warning
+
+    warning = exposure_warning("0.0.0.0", None)
+    assert "DNS rebinding" in warning and "--allowed-hosts" in warning
+    assert "DNS rebinding" not in exposure_warning("0.0.0.0", None, ("effnet.test",))
+    rebound = {"host": "evil.example:8000", "origin": "http://evil.example:8000"}
+    with make_client(lite0_served, allowed_hosts=("effnet.test",)) as client:
+        assert client.get("/v1/model", headers=rebound).status_code == 403
+        ok = client.get("/v1/model", headers={"host": "effnet.test", "origin": "http://effnet.test"})
+        assert ok.status_code == 200, ok.text
+
+
 def test_foreign_origin_is_refused_with_a_key_too(lite0_served):
     with make_client(lite0_served, api_key="k", allowed_origins=("https://app.example",)) as client:
         evil = client.post("/v1/classify", content=CHELSEA, headers={"origin": "null", "authorization": "Bearer k"})
