@@ -89,6 +89,37 @@ def test_explains_whose_clients_hang_up_stop_computing(small_server):
     assert r.status_code == 200, r.text
 
 
+def test_retry_after_is_one_jobs_compute_time_not_its_queue_wait():
+    """1 computing + 2 waiting, jobs of 0.4 s: the 4th request's Retry-After is about one job (1 s), not the last
+    job's wait plus compute times the jobs admitted (ceil(1.2 s x 3) = 4 s before the fix)."""
+    import asyncio
+
+    from effnet.serve.errors import ApiError
+    from effnet.serve.explain_work import ExplainGate
+
+    def job(stop):
+        time.sleep(0.4)
+
+    async def never_gone():
+        return False
+
+    async def main() -> str:
+        gate = ExplainGate(concurrency=1, queue=2)
+        try:
+            deadline = time.monotonic() + 30
+            await asyncio.gather(*(gate.run(job, deadline, never_gone) for _ in range(3)))  # the last waited 0.8 s
+            wave = [asyncio.ensure_future(gate.run(job, deadline, never_gone)) for _ in range(3)]
+            await asyncio.sleep(0.05)
+            with pytest.raises(ApiError) as refused:
+                await gate.run(job, deadline, never_gone)
+            await asyncio.gather(*wave)
+            return refused.value.headers["retry-after"]
+        finally:
+            gate.shutdown()
+
+    assert int(asyncio.run(main())) <= 2
+
+
 def test_foreign_host_and_origin_are_refused(small_server):
     url = small_server.url
     rebound = httpx.get(f"{url}/v1/model", headers={"host": "attacker.example:8000"}, timeout=30)

@@ -100,7 +100,9 @@ class ExplainGate:
         self.concurrency, self.capacity = concurrency, concurrency + queue
         self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="effnet-explain")
         self._admitted = 0  # waiting + computing; changed on the event loop only
-        self._last_s = 1.0  # how long the last job took: the Retry-After hint
+        # Compute time of the last job (not its wait in the queue): a place frees when a computing job ends,
+        # so this is the Retry-After hint. Written on the explain thread; a float assignment is atomic.
+        self._compute_s = 1.0
 
     @property
     def admitted(self) -> int:
@@ -111,7 +113,7 @@ class ExplainGate:
     ) -> ExplainResult:
         """Run ``job(stop)`` when a place is free; set ``stop`` when the client is gone or ``deadline`` passes."""
         if self._admitted >= self.capacity:
-            wait = math.ceil(self._last_s * self._admitted / self.concurrency)
+            wait = math.ceil(self._compute_s)
             raise ApiError(
                 503,
                 "explain_busy",
@@ -120,14 +122,20 @@ class ExplainGate:
             )
         loop = asyncio.get_running_loop()
         stop = threading.Event()
-        started = time.monotonic()
         self._admitted += 1
+
+        def timed(stop: threading.Event) -> ExplainResult:
+            started = time.monotonic()
+            try:
+                return job(stop)
+            finally:
+                self._compute_s = time.monotonic() - started
 
         def finished(_: Future) -> None:  # on the explain thread, or here when cancelled before it started
             with contextlib.suppress(RuntimeError):  # the loop closed at shutdown: nothing left to count
-                loop.call_soon_threadsafe(self._release, time.monotonic() - started)
+                loop.call_soon_threadsafe(self._release)
 
-        future = self.pool.submit(job, stop)
+        future = self.pool.submit(timed, stop)
         future.add_done_callback(finished)
         waiting = asyncio.wrap_future(future)
         while True:
@@ -147,9 +155,8 @@ class ExplainGate:
                 raise TimeoutError from None
             raise
 
-    def _release(self, seconds: float) -> None:
+    def _release(self) -> None:
         self._admitted -= 1
-        self._last_s = seconds
 
     def warm_up(self, served: Any, config: ServeConfig) -> None:
         """Build the explainer and measure its cost on the explain thread, in the background, so that the first
