@@ -120,6 +120,62 @@ def test_retry_after_is_one_jobs_compute_time_not_its_queue_wait():
     assert int(asyncio.run(main())) <= 2
 
 
+def test_a_request_does_not_wait_for_the_warm_up_measurement():
+    """The warm-up measures the per-pass cost under the explain lock (B5: ~10 s). A request admitted meanwhile
+    must not wait for it (before the fix the first B5 gradcam got 504 behind it): the measurement stops at the
+    next module and the request runs. Here a model of 40 modules x 50 ms: a measurement of about 14 s."""
+    import asyncio
+
+    import torch
+
+    from effnet.saliency_budget import PassCost
+
+    class Slow(torch.nn.Module):
+        def forward(self, x):
+            time.sleep(0.05)
+            return x
+
+    class Explainer:
+        model = torch.nn.Sequential(*[Slow() for _ in range(40)])
+
+        def measure_cost(self, should_stop=None):
+            return PassCost.measure(self.model, torch.zeros(1, 4, requires_grad=False), should_stop=should_stop)
+
+        cost = property(measure_cost)
+
+    class Served:
+        explain_lock = threading.Lock()
+
+        def explainer(self, memory_mb):
+            return Explainer()
+
+    from effnet.serve import ServeConfig
+    from effnet.serve.explain_work import ExplainGate
+
+    served = Served()
+
+    def job(stop):
+        with served.explain_lock:
+            return "ran"
+
+    async def never_gone():
+        return False
+
+    async def main():
+        gate = ExplainGate(concurrency=1, queue=2)
+        try:
+            gate.warm_up(served, ServeConfig())
+            await asyncio.sleep(0.3)  # the warm-up is measuring
+            started = time.monotonic()
+            result = await gate.run(job, time.monotonic() + 5, never_gone)
+            return result, time.monotonic() - started
+        finally:
+            gate.shutdown()
+
+    result, waited = asyncio.run(main())
+    assert result == "ran" and waited < 3, waited
+
+
 def test_foreign_host_and_origin_are_refused(small_server):
     url = small_server.url
     rebound = httpx.get(f"{url}/v1/model", headers={"host": "attacker.example:8000"}, timeout=30)

@@ -160,12 +160,20 @@ class ExplainGate:
 
     def warm_up(self, served: Any, config: ServeConfig) -> None:
         """Build the explainer and measure its cost on the explain thread, in the background, so that the first
-        request is estimated (and refused up front when it cannot finish) like every later one."""
+        request is estimated (and refused up front when it cannot finish) like every later one. The measurement
+        gives way to work: once a request is admitted it stops at the next module (B5: seconds of passes), and
+        that request measures the cost itself, under its own stop flag and deadline."""
+
+        def admitted() -> bool:
+            return self._admitted > 0  # read on the explain thread: an int read needs no lock
 
         def warm() -> None:
             try:
                 with served.explain_lock:
-                    served.explainer(config.explain_memory_mb).cost  # noqa: B018 - measured on first access
+                    if not admitted():
+                        served.explainer(config.explain_memory_mb).measure_cost(admitted)
+            except ExplainStopped:
+                log.info("explanation cost not measured at start: a request came first and measures it")
             except Exception as e:  # noqa: BLE001 - e.g. the explain extra is missing: /v1/explain will say so
                 log.info("explanations not prepared: %s", e)
 
