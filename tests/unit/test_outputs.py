@@ -131,6 +131,10 @@ def test_tex_like_labels_are_drawn_literally(tmp_path):
     ax.set_title("a$^$b x_{1}^2 $\\frac{1}{0 ")
     ax.set_yticks([0, 1], ["ünïcödé 猫", "x" * 300])
     assert figure_bytes(fig, "png")[:4] == b"\x89PNG"
+    import matplotlib
+
+    # only our figures: a library user's own plots keep mathtext (it was switched off process-wide)
+    assert matplotlib.rcParams["text.parse_math"] is True
 
 
 def test_training_confusion_figure_draws_tex_like_class_names(tmp_path):
