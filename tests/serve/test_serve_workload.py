@@ -205,6 +205,29 @@ def test_open_bind_names_dns_rebinding_and_allowed_hosts_stops_it(lite0_served):
         assert ok.status_code == 200, ok.text
 
 
+def test_request_without_a_host_is_told_the_host_is_required():
+    """HTTP/1.0 without a Host header to a loopback server: 403 saying a Host is required and which names work
+    (it said "Host '' is not one this server answers to")."""
+    import asyncio
+    import json
+
+    from effnet.serve.guard import LOOPBACK_HOSTS, BrowserGuard
+
+    async def app(scope, receive, send):
+        raise AssertionError("a request without a Host reached the app")
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "http_version": "1.0", "method": "GET", "path": "/v1/model", "headers": []}
+    asyncio.run(BrowserGuard(app, LOOPBACK_HOSTS)(scope, None, send))
+    assert sent[0]["status"] == 403
+    error = json.loads(sent[1]["body"])["error"]
+    assert "no Host header" in error and "localhost" in error and "--allowed-hosts" in error, error
+
+
 def test_foreign_origin_is_refused_with_a_key_too(lite0_served):
     with make_client(lite0_served, api_key="k", allowed_origins=("https://app.example",)) as client:
         evil = client.post("/v1/classify", content=CHELSEA, headers={"origin": "null", "authorization": "Bearer k"})
