@@ -146,8 +146,7 @@ class Explanation:
             ax_bars.text(min(100 * p.probability + 1, 80), i, f"{100 * p.probability:.1f}%", va="center", fontsize=9)
         ax_bars.set_title(f"top-{len(preds)} (red: the class explained)", fontsize=10)
         fig.suptitle(Path(self.path).name if self.path != "<image>" else "uploaded image", fontsize=11)
-        fig.tight_layout()
-        return figure_bytes(fig, "png", dpi=90)
+        return figure_bytes(fig, "png", dpi=90, tight_layout=True)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write :meth:`overlay_png` to ``path`` (atomically)."""

@@ -15,7 +15,7 @@ import os
 import secrets
 import shutil
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
 from .errors import EffnetError
@@ -163,18 +163,36 @@ def temp_dir(parent: Path, prefix: str, suffix: str = "") -> Path:
             continue
 
 
-def check_replaceable_dir(directory: str | os.PathLike, marker: str, what: str) -> Path:
+def check_replaceable_dir(directory: str | os.PathLike, marker: str, what: str, owned: Collection[str] = ()) -> Path:
     """Before the work: ``directory`` can be written whole by :func:`whole_dir` — its parent is writable, and
-    it is absent, empty, or an earlier output of the same kind (it holds ``marker``), never a user's folder."""
+    it is absent, empty, or an earlier output of the same kind (it holds ``marker``) holding only the names
+    such an output writes (``marker`` and ``owned``), never a user's folder nor a user's file put into an
+    earlier output (replacing the folder would delete it). A mount point is refused: the rename that puts the
+    new folder in its place cannot replace one (EBUSY), which would show only after the work."""
     path = Path(directory)
+    real = Path(os.path.realpath(path)) if path.is_symlink() else path  # whole_dir writes a symlink through
     if path.exists() or path.is_symlink():
         if not path.is_dir():
             raise EffnetError(f"cannot write {what} to {path}: it exists and is not a folder")
-        if any(path.iterdir()) and not (path / marker).exists():
+        if os.path.ismount(real):
+            raise EffnetError(
+                f"cannot write {what} to {path}: it is a mount point, and the output is written whole into a new "
+                f"folder that then takes its place, which a mount point cannot be; give a folder inside it "
+                f"(e.g. {path / 'report'})"
+            )
+        names = sorted(p.name for p in path.iterdir())
+        if names and marker not in names:
             raise EffnetError(
                 f"cannot write {what} to {path}: the folder holds other files (no {marker}); give a new or empty folder"
             )
-    writable_dir(path.parent, what)
+        foreign = [n for n in names if n != marker and n not in owned]
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise EffnetError(
+                f"cannot write {what} to {path}: the folder holds other files ({shown}) that would be lost when "
+                "it is replaced; move them away or give a new or empty folder"
+            )
+    writable_dir(real.parent, what)
     return path
 
 

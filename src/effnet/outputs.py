@@ -17,7 +17,20 @@ from pathlib import Path
 
 from .errors import EffnetError
 
-__all__ = ["per_input_names"]
+__all__ = ["distinct_inputs", "per_input_names"]
+
+
+def distinct_inputs(inputs: Sequence[str | os.PathLike]) -> list[str | os.PathLike]:
+    """``inputs`` without repeats, in first-seen order: ``cat/1.jpg cat/1.jpg ./cat/1.jpg`` are one input (one
+    output name by the rule), so it is computed and reported once. Same test as the rule: absolute paths."""
+    seen: set[str] = set()
+    out = []
+    for p in inputs:
+        key = os.path.abspath(p)
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return out
 
 
 def per_input_names(inputs: Sequence[str | os.PathLike], suffix: str) -> list[Path]:

@@ -117,9 +117,15 @@ class Explainer:
     @property
     def cost(self) -> PassCost:
         """Per-pass time and memory of this model on this machine, measured on first use."""
-        if self._cost is None:
+        return self.measure_cost()
+
+    def measure_cost(self, should_stop: Callable[[], bool] | None = None, *, again: bool = False) -> PassCost:
+        """The per-pass cost, measured now when not yet known (or ``again``); ``should_stop()`` ends the
+        measurement at the next module (:class:`~effnet.saliency_budget.ExplainStopped`)."""
+        if self._cost is None or again:
             size = self.input_size
-            self._cost = PassCost.measure(self.model, self._input(np.zeros((size, size, 3), np.uint8)))
+            x = self._input(np.zeros((size, size, 3), np.uint8))
+            self._cost = PassCost.measure(self.model, x, should_stop=should_stop)
         return self._cost
 
     @property

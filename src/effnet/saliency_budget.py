@@ -4,9 +4,11 @@ by a memory budget and a time budget, and a stop check inside every forward pass
 - **Passes** per method (:func:`passes`): gradcam 1 forward+backward, integrated gradients ``IG_STEPS``
   forward+backward, occlusion one forward per patch position plus one (Captum's baseline), and the one
   forward that ranks the classes first.
-- **Time per pass** is measured on this machine (:meth:`PassCost.measure`: one forward and one
-  forward+backward of one image at the model's input size, taken the first time a model explains) and updated
-  from every finished explanation, so the estimate follows the load.
+- **Time per pass** is measured on this machine (:meth:`PassCost.measure`: the median of ``REPEATS`` forwards
+  and ``REPEATS`` forward+backwards of one image at the model's input size, taken the first time a model
+  explains, so one slow moment does not set it) and updated from every finished explanation, so the estimate
+  follows the load. An estimate older than ``REMEASURE_S`` that would refuse a request is measured again first
+  (at most once per ``REMEASURE_S``): a refusal made during a load spike is not permanent.
 - **Chunks** (:func:`internal_batch`): the images Captum puts through the model at once. Gradients keep every
   activation of the chunk alive, so a chunk's memory is its image count times the activation bytes of one
   image, measured in the same first pass and counted twice for the gradients (B5 at 456 px: 2.4 GB per image
@@ -22,9 +24,10 @@ from __future__ import annotations
 
 import contextlib
 import math
+import statistics
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .errors import EffnetError
@@ -38,6 +41,8 @@ __all__ = [
     "IG_STEPS",
     "ExplainStopped",
     "PassCost",
+    "REMEASURE_S",
+    "REPEATS",
     "internal_batch",
     "occlusion_geometry",
     "passes",
@@ -47,6 +52,8 @@ __all__ = [
 IG_STEPS = 32  # Captum's default is 50; 32 keeps the completeness error small for these models (checked: < 5 %)
 DEFAULT_MEMORY_MB = 2048.0  # activations of one chunk with gradients
 DEFAULT_CHUNK_S = 2.0  # one chunk's forward+backward: how long a stop request may wait inside a backward pass
+REPEATS = 3  # timings per kind of pass; their median is the cost (one timing may fall in a load spike)
+REMEASURE_S = 30.0  # an estimate older than this is measured again before it refuses a request
 _OVERHEAD_S = 0.5  # decode, resize, drawing the overlay and the heatmap (measured ~0.3 s on 2 busy cores)
 
 
@@ -80,12 +87,20 @@ class PassCost:
     forward_s: float
     backward_s: float  # forward + backward, one image
     activation_bytes: int  # what one image's forward keeps alive for the backward pass
+    measured_at: float = field(default_factory=time.monotonic)  # when these times were last taken or corrected
 
     @classmethod
-    def measure(cls, model: torch.nn.Module, x: torch.Tensor) -> PassCost:
-        """Time one forward (no gradients) and one forward+backward of ``x`` [1, 3, H, W] after one untimed
-        warm-up forward; sum the bytes of
-        every leaf module's output on the way (what autograd keeps for the backward pass)."""
+    def measure(
+        cls,
+        model: torch.nn.Module,
+        x: torch.Tensor,
+        repeats: int = REPEATS,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> PassCost:
+        """Time ``repeats`` forwards (no gradients) and ``repeats`` forward+backwards of ``x`` [1, 3, H, W] after
+        one untimed warm-up forward and take the median of each; sum the bytes of every leaf module's output on
+        the way (what autograd keeps for the backward pass). ``should_stop()`` ends it at the next module
+        (:class:`ExplainStopped`), like an explanation."""
         import torch
 
         total = [0]
@@ -94,25 +109,34 @@ class PassCost:
             if isinstance(out, torch.Tensor):
                 total[0] += out.numel() * out.element_size()
 
-        with torch.no_grad():
-            model(x)  # untimed: the first pass allocates and initializes kernels (several times slower)
-        leaves = [m for m in model.modules() if not any(True for _ in m.children())]
-        handles = [m.register_forward_hook(count) for m in leaves]
-        try:
-            started = time.perf_counter()
+        forwards: list[float] = []
+        backwards: list[float] = []
+        with stop_hooks(model, should_stop):
             with torch.no_grad():
-                model(x)
-            forward_s = time.perf_counter() - started
-        finally:
-            for h in handles:
-                h.remove()
-        started = time.perf_counter()
-        with torch.enable_grad():
-            xg = x.detach().clone().requires_grad_(True)
-            model(xg)[0].max().backward()
-        backward_s = time.perf_counter() - started
+                model(x)  # untimed: the first pass allocates and initializes kernels (several times slower)
+            leaves = [m for m in model.modules() if not any(True for _ in m.children())]
+            for i in range(max(1, repeats)):
+                handles = [m.register_forward_hook(count) for m in leaves] if i == 0 else []
+                try:
+                    started = time.perf_counter()
+                    with torch.no_grad():
+                        model(x)
+                    forwards.append(time.perf_counter() - started)
+                finally:
+                    for h in handles:
+                        h.remove()
+                started = time.perf_counter()
+                with torch.enable_grad():
+                    xg = x.detach().clone().requires_grad_(True)
+                    model(xg)[0].max().backward()
+                backwards.append(time.perf_counter() - started)
+        forward_s, backward_s = statistics.median(forwards), statistics.median(backwards)
         # Each saved output has a gradient of the same size during the backward pass: count it twice.
         return cls(forward_s, max(backward_s, forward_s), 2 * total[0])
+
+    def age_s(self) -> float:
+        """Seconds since these times were measured or last corrected by a finished explanation."""
+        return time.monotonic() - self.measured_at
 
     def estimate_s(self, method: str, size: int) -> float:
         """Seconds one explanation of ``method`` takes at this rate (passes x time per pass, plus drawing)."""
@@ -128,6 +152,7 @@ class PassCost:
         scale = 0.7 + 0.3 * ratio
         self.forward_s *= scale
         self.backward_s *= scale
+        self.measured_at = time.monotonic()
 
 
 def internal_batch(cost: PassCost, *, memory_mb: float, chunk_s: float, gradients: bool) -> int:

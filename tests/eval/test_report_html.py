@@ -120,3 +120,16 @@ def test_cli_report_refuses_a_folder_of_other_files_before_the_work(tmp_path, sa
     assert r.returncode != 0 and "holds other files" in r.stderr and "Traceback" not in r.stderr
     assert "top-1" not in r.stdout  # refused before the evaluation ran
     assert [p.name for p in notes.iterdir()] == ["mine.txt"]
+
+
+def test_cli_report_refuses_an_earlier_report_holding_a_users_file(tmp_path, sample_dir):
+    """An earlier report folder into which the user put notes.txt: refused before the evaluation, notes kept
+    (the folder would be replaced whole, deleting it)."""
+    rep = tmp_path / "rep"
+    rep.mkdir()
+    (rep / "report.html").write_text("run 1")
+    (rep / "notes.txt").write_text("keep")
+    r = run_cli("eval", str(sample_dir), "--report", str(rep), "--model", "efficientnet-lite0", "--no-progress")
+    assert r.returncode != 0 and "notes.txt" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert "top-1" not in r.stdout  # refused before the evaluation ran
+    assert (rep / "notes.txt").read_text() == "keep"

@@ -177,6 +177,23 @@ def test_cli_explain_never_writes_two_images_onto_one_file(tmp_path):
     ]
 
 
+def test_cli_explain_same_file_given_thrice_is_explained_once(tmp_path):
+    """`cat/1.jpg cat/1.jpg ./cat/1.jpg` is one input: one computation, one line, one file (it printed three)."""
+    from tests.testutils import write_finetuned_model
+
+    weights = write_finetuned_model(tmp_path / "model.safetensors", ("cat", "dog"))
+    (tmp_path / "cat").mkdir()
+    Image.open(EXAMPLES / "chelsea.png").convert("RGB").save(tmp_path / "cat" / "1.jpg")
+    out = tmp_path / "maps"
+    r = run_cli(
+        "explain", "cat/1.jpg", "cat/1.jpg", "./cat/1.jpg", "--weights", str(weights), "-o", str(out), "--json",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stdout.splitlines()) == 1, r.stdout
+    assert [p.name for p in out.rglob("*.png")] == ["1.jpg.gradcam.png"]
+
+
 def test_cli_explain_bad_target_is_one_line(lite0_checkpoint, tmp_path):
     r = run_cli("explain", str(EXAMPLES), "--model", LITE0, "-o", str(tmp_path / "o"), "--target", "zebra crossing")
     assert r.returncode == 1 and "unknown target class 'zebra crossing'" in r.stderr

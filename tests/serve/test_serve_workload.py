@@ -89,6 +89,93 @@ def test_explains_whose_clients_hang_up_stop_computing(small_server):
     assert r.status_code == 200, r.text
 
 
+def test_retry_after_is_one_jobs_compute_time_not_its_queue_wait():
+    """1 computing + 2 waiting, jobs of 0.4 s: the 4th request's Retry-After is about one job (1 s), not the last
+    job's wait plus compute times the jobs admitted (ceil(1.2 s x 3) = 4 s before the fix)."""
+    import asyncio
+
+    from effnet.serve.errors import ApiError
+    from effnet.serve.explain_work import ExplainGate
+
+    def job(stop):
+        time.sleep(0.4)
+
+    async def never_gone():
+        return False
+
+    async def main() -> str:
+        gate = ExplainGate(concurrency=1, queue=2)
+        try:
+            deadline = time.monotonic() + 30
+            await asyncio.gather(*(gate.run(job, deadline, never_gone) for _ in range(3)))  # the last waited 0.8 s
+            wave = [asyncio.ensure_future(gate.run(job, deadline, never_gone)) for _ in range(3)]
+            await asyncio.sleep(0.05)
+            with pytest.raises(ApiError) as refused:
+                await gate.run(job, deadline, never_gone)
+            await asyncio.gather(*wave)
+            return refused.value.headers["retry-after"]
+        finally:
+            gate.shutdown()
+
+    assert int(asyncio.run(main())) <= 2
+
+
+def test_a_request_does_not_wait_for_the_warm_up_measurement():
+    """The warm-up measures the per-pass cost under the explain lock (B5: ~10 s). A request admitted meanwhile
+    must not wait for it (before the fix the first B5 gradcam got 504 behind it): the measurement stops at the
+    next module and the request runs. Here a model of 40 modules x 50 ms: a measurement of about 14 s."""
+    import asyncio
+
+    import torch
+
+    from effnet.saliency_budget import PassCost
+
+    class Slow(torch.nn.Module):
+        def forward(self, x):
+            time.sleep(0.05)
+            return x
+
+    class Explainer:
+        model = torch.nn.Sequential(*[Slow() for _ in range(40)])
+
+        def measure_cost(self, should_stop=None):
+            return PassCost.measure(self.model, torch.zeros(1, 4, requires_grad=False), should_stop=should_stop)
+
+        cost = property(measure_cost)
+
+    class Served:
+        explain_lock = threading.Lock()
+
+        def explainer(self, memory_mb):
+            return Explainer()
+
+    from effnet.serve import ServeConfig
+    from effnet.serve.explain_work import ExplainGate
+
+    served = Served()
+
+    def job(stop):
+        with served.explain_lock:
+            return "ran"
+
+    async def never_gone():
+        return False
+
+    async def main():
+        gate = ExplainGate(concurrency=1, queue=2)
+        try:
+            gate.warm_up(served, ServeConfig())
+            await asyncio.sleep(0.3)  # the warm-up is measuring
+            started = time.monotonic()
+            result = await gate.run(job, time.monotonic() + 5, never_gone)
+            return result, time.monotonic() - started
+        finally:
+            gate.shutdown()
+
+    result, waited = asyncio.run(main())
+    assert result == "ran" and waited < 3, waited
+
+
 def test_foreign_host_and_origin_are_refused(small_server):
     url = small_server.url
     rebound = httpx.get(f"{url}/v1/model", headers={"host": "attacker.example:8000"}, timeout=30)
@@ -101,6 +188,44 @@ def test_foreign_host_and_origin_are_refused(small_server):
     assert r.status_code == 403 and "--allowed-origins" in r.json()["error"]
     same = httpx.post(f"{url}/v1/classify", content=CHELSEA, headers={"origin": url}, timeout=30)
     assert same.status_code == 200, same.text
+
+
+def test_open_bind_names_dns_rebinding_and_allowed_hosts_stops_it(lite0_served):
+    """0.0.0.0 without a key: the warning names the browser/DNS-rebinding risk and --allowed-hosts. With
+    --allowed-hosts, a rebinding page (its own name as Host and as Origin) is refused; a listed name works."""
+    from effnet.serve.auth import exposure_warning
+
+    warning = exposure_warning("0.0.0.0", None)
+    assert "DNS rebinding" in warning and "--allowed-hosts" in warning
+    assert "DNS rebinding" not in exposure_warning("0.0.0.0", None, ("effnet.test",))
+    rebound = {"host": "evil.example:8000", "origin": "http://evil.example:8000"}
+    with make_client(lite0_served, allowed_hosts=("effnet.test",)) as client:
+        assert client.get("/v1/model", headers=rebound).status_code == 403
+        ok = client.get("/v1/model", headers={"host": "effnet.test", "origin": "http://effnet.test"})
+        assert ok.status_code == 200, ok.text
+
+
+def test_request_without_a_host_is_told_the_host_is_required():
+    """HTTP/1.0 without a Host header to a loopback server: 403 saying a Host is required and which names work
+    (it said "Host '' is not one this server answers to")."""
+    import asyncio
+    import json
+
+    from effnet.serve.guard import LOOPBACK_HOSTS, BrowserGuard
+
+    async def app(scope, receive, send):
+        raise AssertionError("a request without a Host reached the app")
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "http_version": "1.0", "method": "GET", "path": "/v1/model", "headers": []}
+    asyncio.run(BrowserGuard(app, LOOPBACK_HOSTS)(scope, None, send))
+    assert sent[0]["status"] == 403
+    error = json.loads(sent[1]["body"])["error"]
+    assert "no Host header" in error and "localhost" in error and "--allowed-hosts" in error, error
 
 
 def test_foreign_origin_is_refused_with_a_key_too(lite0_served):
@@ -130,6 +255,25 @@ def test_explain_that_cannot_finish_is_refused_up_front(lite0_served):
         r = client.post("/v1/explain?method=occlusion", content=CHELSEA)
         assert r.status_code == 422, r.text
         assert "estimated at" in r.json()["error"] and "--explain-timeout" in r.json()["error"]
+
+
+def test_a_refusal_made_during_a_load_spike_is_not_permanent(lite0_served):
+    """A per-pass cost measured long ago during a spike (100 s a pass: gradcam estimated ~200 s) must not refuse
+    gradcam forever: before refusing, the server measures again and answers 200. Today's code: 422 for good."""
+    from effnet.saliency_budget import REMEASURE_S, PassCost
+
+    explainer = lite0_served.explainer(2048.0)
+    explainer.measure_cost()
+    spiked = PassCost(100.0, 100.0, explainer.cost.activation_bytes)
+    spiked.measured_at -= REMEASURE_S + 1
+    explainer._cost = spiked
+    try:
+        with make_client(lite0_served, explain_timeout_s=60) as client:
+            r = client.post("/v1/explain?method=gradcam", content=CHELSEA)
+            assert r.status_code == 200, r.text
+        assert explainer.cost.forward_s < 50  # measured again
+    finally:
+        explainer._cost = None
 
 
 def big_png(width: int, height: int) -> bytes:

@@ -92,6 +92,35 @@ def test_report_folder_checked_before_the_work(tmp_path):
         check_replaceable_dir(blocker / "rep", "report.html", "the report")
 
 
+def test_earlier_report_holding_a_users_file_is_refused(tmp_path):
+    """A user's notes.txt put into an earlier report folder would be deleted when the folder is replaced whole:
+    refused before the work, naming the file; an earlier report of only report files is replaceable."""
+    rep = tmp_path / "rep"
+    rep.mkdir()
+    for name in ("report.html", "report.json", "accuracy.png", "accuracy.svg"):
+        (rep / name).write_text("run 1")
+    owned = {"report.html", "report.json", "accuracy.png", "accuracy.svg"}
+    assert check_replaceable_dir(rep, "report.html", "the report", owned) == rep
+    (rep / "notes.txt").write_text("mine")
+    with pytest.raises(EffnetError, match="notes.txt"):
+        check_replaceable_dir(rep, "report.html", "the report", owned)
+    assert (rep / "notes.txt").read_text() == "mine"
+
+
+def test_mount_point_report_folder_is_refused_before_the_work(tmp_path):
+    """A mount point cannot be replaced by a rename (EBUSY, found only after the whole evaluation): refused up
+    front, directly or through a symlink. /proc is a mount point on every Linux machine."""
+    import os
+
+    if not os.path.ismount("/proc"):
+        raise AssertionError("this test needs Linux's /proc mount")
+    with pytest.raises(EffnetError, match="mount point"):
+        check_replaceable_dir("/proc", "report.html", "the report")
+    (tmp_path / "link").symlink_to("/proc")
+    with pytest.raises(EffnetError, match="mount point"):
+        check_replaceable_dir(tmp_path / "link", "report.html", "the report")
+
+
 def test_tex_like_labels_are_drawn_literally(tmp_path):
     """`a$^$b` as a class name crashed matplotlib's mathtext parser; now every label is literal text."""
     pytest.importorskip("matplotlib")
@@ -102,6 +131,10 @@ def test_tex_like_labels_are_drawn_literally(tmp_path):
     ax.set_title("a$^$b x_{1}^2 $\\frac{1}{0 ")
     ax.set_yticks([0, 1], ["ünïcödé 猫", "x" * 300])
     assert figure_bytes(fig, "png")[:4] == b"\x89PNG"
+    import matplotlib
+
+    # only our figures: a library user's own plots keep mathtext (it was switched off process-wide)
+    assert matplotlib.rcParams["text.parse_math"] is True
 
 
 def test_training_confusion_figure_draws_tex_like_class_names(tmp_path):

@@ -35,3 +35,37 @@ def test_a_stop_request_ends_the_forward_pass_at_the_next_module():
         model(torch.zeros(1, 4))
     assert seen == [2]  # module 4 never ran
     assert model(torch.zeros(1, 4)).shape == (1, 4)  # the hooks are gone afterwards
+
+
+class Spiky(torch.nn.Module):
+    """A forward that is slow once (a load spike during the first timed pass), fast otherwise."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import time
+
+        self.calls += 1
+        if self.calls == 2:  # call 1 is the untimed warm-up; call 2 the first timed forward
+            time.sleep(0.4)
+        return self.lin(x)
+
+
+def test_one_slow_moment_does_not_set_the_cost():
+    """The cost is the median of several timings: one spiked forward (0.4 s) does not make it 0.4 s."""
+    cost = PassCost.measure(Spiky(), torch.zeros(1, 4))
+    assert cost.forward_s < 0.2 and cost.backward_s < 0.2, cost
+
+
+def test_the_cost_measurement_stops_when_asked():
+    """A first request that times out while the cost is being measured for it leaves nothing running: the
+    measurement stops at the next module like an explanation."""
+    seen = []
+    model = torch.nn.Sequential(*[torch.nn.Linear(4, 4) for _ in range(3)])
+    model[2].register_forward_hook(lambda *a: seen.append(2))
+    with pytest.raises(ExplainStopped):
+        PassCost.measure(model, torch.zeros(1, 4), should_stop=lambda: True)
+    assert seen == []

@@ -108,10 +108,10 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.report is not None:
         if Path(args.report).exists() and not Path(args.report).is_dir():
             raise UsageError(f"--report {args.report} exists and is not a folder")
-        from ..evaluate.html import REPORT_FILE
+        from ..evaluate.html import REPORT_FILE, REPORT_NAMES
         from ..fileio import check_replaceable_dir
 
-        check_replaceable_dir(args.report, REPORT_FILE, "the --report")
+        check_replaceable_dir(args.report, REPORT_FILE, "the --report", REPORT_NAMES)
         from ..figures import pyplot
 
         pyplot("effnet eval --report")  # a missing extra is found now, not after the evaluation

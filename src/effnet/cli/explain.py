@@ -44,13 +44,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..figures import pyplot
     from ..fileio import writable_dir
-    from ..outputs import per_input_names
+    from ..outputs import distinct_inputs, per_input_names
     from ..preprocess import find_images
     from ..saliency import Explainer, resolve_target
     from ..source import resolve_source
     from . import UsageError
 
-    images = find_images(args.paths)
+    images = distinct_inputs(find_images(args.paths))  # one file given thrice: one computation, one line
     if not images:
         raise UsageError(f"no images found in {', '.join(args.paths)}")
     out = Path(args.output)

@@ -68,7 +68,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--explain-timeout",
         type=float,
-        default=120.0,
+        default=300.0,
         help="per /v1/explain request, s; what cannot finish in it is refused up front (default: %(default)s)",
     )
     p.add_argument(

@@ -23,9 +23,13 @@ from ..fileio import check_replaceable_dir, whole_dir
 from ..preprocess import load_image
 from .report import EvalReport
 
-__all__ = ["write_html_report", "REPORT_FILE", "WORST_CLASSES", "THUMB_PX", "thumbnail"]
+__all__ = ["write_html_report", "REPORT_FILE", "REPORT_NAMES", "WORST_CLASSES", "THUMB_PX", "thumbnail"]
 
 REPORT_FILE = "report.html"
+_FIGURES = ("accuracy", "per_class", "confused", "reliability", "topk")
+# Every name a report folder can hold: anything else in an earlier report is the user's, and refused (the
+# folder is replaced whole).
+REPORT_NAMES = frozenset({REPORT_FILE, "report.json"} | {f"{n}.{e}" for n in _FIGURES for e in ("png", "svg")})
 WORST_CLASSES = 20
 THUMBS_PER_CLASS = 4
 THUMB_PX = 72
@@ -184,7 +188,7 @@ def _misses_html(r: EvalReport) -> str:
 def write_html_report(report: EvalReport, directory: str | os.PathLike) -> Path:
     """Write ``DIR/report.html``, its figures (``DIR/<name>.png`` and ``.svg``) and ``DIR/report.json``."""
     plt = pyplot("effnet eval --report")
-    target = check_replaceable_dir(directory, REPORT_FILE, "the report")
+    target = check_replaceable_dir(directory, REPORT_FILE, "the report", REPORT_NAMES)
     with whole_dir(target, "the report") as out:  # written whole: never an old page beside new figures
         _write_report(plt, report, out)
     return target / REPORT_FILE
@@ -202,6 +206,8 @@ def _write_report(plt: Any, report: EvalReport, out: Path) -> None:
         figures["topk"] = _topk_figure
     embedded: dict[str, str] = {}
     for name, draw in figures.items():
+        if name not in _FIGURES:  # REPORT_NAMES decides which files of an earlier report may be replaced
+            raise EffnetError(f"report figure {name!r} is missing from REPORT_NAMES")
         png = figure_bytes(draw(plt, report), "png", dpi=110)
         svg = figure_bytes(draw(plt, report), "svg")
         write_bytes(out / f"{name}.png", png)

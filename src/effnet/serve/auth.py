@@ -13,7 +13,7 @@ import ipaddress
 import json
 import re
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -79,12 +79,21 @@ def is_loopback(host: str) -> bool:
     return bool(addresses) and all(ipaddress.ip_address(str(a).split("%")[0]).is_loopback for a in addresses)
 
 
-def exposure_warning(host: str, api_key: str | None) -> str | None:
-    """The warning ``effnet serve`` prints when it listens beyond loopback without a key, else None."""
+def exposure_warning(host: str, api_key: str | None, allowed_hosts: Sequence[str] | None = None) -> str | None:
+    """The warning ``effnet serve`` prints when it listens beyond loopback without a key, else None. Without
+    ``--allowed-hosts`` it also names DNS rebinding: any Host is answered, so a web page opened in a browser
+    that can reach this port (its own name made to resolve to this machine) can use the model and read the
+    answers, the Origin check notwithstanding (the page's Origin then matches the Host it sends)."""
     if api_key or is_loopback(host):
         return None
+    rebinding = (
+        ""
+        if allowed_hosts
+        else " Any web page opened in a browser that can reach this port can drive it too (DNS rebinding: every "
+        "Host name is answered); give --allowed-hosts NAMES (the names clients use) to refuse other Host names."
+    )
     return (
         f"effnet serve: WARNING: listening on {host}, reachable from other machines, without an API key: "
-        f"anyone who can reach this port can use the model. Set --api-key KEY (or ${API_KEY_ENV}) to require "
-        "'Authorization: Bearer KEY', or bind 127.0.0.1."
+        f"anyone who can reach this port can use the model.{rebinding} Set --api-key KEY (or ${API_KEY_ENV}) to "
+        "require 'Authorization: Bearer KEY', or bind 127.0.0.1."
     )

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ImageError
-from ..saliency_budget import ExplainStopped, passes
+from ..saliency_budget import REMEASURE_S, ExplainStopped, passes
 from .config import ServeConfig
 from .errors import ApiError
 
@@ -65,8 +65,14 @@ def run_explain(
         if should_stop():  # waited in the queue past its time, or its client left meanwhile
             raise ExplainStopped("explanation stopped before it started")
         explainer = served.explainer(config.explain_memory_mb)
+        cost = explainer.measure_cost(should_stop)  # measured here when the warm-up has not (or was stopped)
         estimate = explainer.estimate_s(method)
         left = deadline - time.monotonic()
+        if estimate > left and cost.age_s() > REMEASURE_S:
+            # The estimate may date from a load spike: look again (a few passes, at most once per REMEASURE_S)
+            # before refusing, so that one slow moment never refuses a method for good.
+            explainer.measure_cost(should_stop, again=True)
+            estimate, left = explainer.estimate_s(method), deadline - time.monotonic()
         if estimate > left:
             forward, backward = passes(method, explainer.input_size)
             cost = explainer.cost
@@ -94,7 +100,9 @@ class ExplainGate:
         self.concurrency, self.capacity = concurrency, concurrency + queue
         self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="effnet-explain")
         self._admitted = 0  # waiting + computing; changed on the event loop only
-        self._last_s = 1.0  # how long the last job took: the Retry-After hint
+        # Compute time of the last job (not its wait in the queue): a place frees when a computing job ends,
+        # so this is the Retry-After hint. Written on the explain thread; a float assignment is atomic.
+        self._compute_s = 1.0
 
     @property
     def admitted(self) -> int:
@@ -105,7 +113,7 @@ class ExplainGate:
     ) -> ExplainResult:
         """Run ``job(stop)`` when a place is free; set ``stop`` when the client is gone or ``deadline`` passes."""
         if self._admitted >= self.capacity:
-            wait = math.ceil(self._last_s * self._admitted / self.concurrency)
+            wait = math.ceil(self._compute_s)
             raise ApiError(
                 503,
                 "explain_busy",
@@ -114,14 +122,20 @@ class ExplainGate:
             )
         loop = asyncio.get_running_loop()
         stop = threading.Event()
-        started = time.monotonic()
         self._admitted += 1
+
+        def timed(stop: threading.Event) -> ExplainResult:
+            started = time.monotonic()
+            try:
+                return job(stop)
+            finally:
+                self._compute_s = time.monotonic() - started
 
         def finished(_: Future) -> None:  # on the explain thread, or here when cancelled before it started
             with contextlib.suppress(RuntimeError):  # the loop closed at shutdown: nothing left to count
-                loop.call_soon_threadsafe(self._release, time.monotonic() - started)
+                loop.call_soon_threadsafe(self._release)
 
-        future = self.pool.submit(job, stop)
+        future = self.pool.submit(timed, stop)
         future.add_done_callback(finished)
         waiting = asyncio.wrap_future(future)
         while True:
@@ -141,18 +155,25 @@ class ExplainGate:
                 raise TimeoutError from None
             raise
 
-    def _release(self, seconds: float) -> None:
+    def _release(self) -> None:
         self._admitted -= 1
-        self._last_s = seconds
 
     def warm_up(self, served: Any, config: ServeConfig) -> None:
         """Build the explainer and measure its cost on the explain thread, in the background, so that the first
-        request is estimated (and refused up front when it cannot finish) like every later one."""
+        request is estimated (and refused up front when it cannot finish) like every later one. The measurement
+        gives way to work: once a request is admitted it stops at the next module (B5: seconds of passes), and
+        that request measures the cost itself, under its own stop flag and deadline."""
+
+        def admitted() -> bool:
+            return self._admitted > 0  # read on the explain thread: an int read needs no lock
 
         def warm() -> None:
             try:
                 with served.explain_lock:
-                    served.explainer(config.explain_memory_mb).cost  # noqa: B018 - measured on first access
+                    if not admitted():
+                        served.explainer(config.explain_memory_mb).measure_cost(admitted)
+            except ExplainStopped:
+                log.info("explanation cost not measured at start: a request came first and measures it")
             except Exception as e:  # noqa: BLE001 - e.g. the explain extra is missing: /v1/explain will say so
                 log.info("explanations not prepared: %s", e)
 

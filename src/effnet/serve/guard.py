@@ -57,7 +57,14 @@ class BrowserGuard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
         host = headers.get("host", "")
         problem = None
-        if not self._host_ok(host_name(host)):
+        if not host.strip() and self.hosts is not None:  # HTTP/1.0 may omit it; the check needs a name
+            names = ", ".join(sorted(self.hosts))
+            problem = (
+                "forbidden_host",
+                f"the request has no Host header; this server answers only requests naming one of its hosts "
+                f"({names}; more with --allowed-hosts): send e.g. 'Host: localhost'",
+            )
+        elif not self._host_ok(host_name(host)):
             problem = ("forbidden_host", f"Host {host[:80]!r} is not one this server answers to (--allowed-hosts)")
         elif "origin" in headers:
             origin = headers["origin"].strip().lower().rstrip("/")

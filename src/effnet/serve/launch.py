@@ -133,7 +133,7 @@ def serve(options: ServerOptions) -> None:
         timeout_graceful_shutdown=int(max(options.config.timeout_s, options.config.explain_timeout_s)) + 5,
     )
     where = f"http://{options.host}:{options.port}"
-    warning = exposure_warning(options.host, options.config.api_key)
+    warning = exposure_warning(options.host, options.config.api_key, options.config.allowed_hosts)
     if warning:
         print(warning, file=sys.stderr, flush=True)
     if options.workers == 1:

@@ -113,10 +113,15 @@ class ServedModel:
         return self._explainer
 
     def explain_estimate_s(self, method: str) -> float | None:
-        """Seconds an explanation with ``method`` is expected to take here, once the cost has been measured."""
+        """Seconds an explanation with ``method`` is expected to take here, once the cost has been measured and
+        while the measurement is recent (None: the job measures again before it would refuse)."""
+        from ..saliency_budget import REMEASURE_S
+
         explainer = self._explainer
         cost = None if explainer is None else explainer.measured_cost
-        return None if explainer is None or cost is None else cost.estimate_s(method, explainer.input_size)
+        if explainer is None or cost is None or cost.age_s() > REMEASURE_S:
+            return None
+        return cost.estimate_s(method, explainer.input_size)
 
     def explain(self, data: bytes, method: str, target: str) -> Explanation:
         """Image bytes -> attribution map of the fp32 torch model (``Classifier.explain``), whatever backend

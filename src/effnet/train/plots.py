@@ -27,18 +27,24 @@ def have_matplotlib() -> bool:
 
 
 def _figure(**kw: Any) -> Any:
-    from ..figures import literal_text
+    from ..figures import use_agg
 
-    literal_text()  # Agg, and class names drawn as written (no mathtext)
+    use_agg()
     from matplotlib.figure import Figure
 
     return Figure(**kw)  # not pyplot: no global state, nothing left open
 
 
 def _save(fig: Any, target: Path) -> Path:
+    from ..figures import literal_text
     from ..fileio import atomic_write  # whole or absent; the umask's mode, not mkstemp's 0600
 
-    return atomic_write(target, lambda tmp: fig.savefig(tmp, format="png", dpi=100), "the figure")
+    def save(tmp: Path) -> None:
+        with literal_text(fig):  # class names drawn as written (no mathtext), laid out and saved
+            fig.tight_layout()
+            fig.savefig(tmp, format="png", dpi=100)
+
+    return atomic_write(target, save, "the figure")
 
 
 def plot_curves(history: Sequence[dict[str, Any]], target: Path, majority: float | None) -> Path:
@@ -62,7 +68,6 @@ def plot_curves(history: Sequence[dict[str, Any]], target: Path, majority: float
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
     return _save(fig, target)
 
 
@@ -84,5 +89,4 @@ def plot_confusion(logits: torch.Tensor, labels: torch.Tensor, classes: Sequence
         for i in range(n):
             for j in range(n):
                 ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center")
-    fig.tight_layout()
     return _save(fig, target)
