@@ -25,7 +25,7 @@ from ray.data.block import BlockAccessor
 from ray.data.datasource import BlockBasedFileDatasink
 
 from ..errors import EffnetError
-from ..fileio import atomic_write, temp_dir
+from ..fileio import atomic_write, temp_dir, writable_dir
 from .inputs import _is_uri
 from .worker import result_from_row
 
@@ -71,6 +71,7 @@ def output_spec(out: str | os.PathLike) -> OutputSpec:
     path = Path(text).absolute()
     if not path.parent.is_dir():
         raise EffnetError(f"--output {text}: folder {path.parent} does not exist")
+    writable_dir(path.parent, "the results")  # before Ray starts (seconds), not at the end of the run
     if path.suffix == ".jsonl":
         if path.is_dir():
             raise EffnetError(f"--output {text} is a folder; a .jsonl output is one file")
