@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,25 @@ from .outputs import WriteSummary, output_spec, staging, write_results
 __all__ = ["ClassifyJob", "connected", "run_classify"]
 
 log = logging.getLogger("effnet.distributed")
+
+
+def _stop_data_executors() -> None:
+    """Stop Ray Data's executor threads before ``ray.shutdown()``.
+
+    Ray Data runs a dataset on a thread of its own, which a Ctrl-C in the driver's thread does not stop.
+    Left running across ``ray.shutdown()``, its next Ray call goes through Ray's auto-connect and calls
+    ``ray.init()`` again ("Connecting to existing Ray cluster..."), which for a cluster effnet started could
+    start a new, unrecorded local Ray. The executor is a ``threading.Thread`` (no public API lists them).
+    """
+    try:
+        from ray.data._internal.execution.streaming_executor import StreamingExecutor
+    except ImportError:  # another Ray layout: nothing to stop here, the re-init check below still holds
+        return
+    for thread in threading.enumerate():
+        if isinstance(thread, StreamingExecutor) and thread.is_alive():
+            with contextlib.suppress(Exception):  # shutting down: a failure to stop it must not hide the cause
+                thread.shutdown(force=True)
+            thread.join(timeout=5.0)
 
 
 @contextlib.contextmanager
@@ -62,7 +82,10 @@ def connected(address: str | None, *, progress: bool = True) -> Iterator[str]:
     try:
         yield where
     finally:
+        _stop_data_executors()
         ray.shutdown()
+        if ray.is_initialized():  # something still auto-connected in between: that session goes too
+            ray.shutdown()
         # Only a cluster this run started is its to stop: a joined one (by address, or the machine's
         # running cluster) keeps running for its other users.
         if owned is not None:
