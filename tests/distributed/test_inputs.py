@@ -54,3 +54,16 @@ def test_the_driver_refuses_to_ship_more_than_its_limit_before_reading_anything(
     monkeypatch.setattr(io, "SHIP_LIMIT_BYTES", 2500)
     with pytest.raises(EffnetError, match=r"the 3 local inputs hold .* --shared-inputs"):
         io._ship(files)
+
+
+def test_a_folder_without_images_is_refused_before_connecting_to_ray(tmp_path):
+    from tests.testutils import run_cli
+
+    (tmp_path / "empty").mkdir()
+    # An address where no cluster is: were Ray joined first, the error would be the connection's.
+    r = run_cli(
+        "classify", "--engine", "ray", "--ray-address", "127.0.0.1:1", "--output", str(tmp_path / "o.jsonl"),
+        str(tmp_path / "empty"), timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 1 and "no inputs" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert "Ray" not in r.stderr and list(tmp_path.iterdir()) == [tmp_path / "empty"], r.stderr

@@ -34,6 +34,7 @@ __all__ = [
     "SHIP_LIMIT_BYTES",
     "TASK_ARGS",
     "Inputs",
+    "list_inputs",
     "read_inputs",
     "read_paths",
     "small_blocks",
@@ -302,8 +303,21 @@ def _ship(entries: list[tuple[str, str]]) -> tuple[list[Any], int, int]:
     return refs, shipped, missing
 
 
+def list_inputs(paths: Sequence[str | os.PathLike], from_list: Sequence[str | os.PathLike] = ()) -> list[str]:
+    """Every input, named as its row will name it (folders, prefixes and list files expanded); an error when
+    there is none. Needs no Ray: call it before connecting, so a folder without images fails in a second."""
+    entries = _expand(paths, from_list)
+    if not entries:
+        raise EffnetError("no inputs: give image files, folders, URIs or --from-list FILE (no images found)")
+    return entries
+
+
 def read_inputs(
-    paths: Sequence[str | os.PathLike], from_list: Sequence[str | os.PathLike] = (), *, shared: bool = False
+    paths: Sequence[str | os.PathLike],
+    from_list: Sequence[str | os.PathLike] = (),
+    *,
+    shared: bool = False,
+    listed: Sequence[str] | None = None,
 ) -> Inputs:
     """Rows for every image under the folders/prefixes in ``paths`` and the ``from_list`` files' lines.
 
@@ -318,11 +332,10 @@ def read_inputs(
       paths, e.g. NFS) the driver only checks each exists, and tasks on any node read them; a node that
       lacks one gives an error row naming the file and the node. A file missing on the driver is an error row.
 
-    The driver expands folders and list files itself, so it knows how many rows the output must have.
+    The driver expands folders and list files itself, so it knows how many rows the output must have;
+    ``listed`` is that expansion when :func:`list_inputs` already made it (then ``paths`` is not read again).
     """
-    entries = _expand(paths, from_list)
-    if not entries:
-        raise EffnetError("no inputs: give image files, folders, URIs or --from-list FILE (no images found)")
+    entries = list(listed) if listed is not None else list_inputs(paths, from_list)
     in_cluster: list[str] = []
     local: list[tuple[str, str]] = []
     for name in entries:

@@ -24,7 +24,7 @@ import ray.data
 from ..errors import EffnetError
 from .cluster import OwnedCluster
 from .data import PipelineOptions, build_pipeline, pool_size, ship_weights
-from .inputs import read_inputs
+from .inputs import list_inputs, read_inputs
 from .outputs import WriteSummary, output_spec, staging, write_results
 
 __all__ = ["ClassifyJob", "connected", "run_classify"]
@@ -110,18 +110,20 @@ class ClassifyJob:
 def run_classify(job: ClassifyJob) -> WriteSummary:
     """Classify ``job.paths`` into ``job.output``; prints one summary line on stderr.
 
-    Before any inference: the output location is checked from every node, the actor pool is sized on the
-    cluster as it is (an error, not a wait, when it cannot start), and the inputs are listed (and, unless
-    shared, streamed from the driver's node) by the driver. After: the rows written must be one per input.
+    Before Ray starts: the output is checked and the inputs listed (folders expanded) on the driver. Before
+    any inference: the output location is checked from every node, the actor pool is sized on the
+    cluster as it is (an error, not a wait, when it cannot start), and the inputs (unless shared) are
+    streamed from the driver's node. After: the rows written must be one per input.
     """
     job.options.check()
     spec = output_spec(job.output)  # a bad --output fails now, not after the run
+    listed = list_inputs(job.paths, job.from_list)  # no images: an error in a second, before Ray starts
     with connected(job.address, progress=job.progress) as where, staging(spec) as parts:
         started = time.perf_counter()
         options = job.options.placed()
         pool = pool_size(options)
         shipped = ship_weights(job.model, job.weights, options, progress=job.progress)
-        inputs = read_inputs(job.paths, job.from_list, shared=job.shared_inputs)
+        inputs = read_inputs(job.paths, job.from_list, shared=job.shared_inputs, listed=listed)
         results = build_pipeline(inputs.dataset, shipped, options, pool)
         summary = write_results(results, spec, parts, expected=inputs.count)
         seconds = time.perf_counter() - started
