@@ -67,3 +67,18 @@ def test_a_folder_without_images_is_refused_before_connecting_to_ray(tmp_path):
     )  # fmt: skip
     assert r.returncode == 1 and "no inputs" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert "Ray" not in r.stderr and list(tmp_path.iterdir()) == [tmp_path / "empty"], r.stderr
+
+
+def test_a_read_task_refuses_a_fifo_at_once_instead_of_waiting_for_a_writer(tmp_path):
+    import os
+
+    from effnet.distributed.inputs import _read_local
+
+    fifo, folder, image = tmp_path / "pipe.jpg", tmp_path / "sub", tmp_path / "a.jpg"
+    os.mkfifo(fifo)  # nobody writes to it: a plain open() would block this task forever
+    folder.mkdir()
+    image.write_bytes(b"jpeg bytes")
+    table = _read_local([("pipe.jpg", str(fifo)), ("sub", str(folder)), ("a.jpg", str(image))])[0]
+    assert table.column("bytes").to_pylist() == [None, None, b"jpeg bytes"]
+    errors = table.column("error").to_pylist()
+    assert errors[0].startswith("pipe.jpg: not a regular file") and "is a folder" in errors[1] and errors[2] == ""

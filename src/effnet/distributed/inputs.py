@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -134,7 +135,26 @@ def _expand(paths: Sequence[str | os.PathLike], from_list: Sequence[str | os.Pat
     return out
 
 
+class _NotRegular(OSError):
+    pass
+
+
+def _read_file(local: str) -> bytes:
+    """A local input's bytes, read by a Ray task. Opened without blocking and checked to be a regular file
+    first: open() on a FIFO without a writer blocks forever, and a task is no shell's stream to read."""
+    fd = os.open(local, os.O_RDONLY | os.O_NONBLOCK)  # no effect on a regular file's reads
+    with open(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(local)
+        if not stat.S_ISREG(mode):
+            raise _NotRegular(local)
+        return f.read()
+
+
 def _read_error(name: str, e: OSError | EffnetError, where: str = "") -> str:
+    if isinstance(e, _NotRegular):
+        return f"{name}: not a regular file (a FIFO or device: --engine ray reads files; classify it locally)"
     if isinstance(e, FileNotFoundError):
         return f"{name}: no such file{where}"  # the message effnet classify gives for a missing path
     if isinstance(e, IsADirectoryError):
@@ -169,8 +189,7 @@ def _read_listed(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
                 with fs.open_input_stream(inner) as f:
                     data = f.read()
             else:
-                with open(local, "rb") as f:
-                    data = f.read()
+                data = _read_file(local)
         except (OSError, EffnetError) as e:
             node = ray.util.get_node_ip_address()
             where = "" if local is None else f" on node {node} (--shared-inputs: every node must see it)"
@@ -208,8 +227,7 @@ def _read_local(entries: list[tuple[str, str]]) -> list[pa.Table]:
         data: bytes | None = None
         error = ""
         try:
-            with open(local, "rb") as f:
-                data = f.read()
+            data = _read_file(local)
         except OSError as e:
             error = _read_error(name, e)
         paths.append(name)
