@@ -27,9 +27,24 @@ from .data import PipelineOptions, build_pipeline, pool_size, ship_weights
 from .inputs import list_inputs, read_inputs
 from .outputs import WriteSummary, output_spec, staging, write_results
 
-__all__ = ["ClassifyJob", "connected", "run_classify"]
+__all__ = ["ClassifyJob", "connected", "connect_reason", "run_classify"]
 
 log = logging.getLogger("effnet.distributed")
+
+
+def connect_reason(e: BaseException) -> str:
+    """``e`` and the causes it was raised from, on one line: Ray says "Failed to connect to Ray cluster at
+    ADDR" and keeps why (a refused token: ``InvalidAuthToken``...) in ``__cause__``."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    cause: BaseException | None = e
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        text = " ".join(str(cause).split()) or type(cause).__name__
+        if not any(text in p for p in parts):
+            parts.append(text)
+        cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
+    return ": ".join(parts)
 
 
 def _stop_data_executors() -> None:
@@ -78,7 +93,7 @@ def connected(address: str | None, *, progress: bool = True) -> Iterator[str]:
             where = f"the Ray cluster at {address or os.environ['RAY_ADDRESS']}"
     except (ConnectionError, ValueError, RuntimeError) as e:
         target = address or os.environ.get("RAY_ADDRESS")
-        raise EffnetError(f"cannot connect to the Ray cluster at {target}: {e}") from None
+        raise EffnetError(f"cannot connect to the Ray cluster at {target}: {connect_reason(e)}") from None
     try:
         yield where
     finally:
