@@ -134,7 +134,8 @@ def open_image(source: ImageSource) -> Image.Image:
     """THE image-input adapter: any accepted kind of ``source`` -> an unloaded (lazy) PIL image.
 
     Paths name regular files, or FIFOs and character devices (``/dev/stdin``, ``<(cmd)``), which are read
-    as streams; a file object is read from its current position (an ``io.BytesIO`` whole). Raises
+    as streams (a FIFO that gives nothing within ``FIFO_WAIT_SECONDS`` is an error, not a hang); a file
+    object is read from its current position (an ``io.BytesIO`` whole). Raises
     :class:`ImageError` for a missing, empty or undecodable image and :class:`TypeError`, listing what is
     accepted, for anything else.
     """

@@ -10,6 +10,7 @@ are read by the driver and shipped through the object store unless the user decl
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import stat
 from collections.abc import Sequence
@@ -135,25 +136,19 @@ def _expand(paths: Sequence[str | os.PathLike], from_list: Sequence[str | os.Pat
     return out
 
 
-class _NotRegular(OSError):
-    pass
-
-
 def _read_file(local: str) -> bytes:
     """A local input's bytes, read by a Ray task. Opened without blocking and checked to be a regular file
     first: open() on a FIFO without a writer blocks forever, and a task is no shell's stream to read."""
     fd = os.open(local, os.O_RDONLY | os.O_NONBLOCK)  # no effect on a regular file's reads
     with open(fd, "rb") as f:
         mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            raise IsADirectoryError(local)
-        if not stat.S_ISREG(mode):
-            raise _NotRegular(local)
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # a folder: read() raises IsADirectoryError
+            raise io.UnsupportedOperation(local)  # an OSError: the caller's error row
         return f.read()
 
 
 def _read_error(name: str, e: OSError | EffnetError, where: str = "") -> str:
-    if isinstance(e, _NotRegular):
+    if isinstance(e, io.UnsupportedOperation):
         return f"{name}: not a regular file (a FIFO or device: --engine ray reads files; classify it locally)"
     if isinstance(e, FileNotFoundError):
         return f"{name}: no such file{where}"  # the message effnet classify gives for a missing path
@@ -331,12 +326,9 @@ def list_inputs(paths: Sequence[str | os.PathLike], from_list: Sequence[str | os
 
 
 def read_inputs(
-    paths: Sequence[str | os.PathLike],
-    from_list: Sequence[str | os.PathLike] = (),
-    *,
-    shared: bool = False,
+    paths: Sequence[str | os.PathLike], from_list: Sequence[str | os.PathLike] = (), *, shared: bool = False,
     listed: Sequence[str] | None = None,
-) -> Inputs:
+) -> Inputs:  # fmt: skip
     """Rows for every image under the folders/prefixes in ``paths`` and the ``from_list`` files' lines.
 
     Where each input is read (docs/distributed.md, "Inputs"):
