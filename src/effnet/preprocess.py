@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import io
 import os
+import select
 import stat
 import warnings
 from collections.abc import Callable
@@ -75,6 +76,26 @@ def _name(source: object) -> str:
     return "<PIL image>"
 
 
+# How long a FIFO named as an input may take to give its first bytes. open() on a FIFO without a writer
+# blocks forever (`mkfifo p; effnet classify p`); a stream that a shell feeds (`<(cmd)`, a writer started
+# with the run) starts well within this.
+FIFO_WAIT_SECONDS = 60.0
+
+
+def _read_special(path: Path, name: str, wait: float) -> bytes:
+    """A FIFO or character device named as an input: opened without blocking, its first bytes waited for
+    at most ``wait`` seconds (an ImageError then, for this input only), then read to its end."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not select.select([fd], [], [], wait)[0]:  # readable: data, or its writer came and went (EOF)
+            raise ImageError(f"{name}: nothing was written to this FIFO within {wait:g} s (no writer?)")
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return _read_stream(f.read, name)
+    finally:
+        os.close(fd)
+
+
 def _read_stream(read: Callable[[int], object], name: str) -> bytes:
     """Everything ``read`` (a file object's read) gives until end of file, at most MAX_STREAM_BYTES.
 
@@ -113,7 +134,8 @@ def open_image(source: ImageSource) -> Image.Image:
     """THE image-input adapter: any accepted kind of ``source`` -> an unloaded (lazy) PIL image.
 
     Paths name regular files, or FIFOs and character devices (``/dev/stdin``, ``<(cmd)``), which are read
-    as streams; a file object is read from its current position (an ``io.BytesIO`` whole). Raises
+    as streams (a FIFO that gives nothing within ``FIFO_WAIT_SECONDS`` is an error, not a hang); a file
+    object is read from its current position (an ``io.BytesIO`` whole). Raises
     :class:`ImageError` for a missing, empty or undecodable image and :class:`TypeError`, listing what is
     accepted, for anything else.
     """
@@ -137,8 +159,7 @@ def open_image(source: ImageSource) -> Image.Image:
                 raise ImageError(f"{name}: empty file (0 bytes)")
             fp: object = path
         elif stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
-            with path.open("rb") as f:
-                data = _read_stream(f.read, name)
+            data = _read_special(path, name, FIFO_WAIT_SECONDS)
             if not data:
                 raise ImageError(f"{name}: empty stream (0 bytes)")
             fp = io.BytesIO(data)

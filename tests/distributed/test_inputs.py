@@ -54,3 +54,31 @@ def test_the_driver_refuses_to_ship_more_than_its_limit_before_reading_anything(
     monkeypatch.setattr(io, "SHIP_LIMIT_BYTES", 2500)
     with pytest.raises(EffnetError, match=r"the 3 local inputs hold .* --shared-inputs"):
         io._ship(files)
+
+
+def test_a_folder_without_images_is_refused_before_connecting_to_ray(tmp_path):
+    from tests.testutils import run_cli
+
+    (tmp_path / "empty").mkdir()
+    # An address where no cluster is: were Ray joined first, the error would be the connection's.
+    r = run_cli(
+        "classify", "--engine", "ray", "--ray-address", "127.0.0.1:1", "--output", str(tmp_path / "o.jsonl"),
+        str(tmp_path / "empty"), timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 1 and "no inputs" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert "Ray" not in r.stderr and list(tmp_path.iterdir()) == [tmp_path / "empty"], r.stderr
+
+
+def test_a_read_task_refuses_a_fifo_at_once_instead_of_waiting_for_a_writer(tmp_path):
+    import os
+
+    from effnet.distributed.inputs import _read_local
+
+    fifo, folder, image = tmp_path / "pipe.jpg", tmp_path / "sub", tmp_path / "a.jpg"
+    os.mkfifo(fifo)  # nobody writes to it: a plain open() would block this task forever
+    folder.mkdir()
+    image.write_bytes(b"jpeg bytes")
+    table = _read_local([("pipe.jpg", str(fifo)), ("sub", str(folder)), ("a.jpg", str(image))])[0]
+    assert table.column("bytes").to_pylist() == [None, None, b"jpeg bytes"]
+    errors = table.column("error").to_pylist()
+    assert errors[0].startswith("pipe.jpg: not a regular file") and "is a folder" in errors[1] and errors[2] == ""

@@ -43,6 +43,11 @@ def test_eval_on_ray_reports_what_the_local_eval_reports(ray_cluster, sample_dir
     # What the actors built on their nodes (auto resolved there) and measured: not the driver's guess or 0.0.
     assert on_ray["backend"] == f"{local['backend']} on Ray" and on_ray["precision"] == local["precision"]
     assert 0 < on_ray["throughput"]["inference_seconds"] and 0 < on_ray["throughput"]["decode_wait_seconds"]
+    # `workers` counts what ran: decoding threads locally, inference actors on Ray (whose start-up is timed).
+    assert (local["throughput"]["workers_are"], on_ray["throughput"]["workers_are"]) == (
+        "decoding threads",
+        "inference actors",
+    )
     for key in ("total", "count", "failed", "top1_correct", "top5_correct", "per_class", "weights", "dataset"):
         assert on_ray[key] == local[key], key
     by_path = {i["path"]: i for i in local["images"]}

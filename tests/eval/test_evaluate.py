@@ -106,7 +106,9 @@ def test_json_report_schema(sample_report: EvalReport, tmp_path: Path) -> None:
         "decode_wait_seconds",
         "batch_size",
         "workers",
+        "workers_are",
     }
+    assert d["throughput"]["workers_are"] == "decoding threads"  # on Ray: "inference actors"
     assert set(d["per_class"][0]) == {"index", "synset", "label", "count", "top1", "top5"}
     assert set(d["most_confused"][0]) == {"true", "predicted", "count"}
     assert set(d["images"][0]) == {"path", "label", "top5"} and len(d["images"][0]["top5"]) == 5

@@ -125,6 +125,16 @@ def test_a_fifo_is_read_as_a_stream(tmp_path):
         decode_crop(tmp_path, P)
 
 
+def test_a_fifo_nobody_writes_to_is_an_error_for_that_input_not_a_hang(tmp_path, monkeypatch):
+    import effnet.preprocess
+
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)  # a plain open() would wait for a writer forever
+    monkeypatch.setattr(effnet.preprocess, "FIFO_WAIT_SECONDS", 0.5)
+    with pytest.raises(ImageError, match=r"pipe.jpg: nothing was written to this FIFO within 0.5 s"):
+        decode_crop(fifo, P)
+
+
 @pytest.mark.parametrize("bad", [3, None, {"image": 1}, np.zeros((2, 2), np.float32)])
 def test_anything_else_is_refused_with_what_is_accepted(bad):
     with pytest.raises((TypeError, ImageError)) as e:

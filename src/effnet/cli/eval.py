@@ -122,6 +122,8 @@ def _signed(x: float | None) -> str:
 
 
 def _print_report(report: EvalReport, device: str = "cpu", num_classes: int = 1000) -> None:
+    from ..evaluate.report import RAY_WORKERS
+
     ref = report.reference
     subset = f", first {report.total:,} of {report.dataset_size:,}" if report.total < report.dataset_size else ""
     on = "" if device == "cpu" else f" on {device}"
@@ -142,7 +144,8 @@ def _print_report(report: EvalReport, device: str = "cpu", num_classes: int = 10
         f"  speed      {report.images_per_second:.1f} img/s ({report.seconds:.1f} s: "
         f"model {report.inference_seconds:.1f} s, waiting for decoding {report.decode_wait_seconds:.1f} s; "
         f"batch {report.batch_size}, "
-        f"{report.workers} decoding threads)"
+        f"{report.workers} {report.workers_are}"
+        + ("; the time includes their start-up)" if report.workers_are == RAY_WORKERS else ")")
     )
     if report.decode is not None:
         d = report.decode

@@ -7,10 +7,15 @@ started the cluster, it records at start what identifies its processes, and afte
 waits a grace period, then reports and stops whatever of that cluster is still alive.
 
 A process belongs to the cluster when it is one the start recorded (GCS, raylet, dashboard, monitors:
-their PID and creation time, so a reused PID is not taken), or when it holds a file open under the
-cluster's own session folder (every Ray worker writes its stdout and stderr to
-``<session>/logs/worker-*.out|err``; a worker renames its process title, so its name says nothing). Never
-by name, and never a cluster joined by address: that one is not effnet's to stop.
+their PID and creation time, so a reused PID is not taken), or when all of these hold: it runs as this
+user, it holds a file open under the cluster's own session folder (every Ray worker writes its stdout and
+stderr to ``<session>/logs/worker-*.out|err``), it started no earlier than the cluster's first process,
+and it was launched by the cluster: a recorded process is among its ancestors, or its environment's
+``RAY_RAYLET_PID`` (which the raylet sets for every process it spawns, and which its children inherit
+even once reparented to PID 1) names the recorded raylet. A worker renames its process title, so names
+say nothing and are never used; a user's ``tail -f`` of a Ray log or a log shipper holds those files too
+but was not launched by the cluster, so it is never touched. Nor is anything of a cluster joined by
+address: that one is not effnet's to stop.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from pathlib import Path
 
 import psutil
 
-__all__ = ["GRACE_SECONDS", "OwnedCluster"]
+__all__ = ["GRACE_SECONDS", "OwnedCluster", "ProcessFacts", "launched_by"]
 
 # How long the processes of a cluster get to exit after ray.shutdown() before effnet stops them. Ray's own
 # shutdown sends SIGTERM and waits up to a few seconds per process; workers exit when their raylet goes.
@@ -43,6 +48,40 @@ def _holds_file_under(pid: int, folder: str) -> bool:
         except OSError:
             continue
     return False
+
+
+@dataclass(frozen=True)
+class ProcessFacts:
+    """What the ownership rule looks at for one process that holds a file under the session folder."""
+
+    created: float  # its creation time (psutil, seconds since the epoch)
+    ancestors: tuple[tuple[int, float], ...]  # (PID, creation time) of its parent, grandparent, ...
+    raylet_pid: int | None  # RAY_RAYLET_PID in its environment, if any
+
+
+def launched_by(facts: ProcessFacts, started: tuple[tuple[int, float], ...]) -> bool:
+    """Whether a process holding a file under the session folder was launched by the cluster whose start
+    launched ``started``: never one older than the cluster's first process; else a recorded process is
+    among its ancestors, or the raylet that spawned it (``RAY_RAYLET_PID``) is a recorded one."""
+    if not started or facts.created < min(created for _, created in started):
+        return False
+    if any(a in started for a in facts.ancestors):
+        return True
+    return facts.raylet_pid is not None and facts.raylet_pid in {pid for pid, _ in started}
+
+
+def _facts(p: psutil.Process) -> ProcessFacts:
+    ancestors = []
+    for a in p.parents():
+        try:
+            ancestors.append((a.pid, a.create_time()))
+        except psutil.Error:
+            continue
+    try:
+        raylet = p.environ().get("RAY_RAYLET_PID")
+    except psutil.Error:
+        raylet = None
+    return ProcessFacts(p.create_time(), tuple(ancestors), int(raylet) if raylet and raylet.isdigit() else None)
 
 
 @dataclass(frozen=True)
@@ -88,7 +127,11 @@ class OwnedCluster:
             if p.pid == me or p.pid in found:
                 continue
             try:
-                if p.uids().real == os.getuid() and _holds_file_under(p.pid, self.session_dir):
+                if (
+                    p.uids().real == os.getuid()
+                    and _holds_file_under(p.pid, self.session_dir)
+                    and launched_by(_facts(p), self.started)
+                ):
                     found[p.pid] = p
             except psutil.Error:
                 continue

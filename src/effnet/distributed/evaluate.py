@@ -16,7 +16,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..evaluate import TOP_K, Dataset, DatasetError, EvalReport, Failure, Progress
+from ..evaluate import TOP_K, Dataset, DatasetError, EvalReport, Failure, Progress, Sample
+from ..evaluate.report import RAY_WORKERS
 from ..evaluate.run import Tally, build_report
 from .data import PipelineOptions, build_pipeline, pool_size, ship_weights
 from .inputs import read_paths
@@ -64,6 +65,11 @@ class RayEvalResult:
     runs: tuple[NodeRun, ...] = ()  # per node: the backend, precision and device its actors built
 
 
+def as_given(error: str, path: str, sample: Sample) -> str:
+    """An actor's error names the absolute path it read; say the path as the dataset gave it, as locally."""
+    return str(sample.path) + error[len(path) :] if error.startswith(path) else error
+
+
 def run_eval(job: EvalJob, progress: Callable[[Progress], None] | None = None) -> RayEvalResult:
     """Evaluate ``job.dataset`` on the cluster; ``progress`` gets running totals as rows arrive.
 
@@ -104,7 +110,7 @@ def run_eval(job: EvalJob, progress: Callable[[Progress], None] | None = None) -
                 seen.add(path)
                 if error:
                     sample = by_path[path]
-                    failures.append(Failure(str(sample.path), sample.label, str(error)))
+                    failures.append(Failure(str(sample.path), sample.label, as_given(str(error), path, sample)))
                 else:
                     good.append(i)
                 if batch["node"][i]:  # the first row of an actor's call says what it ran and where
@@ -137,6 +143,7 @@ def run_eval(job: EvalJob, progress: Callable[[Progress], None] | None = None) -
         decode_wait_seconds=wait,
         batch_size=options.batch_size or 0,
         workers=pool.high if pool.high is not None else pool.initial,
+        workers_are=RAY_WORKERS,  # and `seconds` includes their start-up: they start as the rows are pulled
         limit=job.limit,
         max_confused=job.max_confused,
     )

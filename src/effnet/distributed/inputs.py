@@ -10,7 +10,9 @@ are read by the driver and shipped through the object store unless the user decl
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -34,6 +36,7 @@ __all__ = [
     "SHIP_LIMIT_BYTES",
     "TASK_ARGS",
     "Inputs",
+    "list_inputs",
     "read_inputs",
     "read_paths",
     "small_blocks",
@@ -133,7 +136,20 @@ def _expand(paths: Sequence[str | os.PathLike], from_list: Sequence[str | os.Pat
     return out
 
 
+def _read_file(local: str) -> bytes:
+    """A local input's bytes, read by a Ray task. Opened without blocking and checked to be a regular file
+    first: open() on a FIFO without a writer blocks forever, and a task is no shell's stream to read."""
+    fd = os.open(local, os.O_RDONLY | os.O_NONBLOCK)  # no effect on a regular file's reads
+    with open(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # a folder: read() raises IsADirectoryError
+            raise io.UnsupportedOperation(local)  # an OSError: the caller's error row
+        return f.read()
+
+
 def _read_error(name: str, e: OSError | EffnetError, where: str = "") -> str:
+    if isinstance(e, io.UnsupportedOperation):
+        return f"{name}: not a regular file (a FIFO or device: --engine ray reads files; classify it locally)"
     if isinstance(e, FileNotFoundError):
         return f"{name}: no such file{where}"  # the message effnet classify gives for a missing path
     if isinstance(e, IsADirectoryError):
@@ -168,8 +184,7 @@ def _read_listed(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
                 with fs.open_input_stream(inner) as f:
                     data = f.read()
             else:
-                with open(local, "rb") as f:
-                    data = f.read()
+                data = _read_file(local)
         except (OSError, EffnetError) as e:
             node = ray.util.get_node_ip_address()
             where = "" if local is None else f" on node {node} (--shared-inputs: every node must see it)"
@@ -207,8 +222,7 @@ def _read_local(entries: list[tuple[str, str]]) -> list[pa.Table]:
         data: bytes | None = None
         error = ""
         try:
-            with open(local, "rb") as f:
-                data = f.read()
+            data = _read_file(local)
         except OSError as e:
             error = _read_error(name, e)
         paths.append(name)
@@ -302,9 +316,19 @@ def _ship(entries: list[tuple[str, str]]) -> tuple[list[Any], int, int]:
     return refs, shipped, missing
 
 
+def list_inputs(paths: Sequence[str | os.PathLike], from_list: Sequence[str | os.PathLike] = ()) -> list[str]:
+    """Every input, named as its row will name it (folders, prefixes and list files expanded); an error when
+    there is none. Needs no Ray: call it before connecting, so a folder without images fails in a second."""
+    entries = _expand(paths, from_list)
+    if not entries:
+        raise EffnetError("no inputs: give image files, folders, URIs or --from-list FILE (no images found)")
+    return entries
+
+
 def read_inputs(
-    paths: Sequence[str | os.PathLike], from_list: Sequence[str | os.PathLike] = (), *, shared: bool = False
-) -> Inputs:
+    paths: Sequence[str | os.PathLike], from_list: Sequence[str | os.PathLike] = (), *, shared: bool = False,
+    listed: Sequence[str] | None = None,
+) -> Inputs:  # fmt: skip
     """Rows for every image under the folders/prefixes in ``paths`` and the ``from_list`` files' lines.
 
     Where each input is read (docs/distributed.md, "Inputs"):
@@ -318,11 +342,10 @@ def read_inputs(
       paths, e.g. NFS) the driver only checks each exists, and tasks on any node read them; a node that
       lacks one gives an error row naming the file and the node. A file missing on the driver is an error row.
 
-    The driver expands folders and list files itself, so it knows how many rows the output must have.
+    The driver expands folders and list files itself, so it knows how many rows the output must have;
+    ``listed`` is that expansion when :func:`list_inputs` already made it (then ``paths`` is not read again).
     """
-    entries = _expand(paths, from_list)
-    if not entries:
-        raise EffnetError("no inputs: give image files, folders, URIs or --from-list FILE (no images found)")
+    entries = list(listed) if listed is not None else list_inputs(paths, from_list)
     in_cluster: list[str] = []
     local: list[tuple[str, str]] = []
     for name in entries:

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,12 +24,46 @@ import ray.data
 from ..errors import EffnetError
 from .cluster import OwnedCluster
 from .data import PipelineOptions, build_pipeline, pool_size, ship_weights
-from .inputs import read_inputs
+from .inputs import list_inputs, read_inputs
 from .outputs import WriteSummary, output_spec, staging, write_results
 
-__all__ = ["ClassifyJob", "connected", "run_classify"]
+__all__ = ["ClassifyJob", "connected", "connect_reason", "run_classify"]
 
 log = logging.getLogger("effnet.distributed")
+
+
+def connect_reason(e: BaseException) -> str:
+    """``e`` and the causes it was raised from, on one line: Ray says "Failed to connect to Ray cluster at
+    ADDR" and keeps why (a refused token: ``InvalidAuthToken``...) in ``__cause__``."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    cause: BaseException | None = e
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        text = " ".join(str(cause).split()) or type(cause).__name__
+        if not any(text in p for p in parts):
+            parts.append(text)
+        cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
+    return ": ".join(parts)
+
+
+def _stop_data_executors() -> None:
+    """Stop Ray Data's executor threads before ``ray.shutdown()``.
+
+    Ray Data runs a dataset on a thread of its own, which a Ctrl-C in the driver's thread does not stop.
+    Left running across ``ray.shutdown()``, its next Ray call goes through Ray's auto-connect and calls
+    ``ray.init()`` again ("Connecting to existing Ray cluster..."), which for a cluster effnet started could
+    start a new, unrecorded local Ray. The executor is a ``threading.Thread`` (no public API lists them).
+    """
+    try:
+        from ray.data._internal.execution.streaming_executor import StreamingExecutor
+    except ImportError:  # another Ray layout: nothing to stop here, the re-init check below still holds
+        return
+    for thread in threading.enumerate():
+        if isinstance(thread, StreamingExecutor) and thread.is_alive():
+            with contextlib.suppress(Exception):  # shutting down: a failure to stop it must not hide the cause
+                thread.shutdown(force=True)
+            thread.join(timeout=5.0)
 
 
 @contextlib.contextmanager
@@ -58,11 +93,14 @@ def connected(address: str | None, *, progress: bool = True) -> Iterator[str]:
             where = f"the Ray cluster at {address or os.environ['RAY_ADDRESS']}"
     except (ConnectionError, ValueError, RuntimeError) as e:
         target = address or os.environ.get("RAY_ADDRESS")
-        raise EffnetError(f"cannot connect to the Ray cluster at {target}: {e}") from None
+        raise EffnetError(f"cannot connect to the Ray cluster at {target}: {connect_reason(e)}") from None
     try:
         yield where
     finally:
+        _stop_data_executors()
         ray.shutdown()
+        if ray.is_initialized():  # something still auto-connected in between: that session goes too
+            ray.shutdown()
         # Only a cluster this run started is its to stop: a joined one (by address, or the machine's
         # running cluster) keeps running for its other users.
         if owned is not None:
@@ -87,18 +125,20 @@ class ClassifyJob:
 def run_classify(job: ClassifyJob) -> WriteSummary:
     """Classify ``job.paths`` into ``job.output``; prints one summary line on stderr.
 
-    Before any inference: the output location is checked from every node, the actor pool is sized on the
-    cluster as it is (an error, not a wait, when it cannot start), and the inputs are listed (and, unless
-    shared, streamed from the driver's node) by the driver. After: the rows written must be one per input.
+    Before Ray starts: the output is checked and the inputs listed (folders expanded) on the driver. Before
+    any inference: the output location is checked from every node, the actor pool is sized on the
+    cluster as it is (an error, not a wait, when it cannot start), and the inputs (unless shared) are
+    streamed from the driver's node. After: the rows written must be one per input.
     """
     job.options.check()
     spec = output_spec(job.output)  # a bad --output fails now, not after the run
+    listed = list_inputs(job.paths, job.from_list)  # no images: an error in a second, before Ray starts
     with connected(job.address, progress=job.progress) as where, staging(spec) as parts:
         started = time.perf_counter()
         options = job.options.placed()
         pool = pool_size(options)
         shipped = ship_weights(job.model, job.weights, options, progress=job.progress)
-        inputs = read_inputs(job.paths, job.from_list, shared=job.shared_inputs)
+        inputs = read_inputs(job.paths, job.from_list, shared=job.shared_inputs, listed=listed)
         results = build_pipeline(inputs.dataset, shipped, options, pool)
         summary = write_results(results, spec, parts, expected=inputs.count)
         seconds = time.perf_counter() - started

@@ -25,7 +25,7 @@ from ray.data.block import BlockAccessor
 from ray.data.datasource import BlockBasedFileDatasink
 
 from ..errors import EffnetError
-from ..fileio import atomic_write, temp_dir
+from ..fileio import atomic_write, temp_dir, writable_dir
 from .inputs import _is_uri
 from .worker import result_from_row
 
@@ -61,7 +61,8 @@ class OutputSpec:
 
 
 def output_spec(out: str | os.PathLike) -> OutputSpec:
-    """Check ``--output`` before any work: ``*.jsonl`` -> JSON lines, a folder or ``*.parquet`` -> Parquet."""
+    """Check ``--output`` before any work: ``*.jsonl`` -> JSON lines, a folder or ``*.parquet`` -> Parquet.
+    An existing output is refused in either format (an empty folder is not an output yet)."""
     text = os.fspath(out)
     if _is_uri(text):
         raise EffnetError(
@@ -71,14 +72,18 @@ def output_spec(out: str | os.PathLike) -> OutputSpec:
     path = Path(text).absolute()
     if not path.parent.is_dir():
         raise EffnetError(f"--output {text}: folder {path.parent} does not exist")
+    writable_dir(path.parent, "the results")  # before Ray starts (seconds), not at the end of the run
+    exists = f"--output {text} exists; remove it or choose another name (outputs never overwrite each other)"
     if path.suffix == ".jsonl":
         if path.is_dir():
             raise EffnetError(f"--output {text} is a folder; a .jsonl output is one file")
+        if path.exists() or path.is_symlink():
+            raise EffnetError(exists)
         return OutputSpec(path, "jsonl")
     if path.suffix not in ("", ".parquet"):
         raise EffnetError(f"--output {text}: end it in .jsonl (JSON lines) or .parquet, or name a folder (Parquet)")
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise EffnetError(f"--output {text} exists; remove it or choose another name (a run never mixes outputs)")
+        raise EffnetError(exists)
     return OutputSpec(path, "parquet")
 
 

@@ -239,7 +239,7 @@ def _page(r: EvalReport, figs: dict[str, str]) -> str:
         (
             "speed",
             f'<span id="ips">{r.images_per_second:.1f}</span> images/s ({r.seconds:.1f} s, batch {r.batch_size}, '
-            f"{r.workers} workers)",
+            f"{r.workers} {r.workers_are})",
         ),
     ]
     if cal is not None:

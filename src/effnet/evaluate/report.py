@@ -30,11 +30,13 @@ __all__ = [
     "Failure",
     "ImageOutcome",
     "EvalReport",
+    "RAY_WORKERS",
 ]
 
 REPORT_SCHEMA = "effnet.eval/1"
 TOP_K = 5
 MAX_K = 10  # top-k accuracy is reported for k = 1..MAX_K
+RAY_WORKERS = "inference actors"  # EvalReport.workers_are of a Ray eval
 ECE_BINS = 15  # Guo et al. (2017), "On Calibration of Modern Neural Networks": 15 equal-width bins
 
 
@@ -236,6 +238,9 @@ class EvalReport:
     batch_size: int
     workers: int
     limit: int | None = None
+    # What ``workers`` counts and what ``seconds`` covers: locally decoding threads, the loop only; on Ray
+    # ("inference actors") the actors, and ``seconds`` includes their start-up (each builds its backend).
+    workers_are: str = "decoding threads"
     dataset_size: int = 0  # images in the dataset before --limit
     unmatched_annotations: int = 0
     # --decode gpu: images decoded by nvJPEG and by the Pillow path (gpu_decode.DecodeCounts.to_dict); None: Pillow
@@ -302,6 +307,7 @@ class EvalReport:
                 "decode_wait_seconds": self.decode_wait_seconds,
                 "batch_size": self.batch_size,
                 "workers": self.workers,
+                "workers_are": self.workers_are,
             },
             "decode": dict(self.decode) if self.decode is not None else {"decoder": "pillow"},
             "calibration": None if self.calibration is None else self.calibration.to_dict(),

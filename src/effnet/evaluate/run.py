@@ -248,6 +248,7 @@ def build_report(
     limit: int | None,
     max_confused: int = 20,
     decode: Mapping[str, Any] | None = None,
+    workers_are: str = "decoding threads",
 ) -> EvalReport:
     """The :class:`EvalReport` of a finished run; raises :class:`DatasetError` when nothing could be decoded."""
     if not tally.outcomes:
@@ -279,6 +280,7 @@ def build_report(
         decode_wait_seconds=decode_wait_seconds,
         batch_size=batch_size,
         workers=workers,
+        workers_are=workers_are,
         limit=limit,
         dataset_size=len(dataset),
         unmatched_annotations=dataset.unmatched_annotations,
