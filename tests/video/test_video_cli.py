@@ -105,3 +105,16 @@ def test_eval_skips_the_videos_of_its_folder_and_says_so_once(sample_dir, tmp_pa
     r = run_cli("eval", str(folder), "--model", "efficientnet-lite0", "--backend", "torch", "--no-progress")
     assert r.returncode == 0, r.stderr
     assert r.stderr.count("eval skips the 2 video file(s) in") == 1
+
+
+def test_annotate_never_replaces_a_file_least_of_all_its_input(sample_dir, tmp_path):
+    frames, times = held([photo(sample_dir / f"{PHOTOS[0]}.JPEG")], 0.3)
+    clip = write_clip(tmp_path / "clip.mp4", frames, times)
+    before = clip.read_bytes()
+    (tmp_path / "link.mp4").symlink_to(clip)
+    (tmp_path / "old.mp4").write_bytes(b"an earlier output")
+    for out, message in (("clip.mp4", "is the input video"), ("link.mp4", "is the input video"), ("old.mp4", "exists")):
+        r = run_cli("classify", str(clip), "--annotate", str(tmp_path / out), "--model", "efficientnet-lite0")
+        assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr, (out, r.stderr)
+        assert r.stdout == ""  # refused before the model loaded and any frame was classified
+    assert clip.read_bytes() == before and (tmp_path / "old.mp4").read_bytes() == b"an earlier output"

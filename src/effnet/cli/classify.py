@@ -220,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
     if not inputs:
         raise UsageError(f"no images found in {', '.join(args.paths)} (nor videos)")
     images = [x for x in inputs if not _is_video(x)]
-    check_video_arguments(args, len(inputs) - len(images))
+    check_video_arguments(args, len(inputs) - len(images), inputs)
     options = {**model_path, **({} if args.precision is None else {"precision": args.precision})}
     clf = Classifier(
         args.model,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 __all__ = ["add_video_arguments", "check_video_arguments", "classify_video", "note_skipped_videos"]
@@ -44,7 +46,7 @@ def add_video_arguments(p: argparse.ArgumentParser) -> None:
         metavar="OUT.mp4",
         default=None,
         help="write the classified frames with their top-k, FPS and latency drawn, as an H.264 MP4 (one video; "
-        "its audio is dropped)",
+        "its audio is dropped; OUT must not exist yet: an existing file is never replaced)",
     )
     g.add_argument(
         "--stall-timeout",
@@ -55,7 +57,7 @@ def add_video_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def check_video_arguments(args: argparse.Namespace, videos: int) -> None:
+def check_video_arguments(args: argparse.Namespace, videos: int, sources: Sequence[Any] = ()) -> None:
     from . import UsageError
 
     if args.fps is not None and args.every is not None:
@@ -75,7 +77,7 @@ def check_video_arguments(args: argparse.Namespace, videos: int) -> None:
     if args.annotate is not None:  # before the model loads and any frame is decoded
         from ..video.annotate import check_destination
 
-        check_destination(args.annotate)
+        check_destination(args.annotate, [s for s in sources if isinstance(s, (str, os.PathLike))])
 
 
 def _print_frame(r: Any) -> None:

@@ -68,7 +68,9 @@ class VideoClassification:
         self.k, self.batch_size, self.stall_timeout = top_k, batch_size, stall_timeout
         self.name = name or self.source
         self.reduce = reduce
-        self.annotate = check_destination(annotate) if annotate is not None else None  # before any decoding
+        self.annotate = (
+            check_destination(annotate, [self.source]) if annotate is not None else None
+        )  # before any decoding
         self.stats = ReaderStats()
         self.results: list[FrameResult] = []
         self.annotated: Path | None = None
