@@ -71,27 +71,34 @@ def test_bad_videos_are_one_error_row_each_and_a_bad_destination_is_refused_firs
     assert r.returncode == 1 and "name it *.mp4" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_a_live_stream_prints_rows_as_they_arrive_and_ctrl_c_stops_with_a_summary(sample_dir, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT])
+def test_a_live_stream_prints_rows_as_they_arrive_and_ctrl_c_stops_with_a_summary(sample_dir, tmp_path, sig):
     stills = [photo(sample_dir / f"{name}.JPEG") for name in PHOTOS]
     frames, times = held(stills, 4.0)
     data = write_clip(tmp_path / "live.ts", frames, times, fmt="mpegts").read_bytes()
+    out = tmp_path / "annotated.mp4"
     with StreamServer(data, seconds=12.0) as server:
         proc = subprocess.Popen(
             [sys.executable, "-m", "effnet", "classify", server.url, "--model", "efficientnet-lite0", "--json",
-             "--fps", "2", "--top-k", "1"],
+             "--fps", "2", "--top-k", "1", "--annotate", str(out)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
         )  # fmt: skip
         try:
             first = json.loads(proc.stdout.readline())  # flushed while the stream plays
             assert not server.finished.is_set()
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(sig)
             rest, err = proc.communicate(timeout=60)
         finally:
             proc.kill()
     assert first["path"] == server.url and first["frame"] == 0 and first["predictions"]
-    assert all("predictions" in json.loads(line) for line in rest.splitlines())
+    rows = [first] + [json.loads(line) for line in rest.splitlines()]
+    assert all("predictions" in row for row in rows)
     assert proc.returncode == 130
     assert "interrupted: " in err and "frames classified" in err and "Traceback" not in err
+    # what was annotated so far is kept, a whole MP4, and no temporary file stays
+    with av.open(str(out)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == len(rows)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
 def test_eval_skips_the_videos_of_its_folder_and_says_so_once(sample_dir, tmp_path):

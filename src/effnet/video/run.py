@@ -135,6 +135,9 @@ class VideoClassification:
                         self._writer.write(draw(vf.image, result.predictions, status), vf.time)
                     yield result
             self.finish()
+        except KeyboardInterrupt:  # Ctrl-C inside inference or the frame queue: keep what was annotated, whole
+            self.finish()
+            raise
         finally:
             if self._writer is not None:  # stopped early (an error, break) without finish(): no half-written file
                 self._writer.abort()
