@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -92,7 +94,24 @@ def _print_frame(r: Any) -> None:
 
 def classify_video(clf: Any, source: str, args: argparse.Namespace, top_k: int) -> int:
     """Classify one video/stream/camera; print its rows (and timeline); return the number of error rows
-    (the exit status is 130 on Ctrl-C, raised as KeyboardInterrupt after the summary)."""
+    (the exit status is 130 on Ctrl-C or SIGTERM, raised as KeyboardInterrupt after the summary)."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():  # signal handlers can only be set there
+        previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        return _classify_video(clf, source, args, top_k)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    """SIGTERM (kill, a service manager stopping us) ends the run like Ctrl-C: the summary, the annotated
+    video closed whole, no temporary file left behind."""
+    raise KeyboardInterrupt
+
+
+def _classify_video(clf: Any, source: str, args: argparse.Namespace, top_k: int) -> int:
     from ..video import VideoError
 
     try:
