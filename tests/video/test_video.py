@@ -98,6 +98,21 @@ def test_a_truncated_clip_gives_the_rows_before_the_damage_and_one_error(clf, st
     assert rows[-1].time >= rows[-2].time
 
 
+@pytest.mark.parametrize(("fmt", "ext"), [("matroska", "mkv"), ("mpegts", "ts")])
+def test_a_cut_matroska_or_mpegts_file_ends_with_an_error_a_whole_one_does_not(stills, clf, tmp_path, fmt, ext):
+    # neither container counts its frames in a header: a cut file must still be told from a whole one
+    frames, times = held(stills, 2.0)  # 6 s
+    whole = write_clip(tmp_path / f"whole.{ext}", frames, times, fmt=fmt)
+    rows = list(read_frames(str(whole), clf.preprocess, Sampling(fps=2)))
+    assert len(rows) == 12 and all(r.error is None for r in rows)
+    data = whole.read_bytes()
+    cut = tmp_path / f"cut.{ext}"
+    cut.write_bytes(data[: len(data) // 2 + 100])  # not on a 188-byte MPEG-TS packet boundary
+    rows = list(read_frames(str(cut), clf.preprocess, Sampling(fps=2)))
+    assert 1 <= len(rows) < 12 and all(r.error is None for r in rows[:-1])
+    assert rows[-1].error is not None and "truncated" in rows[-1].error
+
+
 def test_bad_videos_are_clear_errors(clf, tmp_path):
     with pytest.raises(VideoError, match="no video stream"):
         list(clf.classify_video(audio_only(tmp_path / "sound.m4a")))

@@ -15,6 +15,7 @@ the codec's loss. The reader thread runs ahead of inference through a bounded qu
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -202,6 +203,41 @@ class _Reader:
             return float(frame.pts * self.stream.time_base) - self.origin
         return float((frame.pts - start) * self.stream.time_base)
 
+    def duration(self) -> float | None:
+        """The video stream's duration in seconds as the file states it, or None: the stream's own (MP4, an
+        MPEG-TS estimate), its DURATION tag (Matroska/WebM), else the container's when it holds no other
+        stream (an audio track may outlast the picture)."""
+        if self.stream.duration is not None and self.stream.time_base is not None:
+            return float(self.stream.duration * self.stream.time_base)
+        tag = (self.stream.metadata or {}).get("DURATION") or (self.stream.metadata or {}).get("duration")
+        if tag:
+            try:
+                h, m, sec = tag.split(":")
+                return int(h) * 3600 + int(m) * 60 + float(sec)
+            except ValueError:
+                pass
+        if self.container.duration is not None and len(self.container.streams) == 1:
+            return self.container.duration / 1_000_000
+        return None
+
+    def ended_early(self) -> str | None:
+        """A file whose frames stop well before its stated duration was cut short (Matroska and MPEG-TS count
+        no frames in their header): the truncation error, or None."""
+        duration = self.duration()
+        rate = float(self.stream.average_rate or 0) or 25.0
+        reached = self.time + 1 / rate if self.index else 0.0  # the last frame's time plus its own duration
+        if duration is not None and duration - reached > max(0.5, 2 / rate):
+            return f"truncated: the frames end at {reached:.2f} s of the {duration:.2f} s the file states"
+        size = None
+        if "mpegts" in (self.container.format.name or "") and not is_live(self.source):
+            try:
+                size = os.path.getsize(self.source)
+            except OSError:
+                pass
+        if size and size % 188 and size % 192:  # MPEG-TS is whole 188-byte packets (M2TS: 192)
+            return f"truncated: the MPEG-TS file ends inside a packet ({size:,} bytes), after {self.time:.2f} s"
+        return None
+
     def decode(self) -> str | None:
         """Decode the open container to its end: None, or the error that stopped it."""
         t0 = time.perf_counter()  # busy time: demux + decode (inside the for), convert, crop; not queue waits
@@ -247,6 +283,8 @@ class _Reader:
                 expected = self.stream.frames
                 if error is None and expected and self.index < expected:  # the header counted more frames
                     error = f"truncated: {self.index} of {expected} frames could be decoded"
+                if error is None and not self.live:
+                    error = self.ended_early()
                 if error is not None:
                     self.put(VideoFrame(self.index, self.time, None, error=f"{self.source}: {error}"))
                 return
