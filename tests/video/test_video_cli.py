@@ -125,3 +125,11 @@ def test_annotate_never_replaces_a_file_least_of_all_its_input(sample_dir, tmp_p
         assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr, (out, r.stderr)
         assert r.stdout == ""  # refused before the model loaded and any frame was classified
     assert clip.read_bytes() == before and (tmp_path / "old.mp4").read_bytes() == b"an earlier output"
+
+
+def test_videos_are_refused_by_engine_ray_with_a_usage_line(tmp_path):
+    out = str(tmp_path / "rows.jsonl")
+    for args in ([str(tmp_path / "clip.MP4")], ["rtsp://camera/stream"], [str(tmp_path), "--fps", "1"]):
+        r = run_cli("classify", *args, "--engine", "ray", "--output", out)
+        assert r.returncode == 2 and "locally only" in r.stderr and "usage:" in r.stderr, (args, r.stderr)
+        assert "Traceback" not in r.stderr

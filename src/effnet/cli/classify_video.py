@@ -11,7 +11,13 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["add_video_arguments", "check_video_arguments", "classify_video", "note_skipped_videos"]
+__all__ = [
+    "add_video_arguments",
+    "check_video_arguments",
+    "classify_video",
+    "note_skipped_videos",
+    "refuse_videos_on_ray",
+]
 
 
 def note_skipped_videos(folder: Any, command: str) -> None:
@@ -57,6 +63,24 @@ def add_video_arguments(p: argparse.ArgumentParser) -> None:
         metavar="S",
         help="a stream that sends nothing for S seconds ends with an error (default: %(default)s)",
     )
+
+
+def refuse_videos_on_ray(args: argparse.Namespace) -> None:
+    """Videos, streams and cameras are classified locally only for now: --engine ray reads images (a video
+    there would fail row by row as "not an image")."""
+    from ..files import VIDEO_EXTENSIONS, is_live
+    from . import UsageError
+
+    def named_video(p: str) -> bool:  # http(s):// may be an image URI for Ray; its extension decides then
+        ext = os.path.splitext(p.split("?")[0])[1].lower()
+        return ext in VIDEO_EXTENSIONS or (is_live(p) and not p.lower().startswith(("http://", "https://")))
+
+    videos = [p for p in args.paths if named_video(p)]
+    flags = [f for f, v in (("--fps", args.fps), ("--every", args.every), ("--segments", args.segments),
+                            ("--annotate", args.annotate)) if v is not None]  # fmt: skip
+    if videos or flags:
+        what = videos[0] if videos else flags[0]
+        raise UsageError(f"{what}: videos, streams and cameras are classified locally only for now (not --engine ray)")
 
 
 def check_video_arguments(args: argparse.Namespace, videos: int, sources: Sequence[Any] = ()) -> None:
