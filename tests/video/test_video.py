@@ -14,6 +14,7 @@ import pytest
 
 pytest.importorskip("av", reason="PyAV (effnet[video]) is not installed")
 
+from effnet.errors import EffnetError  # noqa: E402
 from effnet.labels import Prediction  # noqa: E402
 from effnet.predict import Classifier  # noqa: E402
 from effnet.preprocess import resize_crop  # noqa: E402
@@ -111,6 +112,12 @@ def test_a_cut_matroska_or_mpegts_file_ends_with_an_error_a_whole_one_does_not(s
     rows = list(read_frames(str(cut), clf.preprocess, Sampling(fps=2)))
     assert 1 <= len(rows) < 12 and all(r.error is None for r in rows[:-1])
     assert rows[-1].error is not None and "truncated" in rows[-1].error
+
+
+@pytest.mark.parametrize("fps", [float("nan"), float("inf"), 0.0, -1.0])
+def test_a_sampling_rate_that_is_not_a_finite_positive_number_is_refused(clf, tmp_path, fps):
+    with pytest.raises(EffnetError, match="finite number > 0"):
+        clf.classify_video(tmp_path / "clip.mp4", fps=fps)
 
 
 def test_bad_videos_are_clear_errors(clf, tmp_path):

@@ -133,3 +133,10 @@ def test_videos_are_refused_by_engine_ray_with_a_usage_line(tmp_path):
         r = run_cli("classify", *args, "--engine", "ray", "--output", out)
         assert r.returncode == 2 and "locally only" in r.stderr and "usage:" in r.stderr, (args, r.stderr)
         assert "Traceback" not in r.stderr
+
+
+def test_a_non_finite_fps_or_stall_timeout_is_a_usage_error(tmp_path):
+    clip = str(tmp_path / "clip.mp4")  # refused before it is opened
+    for flag, value in (("--fps", "nan"), ("--fps", "inf"), ("--stall-timeout", "nan")):
+        r = run_cli("classify", clip, flag, value, "--model", "efficientnet-lite0")
+        assert r.returncode == 2 and "finite" in r.stderr and "Traceback" not in r.stderr, (flag, value, r.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import sys
@@ -88,12 +89,14 @@ def check_video_arguments(args: argparse.Namespace, videos: int, sources: Sequen
 
     if args.fps is not None and args.every is not None:
         raise UsageError("give --fps or --every, not both")
-    if (args.fps is not None and args.fps <= 0) or (args.every is not None and args.every < 1):
-        raise UsageError("--fps must be > 0 and --every >= 1")
+    if (args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0)) or (
+        args.every is not None and args.every < 1
+    ):  # nan passes every comparison: asked for finiteness explicitly
+        raise UsageError("--fps must be a finite number > 0 and --every >= 1")
     if args.segments is not None and args.segments < 1:
         raise UsageError("--segments WINDOW must be >= 1 sampled frame")
-    if args.stall_timeout <= 0:
-        raise UsageError("--stall-timeout must be > 0")
+    if not (math.isfinite(args.stall_timeout) and args.stall_timeout > 0):
+        raise UsageError("--stall-timeout must be a finite number of seconds > 0")
     if args.annotate is not None and videos != 1:
         raise UsageError(f"--annotate writes one video: give exactly one video, stream or camera (got {videos})")
     if videos:

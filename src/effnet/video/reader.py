@@ -15,6 +15,7 @@ the codec's loss. The reader thread runs ahead of inference through a bounded qu
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import threading
@@ -56,8 +57,8 @@ class Sampling:
     def __post_init__(self) -> None:
         if self.every is not None and self.every < 1:
             raise EffnetError(f"--every must be >= 1, got {self.every}")
-        if self.fps is not None and self.fps <= 0:
-            raise EffnetError(f"--fps must be > 0, got {self.fps}")
+        if self.fps is not None and not (math.isfinite(self.fps) and self.fps > 0):  # nan fails every comparison
+            raise EffnetError(f"--fps must be a finite number > 0, got {self.fps}")
 
 
 @dataclass(frozen=True)
