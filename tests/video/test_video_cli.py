@@ -68,7 +68,10 @@ def test_bad_videos_are_one_error_row_each_and_a_bad_destination_is_refused_firs
     assert "cannot open video" in rows[0]["error"] and "no such file" in rows[1]["error"]
     assert "2 of 2 videos ended with an error" in r.stderr
     r = run_cli("classify", str(sound.with_suffix(".mp4")), "--annotate", str(tmp_path / "out.avi"))
-    assert r.returncode == 1 and "name it *.mp4" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "name it *.mp4" in r.stderr and "usage:" in r.stderr and "Traceback" not in r.stderr
+    (tmp_path / "folder.mp4").mkdir()
+    r = run_cli("classify", str(sound.with_suffix(".mp4")), "--annotate", str(tmp_path / "folder.mp4"))
+    assert r.returncode == 2 and "is a folder" in r.stderr and "usage:" in r.stderr and "Traceback" not in r.stderr
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -122,7 +125,7 @@ def test_annotate_never_replaces_a_file_least_of_all_its_input(sample_dir, tmp_p
     (tmp_path / "old.mp4").write_bytes(b"an earlier output")
     for out, message in (("clip.mp4", "is the input video"), ("link.mp4", "is the input video"), ("old.mp4", "exists")):
         r = run_cli("classify", str(clip), "--annotate", str(tmp_path / out), "--model", "efficientnet-lite0")
-        assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr, (out, r.stderr)
+        assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, (out, r.stderr)
         assert r.stdout == ""  # refused before the model loaded and any frame was classified
     assert clip.read_bytes() == before and (tmp_path / "old.mp4").read_bytes() == b"an earlier output"
 

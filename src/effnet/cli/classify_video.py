@@ -104,9 +104,13 @@ def check_video_arguments(args: argparse.Namespace, videos: int, sources: Sequen
 
         require("av", "video", "classifying videos")
     if args.annotate is not None:  # before the model loads and any frame is decoded
+        from ..errors import EffnetError
         from ..video.annotate import check_destination
 
-        check_destination(args.annotate, [s for s in sources if isinstance(s, (str, os.PathLike))])
+        try:  # a bad OUT is a flag error like the others: the usage line and exit status 2
+            check_destination(args.annotate, [s for s in sources if isinstance(s, (str, os.PathLike))])
+        except EffnetError as e:
+            raise UsageError(str(e)) from None
 
 
 def _print_frame(r: Any) -> None:
