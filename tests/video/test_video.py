@@ -18,7 +18,7 @@ from effnet.errors import EffnetError  # noqa: E402
 from effnet.labels import Prediction  # noqa: E402
 from effnet.predict import Classifier  # noqa: E402
 from effnet.preprocess import resize_crop  # noqa: E402
-from effnet.video import Sampling, VideoError, read_frames, segments  # noqa: E402
+from effnet.video import ReaderStats, Sampling, VideoError, read_frames, segments  # noqa: E402
 from tests.video.clips import StreamServer, audio_only, held, photo, write_clip  # noqa: E402
 
 # Three sample photos that Lite0 classifies right with confidence (checked below against their synsets),
@@ -79,8 +79,12 @@ def test_a_rotated_clip_is_classified_as_displayed(clf, stills, tmp_path):
     upright = stills[1].resize((192, 256))
     stored = upright.rotate(-90, expand=True)  # clockwise: 256x192 stored
     clip = write_clip(tmp_path / "portrait.mp4", [stored] * 3, [0.0, 0.1, 0.2], rotation=90)
-    (first, *_) = list(read_frames(str(clip), clf.preprocess, Sampling(fps=None, every=1), keep_images=True))
+    stats = ReaderStats()
+    (first, *_) = list(
+        read_frames(str(clip), clf.preprocess, Sampling(fps=None, every=1), keep_images=True, stats=stats)
+    )
     assert first.image.size == (192, 256)
+    assert (stats.width, stats.height) == (192, 256)  # the summary's size: as displayed, not as stored
     expected = np.asarray(resize_crop(upright, clf.preprocess), dtype=np.int16)
     assert np.abs(first.crop.astype(np.int16) - expected).mean() < 3.0
     unrotated = np.asarray(resize_crop(stored, clf.preprocess), dtype=np.int16)

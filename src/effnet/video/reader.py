@@ -248,6 +248,9 @@ class _Reader:
                     return None
                 t = self.frame_time(frame)
                 self.time = t
+                if self.stats.decoded == 0 and round(getattr(frame, "rotation", 0) or 0) % 180 == 90:
+                    # the display matrix turns the picture: report the size a player shows (and --annotate writes)
+                    self.stats.width, self.stats.height = frame.height, frame.width
                 if self.take(t):
                     image = displayed(frame, self.preprocess if self.reduce else None)
                     crop = np.array(resize_crop(image, self.preprocess))
