@@ -62,6 +62,16 @@ def test_held_photos_give_timed_rows_and_the_stills_segments(clf, stills, still_
     assert set(row) == {"path", "frame", "time", "predictions"} and len(row["predictions"]) == 3
 
 
+def test_the_last_segment_ends_at_the_video_s_end_not_a_sampling_step_past_it(clf, stills, tmp_path):
+    frames, times = held(stills[:1], 6.0)  # one scene, 6.0 s long (its last frame shown from 5.9 s)
+    video = clf.classify_video(write_clip(tmp_path / "six.mp4", frames, times), fps=0.75, top_k=1)
+    assert [r.time for r in video] == pytest.approx([0.0, 1.4, 2.7, 4.0, 5.4])  # a step of 1.35 s: 6.75 s
+    (only,) = video.segments(window=1)
+    assert (only.start, only.end) == pytest.approx((0.0, 6.0))
+    assert segments([0.0, 1.0], [_p(1, 0.9), _p(1, 0.9)], 1, duration=1.5)[-1].end == 1.5
+    assert segments([0.0, 1.0], [_p(1, 0.9), _p(1, 0.9)], 1)[-1].end == 2.0  # a live stream: no duration
+
+
 def test_variable_frame_rate_times_come_from_the_timestamps(clf, stills, tmp_path):
     times = [0.0, 0.1, 0.15, 0.9, 1.0, 2.3, 2.35, 3.0]
     clip = write_clip(tmp_path / "vfr.mkv", [stills[0]] * len(times), times)

@@ -85,6 +85,7 @@ class ReaderStats:
     rate: Fraction | None = None
     decode_s: float = 0.0  # reader thread's busy time: demux, decode, convert, crop (a stream: also its waits)
     audio: str | None = None  # the first audio stream's codec, if any
+    duration: float | None = None  # seconds, as the file states it (a file; None for a live source or unknown)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -151,7 +152,7 @@ class _Reader:
         self.live, self.max_pixels, self.reduce = is_live(source), max_pixels, reduce and not keep_images
         self.out: queue.Queue[VideoFrame | None] = queue.Queue(maxsize=queue_size)
         self.stop = threading.Event()
-        self.index, self.last_slot, self.time = 0, -1, 0.0
+        self.index, self.last_slot, self.time, self.end = 0, -1, 0.0, 0.0
         self.origin: float | None = None
         self.container = _open(self.av, source, stall_timeout)
         self.stream = _video_stream(self.container, source, max_pixels)
@@ -160,6 +161,7 @@ class _Reader:
             # drops; a reconnect would replay it from the start
             self.live = False
         stats.live = self.live
+        stats.duration = None if self.live else self.duration()
         ctx = self.stream.codec_context
         stats.width, stats.height, stats.rate = ctx.width, ctx.height, self.stream.average_rate
         audio = self.container.streams.audio
@@ -226,7 +228,7 @@ class _Reader:
         no frames in their header): the truncation error, or None."""
         duration = self.duration()
         rate = float(self.stream.average_rate or 0) or 25.0
-        reached = self.time + 1 / rate if self.index else 0.0  # the last frame's time plus its own duration
+        reached = max(self.end, self.time + 1 / rate) if self.index else 0.0  # the last frame's end
         if duration is not None and duration - reached > max(0.5, 2 / rate):
             return f"truncated: the frames end at {reached:.2f} s of the {duration:.2f} s the file states"
         size = None
@@ -248,6 +250,8 @@ class _Reader:
                     return None
                 t = self.frame_time(frame)
                 self.time = t
+                shown = getattr(frame, "duration", None)  # how long it is shown: a VFR clip's last frame may be long
+                self.end = t + float(shown * self.stream.time_base) if shown and self.stream.time_base else t
                 if self.stats.decoded == 0 and round(getattr(frame, "rotation", 0) or 0) % 180 == 90:
                     # the display matrix turns the picture: report the size a player shows (and --annotate writes)
                     self.stats.width, self.stats.height = frame.height, frame.width

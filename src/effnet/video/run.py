@@ -87,7 +87,7 @@ class VideoClassification:
 
     def segments(self, window: int = DEFAULT_WINDOW) -> list[Segment]:
         good = [r for r in self.results if r.ok]
-        return segments([r.time for r in good], [r.predictions for r in good], window)
+        return segments([r.time for r in good], [r.predictions for r in good], window, self.stats.duration)
 
     def _batches(self, frames: Iterator[VideoFrame]) -> Generator[Batch[Any], None, None]:
         pending: list[Decoded[Any]] = []
