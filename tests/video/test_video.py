@@ -177,6 +177,7 @@ def test_a_live_http_stream_is_classified_as_it_plays_and_its_loss_ends_it(clf, 
     good = [r for r in rows if r.ok]
     # 6 s at 2 frames/s: 12 sampled; a live source drops (and counts) what inference could not keep up with
     assert video.stats.sampled >= 10 and len(good) + video.stats.dropped == video.stats.sampled
+    assert video.stats.decoded == 60  # all of them: the decoder's last frames are flushed when the stream ends
     assert [r.time for r in good] == sorted(r.time for r in good)
     assert rows[-1].error is not None and "lost" in rows[-1].error and "404" in rows[-1].error
 

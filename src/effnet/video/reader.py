@@ -153,6 +153,7 @@ class _Reader:
         self.out: queue.Queue[VideoFrame | None] = queue.Queue(maxsize=queue_size)
         self.stop = threading.Event()
         self.index, self.last_slot, self.time, self.end = 0, -1, 0.0, 0.0
+        self.t0 = 0.0
         self.origin: float | None = None
         self.container = _open(self.av, source, stall_timeout)
         self.stream = _video_stream(self.container, source, max_pixels)
@@ -243,33 +244,47 @@ class _Reader:
 
     def decode(self) -> str | None:
         """Decode the open container to its end: None, or the error that stopped it."""
-        t0 = time.perf_counter()  # busy time: demux + decode (inside the for), convert, crop; not queue waits
+        self.t0 = time.perf_counter()  # busy time: demux + decode (inside the for), convert, crop; not queue waits
         try:
             for frame in self.container.decode(self.stream):
                 if self.stop.is_set():
                     return None
-                t = self.frame_time(frame)
-                self.time = t
-                shown = getattr(frame, "duration", None)  # how long it is shown: a VFR clip's last frame may be long
-                self.end = t + float(shown * self.stream.time_base) if shown and self.stream.time_base else t
-                if self.stats.decoded == 0 and round(getattr(frame, "rotation", 0) or 0) % 180 == 90:
-                    # the display matrix turns the picture: report the size a player shows (and --annotate writes)
-                    self.stats.width, self.stats.height = frame.height, frame.width
-                if self.take(t):
-                    image = displayed(frame, self.preprocess if self.reduce else None)
-                    crop = np.array(resize_crop(image, self.preprocess))
-                    self.stats.sampled += 1
-                    self.stats.decode_s += time.perf_counter() - t0
-                    self.put(VideoFrame(self.index, round(t, 6), crop, image if self.keep_images else None))
-                    t0 = time.perf_counter()
-                self.index += 1
-                self.stats.decoded += 1
-            self.stats.decode_s += time.perf_counter() - t0
+                self.frame(frame)
+            self.stats.decode_s += time.perf_counter() - self.t0
+            return None
         except self.av.ExitError:  # the read timeout's interrupt
-            return f"stalled: no data for {self.stall_timeout:g} s"
+            error = f"stalled: no data for {self.stall_timeout:g} s"
         except (self.av.FFmpegError, OSError) as e:
-            return f"decoding stopped at frame {self.index}: {getattr(e, 'strerror', None) or e}"
-        return None
+            error = f"{getattr(e, 'strerror', None) or e}"
+        # The input failed (a live HTTP stream ends with an I/O error): the frames still inside the decoder (its
+        # frame threads hold a few) are decoded too, as FFmpeg does at a clean end.
+        try:
+            for frame in self.stream.codec_context.decode(None):
+                if self.stop.is_set():
+                    return None
+                self.frame(frame)
+        except (self.av.FFmpegError, OSError, ValueError):
+            pass
+        return error if error.startswith("stalled") else f"decoding stopped at frame {self.index}: {error}"
+
+    def frame(self, frame: Any) -> None:
+        """One decoded frame: its time, and when sampled its crop, queued."""
+        t = self.frame_time(frame)
+        self.time = t
+        shown = getattr(frame, "duration", None)  # how long it is shown: a VFR clip's last frame may be long
+        self.end = t + float(shown * self.stream.time_base) if shown and self.stream.time_base else t
+        if self.stats.decoded == 0 and round(getattr(frame, "rotation", 0) or 0) % 180 == 90:
+            # the display matrix turns the picture: report the size a player shows (and --annotate writes)
+            self.stats.width, self.stats.height = frame.height, frame.width
+        if self.take(t):
+            image = displayed(frame, self.preprocess if self.reduce else None)
+            crop = np.array(resize_crop(image, self.preprocess))
+            self.stats.sampled += 1
+            self.stats.decode_s += time.perf_counter() - self.t0
+            self.put(VideoFrame(self.index, round(t, 6), crop, image if self.keep_images else None))
+            self.t0 = time.perf_counter()
+        self.index += 1
+        self.stats.decoded += 1
 
     def run(self) -> None:
         try:
