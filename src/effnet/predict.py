@@ -241,7 +241,13 @@ class Classifier:
             raise EffnetError("give fps or every, not both")
         if decode not in DECODERS:
             raise EffnetError(f"decode must be one of {', '.join(DECODERS)}, got {decode!r}")
-        sampling = Sampling(fps=None, every=every) if every is not None else Sampling(fps=fps) if fps else Sampling()
+        sampling = (
+            Sampling(fps=None, every=every)
+            if every is not None
+            else Sampling(fps=fps)
+            if fps is not None
+            else Sampling()
+        )
         return VideoClassification(
             self,
             str(source),

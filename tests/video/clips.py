@@ -38,17 +38,28 @@ def write_clip(
     if rotation:
         stream.set_display_rotation(rotation)
     a_stream = out.add_stream("aac", rate=48000) if audio else None
-    for image, t in zip(images, times, strict=True):
+    # each frame lasts until the next one (the last: as long as the one before), so the file's duration is
+    # where the last frame ends, as a camera's would be (not the encoder's guess from its nominal rate)
+    ends = [*times[1:], times[-1] + (times[-1] - times[-2] if len(times) > 1 else 0.04)]
+    lasts: dict[int, int] = {}  # pts -> duration, ms: the encoder's packets come out later than their frames
+    for image, t, end in zip(images, times, ends, strict=True):
         frame = av.VideoFrame.from_image(image)
         frame.pts, frame.time_base = int(round(t * 1000)), Fraction(1, 1000)
+        lasts[frame.pts] = int(round(end * 1000)) - frame.pts
         for packet in stream.encode(frame):
-            out.mux(packet)
+            _mux(out, packet, lasts)
     for packet in stream.encode():
-        out.mux(packet)
+        _mux(out, packet, lasts)
     if a_stream is not None:
         _silence(out, a_stream, times[-1])
     out.close()
     return path
+
+
+def _mux(out: av.container.OutputContainer, packet: av.Packet, lasts: dict[int, int]) -> None:
+    if packet.pts is not None and packet.pts in lasts:
+        packet.duration = lasts.pop(packet.pts)
+    out.mux(packet)
 
 
 def _silence(out: av.container.OutputContainer, stream: av.AudioStream, seconds: float) -> None:

@@ -14,10 +14,11 @@ import pytest
 
 pytest.importorskip("av", reason="PyAV (effnet[video]) is not installed")
 
+from effnet.errors import EffnetError  # noqa: E402
 from effnet.labels import Prediction  # noqa: E402
 from effnet.predict import Classifier  # noqa: E402
 from effnet.preprocess import resize_crop  # noqa: E402
-from effnet.video import Sampling, VideoError, read_frames, segments  # noqa: E402
+from effnet.video import ReaderStats, Sampling, VideoError, read_frames, segments  # noqa: E402
 from tests.video.clips import StreamServer, audio_only, held, photo, write_clip  # noqa: E402
 
 # Three sample photos that Lite0 classifies right with confidence (checked below against their synsets),
@@ -61,6 +62,16 @@ def test_held_photos_give_timed_rows_and_the_stills_segments(clf, stills, still_
     assert set(row) == {"path", "frame", "time", "predictions"} and len(row["predictions"]) == 3
 
 
+def test_the_last_segment_ends_at_the_video_s_end_not_a_sampling_step_past_it(clf, stills, tmp_path):
+    frames, times = held(stills[:1], 6.0)  # one scene, 6.0 s long (its last frame shown from 5.9 s)
+    video = clf.classify_video(write_clip(tmp_path / "six.mp4", frames, times), fps=0.75, top_k=1)
+    assert [r.time for r in video] == pytest.approx([0.0, 1.4, 2.7, 4.0, 5.4])  # a step of 1.35 s: 6.75 s
+    (only,) = video.segments(window=1)
+    assert (only.start, only.end) == pytest.approx((0.0, 6.0))
+    assert segments([0.0, 1.0], [_p(1, 0.9), _p(1, 0.9)], 1, duration=1.5)[-1].end == 1.5
+    assert segments([0.0, 1.0], [_p(1, 0.9), _p(1, 0.9)], 1)[-1].end == 2.0  # a live stream: no duration
+
+
 def test_variable_frame_rate_times_come_from_the_timestamps(clf, stills, tmp_path):
     times = [0.0, 0.1, 0.15, 0.9, 1.0, 2.3, 2.35, 3.0]
     clip = write_clip(tmp_path / "vfr.mkv", [stills[0]] * len(times), times)
@@ -78,8 +89,12 @@ def test_a_rotated_clip_is_classified_as_displayed(clf, stills, tmp_path):
     upright = stills[1].resize((192, 256))
     stored = upright.rotate(-90, expand=True)  # clockwise: 256x192 stored
     clip = write_clip(tmp_path / "portrait.mp4", [stored] * 3, [0.0, 0.1, 0.2], rotation=90)
-    (first, *_) = list(read_frames(str(clip), clf.preprocess, Sampling(fps=None, every=1), keep_images=True))
+    stats = ReaderStats()
+    (first, *_) = list(
+        read_frames(str(clip), clf.preprocess, Sampling(fps=None, every=1), keep_images=True, stats=stats)
+    )
     assert first.image.size == (192, 256)
+    assert (stats.width, stats.height) == (192, 256)  # the summary's size: as displayed, not as stored
     expected = np.asarray(resize_crop(upright, clf.preprocess), dtype=np.int16)
     assert np.abs(first.crop.astype(np.int16) - expected).mean() < 3.0
     unrotated = np.asarray(resize_crop(stored, clf.preprocess), dtype=np.int16)
@@ -96,6 +111,27 @@ def test_a_truncated_clip_gives_the_rows_before_the_damage_and_one_error(clf, st
     assert all(r.ok for r in rows[:-1])
     assert rows[-1].error is not None and "truncated" in rows[-1].error
     assert rows[-1].time >= rows[-2].time
+
+
+@pytest.mark.parametrize(("fmt", "ext"), [("matroska", "mkv"), ("mpegts", "ts")])
+def test_a_cut_matroska_or_mpegts_file_ends_with_an_error_a_whole_one_does_not(stills, clf, tmp_path, fmt, ext):
+    # neither container counts its frames in a header: a cut file must still be told from a whole one
+    frames, times = held(stills, 2.0)  # 6 s
+    whole = write_clip(tmp_path / f"whole.{ext}", frames, times, fmt=fmt)
+    rows = list(read_frames(str(whole), clf.preprocess, Sampling(fps=2)))
+    assert len(rows) == 12 and all(r.error is None for r in rows)
+    data = whole.read_bytes()
+    cut = tmp_path / f"cut.{ext}"
+    cut.write_bytes(data[: len(data) // 2 + 100])  # not on a 188-byte MPEG-TS packet boundary
+    rows = list(read_frames(str(cut), clf.preprocess, Sampling(fps=2)))
+    assert 1 <= len(rows) < 12 and all(r.error is None for r in rows[:-1])
+    assert rows[-1].error is not None and "truncated" in rows[-1].error
+
+
+@pytest.mark.parametrize("fps", [float("nan"), float("inf"), 0.0, -1.0])
+def test_a_sampling_rate_that_is_not_a_finite_positive_number_is_refused(clf, tmp_path, fps):
+    with pytest.raises(EffnetError, match="finite number > 0"):
+        clf.classify_video(tmp_path / "clip.mp4", fps=fps)
 
 
 def test_bad_videos_are_clear_errors(clf, tmp_path):
@@ -141,6 +177,7 @@ def test_a_live_http_stream_is_classified_as_it_plays_and_its_loss_ends_it(clf, 
     good = [r for r in rows if r.ok]
     # 6 s at 2 frames/s: 12 sampled; a live source drops (and counts) what inference could not keep up with
     assert video.stats.sampled >= 10 and len(good) + video.stats.dropped == video.stats.sampled
+    assert video.stats.decoded == 60  # all of them: the decoder's last frames are flushed when the stream ends
     assert [r.time for r in good] == sorted(r.time for r in good)
     assert rows[-1].error is not None and "lost" in rows[-1].error and "404" in rows[-1].error
 

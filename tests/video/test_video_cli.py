@@ -68,30 +68,40 @@ def test_bad_videos_are_one_error_row_each_and_a_bad_destination_is_refused_firs
     assert "cannot open video" in rows[0]["error"] and "no such file" in rows[1]["error"]
     assert "2 of 2 videos ended with an error" in r.stderr
     r = run_cli("classify", str(sound.with_suffix(".mp4")), "--annotate", str(tmp_path / "out.avi"))
-    assert r.returncode == 1 and "name it *.mp4" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "name it *.mp4" in r.stderr and "usage:" in r.stderr and "Traceback" not in r.stderr
+    (tmp_path / "folder.mp4").mkdir()
+    r = run_cli("classify", str(sound.with_suffix(".mp4")), "--annotate", str(tmp_path / "folder.mp4"))
+    assert r.returncode == 2 and "is a folder" in r.stderr and "usage:" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_a_live_stream_prints_rows_as_they_arrive_and_ctrl_c_stops_with_a_summary(sample_dir, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_live_stream_prints_rows_as_they_arrive_and_ctrl_c_stops_with_a_summary(sample_dir, tmp_path, sig):
     stills = [photo(sample_dir / f"{name}.JPEG") for name in PHOTOS]
     frames, times = held(stills, 4.0)
     data = write_clip(tmp_path / "live.ts", frames, times, fmt="mpegts").read_bytes()
+    out = tmp_path / "annotated.mp4"
     with StreamServer(data, seconds=12.0) as server:
         proc = subprocess.Popen(
             [sys.executable, "-m", "effnet", "classify", server.url, "--model", "efficientnet-lite0", "--json",
-             "--fps", "2", "--top-k", "1"],
+             "--fps", "2", "--top-k", "1", "--annotate", str(out)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
         )  # fmt: skip
         try:
             first = json.loads(proc.stdout.readline())  # flushed while the stream plays
             assert not server.finished.is_set()
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(sig)
             rest, err = proc.communicate(timeout=60)
         finally:
             proc.kill()
     assert first["path"] == server.url and first["frame"] == 0 and first["predictions"]
-    assert all("predictions" in json.loads(line) for line in rest.splitlines())
+    rows = [first] + [json.loads(line) for line in rest.splitlines()]
+    assert all("predictions" in row for row in rows)
     assert proc.returncode == 130
     assert "interrupted: " in err and "frames classified" in err and "Traceback" not in err
+    # what was annotated so far is kept, a whole MP4, and no temporary file stays
+    with av.open(str(out)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == len(rows)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
 def test_eval_skips_the_videos_of_its_folder_and_says_so_once(sample_dir, tmp_path):
@@ -105,3 +115,31 @@ def test_eval_skips_the_videos_of_its_folder_and_says_so_once(sample_dir, tmp_pa
     r = run_cli("eval", str(folder), "--model", "efficientnet-lite0", "--backend", "torch", "--no-progress")
     assert r.returncode == 0, r.stderr
     assert r.stderr.count("eval skips the 2 video file(s) in") == 1
+
+
+def test_annotate_never_replaces_a_file_least_of_all_its_input(sample_dir, tmp_path):
+    frames, times = held([photo(sample_dir / f"{PHOTOS[0]}.JPEG")], 0.3)
+    clip = write_clip(tmp_path / "clip.mp4", frames, times)
+    before = clip.read_bytes()
+    (tmp_path / "link.mp4").symlink_to(clip)
+    (tmp_path / "old.mp4").write_bytes(b"an earlier output")
+    for out, message in (("clip.mp4", "is the input video"), ("link.mp4", "is the input video"), ("old.mp4", "exists")):
+        r = run_cli("classify", str(clip), "--annotate", str(tmp_path / out), "--model", "efficientnet-lite0")
+        assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, (out, r.stderr)
+        assert r.stdout == ""  # refused before the model loaded and any frame was classified
+    assert clip.read_bytes() == before and (tmp_path / "old.mp4").read_bytes() == b"an earlier output"
+
+
+def test_videos_are_refused_by_engine_ray_with_a_usage_line(tmp_path):
+    out = str(tmp_path / "rows.jsonl")
+    for args in ([str(tmp_path / "clip.MP4")], ["rtsp://camera/stream"], [str(tmp_path), "--fps", "1"]):
+        r = run_cli("classify", *args, "--engine", "ray", "--output", out)
+        assert r.returncode == 2 and "locally only" in r.stderr and "usage:" in r.stderr, (args, r.stderr)
+        assert "Traceback" not in r.stderr
+
+
+def test_a_non_finite_fps_or_stall_timeout_is_a_usage_error(tmp_path):
+    clip = str(tmp_path / "clip.mp4")  # refused before it is opened
+    for flag, value in (("--fps", "nan"), ("--fps", "inf"), ("--stall-timeout", "nan")):
+        r = run_cli("classify", clip, flag, value, "--model", "efficientnet-lite0")
+        assert r.returncode == 2 and "finite" in r.stderr and "Traceback" not in r.stderr, (flag, value, r.stderr)

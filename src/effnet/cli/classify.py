@@ -13,7 +13,7 @@ from tqdm import tqdm
 from ..files import find_images, is_live, is_video
 from ..predict import Classifier, ImageResult, clamp_top_k
 from ..preprocess import ImageSource
-from .classify_video import check_video_arguments, classify_video
+from .classify_video import check_video_arguments, classify_video, refuse_videos_on_ray
 
 STDIN = "-"  # as a PATH: one image read from standard input
 
@@ -149,6 +149,7 @@ def _run_ray(args: argparse.Namespace) -> int:
     from ..distributed import check_installed
     from . import UsageError
 
+    refuse_videos_on_ray(args)
     check_installed("effnet classify --engine ray")
     if STDIN in args.paths:
         raise UsageError("'-' (an image on stdin) is for local classify; --engine ray reads files, folders and URIs")
@@ -220,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
     if not inputs:
         raise UsageError(f"no images found in {', '.join(args.paths)} (nor videos)")
     images = [x for x in inputs if not _is_video(x)]
-    check_video_arguments(args, len(inputs) - len(images))
+    check_video_arguments(args, len(inputs) - len(images), inputs)
     options = {**model_path, **({} if args.precision is None else {"precision": args.precision})}
     clf = Classifier(
         args.model,

@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import signal
 import sys
+import threading
+from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["add_video_arguments", "check_video_arguments", "classify_video", "note_skipped_videos"]
+__all__ = [
+    "add_video_arguments",
+    "check_video_arguments",
+    "classify_video",
+    "note_skipped_videos",
+    "refuse_videos_on_ray",
+]
 
 
 def note_skipped_videos(folder: Any, command: str) -> None:
@@ -44,7 +55,7 @@ def add_video_arguments(p: argparse.ArgumentParser) -> None:
         metavar="OUT.mp4",
         default=None,
         help="write the classified frames with their top-k, FPS and latency drawn, as an H.264 MP4 (one video; "
-        "its audio is dropped)",
+        "its audio is dropped; OUT must not exist yet: an existing file is never replaced)",
     )
     g.add_argument(
         "--stall-timeout",
@@ -55,17 +66,37 @@ def add_video_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def check_video_arguments(args: argparse.Namespace, videos: int) -> None:
+def refuse_videos_on_ray(args: argparse.Namespace) -> None:
+    """Videos, streams and cameras are classified locally only for now: --engine ray reads images (a video
+    there would fail row by row as "not an image")."""
+    from ..files import VIDEO_EXTENSIONS, is_live
+    from . import UsageError
+
+    def named_video(p: str) -> bool:  # http(s):// may be an image URI for Ray; its extension decides then
+        ext = os.path.splitext(p.split("?")[0])[1].lower()
+        return ext in VIDEO_EXTENSIONS or (is_live(p) and not p.lower().startswith(("http://", "https://")))
+
+    videos = [p for p in args.paths if named_video(p)]
+    flags = [f for f, v in (("--fps", args.fps), ("--every", args.every), ("--segments", args.segments),
+                            ("--annotate", args.annotate)) if v is not None]  # fmt: skip
+    if videos or flags:
+        what = videos[0] if videos else flags[0]
+        raise UsageError(f"{what}: videos, streams and cameras are classified locally only for now (not --engine ray)")
+
+
+def check_video_arguments(args: argparse.Namespace, videos: int, sources: Sequence[Any] = ()) -> None:
     from . import UsageError
 
     if args.fps is not None and args.every is not None:
         raise UsageError("give --fps or --every, not both")
-    if (args.fps is not None and args.fps <= 0) or (args.every is not None and args.every < 1):
-        raise UsageError("--fps must be > 0 and --every >= 1")
+    if (args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0)) or (
+        args.every is not None and args.every < 1
+    ):  # nan passes every comparison: asked for finiteness explicitly
+        raise UsageError("--fps must be a finite number > 0 and --every >= 1")
     if args.segments is not None and args.segments < 1:
         raise UsageError("--segments WINDOW must be >= 1 sampled frame")
-    if args.stall_timeout <= 0:
-        raise UsageError("--stall-timeout must be > 0")
+    if not (math.isfinite(args.stall_timeout) and args.stall_timeout > 0):
+        raise UsageError("--stall-timeout must be a finite number of seconds > 0")
     if args.annotate is not None and videos != 1:
         raise UsageError(f"--annotate writes one video: give exactly one video, stream or camera (got {videos})")
     if videos:
@@ -73,9 +104,13 @@ def check_video_arguments(args: argparse.Namespace, videos: int) -> None:
 
         require("av", "video", "classifying videos")
     if args.annotate is not None:  # before the model loads and any frame is decoded
+        from ..errors import EffnetError
         from ..video.annotate import check_destination
 
-        check_destination(args.annotate)
+        try:  # a bad OUT is a flag error like the others: the usage line and exit status 2
+            check_destination(args.annotate, [s for s in sources if isinstance(s, (str, os.PathLike))])
+        except EffnetError as e:
+            raise UsageError(str(e)) from None
 
 
 def _print_frame(r: Any) -> None:
@@ -90,7 +125,24 @@ def _print_frame(r: Any) -> None:
 
 def classify_video(clf: Any, source: str, args: argparse.Namespace, top_k: int) -> int:
     """Classify one video/stream/camera; print its rows (and timeline); return the number of error rows
-    (the exit status is 130 on Ctrl-C, raised as KeyboardInterrupt after the summary)."""
+    (the exit status is 130 on Ctrl-C or SIGTERM, raised as KeyboardInterrupt after the summary)."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():  # signal handlers can only be set there
+        previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        return _classify_video(clf, source, args, top_k)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    """SIGTERM (kill, a service manager stopping us) ends the run like Ctrl-C: the summary, the annotated
+    video closed whole, no temporary file left behind."""
+    raise KeyboardInterrupt
+
+
+def _classify_video(clf: Any, source: str, args: argparse.Namespace, top_k: int) -> int:
     from ..video import VideoError
 
     try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -29,13 +30,20 @@ __all__ = ["AnnotatedWriter", "check_destination", "draw"]
 _TIME_BASE = Fraction(1, 1000)  # milliseconds: any sampling rate's timestamps, exactly enough
 
 
-def check_destination(out: str | os.PathLike) -> Path:
-    """Before decoding: OUT ends in .mp4, is not a folder, and its folder is writable."""
+def check_destination(out: str | os.PathLike, sources: Sequence[str | os.PathLike] = ()) -> Path:
+    """Before decoding: OUT ends in .mp4, is not a folder, is none of ``sources`` (the inputs; symlinks
+    followed), does not exist yet (an output never replaces a file silently), and its folder is writable."""
     path = Path(out)
     if path.suffix.lower() != ".mp4":
         raise EffnetError(f"--annotate writes an H.264 MP4: name it *.mp4, got {path}")
     if path.is_dir():
         raise EffnetError(f"--annotate {path}: is a folder; give a file name ending in .mp4")
+    if path.exists():
+        for source in sources:
+            with contextlib.suppress(OSError):  # a stream URL, a camera: not a file OUT could be
+                if os.path.samefile(path, source):
+                    raise EffnetError(f"--annotate {path}: is the input video {source}; give another file name")
+        raise EffnetError(f"--annotate {path}: exists; remove it or give another name (it is never replaced)")
     writable_dir(path.parent if str(path.parent) else Path("."), "the annotated video")
     return path
 

@@ -15,6 +15,8 @@ the codec's loss. The reader thread runs ahead of inference through a bounded qu
 
 from __future__ import annotations
 
+import math
+import os
 import queue
 import threading
 import time
@@ -55,8 +57,8 @@ class Sampling:
     def __post_init__(self) -> None:
         if self.every is not None and self.every < 1:
             raise EffnetError(f"--every must be >= 1, got {self.every}")
-        if self.fps is not None and self.fps <= 0:
-            raise EffnetError(f"--fps must be > 0, got {self.fps}")
+        if self.fps is not None and not (math.isfinite(self.fps) and self.fps > 0):  # nan fails every comparison
+            raise EffnetError(f"--fps must be a finite number > 0, got {self.fps}")
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ class ReaderStats:
     rate: Fraction | None = None
     decode_s: float = 0.0  # reader thread's busy time: demux, decode, convert, crop (a stream: also its waits)
     audio: str | None = None  # the first audio stream's codec, if any
+    duration: float | None = None  # seconds, as the file states it (a file; None for a live source or unknown)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -149,7 +152,8 @@ class _Reader:
         self.live, self.max_pixels, self.reduce = is_live(source), max_pixels, reduce and not keep_images
         self.out: queue.Queue[VideoFrame | None] = queue.Queue(maxsize=queue_size)
         self.stop = threading.Event()
-        self.index, self.last_slot, self.time = 0, -1, 0.0
+        self.index, self.last_slot, self.time, self.end = 0, -1, 0.0, 0.0
+        self.t0 = 0.0
         self.origin: float | None = None
         self.container = _open(self.av, source, stall_timeout)
         self.stream = _video_stream(self.container, source, max_pixels)
@@ -158,6 +162,7 @@ class _Reader:
             # drops; a reconnect would replay it from the start
             self.live = False
         stats.live = self.live
+        stats.duration = None if self.live else self.duration()
         ctx = self.stream.codec_context
         stats.width, stats.height, stats.rate = ctx.width, ctx.height, self.stream.average_rate
         audio = self.container.streams.audio
@@ -202,30 +207,84 @@ class _Reader:
             return float(frame.pts * self.stream.time_base) - self.origin
         return float((frame.pts - start) * self.stream.time_base)
 
+    def duration(self) -> float | None:
+        """The video stream's duration in seconds as the file states it, or None: the stream's own (MP4, an
+        MPEG-TS estimate), its DURATION tag (Matroska/WebM), else the container's when it holds no other
+        stream (an audio track may outlast the picture)."""
+        if self.stream.duration is not None and self.stream.time_base is not None:
+            return float(self.stream.duration * self.stream.time_base)
+        tag = (self.stream.metadata or {}).get("DURATION") or (self.stream.metadata or {}).get("duration")
+        if tag:
+            try:
+                h, m, sec = tag.split(":")
+                return int(h) * 3600 + int(m) * 60 + float(sec)
+            except ValueError:
+                pass
+        if self.container.duration is not None and len(self.container.streams) == 1:
+            return self.container.duration / 1_000_000
+        return None
+
+    def ended_early(self) -> str | None:
+        """A file whose frames stop well before its stated duration was cut short (Matroska and MPEG-TS count
+        no frames in their header): the truncation error, or None."""
+        duration = self.duration()
+        rate = float(self.stream.average_rate or 0) or 25.0
+        reached = max(self.end, self.time + 1 / rate) if self.index else 0.0  # the last frame's end
+        if duration is not None and duration - reached > max(0.5, 2 / rate):
+            return f"truncated: the frames end at {reached:.2f} s of the {duration:.2f} s the file states"
+        size = None
+        if "mpegts" in (self.container.format.name or "") and not is_live(self.source):
+            try:
+                size = os.path.getsize(self.source)
+            except OSError:
+                pass
+        if size and size % 188 and size % 192:  # MPEG-TS is whole 188-byte packets (M2TS: 192)
+            return f"truncated: the MPEG-TS file ends inside a packet ({size:,} bytes), after {self.time:.2f} s"
+        return None
+
     def decode(self) -> str | None:
         """Decode the open container to its end: None, or the error that stopped it."""
-        t0 = time.perf_counter()  # busy time: demux + decode (inside the for), convert, crop; not queue waits
+        self.t0 = time.perf_counter()  # busy time: demux + decode (inside the for), convert, crop; not queue waits
         try:
             for frame in self.container.decode(self.stream):
                 if self.stop.is_set():
                     return None
-                t = self.frame_time(frame)
-                self.time = t
-                if self.take(t):
-                    image = displayed(frame, self.preprocess if self.reduce else None)
-                    crop = np.array(resize_crop(image, self.preprocess))
-                    self.stats.sampled += 1
-                    self.stats.decode_s += time.perf_counter() - t0
-                    self.put(VideoFrame(self.index, round(t, 6), crop, image if self.keep_images else None))
-                    t0 = time.perf_counter()
-                self.index += 1
-                self.stats.decoded += 1
-            self.stats.decode_s += time.perf_counter() - t0
+                self.frame(frame)
+            self.stats.decode_s += time.perf_counter() - self.t0
+            return None
         except self.av.ExitError:  # the read timeout's interrupt
-            return f"stalled: no data for {self.stall_timeout:g} s"
+            error = f"stalled: no data for {self.stall_timeout:g} s"
         except (self.av.FFmpegError, OSError) as e:
-            return f"decoding stopped at frame {self.index}: {getattr(e, 'strerror', None) or e}"
-        return None
+            error = f"{getattr(e, 'strerror', None) or e}"
+        # The input failed (a live HTTP stream ends with an I/O error): the frames still inside the decoder (its
+        # frame threads hold a few) are decoded too, as FFmpeg does at a clean end.
+        try:
+            for frame in self.stream.codec_context.decode(None):
+                if self.stop.is_set():
+                    return None
+                self.frame(frame)
+        except (self.av.FFmpegError, OSError, ValueError):
+            pass
+        return error if error.startswith("stalled") else f"decoding stopped at frame {self.index}: {error}"
+
+    def frame(self, frame: Any) -> None:
+        """One decoded frame: its time, and when sampled its crop, queued."""
+        t = self.frame_time(frame)
+        self.time = t
+        shown = getattr(frame, "duration", None)  # how long it is shown: a VFR clip's last frame may be long
+        self.end = t + float(shown * self.stream.time_base) if shown and self.stream.time_base else t
+        if self.stats.decoded == 0 and round(getattr(frame, "rotation", 0) or 0) % 180 == 90:
+            # the display matrix turns the picture: report the size a player shows (and --annotate writes)
+            self.stats.width, self.stats.height = frame.height, frame.width
+        if self.take(t):
+            image = displayed(frame, self.preprocess if self.reduce else None)
+            crop = np.array(resize_crop(image, self.preprocess))
+            self.stats.sampled += 1
+            self.stats.decode_s += time.perf_counter() - self.t0
+            self.put(VideoFrame(self.index, round(t, 6), crop, image if self.keep_images else None))
+            self.t0 = time.perf_counter()
+        self.index += 1
+        self.stats.decoded += 1
 
     def run(self) -> None:
         try:
@@ -247,6 +306,8 @@ class _Reader:
                 expected = self.stream.frames
                 if error is None and expected and self.index < expected:  # the header counted more frames
                     error = f"truncated: {self.index} of {expected} frames could be decoded"
+                if error is None and not self.live:
+                    error = self.ended_early()
                 if error is not None:
                     self.put(VideoFrame(self.index, self.time, None, error=f"{self.source}: {error}"))
                 return

@@ -68,7 +68,9 @@ class VideoClassification:
         self.k, self.batch_size, self.stall_timeout = top_k, batch_size, stall_timeout
         self.name = name or self.source
         self.reduce = reduce
-        self.annotate = check_destination(annotate) if annotate is not None else None  # before any decoding
+        self.annotate = (
+            check_destination(annotate, [self.source]) if annotate is not None else None
+        )  # before any decoding
         self.stats = ReaderStats()
         self.results: list[FrameResult] = []
         self.annotated: Path | None = None
@@ -85,7 +87,7 @@ class VideoClassification:
 
     def segments(self, window: int = DEFAULT_WINDOW) -> list[Segment]:
         good = [r for r in self.results if r.ok]
-        return segments([r.time for r in good], [r.predictions for r in good], window)
+        return segments([r.time for r in good], [r.predictions for r in good], window, self.stats.duration)
 
     def _batches(self, frames: Iterator[VideoFrame]) -> Generator[Batch[Any], None, None]:
         pending: list[Decoded[Any]] = []
@@ -133,6 +135,9 @@ class VideoClassification:
                         self._writer.write(draw(vf.image, result.predictions, status), vf.time)
                     yield result
             self.finish()
+        except KeyboardInterrupt:  # Ctrl-C inside inference or the frame queue: keep what was annotated, whole
+            self.finish()
+            raise
         finally:
             if self._writer is not None:  # stopped early (an error, break) without finish(): no half-written file
                 self._writer.abort()

@@ -53,9 +53,13 @@ def format_time(seconds: float) -> str:
 
 
 def segments(
-    times: Sequence[float], predictions: Sequence[Sequence[Prediction]], window: int = DEFAULT_WINDOW
+    times: Sequence[float],
+    predictions: Sequence[Sequence[Prediction]],
+    window: int = DEFAULT_WINDOW,
+    duration: float | None = None,
 ) -> list[Segment]:
-    """Segments of the frames at ``times`` (seconds, increasing) with their top-k ``predictions``."""
+    """Segments of the frames at ``times`` (seconds, increasing) with their top-k ``predictions``; the last
+    one ends a sampling step after its last frame, but not past ``duration`` (the video's end) when known."""
     if window < 1:
         raise ValueError(f"the smoothing window must be >= 1 sampled frame, got {window}")
     n = len(times)
@@ -85,6 +89,8 @@ def segments(
             for j in range(start, i)
         ]
         end = times[i] if i < n else times[-1] + step
+        if i == n and duration is not None:
+            end = max(times[-1], min(end, duration))
         out.append(Segment(times[start], end, label.label, label.class_index, sum(probs) / len(probs), i - start))
         start = i
     return out
