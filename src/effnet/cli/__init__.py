@@ -13,9 +13,13 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from .._version import __version__
 from ..errors import EffnetError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..predict import Classifier
 
 # Subcommand modules, in help order.
 COMMANDS = ("classify", "explain", "info", "weights", "eval", "train", "audit", "serve", "export", "bench", "quantize")
@@ -186,6 +190,28 @@ def model_path_options(args: argparse.Namespace) -> dict:
     args.backend = backend
     kind = getattr(args, "output_kind", None)
     return {"model_path": path, **({} if kind is None else {"output_kind": kind})}
+
+
+def classifier_from_args(args: argparse.Namespace, model_path: dict, *, workload: str) -> Classifier:
+    """The local :class:`~effnet.predict.Classifier` the flags of classify and eval describe: model, weights,
+    backend (or the --model-path file, from :func:`model_path_options`), precision, device, decode, batch hint.
+
+    ``workload`` is "throughput" for a bulk job (OpenVINO: THROUGHPUT streams, kept fed) or "latency".
+    """
+    from ..predict import Classifier  # lazy: `effnet --help` and the light commands load no torch
+
+    options = {**model_path, **({} if args.precision is None else {"precision": args.precision})}
+    return Classifier(
+        args.model,
+        args.weights,
+        backend=args.backend,
+        device=args.device,
+        decode=args.decode,
+        progress=not args.no_progress,
+        batch_hint=args.batch_size,
+        workload=workload,
+        **options,
+    )
 
 
 def add_decode_argument(p: argparse.ArgumentParser, default: str = "pillow") -> None:

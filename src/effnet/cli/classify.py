@@ -11,7 +11,7 @@ import sys
 from tqdm import tqdm
 
 from ..files import find_images, is_live, is_video
-from ..predict import Classifier, ImageResult, clamp_top_k
+from ..predict import ImageResult, clamp_top_k
 from ..preprocess import ImageSource
 from .classify_video import check_video_arguments, classify_video, refuse_videos_on_ray
 
@@ -194,7 +194,7 @@ def _print_human(r: ImageResult) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import UsageError, model_path_options
+    from . import UsageError, classifier_from_args, model_path_options
 
     if args.top_k < 1 or (args.batch_size is not None and args.batch_size < 1):
         raise UsageError("--top-k and --batch-size must be >= 1")
@@ -222,22 +222,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"no images found in {', '.join(args.paths)} (nor videos)")
     images = [x for x in inputs if not _is_video(x)]
     check_video_arguments(args, len(inputs) - len(images), inputs)
-    options = {**model_path, **({} if args.precision is None else {"precision": args.precision})}
-    clf = Classifier(
-        args.model,
-        args.weights,
-        backend=args.backend,
-        device=args.device,
-        decode=args.decode,
-        progress=not args.no_progress,
-        batch_hint=args.batch_size,
-        # Many images or a video file are a bulk job (OpenVINO: THROUGHPUT streams, kept fed); one image or a
-        # live stream stays on LATENCY.
-        workload="throughput"
-        if len(images) > 1 or any(_is_video(x) and not is_live(str(x)) for x in inputs)
-        else "latency",
-        **options,
-    )
+    # Many images or a video file are a bulk job; one image or a live stream stays on LATENCY.
+    bulk = len(images) > 1 or any(_is_video(x) and not is_live(str(x)) for x in inputs)
+    clf = classifier_from_args(args, model_path, workload="throughput" if bulk else "latency")
     top_k = clamp_top_k(args.top_k, len(clf.labels))
     if top_k != args.top_k:  # the server's rule too: clamp, and say so
         print(

@@ -187,9 +187,8 @@ def _evaluate_on_ray(args: argparse.Namespace, dataset, progress):
 
 def run(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate, find_dataset
-    from ..predict import Classifier
     from ..source import labels_of, resolve_source
-    from . import model_path_options
+    from . import classifier_from_args, model_path_options
     from .classify_video import note_skipped_videos
 
     _check_args(args)
@@ -227,18 +226,7 @@ def run(args: argparse.Namespace) -> int:
             on_ray = _evaluate_on_ray(args, dataset, progress)
         report, device = on_ray.report, on_ray.device  # what the actors ran on, as they reported it
     else:
-        options = {**model_path, **({} if args.precision is None else {"precision": args.precision})}
-        clf = Classifier(
-            args.model,
-            args.weights,
-            backend=args.backend,
-            device=args.device,
-            decode=args.decode,
-            progress=not args.no_progress,
-            batch_hint=args.batch_size,
-            workload="throughput" if total > 1 else "latency",  # a dataset is a bulk job
-            **options,
-        )
+        clf = classifier_from_args(args, model_path, workload="throughput" if total > 1 else "latency")
         device = str(getattr(clf.backend, "device", "cpu"))
         with bar:
             report = evaluate(
