@@ -34,3 +34,22 @@ def test_label_issues_are_the_disbelieved_labels_worst_first():
     issues = label_issues(y, probs)
     assert [(i.index, i.given, i.suggested) for i in issues] == [(15, 1, 0), (2, 0, 1)]
     assert [round(i.score, 2) for i in issues] == [0.97, 0.8]
+
+
+def test_weights_cut_after_a_stage_take_duplicates_from_their_pretrained_head(lite0_checkpoint, tmp_path):
+    # The near-duplicate threshold was measured on the full network's head convolution: weights cut after
+    # stage 5 (effnet train --freeze body) have none, so the duplicate checks read the pretrained Lite0.
+    import effnet
+    from effnet.audit.run import duplicate_source, tap_name
+    from effnet.source import resolve_source
+    from effnet.weights.native import NativeInfo, save_native
+
+    plain = resolve_source("efficientnet-lite0")
+    model = effnet.create_model("efficientnet-lite0", pretrained=lite0_checkpoint, embedding_stage=5)
+    info = NativeInfo(model="efficientnet-lite0", preprocess=plain.preprocess, embedding_stage=5)
+    source = resolve_source("efficientnet-lite0", save_native(model.state_dict(), tmp_path / "cut.safetensors", info))
+    full, why = duplicate_source(source)
+    assert full is not None and why == ""
+    assert full.record is not None and full.record.embedding_stage is None and full.checkpoint != source.checkpoint
+    assert duplicate_source(plain) == (plain, "")
+    assert (tap_name(None, 5), tap_name(None, None), tap_name(4, 5)) == ("stage 5", "head", "stage 4")

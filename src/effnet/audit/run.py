@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import EffnetError
 from ..evaluate.datasets import Sample, find_class_folders
-from ..source import resolve_source, weights_label
+from ..source import ModelSource, resolve_source, weights_label
 from ..train.datacheck import (
     NEAR_DUPLICATE,
     duplicate_groups,
@@ -34,7 +35,7 @@ from ..train.datacheck import (
 from ..train.passes import embedding_name
 from .embed import embed_images, file_facts
 
-__all__ = ["AuditReport", "audit", "TINY_PX", "DUPLICATE_TAP", "IMBALANCE"]
+__all__ = ["AuditReport", "audit", "TINY_PX", "DUPLICATE_TAP", "IMBALANCE", "duplicate_source", "tap_name"]
 
 TINY_PX = 32  # shorter side below this: upscaled more than 7x to a 224 px crop, little left to learn from
 IMBALANCE = 10.0  # largest / smallest class above this is reported as an imbalance
@@ -51,6 +52,8 @@ class AuditReport:
     weights: str
     classes: dict[str, dict[str, Any]]
     label_embedding: str = ""
+    duplicate_embedding: str = ""
+    near_duplicate_check: dict[str, Any] = field(default_factory=lambda: {"ran": True})
     label_cv_accuracy: float | None = None
     label_issues: list[dict[str, Any]] = field(default_factory=list)
     duplicates: list[dict[str, Any]] = field(default_factory=list)
@@ -72,6 +75,33 @@ class AuditReport:
 
         text = json.dumps(self.to_json(), indent=1)
         atomic_write(path, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"), "audit JSON")
+
+
+def tap_name(tap: int | None, cut: int | None) -> str:
+    """An embedding's name: the pooled output of a network cut after stage K is "stage K", not "head"."""
+    return f"stage {cut}" if tap is None and cut is not None else embedding_name(tap)
+
+
+def duplicate_source(source: ModelSource) -> tuple[ModelSource | None, str]:
+    """The weights whose head embedding the near-duplicate checks read, or (None, why not).
+
+    ``NEAR_DUPLICATE`` was measured on a full network's head convolution (docs/audit.md). Weights cut after
+    a stage (``effnet train --freeze body`` on an intermediate stage) have no head: their pooled output is
+    another embedding, where distinct photos score far above 0.70. Their architecture's pretrained weights
+    (same model, offline) give the embedding the threshold was measured on; without them the near-duplicate
+    checks do not run."""
+    cut = source.record.embedding_stage if source.record is not None else None
+    if cut is None:
+        return source, ""
+    why = (f"these weights end at stage {cut} (no head convolution), and the 0.70 threshold was measured on "
+           f"the head embedding")  # fmt: skip
+    try:
+        full = resolve_source(source.model, None, download=False)
+    except EffnetError as e:
+        return None, f"{why}; the pretrained {source.model} weights are not available ({e})"
+    if full.checkpoint is None or (full.record is not None and full.record.embedding_stage is not None):
+        return None, f"{why}; no pretrained {source.model} weights with a head are available"
+    return full, ""
 
 
 def _dup_key(paths: Sequence[str]) -> tuple[str, ...]:
@@ -102,6 +132,11 @@ def audit(
     facts = [file_facts(p) for p in paths]
     clock["hashed"] = time.perf_counter()
     emb = embed_images(paths, facts, source, batch_size=batch_size, workers=workers, cache=cache)
+    cut = source.record.embedding_stage if source.record is not None else None
+    dup_src, no_near = duplicate_source(source)
+    dup_emb = emb
+    if dup_src is not None and dup_src is not source:
+        dup_emb = embed_images(paths, facts, dup_src, batch_size=batch_size, workers=workers, cache=cache)
     clock["embedded"] = time.perf_counter()
     n = len(samples)
     counts = np.bincount([s.label for s in samples], minlength=len(names))
@@ -116,7 +151,11 @@ def audit(
         embedded_from_cache=emb.cached,
     )
     report.imbalance = float(counts.max() / max(1, counts.min()))
-    ok = np.isfinite(emb.rows).all(axis=1)
+    if dup_src is None:
+        report.near_duplicate_check = {"ran": False, "reason": no_near}
+    else:
+        report.duplicate_embedding = ("" if dup_src is source else f"{weights_label(dup_src)} ") + "head"
+    ok = np.isfinite(emb.rows).all(axis=1) & np.isfinite(dup_emb.rows).all(axis=1)
     for i, p in enumerate(paths):
         f = facts[i]
         if not ok[i]:
@@ -126,12 +165,15 @@ def audit(
             report.tiny.append({"path": str(p), "width": f.width, "height": f.height})
 
     good = np.flatnonzero(ok[:n])
-    dup_rows = unit_rows(emb.block(DUPLICATE_TAP))
+    # Without the measured embedding: exact duplicates only, outliers (a cut relative to the folder) on the
+    # label candidates' first embedding.
+    dup_rows = unit_rows(dup_emb.block(DUPLICATE_TAP) if dup_src is not None else emb.block(emb.taps[0]))
+    threshold = NEAR_DUPLICATE if dup_src is not None else float("inf")
     by_sha: dict[str, list[int]] = defaultdict(list)
     for pos, i in enumerate(good.tolist()):
         by_sha[str(facts[i].sha256)].append(int(pos))
     exact = [g for g in by_sha.values() if len(g) > 1]
-    groups = duplicate_groups(dup_rows[good], same=exact)
+    groups = duplicate_groups(dup_rows[good], threshold, same=exact)
     exact_keys = {_dup_key([str(paths[good[j]]) for j in g]) for g in exact}
     for members, sim in groups:
         member_paths = [str(paths[good[j]]) for j in members]
@@ -141,12 +183,14 @@ def audit(
 
     y = np.array([samples[i].label for i in good], dtype=np.int64)
     if len(good) >= 4 and len(np.unique(y)) >= 2:
-        candidates = {t: torch.from_numpy(np.ascontiguousarray(emb.block(t)[good])) for t in emb.taps}
+        # A cut network's pooled output (tap None) is its last stage's: the same embedding once, not twice.
+        taps = [t for t in emb.taps if t is None or t != cut]
+        candidates = {t: torch.from_numpy(np.ascontiguousarray(emb.block(t)[good])) for t in taps}
         k = int(min(10, np.bincount(y, minlength=len(names))[np.unique(y)].min()))
         if k >= 2:
             folds = group_folds(y, [m for m, _ in groups], k, seed)
             oos = ensemble_probs(candidates, y, len(names), folds)
-            report.label_embedding = " + ".join(embedding_name(t) for t in oos.taps)
+            report.label_embedding = " + ".join(tap_name(t, cut) for t in oos.taps)
             report.label_cv_accuracy = oos.accuracy
             for issue in label_issues(y, oos.probs):
                 report.label_issues.append(
@@ -178,7 +222,7 @@ def audit(
                 report.leakage.append({"val": str(paths[v]), "data": str(paths[twin]), "similarity": 1.0})
                 continue
             for j, s in zip(nb.index[q], nb.similarity[q], strict=True):
-                if j >= 0 and s >= NEAR_DUPLICATE:
+                if j >= 0 and s >= threshold:
                     report.leakage.append(
                         {"val": str(paths[v]), "data": str(paths[good[j]]), "similarity": round(float(s), 4)}
                     )

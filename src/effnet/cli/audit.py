@@ -61,9 +61,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"likely wrong labels: {len(report.label_issues)}")
     for row in report.label_issues[:10]:
         print(f"  {row['score']:.2f}  {row['path']}: {row['given']} -> {row['suggested']}")
-    print(f"duplicate groups: {len(report.duplicates)} ({sum(d['exact'] for d in report.duplicates)} exact)")
+    exact = sum(d["exact"] for d in report.duplicates)
+    if report.near_duplicate_check["ran"]:
+        print(f"duplicate groups: {len(report.duplicates)} ({exact} exact; near-duplicates on the "
+              f"{report.duplicate_embedding} embedding)")  # fmt: skip
+    else:
+        print(f"duplicate groups: {exact} exact; near-duplicates not checked: {report.near_duplicate_check['reason']}")
     if args.val:
-        print(f"leakage into {args.val}: {len(report.leakage)}")
+        print(f"leakage into {args.val}: {len(report.leakage)}"
+              + ("" if report.near_duplicate_check["ran"] else " (identical files only)"))  # fmt: skip
     print(f"outliers: {len(report.outliers)}, unreadable: {len(report.unreadable)}, tiny: {len(report.tiny)}")
     if report.imbalance is not None and report.imbalance > 10:
         print(f"class imbalance: the largest class has {report.imbalance:.1f}x the images of the smallest")
