@@ -53,3 +53,23 @@ def test_weights_cut_after_a_stage_take_duplicates_from_their_pretrained_head(li
     assert full.record is not None and full.record.embedding_stage is None and full.checkpoint != source.checkpoint
     assert duplicate_source(plain) == (plain, "")
     assert (tap_name(None, 5), tap_name(None, None), tap_name(4, 5)) == ("stage 5", "head", "stage 4")
+
+
+def test_the_label_check_says_why_it_cannot_run():
+    from effnet.audit.run import label_check_skipped
+
+    names = ("cat", "dog", "fox")
+    assert "only one class (dog)" in label_check_skipped(np.array([1, 1, 1, 1, 1]), names)
+    assert "only 3 readable images" in label_check_skipped(np.array([0, 1, 1]), names)
+    assert "class fox has fewer than 2" in label_check_skipped(np.array([0, 0, 1, 1, 2]), names)
+    assert label_check_skipped(np.array([], dtype=np.int64), names) == "no readable images"
+    assert label_check_skipped(np.array([0, 0, 1, 1]), names) is None
+
+
+def test_a_probe_at_chance_makes_the_label_list_unreliable():
+    from effnet.audit.run import labels_reliable
+
+    assert not labels_reliable(0.525, 0.5)  # the attacker's random split: chance
+    assert labels_reliable(0.86, 0.5)  # the injected-label test folder (docs/audit.md)
+    assert not labels_reliable(0.91, 0.9)  # always answering the big class is as good
+    assert not labels_reliable(0.79, 0.3)  # below effnet train's 80 % gate

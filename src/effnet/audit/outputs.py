@@ -72,6 +72,16 @@ def _section(title: str, rows: list[dict[str, Any]], cells: Any, count_note: str
     return f"<h2>{html.escape(title)} ({len(rows)}){count_note}</h2>{body}{more}"
 
 
+def _label_fact(check: dict[str, Any], embedding: str) -> str:
+    if not check["ran"]:
+        return f"not checked: {html.escape(check['reason'])}"
+    text = (f"{html.escape(embedding)} embedding, cross-validated accuracy {check['cv_accuracy']:.1%}, majority "
+            f"baseline {check['majority_baseline']:.1%}")  # fmt: skip
+    if not check["reliable"]:
+        text += ' <b class="gone">unreliable: the probe did not learn these classes; the list below is a hint</b>'
+    return text
+
+
 def write_audit_page(report: AuditReport, directory: str | os.PathLike) -> Path:
     """``DIR/audit.html`` and ``DIR/audit.json``."""
     out = Path(directory)
@@ -81,8 +91,7 @@ def write_audit_page(report: AuditReport, directory: str | os.PathLike) -> Path:
         ("validation", e(f"{report.val}: {report.val_images} images") if report.val else "—"),
         ("model", f"{e(report.model)} ({e(report.weights)})"),
         ("classes", ", ".join(f"{e(c)} {v['images']}" for c, v in report.classes.items())),
-        ("labels from", f"{e(report.label_embedding)} embedding, cross-validated accuracy "
-         + ("—" if report.label_cv_accuracy is None else f"{report.label_cv_accuracy:.1%}")),
+        ("labels", _label_fact(report.label_check, report.label_embedding)),
     ]  # fmt: skip
     table = "\n".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts)
     sections = [

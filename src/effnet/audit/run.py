@@ -24,6 +24,7 @@ from ..evaluate.datasets import Sample, find_class_folders
 from ..source import ModelSource, resolve_source, weights_label
 from ..train.datacheck import (
     NEAR_DUPLICATE,
+    TRAIN_CHECK_MIN_ACC,
     duplicate_groups,
     ensemble_probs,
     group_folds,
@@ -35,7 +36,17 @@ from ..train.datacheck import (
 from ..train.passes import embedding_name
 from .embed import embed_images, file_facts
 
-__all__ = ["AuditReport", "audit", "TINY_PX", "DUPLICATE_TAP", "IMBALANCE", "duplicate_source", "tap_name"]
+__all__ = [
+    "AuditReport",
+    "audit",
+    "TINY_PX",
+    "DUPLICATE_TAP",
+    "IMBALANCE",
+    "duplicate_source",
+    "tap_name",
+    "label_check_skipped",
+    "labels_reliable",
+]
 
 TINY_PX = 32  # shorter side below this: upscaled more than 7x to a 224 px crop, little left to learn from
 IMBALANCE = 10.0  # largest / smallest class above this is reported as an imbalance
@@ -55,6 +66,8 @@ class AuditReport:
     duplicate_embedding: str = ""
     near_duplicate_check: dict[str, Any] = field(default_factory=lambda: {"ran": True})
     label_cv_accuracy: float | None = None
+    # {"ran": False, "reason"} or {"ran": True, "folds", "cv_accuracy", "majority_baseline", "reliable"}
+    label_check: dict[str, Any] = field(default_factory=lambda: {"ran": False, "reason": "not run"})
     label_issues: list[dict[str, Any]] = field(default_factory=list)
     duplicates: list[dict[str, Any]] = field(default_factory=list)
     leakage: list[dict[str, Any]] = field(default_factory=list)
@@ -75,6 +88,29 @@ class AuditReport:
 
         text = json.dumps(self.to_json(), indent=1)
         atomic_write(path, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"), "audit JSON")
+
+
+def label_check_skipped(y: np.ndarray, names: Sequence[str]) -> str | None:
+    """Why the cross-validated label check cannot run on these labels (of the readable images), or None."""
+    counts = np.bincount(y, minlength=len(names))
+    present = np.flatnonzero(counts)
+    if len(present) == 0:
+        return "no readable images"
+    if len(present) < 2:
+        return f"only one class ({names[present[0]]}) has readable images: there is nothing to tell apart"
+    if len(y) < 4:
+        return f"only {len(y)} readable images: the check needs at least 4"
+    small = [names[c] for c in present if counts[c] < 2]
+    if small:
+        return f"class {small[0]} has fewer than 2 readable images: cross-validation needs 2 per class"
+    return None
+
+
+def labels_reliable(accuracy: float, majority: float) -> bool:
+    """Whether the out-of-sample probe learned the task well enough for its disagreements to mean anything:
+    at least ``TRAIN_CHECK_MIN_ACC`` accurate (effnet train's gate) and at least halfway from the majority
+    baseline to 100 %. A probe at chance disagrees with about half the labels for its own sake."""
+    return accuracy >= TRAIN_CHECK_MIN_ACC and accuracy - majority >= (1.0 - majority) / 2
 
 
 def tap_name(tap: int | None, cut: int | None) -> str:
@@ -182,25 +218,35 @@ def audit(
         )
 
     y = np.array([samples[i].label for i in good], dtype=np.int64)
-    if len(good) >= 4 and len(np.unique(y)) >= 2:
+    skip = label_check_skipped(y, names)
+    if skip is not None:
+        report.label_check = {"ran": False, "reason": skip}
+    else:
         # A cut network's pooled output (tap None) is its last stage's: the same embedding once, not twice.
         taps = [t for t in emb.taps if t is None or t != cut]
         candidates = {t: torch.from_numpy(np.ascontiguousarray(emb.block(t)[good])) for t in taps}
         k = int(min(10, np.bincount(y, minlength=len(names))[np.unique(y)].min()))
-        if k >= 2:
-            folds = group_folds(y, [m for m, _ in groups], k, seed)
-            oos = ensemble_probs(candidates, y, len(names), folds)
-            report.label_embedding = " + ".join(tap_name(t, cut) for t in oos.taps)
-            report.label_cv_accuracy = oos.accuracy
-            for issue in label_issues(y, oos.probs):
-                report.label_issues.append(
-                    {
-                        "path": str(paths[good[issue.index]]),
-                        "given": names[issue.given],
-                        "suggested": names[issue.suggested],
-                        "score": round(issue.score, 4),
-                    }
-                )
+        folds = group_folds(y, [m for m, _ in groups], k, seed)
+        oos = ensemble_probs(candidates, y, len(names), folds)
+        report.label_embedding = " + ".join(tap_name(t, cut) for t in oos.taps)
+        report.label_cv_accuracy = oos.accuracy
+        majority = float(np.bincount(y).max() / len(y))
+        report.label_check = {
+            "ran": True,
+            "folds": k,
+            "cv_accuracy": round(oos.accuracy, 4),
+            "majority_baseline": round(majority, 4),
+            "reliable": labels_reliable(oos.accuracy, majority),
+        }
+        for issue in label_issues(y, oos.probs):
+            report.label_issues.append(
+                {
+                    "path": str(paths[good[issue.index]]),
+                    "given": names[issue.given],
+                    "suggested": names[issue.suggested],
+                    "score": round(issue.score, 4),
+                }
+            )
     clock["labels"] = time.perf_counter()
 
     scores, cut = outlier_scores(dup_rows[good])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -56,11 +55,21 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_json()))
         return 0
     classes = ", ".join(f"{c} {v['images']}" for c, v in report.classes.items())
-    print(f"{report.images} images in {len(report.classes)} classes ({classes}); labels checked on the "
-          f"{report.label_embedding} embedding", file=sys.stdout)  # fmt: skip
-    print(f"likely wrong labels: {len(report.label_issues)}")
-    for row in report.label_issues[:10]:
-        print(f"  {row['score']:.2f}  {row['path']}: {row['given']} -> {row['suggested']}")
+    print(f"{report.images} images in {len(report.classes)} classes ({classes})")
+    check = report.label_check
+    if not check["ran"]:
+        print(f"likely wrong labels: not checked ({check['reason']})")
+    else:
+        print(f"labels checked on the {report.label_embedding} embedding: cross-validated accuracy "
+              f"{check['cv_accuracy']:.1%}, majority baseline {check['majority_baseline']:.1%}")  # fmt: skip
+        if check["reliable"]:
+            print(f"likely wrong labels: {len(report.label_issues)}")
+        else:
+            print(f"likely wrong labels: {len(report.label_issues)}, UNRELIABLE: the probe did not learn these "
+                  "classes well (it needs >= 80 % and halfway from the majority baseline to 100 %), so it "
+                  "disagrees with labels for its own sake")  # fmt: skip
+        for row in report.label_issues[:10]:
+            print(f"  {row['score']:.2f}  {row['path']}: {row['given']} -> {row['suggested']}")
     exact = sum(d["exact"] for d in report.duplicates)
     if report.near_duplicate_check["ran"]:
         print(f"duplicate groups: {len(report.duplicates)} ({exact} exact; near-duplicates on the "
