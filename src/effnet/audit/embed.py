@@ -108,13 +108,9 @@ def embed_images(
     cached = 0
     for i, f in enumerate(facts):
         entry = directory / f"{f.sha256}.npy" if directory is not None and f.sha256 else None
-        if entry is not None and entry.is_file():
-            try:
-                rows[i] = np.load(entry)
-                cached += 1
-                continue
-            except (OSError, ValueError):  # a damaged entry: embed again, and overwrite it
-                pass
+        if entry is not None and _load_row(entry, rows[i]):
+            cached += 1
+            continue
         todo.append(i)
     if directory is not None and todo:
         try:
@@ -133,12 +129,31 @@ def embed_images(
                 continue
             x = torch.from_numpy(normalize(np.stack([d.crop for d in good]), source.preprocess))
             out = torch.cat(net.pooled_embeddings(x, taps), dim=1).float().numpy()
+            bad = int((~np.isfinite(out).all(axis=1)).sum())
+            if bad:  # the weights, not the images: nothing is cached, no image is blamed
+                raise EffnetError(
+                    f"the model produced non-finite embeddings (NaN or infinity) for {bad} of {len(out)} images "
+                    f"in a batch: the weights {source.checkpoint or source.model} look damaged"
+                )
             for d, row in zip(good, out, strict=True):
                 rows[d.item] = row
                 sha = facts[d.item].sha256
                 if directory is not None and sha:
                     atomic_write(directory / f"{sha}.npy", functools.partial(_save_npy, row=row), "embedding")
     return Embeddings(tuple(taps), tuple(widths), rows, errors, cached)
+
+
+def _load_row(entry: Path, row: np.ndarray) -> bool:
+    """Fill ``row`` from a cache entry; False (a miss: embedded again, the entry overwritten) when the entry is
+    absent, unreadable, truncated, of another width or not finite."""
+    try:
+        value = np.load(entry, allow_pickle=False)
+    except Exception:  # noqa: BLE001 - any damage (EOFError on an empty file, ValueError, OSError) is a miss
+        return False
+    if value.shape != row.shape or not np.isfinite(value).all():
+        return False
+    row[:] = value
+    return True
 
 
 def _save_npy(path: Path, row: np.ndarray) -> None:
