@@ -73,3 +73,19 @@ def test_a_probe_at_chance_makes_the_label_list_unreliable():
     assert labels_reliable(0.86, 0.5)  # the injected-label test folder (docs/audit.md)
     assert not labels_reliable(0.91, 0.9)  # always answering the big class is as good
     assert not labels_reliable(0.79, 0.3)  # below effnet train's 80 % gate
+
+
+def test_val_sharing_files_with_data_is_refused_before_any_work(sample_images, tmp_path):
+    import os
+
+    from effnet.audit import audit
+    from effnet.errors import EffnetError
+
+    for k, label in enumerate(("a", "b")):
+        (tmp_path / "data" / label).mkdir(parents=True)
+        os.symlink(sample_images[k], tmp_path / "data" / label / "1.jpg")
+    data = tmp_path / "data"
+    with pytest.raises(EffnetError, match="shares images with"):
+        audit(data, data, model="no-such-model")  # refused before the model is even looked up
+    with pytest.raises(EffnetError, match="shares images with"):
+        audit(data, tmp_path, model="no-such-model")  # DATA inside --val (its class folder "data")

@@ -22,6 +22,7 @@ import torch
 from ..errors import EffnetError
 from ..evaluate.datasets import Sample, find_class_folders
 from ..source import ModelSource, resolve_source, weights_label
+from ..train.data import shared_image
 from ..train.datacheck import (
     NEAR_DUPLICATE,
     TRAIN_CHECK_MIN_ACC,
@@ -162,6 +163,12 @@ def audit(
     names = tuple(c.label for c in train_set.labels)
     samples: list[Sample] = list(train_set.samples)
     val_samples: list[Sample] = list(val_set.samples) if val_set is not None else []
+    shared = shared_image(samples, val_samples)
+    if shared is not None:  # every image would be its own leak: refused, as effnet train refuses it
+        raise EffnetError(
+            f"--val {val} shares images with {data}, e.g. {shared}: give a validation folder apart from DATA "
+            "(the audit reports copies between two separate folders)"
+        )
     everything = samples + val_samples
     paths = [s.path for s in everything]
     source = resolve_source(model, weights)
