@@ -89,3 +89,24 @@ def test_val_sharing_files_with_data_is_refused_before_any_work(sample_images, t
         audit(data, data, model="no-such-model")  # refused before the model is even looked up
     with pytest.raises(EffnetError, match="shares images with"):
         audit(data, tmp_path, model="no-such-model")  # DATA inside --val (its class folder "data")
+
+
+def test_a_missing_extra_is_named_before_any_embedding(sample_images, tmp_path):
+    import os
+
+    from tests.testutils import run_cli
+
+    # A cleanlab that cannot be imported, first on the path: the audit names the extra before it embeds.
+    (tmp_path / "shim" / "cleanlab").mkdir(parents=True)
+    (tmp_path / "shim" / "cleanlab" / "__init__.py").write_text("raise ImportError('cleanlab is broken here')\n")
+    for k, label in enumerate(("a", "b")):
+        (tmp_path / "data" / label).mkdir(parents=True)
+        os.symlink(sample_images[k], tmp_path / "data" / label / "1.jpg")
+    env = {
+        "PYTHONPATH": f"{tmp_path / 'shim'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "EFFNET_HOME": str(tmp_path / "home"),
+    }
+    result = run_cli("audit", str(tmp_path / "data"), "--model", "efficientnet-lite0", env=env, timeout=120)
+    assert result.returncode != 0
+    assert "effnet[audit]" in result.stderr and "cleanlab" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "home" / "embeddings").exists()

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._optional import require
 from ..errors import EffnetError
 from ..evaluate.datasets import Sample, find_class_folders
 from ..source import ModelSource, resolve_source, weights_label
@@ -163,6 +164,9 @@ def audit(
     names = tuple(c.label for c in train_set.labels)
     samples: list[Sample] = list(train_set.samples)
     val_samples: list[Sample] = list(val_set.samples) if val_set is not None else []
+    # The extras the checks need, before minutes of embedding: not after them.
+    require("faiss", "audit", "near-duplicate search")
+    require("cleanlab.filter", "audit", "label-issue ranking")
     shared = shared_image(samples, val_samples)
     if shared is not None:  # every image would be its own leak: refused, as effnet train refuses it
         raise EffnetError(
