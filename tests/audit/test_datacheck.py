@@ -110,3 +110,37 @@ def test_a_missing_extra_is_named_before_any_embedding(sample_images, tmp_path):
     assert result.returncode != 0
     assert "effnet[audit]" in result.stderr and "cleanlab" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "home" / "embeddings").exists()
+
+
+def _two_class_folder(sample_images, root):
+    import os
+
+    for k, label in enumerate(("a", "b")):
+        (root / label).mkdir(parents=True)
+        for j in range(2):
+            os.symlink(sample_images[2 * k + j], root / label / f"{j}.jpg")
+    return root
+
+
+def test_a_failed_audit_leaves_no_output_folders_and_outputs_never_share_a_file(sample_images, tmp_path):
+    from tests.testutils import run_cli
+
+    data = _two_class_folder(sample_images, tmp_path / "data")
+    bogus = tmp_path / "bogus.safetensors"
+    bogus.write_bytes(b"not weights")
+    failed = run_cli(
+        "audit", str(data), "--model", "efficientnet-lite0", "--weights", str(bogus),
+        "--report", str(tmp_path / "newrep" / "deep"), "--json", str(tmp_path / "newdir" / "x" / "r.json"),
+        "--write-relabel", str(tmp_path / "csvdir" / "r.csv"),
+    )  # fmt: skip
+    assert failed.returncode != 0 and "Traceback" not in failed.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bogus.safetensors", "data"]
+    for args in (
+        ["--json", str(tmp_path / "o" / "same"), "--write-relabel", str(tmp_path / "o" / "same")],
+        ["--report", str(tmp_path / "rep"), "--json", str(tmp_path / "rep" / "audit.json")],
+        ["--json", "-", "--write-relabel", "-"],
+    ):
+        refused = run_cli("audit", str(data), "--model", "no-such-model", *args)
+        assert refused.returncode != 0 and refused.stderr.count("\n") == 1, refused.stderr
+        assert "stdout" in refused.stderr or "one file" in refused.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bogus.safetensors", "data"]

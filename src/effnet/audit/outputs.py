@@ -4,6 +4,7 @@ of the suggested labels for a person to review). Each is written whole (a tempor
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import html
 import io
@@ -13,12 +14,21 @@ from typing import Any
 
 from ..errors import EffnetError
 from ..evaluate.html import THUMB_PX, thumbnail
-from ..fileio import atomic_write, writable_dir
+from ..fileio import atomic_write, new_output_dir
 from .run import AuditReport
 
-__all__ = ["AUDIT_PAGE", "check_destinations", "write_relabel_csv", "write_audit_page", "MAX_ROWS"]
+__all__ = [
+    "AUDIT_PAGE",
+    "AUDIT_JSON",
+    "check_destinations",
+    "relabel_csv_text",
+    "write_relabel_csv",
+    "write_audit_page",
+    "MAX_ROWS",
+]
 
 AUDIT_PAGE = "audit.html"
+AUDIT_JSON = "audit.json"
 MAX_ROWS = 200  # per section of the page: the JSON holds them all
 
 
@@ -26,31 +36,47 @@ def _inside(path: Path, folder: Path) -> bool:
     return path.resolve().is_relative_to(folder.resolve())
 
 
-def check_destinations(report_dir: str | None, files: list[str | None], inputs: list[str | None]) -> None:
-    """Before any work: every destination writable, and none inside DATA or --val (the audit never writes
-    there)."""
+def check_destinations(
+    report_dir: str | None, files: list[str | None], inputs: list[str | None], stack: contextlib.ExitStack
+) -> None:
+    """Before any work: every destination writable, no two outputs on one path, and none inside DATA or --val
+    (the audit never writes there). The folders this makes are removed again (when still empty) if the block
+    ``stack`` guards fails: a failed audit leaves nothing behind."""
     targets = [Path(f) for f in files if f] + ([Path(report_dir)] if report_dir else [])
     for t in targets:
         for folder in inputs:
             if folder and _inside(t, Path(folder)):
                 raise EffnetError(f"{t} is inside {folder}: the audit does not write into the folders it reads")
+    outputs = [Path(f) for f in files if f]
+    if report_dir:
+        outputs += [Path(report_dir) / AUDIT_PAGE, Path(report_dir) / AUDIT_JSON]
+    seen: dict[Path, Path] = {}
+    for o in outputs:
+        first = seen.setdefault(o.resolve(), o)
+        if first is not o:
+            raise EffnetError(f"two audit outputs would be written to one file ({first} and {o}): give each its own")
     for f in files:
         if f:
             if Path(f).is_dir():
                 raise EffnetError(f"cannot write {f}: it is a folder")
-            writable_dir(Path(f).parent, "the audit output")
+            stack.enter_context(new_output_dir(Path(f).parent, "the audit output"))
     if report_dir:
-        writable_dir(Path(report_dir), "the audit report")
+        stack.enter_context(new_output_dir(Path(report_dir), "the audit report"))
 
 
-def write_relabel_csv(report: AuditReport, path: str | os.PathLike) -> Path:
+def relabel_csv_text(report: AuditReport) -> str:
     """path, given, suggested, score: one row per label issue, most likely wrong first."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["path", "given", "suggested", "score"])
     for row in report.label_issues:
         writer.writerow([row["path"], row["given"], row["suggested"], row["score"]])
-    text = buf.getvalue()
+    return buf.getvalue()
+
+
+def write_relabel_csv(report: AuditReport, path: str | os.PathLike) -> Path:
+    """:func:`relabel_csv_text` into ``path``, whole."""
+    text = relabel_csv_text(report)
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), "relabel CSV")
 
 
@@ -136,5 +162,7 @@ def write_audit_page(report: AuditReport, directory: str | os.PathLike) -> Path:
 """
     if not out.is_dir():
         raise EffnetError(f"cannot write the audit report: {out} is not a folder")
-    report.write_json(out / "audit.json")
-    return atomic_write(out / AUDIT_PAGE, lambda tmp: tmp.write_text(page, encoding="utf-8"), "audit report")
+    # Everything is computed before the first write; the page first, the JSON (what tools read) last.
+    page_file = atomic_write(out / AUDIT_PAGE, lambda tmp: tmp.write_text(page, encoding="utf-8"), "audit report")
+    report.write_json(out / AUDIT_JSON)
+    return page_file

@@ -8,7 +8,9 @@ near-duplicates from embedding similarity (faiss); see docs/audit.md. Needs `pip
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +23,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_model_arguments(p)
     p.add_argument("--json", metavar="FILE", help="write the full result as JSON ('-': to stdout)")
     p.add_argument("--report", metavar="DIR", help="write DIR/audit.html (self-contained, with thumbnails)")
-    p.add_argument("--write-relabel", metavar="FILE", help="write a CSV of path, given, suggested, score")
+    p.add_argument(
+        "--write-relabel", metavar="FILE", help="write a CSV of path, given, suggested, score ('-': to stdout)"
+    )
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
     p.add_argument("--workers", type=int, default=None, help="decoding threads (default: cores, at most 4)")
     p.add_argument("--no-cache", action="store_true", help="embed every image again (no embedding cache)")
@@ -31,28 +35,36 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..audit import audit
-    from ..audit.outputs import check_destinations, write_audit_page, write_relabel_csv
+    from ..audit.outputs import check_destinations, relabel_csv_text, write_audit_page, write_relabel_csv
+    from ..errors import EffnetError
 
+    if args.json == "-" and args.write_relabel == "-":
+        raise EffnetError("--json - and --write-relabel - would both write to stdout: give one of them a file")
     json_file = None if args.json in (None, "-") else args.json
-    check_destinations(args.report, [json_file, args.write_relabel], [args.data, args.val])
-    report = audit(
-        args.data,
-        args.val,
-        model=args.model,
-        weights=args.weights,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        cache=not args.no_cache,
-        seed=args.seed,
-    )
-    if json_file:
-        report.write_json(json_file)
-    if args.write_relabel:
-        write_relabel_csv(report, args.write_relabel)
-    if args.report:
-        write_audit_page(report, args.report)
+    relabel_file = None if args.write_relabel in (None, "-") else args.write_relabel
+    with contextlib.ExitStack() as stack:
+        check_destinations(args.report, [json_file, relabel_file], [args.data, args.val], stack)
+        report = audit(
+            args.data,
+            args.val,
+            model=args.model,
+            weights=args.weights,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            cache=not args.no_cache,
+            seed=args.seed,
+        )
+        if json_file:
+            report.write_json(json_file)
+        if relabel_file:
+            write_relabel_csv(report, relabel_file)
+        if args.report:
+            write_audit_page(report, args.report)
     if args.json == "-":
         print(json.dumps(report.to_json()))
+        return 0
+    if args.write_relabel == "-":
+        sys.stdout.write(relabel_csv_text(report))
         return 0
     classes = ", ".join(f"{c} {v['images']}" for c, v in report.classes.items())
     print(f"{report.images} images in {len(report.classes)} classes ({classes})")
