@@ -99,10 +99,10 @@ def label_check_skipped(y: np.ndarray, names: Sequence[str]) -> str | None:
     if len(present) == 0:
         return "no readable images"
     if len(present) < 2:
-        return f"only one class ({names[present[0]]}) has readable images: there is nothing to tell apart"
+        return f"only one class ({names[int(present[0])]}) has readable images: there is nothing to tell apart"
     if len(y) < 4:
         return f"only {len(y)} readable images: the check needs at least 4"
-    small = [names[c] for c in present if counts[c] < 2]
+    small = [names[int(c)] for c in present if counts[c] < 2]
     if small:
         return f"class {small[0]} has fewer than 2 readable images: cross-validation needs 2 per class"
     return None
@@ -260,9 +260,9 @@ def audit(
             )
     clock["labels"] = time.perf_counter()
 
-    scores, cut = outlier_scores(dup_rows[good])
+    scores, far = outlier_scores(dup_rows[good])
     for pos in np.argsort(-scores):
-        if scores[pos] <= cut:
+        if scores[pos] <= far:
             break
         i = good[pos]
         report.outliers.append(
