@@ -14,6 +14,7 @@ import functools
 import hashlib
 import io
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from tqdm import tqdm
 
 from .._version import __version__
 from ..errors import EffnetError
@@ -98,6 +100,7 @@ def embed_images(
     batch_size: int = 32,
     workers: int | None = None,
     cache: bool = True,
+    progress: bool = True,
 ) -> Embeddings:
     """The probe's candidate embeddings of every image (rows in ``paths`` order)."""
     net = source.build_model().eval()
@@ -118,10 +121,13 @@ def embed_images(
         except OSError as e:
             raise EffnetError(f"cannot write the embedding cache {directory}: {e.strerror or e}") from None
     errors: dict[int, str] = {}
-    with torch.inference_mode():
+    # A bar on stderr for what is not cached (tqdm hides it when stderr is not a terminal).
+    bar = tqdm(total=len(todo), unit="img", desc="embedding", file=sys.stderr, disable=None if progress else True)
+    with torch.inference_mode(), bar:
         for batch in iter_batches(
             todo, source.preprocess, batch_size=batch_size, workers=workers, image_of=lambda i: paths[i]
         ):
+            bar.update(len(batch.images))
             for d in batch.failed:
                 errors[d.item] = d.error or "unreadable"
             good = batch.good

@@ -156,6 +156,7 @@ def audit(
     workers: int | None = None,
     cache: bool = True,
     seed: int = 0,
+    progress: bool = True,
 ) -> AuditReport:
     """Audit the class folders ``data`` (and leakage into ``val``); nothing under either is written."""
     clock = {"start": time.perf_counter()}
@@ -178,12 +179,14 @@ def audit(
     source = resolve_source(model, weights)
     facts = [file_facts(p) for p in paths]
     clock["hashed"] = time.perf_counter()
-    emb = embed_images(paths, facts, source, batch_size=batch_size, workers=workers, cache=cache)
+    emb = embed_images(paths, facts, source, batch_size=batch_size, workers=workers, cache=cache, progress=progress)
     cut = source.record.embedding_stage if source.record is not None else None
     dup_src, no_near = duplicate_source(source)
     dup_emb = emb
     if dup_src is not None and dup_src is not source:
-        dup_emb = embed_images(paths, facts, dup_src, batch_size=batch_size, workers=workers, cache=cache)
+        dup_emb = embed_images(
+            paths, facts, dup_src, batch_size=batch_size, workers=workers, cache=cache, progress=progress
+        )
     clock["embedded"] = time.perf_counter()
     n = len(samples)
     counts = np.bincount([s.label for s in samples], minlength=len(names))

@@ -29,6 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
     p.add_argument("--workers", type=int, default=None, help="decoding threads (default: cores, at most 4)")
     p.add_argument("--no-cache", action="store_true", help="embed every image again (no embedding cache)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds (default: 0)")
     p.set_defaults(func=run)
 
@@ -53,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers,
             cache=not args.no_cache,
             seed=args.seed,
+            progress=not args.no_progress,
         )
         if json_file:
             report.write_json(json_file)
