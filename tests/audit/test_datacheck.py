@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -144,3 +146,31 @@ def test_a_failed_audit_leaves_no_output_folders_and_outputs_never_share_a_file(
         assert refused.returncode != 0 and refused.stderr.count("\n") == 1, refused.stderr
         assert "stdout" in refused.stderr or "one file" in refused.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bogus.safetensors", "data"]
+
+
+def test_unreadable_reasons_terminal_names_and_csv_cells(sample_images, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from effnet.audit.embed import file_facts
+    from effnet.audit.outputs import relabel_csv_text
+    from effnet.audit.run import AuditReport
+    from effnet.cli.audit import shown
+
+    (tmp_path / "dangling.jpg").symlink_to(tmp_path / "gone.jpg")
+    assert file_facts(tmp_path / "dangling.jpg").error == "cannot be read: No such file or directory"
+    assert file_facts(sample_images[0]).error is None
+    Image.new("RGB", (20, 20)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 300)  # 400 px: over the limit, under twice it (a warning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing may leak as a warning
+        bomb = file_facts(tmp_path / "big.png")
+    assert bomb.error is not None and "too many pixels" in bomb.error and "400" in bomb.error
+
+    assert shown("a\nb\x1b[31m\tc") == "a\\nb\\x1b[31m\\tc" and shown("ok é") == "ok é"
+    report = AuditReport(data="d", val=None, model="m", weights="w", classes={})
+    report.label_issues = [
+        {"path": "=HYPERLINK(1)", "given": "+cat", "suggested": "@dog", "score": 0.5},
+        {"path": "-x.jpg", "given": "cat", "suggested": "dog", "score": 0.25},
+    ]
+    rows = relabel_csv_text(report).splitlines()
+    assert rows[1:] == ["'=HYPERLINK(1),'+cat,'@dog,0.5", "'-x.jpg,cat,dog,0.25"]

@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,21 +46,29 @@ class FileFacts:
     size: int
     width: int | None  # from the header; None when Pillow cannot identify the file
     height: int | None
+    error: str | None = None  # why it is not embedded (read error, decompression bomb); None: embed it
 
 
 def file_facts(path: Path) -> FileFacts:
     try:
         data = path.read_bytes()
-    except OSError:
-        return FileFacts(None, 0, None, None)
+    except OSError as e:  # a dangling link, no permission, a folder named *.jpg: say which
+        return FileFacts(None, 0, None, None, f"cannot be read: {e.strerror or e}")
     size: tuple[int, int] | None = None
+    error = None
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            size = im.size
+        # Pillow warns (once, on stderr) about images over its pixel limit: here that is the reason, not noise.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                size = im.size
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+        error = f"too many pixels to decode safely ({e})"
     except Exception:  # noqa: BLE001 - any header Pillow rejects: the decode pass names the reason
         size = None
     digest = hashlib.sha256(data).hexdigest()
-    return FileFacts(digest, len(data), None if size is None else size[0], None if size is None else size[1])
+    w, h = (None, None) if size is None else size
+    return FileFacts(digest, len(data), w, h, error)
 
 
 @dataclass(frozen=True)
@@ -110,6 +119,8 @@ def embed_images(
     todo: list[int] = []
     cached = 0
     for i, f in enumerate(facts):
+        if f.error is not None:
+            continue  # not embedded: the audit lists it with f.error
         entry = directory / f"{f.sha256}.npy" if directory is not None and f.sha256 else None
         if entry is not None and _load_row(entry, rows[i]):
             cached += 1
@@ -129,7 +140,8 @@ def embed_images(
         ):
             bar.update(len(batch.images))
             for d in batch.failed:
-                errors[d.item] = d.error or "unreadable"
+                why = d.error or "cannot be decoded"
+                errors[d.item] = why.removeprefix(f"{paths[d.item]}: ")  # the report names the path once
             good = batch.good
             if not good:
                 continue

@@ -64,13 +64,19 @@ def check_destinations(
         stack.enter_context(new_output_dir(Path(report_dir), "the audit report"))
 
 
+def _csv_cell(text: str) -> str:
+    """A text cell a spreadsheet will not run: one starting with = + - @ gets a leading ' (OWASP's rule
+    against CSV formula injection; a file or class name is user data)."""
+    return f"'{text}" if text[:1] in ("=", "+", "-", "@") else text
+
+
 def relabel_csv_text(report: AuditReport) -> str:
     """path, given, suggested, score: one row per label issue, most likely wrong first."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["path", "given", "suggested", "score"])
     for row in report.label_issues:
-        writer.writerow([row["path"], row["given"], row["suggested"], row["score"]])
+        writer.writerow([_csv_cell(row["path"]), _csv_cell(row["given"]), _csv_cell(row["suggested"]), row["score"]])
     return buf.getvalue()
 
 

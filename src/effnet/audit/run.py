@@ -209,7 +209,7 @@ def audit(
     for i, p in enumerate(paths):
         f = facts[i]
         if not ok[i]:
-            why = "cannot be read" if f.sha256 is None else emb.errors.get(i, "cannot be decoded")
+            why = f.error or emb.errors.get(i, "cannot be decoded")
             report.unreadable.append({"path": str(p), "error": why, "set": "data" if i < n else "val"})
         elif f.width is not None and f.height is not None and min(f.width, f.height) < TINY_PX:
             report.tiny.append({"path": str(p), "width": f.width, "height": f.height})

@@ -13,6 +13,12 @@ import json
 import sys
 
 
+def shown(text: str) -> str:
+    """``text`` for one terminal line: control characters (a newline in a file or class name) escaped as
+    Python writes them, so a name cannot split or forge lines."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from . import add_model_arguments
 
@@ -68,11 +74,11 @@ def run(args: argparse.Namespace) -> int:
     if args.write_relabel == "-":
         sys.stdout.write(relabel_csv_text(report))
         return 0
-    classes = ", ".join(f"{c} {v['images']}" for c, v in report.classes.items())
+    classes = ", ".join(f"{shown(c)} {v['images']}" for c, v in report.classes.items())
     print(f"{report.images} images in {len(report.classes)} classes ({classes})")
     check = report.label_check
     if not check["ran"]:
-        print(f"likely wrong labels: not checked ({check['reason']})")
+        print(f"likely wrong labels: not checked ({shown(check['reason'])})")
     else:
         print(f"labels checked on the {report.label_embedding} embedding: cross-validated accuracy "
               f"{check['cv_accuracy']:.1%}, majority baseline {check['majority_baseline']:.1%}")  # fmt: skip
@@ -83,15 +89,15 @@ def run(args: argparse.Namespace) -> int:
                   "classes well (it needs >= 80 % and halfway from the majority baseline to 100 %), so it "
                   "disagrees with labels for its own sake")  # fmt: skip
         for row in report.label_issues[:10]:
-            print(f"  {row['score']:.2f}  {row['path']}: {row['given']} -> {row['suggested']}")
+            print(f"  {row['score']:.2f}  {shown(row['path'])}: {shown(row['given'])} -> {shown(row['suggested'])}")
     exact = sum(d["exact"] for d in report.duplicates)
     if report.near_duplicate_check["ran"]:
         print(f"duplicate groups: {len(report.duplicates)} ({exact} exact; near-duplicates on the "
               f"{report.duplicate_embedding} embedding)")  # fmt: skip
     else:
-        print(f"duplicate groups: {exact} exact; near-duplicates not checked: {report.near_duplicate_check['reason']}")
+        print(f"duplicate groups: {exact} exact; near-duplicates not checked: {shown(report.near_duplicate_check['reason'])}")
     if args.val:
-        print(f"leakage into {args.val}: {len(report.leakage)}"
+        print(f"leakage into {shown(args.val)}: {len(report.leakage)}"
               + ("" if report.near_duplicate_check["ran"] else " (identical files only)"))  # fmt: skip
     print(f"outliers: {len(report.outliers)}, unreadable: {len(report.unreadable)}, tiny: {len(report.tiny)}")
     if report.imbalance is not None and report.imbalance > 10:
