@@ -95,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"duplicate groups: {len(report.duplicates)} ({exact} exact; near-duplicates on the "
               f"{report.duplicate_embedding} embedding)")  # fmt: skip
     else:
-        print(f"duplicate groups: {exact} exact; near-duplicates not checked: {shown(report.near_duplicate_check['reason'])}")
+        why = shown(report.near_duplicate_check["reason"])
+        print(f"duplicate groups: {exact} exact; near-duplicates not checked: {why}")
     if args.val:
         print(f"leakage into {shown(args.val)}: {len(report.leakage)}"
               + ("" if report.near_duplicate_check["ran"] else " (identical files only)"))  # fmt: skip
