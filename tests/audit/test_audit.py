@@ -15,7 +15,9 @@ import random
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from tests.testutils import run_cli
@@ -164,6 +166,44 @@ def test_embeddings_are_cached_by_content(sample_images, tmp_path, monkeypatch, 
     again = embed_images([renamed, paths[1]], [file_facts(p) for p in (renamed, paths[1])], source)
     assert (first.cached, again.cached) == (0, 2)
     assert (first.rows == again.rows).all()
+
+
+def test_damaged_cache_entries_are_misses_and_nan_weights_are_one_error(
+    sample_images, tmp_path, monkeypatch, lite0_checkpoint
+):
+    import effnet
+    from effnet.audit.embed import EMBEDDINGS_DIR, embed_images, file_facts
+    from effnet.errors import EffnetError
+    from effnet.source import resolve_source
+    from effnet.weights.native import NativeInfo, save_native
+
+    monkeypatch.setenv("EFFNET_HOME", str(tmp_path / "home"))
+    garbage = tmp_path / "garbage.jpg"
+    garbage.write_bytes(b"not a JPEG" * 10)
+    paths = [*sample_images[:2], garbage]
+    facts = [file_facts(p) for p in paths]
+    source = resolve_source("efficientnet-lite0")
+    first = embed_images(paths, facts, source)
+    assert set(first.errors) == {2} and str(garbage) not in first.errors[2]  # the report names the path once
+    entries = {f.sha256: next((tmp_path / "home" / EMBEDDINGS_DIR).rglob(f"{f.sha256}.npy")) for f in facts[:2]}
+    entries[facts[0].sha256].write_bytes(b"")  # zero bytes: np.load raises EOFError
+    np.save(entries[facts[1].sha256], np.full(first.rows.shape[1], np.nan, dtype=np.float32))
+    again = embed_images(paths, facts, source)
+    assert again.cached == 0 and set(again.errors) == {2}
+    assert np.isfinite(again.rows[:2]).all() and np.allclose(again.rows[:2], first.rows[:2], atol=1e-5)
+    assert all(np.isfinite(np.load(e)).all() for e in entries.values())  # rewritten whole
+
+    state = effnet.create_model("efficientnet-lite0", pretrained=lite0_checkpoint).state_dict()
+    first_conv = next(k for k, v in state.items() if v.ndim == 4)
+    state[first_conv] = torch.full_like(state[first_conv], float("nan"))
+    nan_file = save_native(
+        state, tmp_path / "nan.safetensors", NativeInfo(model="efficientnet-lite0", preprocess=source.preprocess)
+    )
+    nan_source = resolve_source("efficientnet-lite0", nan_file)
+    with pytest.raises(EffnetError, match="the model produced non-finite embeddings"):
+        embed_images(paths[:2], facts[:2], nan_source)
+    written = [e for e in (tmp_path / "home" / EMBEDDINGS_DIR).rglob("*.npy") if e not in entries.values()]
+    assert written == []
 
 
 def test_train_says_when_val_leaks_into_train(sample_images, tiny_weights, tmp_path):

@@ -14,6 +14,8 @@ import functools
 import hashlib
 import io
 import json
+import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from tqdm import tqdm
 
 from .._version import __version__
 from ..errors import EffnetError
@@ -43,21 +46,29 @@ class FileFacts:
     size: int
     width: int | None  # from the header; None when Pillow cannot identify the file
     height: int | None
+    error: str | None = None  # why it is not embedded (read error, decompression bomb); None: embed it
 
 
 def file_facts(path: Path) -> FileFacts:
     try:
         data = path.read_bytes()
-    except OSError:
-        return FileFacts(None, 0, None, None)
+    except OSError as e:  # a dangling link, no permission, a folder named *.jpg: say which
+        return FileFacts(None, 0, None, None, f"cannot be read: {e.strerror or e}")
     size: tuple[int, int] | None = None
+    error = None
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            size = im.size
+        # Pillow warns (once, on stderr) about images over its pixel limit: here that is the reason, not noise.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                size = im.size
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+        error = f"too many pixels to decode safely ({e})"
     except Exception:  # noqa: BLE001 - any header Pillow rejects: the decode pass names the reason
         size = None
     digest = hashlib.sha256(data).hexdigest()
-    return FileFacts(digest, len(data), None if size is None else size[0], None if size is None else size[1])
+    w, h = (None, None) if size is None else size
+    return FileFacts(digest, len(data), w, h, error)
 
 
 @dataclass(frozen=True)
@@ -98,6 +109,7 @@ def embed_images(
     batch_size: int = 32,
     workers: int | None = None,
     cache: bool = True,
+    progress: bool = True,
 ) -> Embeddings:
     """The probe's candidate embeddings of every image (rows in ``paths`` order)."""
     net = source.build_model().eval()
@@ -107,14 +119,12 @@ def embed_images(
     todo: list[int] = []
     cached = 0
     for i, f in enumerate(facts):
+        if f.error is not None:
+            continue  # not embedded: the audit lists it with f.error
         entry = directory / f"{f.sha256}.npy" if directory is not None and f.sha256 else None
-        if entry is not None and entry.is_file():
-            try:
-                rows[i] = np.load(entry)
-                cached += 1
-                continue
-            except (OSError, ValueError):  # a damaged entry: embed again, and overwrite it
-                pass
+        if entry is not None and _load_row(entry, rows[i]):
+            cached += 1
+            continue
         todo.append(i)
     if directory is not None and todo:
         try:
@@ -122,23 +132,46 @@ def embed_images(
         except OSError as e:
             raise EffnetError(f"cannot write the embedding cache {directory}: {e.strerror or e}") from None
     errors: dict[int, str] = {}
-    with torch.inference_mode():
+    # A bar on stderr for what is not cached (tqdm hides it when stderr is not a terminal).
+    bar = tqdm(total=len(todo), unit="img", desc="embedding", file=sys.stderr, disable=None if progress else True)
+    with torch.inference_mode(), bar:
         for batch in iter_batches(
             todo, source.preprocess, batch_size=batch_size, workers=workers, image_of=lambda i: paths[i]
         ):
+            bar.update(len(batch.images))
             for d in batch.failed:
-                errors[d.item] = d.error or "unreadable"
+                why = d.error or "cannot be decoded"
+                errors[d.item] = why.removeprefix(f"{paths[d.item]}: ")  # the report names the path once
             good = batch.good
             if not good:
                 continue
             x = torch.from_numpy(normalize(np.stack([d.crop for d in good]), source.preprocess))
             out = torch.cat(net.pooled_embeddings(x, taps), dim=1).float().numpy()
+            bad = int((~np.isfinite(out).all(axis=1)).sum())
+            if bad:  # the weights, not the images: nothing is cached, no image is blamed
+                raise EffnetError(
+                    f"the model produced non-finite embeddings (NaN or infinity) for {bad} of {len(out)} images "
+                    f"in a batch: the weights {source.checkpoint or source.model} look damaged"
+                )
             for d, row in zip(good, out, strict=True):
                 rows[d.item] = row
                 sha = facts[d.item].sha256
                 if directory is not None and sha:
                     atomic_write(directory / f"{sha}.npy", functools.partial(_save_npy, row=row), "embedding")
     return Embeddings(tuple(taps), tuple(widths), rows, errors, cached)
+
+
+def _load_row(entry: Path, row: np.ndarray) -> bool:
+    """Fill ``row`` from a cache entry; False (a miss: embedded again, the entry overwritten) when the entry is
+    absent, unreadable, truncated, of another width or not finite."""
+    try:
+        value = np.load(entry, allow_pickle=False)
+    except Exception:  # noqa: BLE001 - any damage (EOFError on an empty file, ValueError, OSError) is a miss
+        return False
+    if value.shape != row.shape or not np.isfinite(value).all():
+        return False
+    row[:] = value
+    return True
 
 
 def _save_npy(path: Path, row: np.ndarray) -> None:

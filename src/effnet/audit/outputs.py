@@ -4,6 +4,7 @@ of the suggested labels for a person to review). Each is written whole (a tempor
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import html
 import io
@@ -13,12 +14,21 @@ from typing import Any
 
 from ..errors import EffnetError
 from ..evaluate.html import THUMB_PX, thumbnail
-from ..fileio import atomic_write, writable_dir
+from ..fileio import atomic_write, new_output_dir
 from .run import AuditReport
 
-__all__ = ["AUDIT_PAGE", "check_destinations", "write_relabel_csv", "write_audit_page", "MAX_ROWS"]
+__all__ = [
+    "AUDIT_PAGE",
+    "AUDIT_JSON",
+    "check_destinations",
+    "relabel_csv_text",
+    "write_relabel_csv",
+    "write_audit_page",
+    "MAX_ROWS",
+]
 
 AUDIT_PAGE = "audit.html"
+AUDIT_JSON = "audit.json"
 MAX_ROWS = 200  # per section of the page: the JSON holds them all
 
 
@@ -26,31 +36,53 @@ def _inside(path: Path, folder: Path) -> bool:
     return path.resolve().is_relative_to(folder.resolve())
 
 
-def check_destinations(report_dir: str | None, files: list[str | None], inputs: list[str | None]) -> None:
-    """Before any work: every destination writable, and none inside DATA or --val (the audit never writes
-    there)."""
+def check_destinations(
+    report_dir: str | None, files: list[str | None], inputs: list[str | None], stack: contextlib.ExitStack
+) -> None:
+    """Before any work: every destination writable, no two outputs on one path, and none inside DATA or --val
+    (the audit never writes there). The folders this makes are removed again (when still empty) if the block
+    ``stack`` guards fails: a failed audit leaves nothing behind."""
     targets = [Path(f) for f in files if f] + ([Path(report_dir)] if report_dir else [])
     for t in targets:
         for folder in inputs:
             if folder and _inside(t, Path(folder)):
                 raise EffnetError(f"{t} is inside {folder}: the audit does not write into the folders it reads")
+    outputs = [Path(f) for f in files if f]
+    if report_dir:
+        outputs += [Path(report_dir) / AUDIT_PAGE, Path(report_dir) / AUDIT_JSON]
+    seen: dict[Path, Path] = {}
+    for o in outputs:
+        first = seen.setdefault(o.resolve(), o)
+        if first is not o:
+            raise EffnetError(f"two audit outputs would be written to one file ({first} and {o}): give each its own")
     for f in files:
         if f:
             if Path(f).is_dir():
                 raise EffnetError(f"cannot write {f}: it is a folder")
-            writable_dir(Path(f).parent, "the audit output")
+            stack.enter_context(new_output_dir(Path(f).parent, "the audit output"))
     if report_dir:
-        writable_dir(Path(report_dir), "the audit report")
+        stack.enter_context(new_output_dir(Path(report_dir), "the audit report"))
 
 
-def write_relabel_csv(report: AuditReport, path: str | os.PathLike) -> Path:
+def _csv_cell(text: str) -> str:
+    """A text cell a spreadsheet will not run: one starting with = + - @ gets a leading ' (OWASP's rule
+    against CSV formula injection; a file or class name is user data)."""
+    return f"'{text}" if text[:1] in ("=", "+", "-", "@") else text
+
+
+def relabel_csv_text(report: AuditReport) -> str:
     """path, given, suggested, score: one row per label issue, most likely wrong first."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["path", "given", "suggested", "score"])
     for row in report.label_issues:
-        writer.writerow([row["path"], row["given"], row["suggested"], row["score"]])
-    text = buf.getvalue()
+        writer.writerow([_csv_cell(row["path"]), _csv_cell(row["given"]), _csv_cell(row["suggested"]), row["score"]])
+    return buf.getvalue()
+
+
+def write_relabel_csv(report: AuditReport, path: str | os.PathLike) -> Path:
+    """:func:`relabel_csv_text` into ``path``, whole."""
+    text = relabel_csv_text(report)
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), "relabel CSV")
 
 
@@ -72,6 +104,16 @@ def _section(title: str, rows: list[dict[str, Any]], cells: Any, count_note: str
     return f"<h2>{html.escape(title)} ({len(rows)}){count_note}</h2>{body}{more}"
 
 
+def _label_fact(check: dict[str, Any], embedding: str) -> str:
+    if not check["ran"]:
+        return f"not checked: {html.escape(check['reason'])}"
+    text = (f"{html.escape(embedding)} embedding, cross-validated accuracy {check['cv_accuracy']:.1%}, majority "
+            f"baseline {check['majority_baseline']:.1%}")  # fmt: skip
+    if not check["reliable"]:
+        text += ' <b class="gone">unreliable: the probe did not learn these classes; the list below is a hint</b>'
+    return text
+
+
 def write_audit_page(report: AuditReport, directory: str | os.PathLike) -> Path:
     """``DIR/audit.html`` and ``DIR/audit.json``."""
     out = Path(directory)
@@ -81,8 +123,7 @@ def write_audit_page(report: AuditReport, directory: str | os.PathLike) -> Path:
         ("validation", e(f"{report.val}: {report.val_images} images") if report.val else "—"),
         ("model", f"{e(report.model)} ({e(report.weights)})"),
         ("classes", ", ".join(f"{e(c)} {v['images']}" for c, v in report.classes.items())),
-        ("labels from", f"{e(report.label_embedding)} embedding, cross-validated accuracy "
-         + ("—" if report.label_cv_accuracy is None else f"{report.label_cv_accuracy:.1%}")),
+        ("labels", _label_fact(report.label_check, report.label_embedding)),
     ]  # fmt: skip
     table = "\n".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts)
     sections = [
@@ -127,5 +168,7 @@ def write_audit_page(report: AuditReport, directory: str | os.PathLike) -> Path:
 """
     if not out.is_dir():
         raise EffnetError(f"cannot write the audit report: {out} is not a folder")
-    report.write_json(out / "audit.json")
-    return atomic_write(out / AUDIT_PAGE, lambda tmp: tmp.write_text(page, encoding="utf-8"), "audit report")
+    # Everything is computed before the first write; the page first, the JSON (what tools read) last.
+    page_file = atomic_write(out / AUDIT_PAGE, lambda tmp: tmp.write_text(page, encoding="utf-8"), "audit report")
+    report.write_json(out / AUDIT_JSON)
+    return page_file

@@ -8,8 +8,15 @@ near-duplicates from embedding similarity (faiss); see docs/audit.md. Needs `pip
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+
+
+def shown(text: str) -> str:
+    """``text`` for one terminal line: control characters (a newline in a file or class name) escaped as
+    Python writes them, so a name cannot split or forge lines."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,48 +29,77 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_model_arguments(p)
     p.add_argument("--json", metavar="FILE", help="write the full result as JSON ('-': to stdout)")
     p.add_argument("--report", metavar="DIR", help="write DIR/audit.html (self-contained, with thumbnails)")
-    p.add_argument("--write-relabel", metavar="FILE", help="write a CSV of path, given, suggested, score")
+    p.add_argument(
+        "--write-relabel", metavar="FILE", help="write a CSV of path, given, suggested, score ('-': to stdout)"
+    )
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
     p.add_argument("--workers", type=int, default=None, help="decoding threads (default: cores, at most 4)")
     p.add_argument("--no-cache", action="store_true", help="embed every image again (no embedding cache)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds (default: 0)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..audit import audit
-    from ..audit.outputs import check_destinations, write_audit_page, write_relabel_csv
+    from ..audit.outputs import check_destinations, relabel_csv_text, write_audit_page, write_relabel_csv
+    from ..errors import EffnetError
 
+    if args.json == "-" and args.write_relabel == "-":
+        raise EffnetError("--json - and --write-relabel - would both write to stdout: give one of them a file")
     json_file = None if args.json in (None, "-") else args.json
-    check_destinations(args.report, [json_file, args.write_relabel], [args.data, args.val])
-    report = audit(
-        args.data,
-        args.val,
-        model=args.model,
-        weights=args.weights,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        cache=not args.no_cache,
-        seed=args.seed,
-    )
-    if json_file:
-        report.write_json(json_file)
-    if args.write_relabel:
-        write_relabel_csv(report, args.write_relabel)
-    if args.report:
-        write_audit_page(report, args.report)
+    relabel_file = None if args.write_relabel in (None, "-") else args.write_relabel
+    with contextlib.ExitStack() as stack:
+        check_destinations(args.report, [json_file, relabel_file], [args.data, args.val], stack)
+        report = audit(
+            args.data,
+            args.val,
+            model=args.model,
+            weights=args.weights,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            cache=not args.no_cache,
+            seed=args.seed,
+            progress=not args.no_progress,
+        )
+        if json_file:
+            report.write_json(json_file)
+        if relabel_file:
+            write_relabel_csv(report, relabel_file)
+        if args.report:
+            write_audit_page(report, args.report)
     if args.json == "-":
         print(json.dumps(report.to_json()))
         return 0
-    classes = ", ".join(f"{c} {v['images']}" for c, v in report.classes.items())
-    print(f"{report.images} images in {len(report.classes)} classes ({classes}); labels checked on the "
-          f"{report.label_embedding} embedding", file=sys.stdout)  # fmt: skip
-    print(f"likely wrong labels: {len(report.label_issues)}")
-    for row in report.label_issues[:10]:
-        print(f"  {row['score']:.2f}  {row['path']}: {row['given']} -> {row['suggested']}")
-    print(f"duplicate groups: {len(report.duplicates)} ({sum(d['exact'] for d in report.duplicates)} exact)")
+    if args.write_relabel == "-":
+        sys.stdout.write(relabel_csv_text(report))
+        return 0
+    classes = ", ".join(f"{shown(c)} {v['images']}" for c, v in report.classes.items())
+    print(f"{report.images} images in {len(report.classes)} classes ({classes})")
+    check = report.label_check
+    if not check["ran"]:
+        print(f"likely wrong labels: not checked ({shown(check['reason'])})")
+    else:
+        print(f"labels checked on the {report.label_embedding} embedding: cross-validated accuracy "
+              f"{check['cv_accuracy']:.1%}, majority baseline {check['majority_baseline']:.1%}")  # fmt: skip
+        if check["reliable"]:
+            print(f"likely wrong labels: {len(report.label_issues)}")
+        else:
+            print(f"likely wrong labels: {len(report.label_issues)}, UNRELIABLE: the probe did not learn these "
+                  "classes well (it needs >= 80 % and halfway from the majority baseline to 100 %), so it "
+                  "disagrees with labels for its own sake")  # fmt: skip
+        for row in report.label_issues[:10]:
+            print(f"  {row['score']:.2f}  {shown(row['path'])}: {shown(row['given'])} -> {shown(row['suggested'])}")
+    exact = sum(d["exact"] for d in report.duplicates)
+    if report.near_duplicate_check["ran"]:
+        print(f"duplicate groups: {len(report.duplicates)} ({exact} exact; near-duplicates on the "
+              f"{report.duplicate_embedding} embedding)")  # fmt: skip
+    else:
+        why = shown(report.near_duplicate_check["reason"])
+        print(f"duplicate groups: {exact} exact; near-duplicates not checked: {why}")
     if args.val:
-        print(f"leakage into {args.val}: {len(report.leakage)}")
+        print(f"leakage into {shown(args.val)}: {len(report.leakage)}"
+              + ("" if report.near_duplicate_check["ran"] else " (identical files only)"))  # fmt: skip
     print(f"outliers: {len(report.outliers)}, unreadable: {len(report.unreadable)}, tiny: {len(report.tiny)}")
     if report.imbalance is not None and report.imbalance > 10:
         print(f"class imbalance: the largest class has {report.imbalance:.1f}x the images of the smallest")
