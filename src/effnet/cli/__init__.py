@@ -96,6 +96,10 @@ def _fill_model(args: argparse.Namespace) -> None:
             model = record.model
         elif (info := read_native_info(weights)) is not None:
             model = info.model
+        elif Path(weights).is_file() and Path(weights).suffix.lower() not in (".onnx", ".xml", ".tflite"):
+            from ..weights.to_native import model_of_file  # a file made elsewhere: the rule convert applies
+
+            model = model_of_file(Path(weights)) or model
     args.model = model
 
 
