@@ -62,3 +62,21 @@ def test_weights_without_model_takes_the_model_from_the_file_name(timm_lite0, sa
         run_cli("classify", "--model", "efficientnet-b5", "--weights", str(timm_lite0), str(sample_images[0]))
     )
     assert "timm's tf_efficientnet_lite0" in line and "efficientnet-b5" in line
+
+
+@pytest.fixture(scope="module")
+def plain_onnx(tmp_path_factory):
+    """A Lite0 graph written by torch.onnx.export itself: no effnet metadata."""
+    path = tmp_path_factory.mktemp("plain") / "plain.onnx"
+    net = effnet.create_model("efficientnet-lite0", pretrained=False)
+    torch.onnx.export(net, torch.zeros(1, 3, 224, 224), str(path), input_names=["data"], dynamo=False)
+    return path
+
+
+@pytest.mark.parametrize("command", ["classify", "serve", "bench"])
+def test_a_metadata_free_model_file_alone_is_refused(plain_onnx, sample_images, command):
+    extra = {"classify": [str(sample_images[0])], "serve": ["--port", "0"], "bench": []}[command]
+    proc = run_cli(command, "--model-path", str(plain_onnx), *extra, timeout=120)
+    line = _one_line_error(proc)
+    assert line == f"effnet: error: {plain_onnx} carries no effnet metadata: pass --model/--weights (and --output-kind)"
+    assert "efficientnet-b5" not in proc.stderr and "download" not in proc.stderr

@@ -90,6 +90,8 @@ def _fill_model(args: argparse.Namespace) -> None:
         if info is not None:
             args.model = info.model
             return
+        if not weights:  # nothing says the model: never the default B5's download, size and labels in its place
+            raise EffnetError(f"{model_path} carries no effnet metadata: pass --model/--weights (and --output-kind)")
     if weights:
         record = find_record(weights)
         if record is not None and not Path(weights).exists():
