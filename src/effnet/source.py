@@ -34,6 +34,8 @@ __all__ = [
     "labels_of",
     "OUTPUT_KINDS",
     "note_once",
+    "OutputKindError",
+    "is_distribution",
 ]
 
 # What a model file's output rows are: probabilities, logits (soft-maxed by effnet, and said), or not
@@ -41,6 +43,16 @@ __all__ = [
 OUTPUT_KINDS = ("prob", "logits")
 
 RANDOM_INIT = "random-init"
+
+
+class OutputKindError(EffnetError):
+    """A model file's rows are not what its metadata or --output-kind says (the load-time probe names the file)."""
+
+
+def is_distribution(rows: np.ndarray, tolerance: float) -> bool:
+    """Whether every row is non-negative and sums to 1 within ``tolerance``."""
+    rows = np.asarray(rows, dtype=np.float64)
+    return bool(rows.min(initial=0.0) >= -1e-6 and np.all(np.abs(rows.sum(axis=-1) - 1.0) <= tolerance))
 
 
 @dataclass(frozen=True)
@@ -56,9 +68,16 @@ class ModelSource:
     output: str = "prob"
 
     def as_probabilities(self, rows: np.ndarray) -> np.ndarray:
-        """A model file's output rows as probabilities: logits are soft-maxed, probabilities pass through."""
+        """A model file's output rows as probabilities: logits are soft-maxed, probabilities pass through.
+
+        Rows said to be logits that already are distributions are refused (:class:`OutputKindError`): soft-maxing
+        them again would flatten every answer toward 1/N without a word."""
         if self.output != "logits":
             return rows
+        if len(rows) and is_distribution(rows, 1e-3):
+            raise OutputKindError(
+                "said to output logits, but its rows already are probabilities (non-negative, summing to 1)"
+            )
         shifted = rows - rows.max(axis=-1, keepdims=True)
         e = np.exp(shifted)
         return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
@@ -176,8 +195,9 @@ def _from_artifact(
             f"or pass a file made for {name}"
         )
     if output_kind is not None and art.output is not None and output_kind != art.output:
-        raise EffnetError(f"--output-kind {output_kind} disagrees with {path}, whose metadata says {art.output}")
-    output = art.output or output_kind or "unknown"
+        # The flag wins over a file whose metadata is wrong; the probe at load checks the flag in its turn.
+        note_once(f"--output-kind {output_kind} overrides {path}, whose metadata says {art.output}")
+    output = output_kind or art.output or "unknown"
     if art.legacy:
         note_once(
             f"{path} was written by an earlier effnet ({art.effnet_version or 'unknown version'}): no weights "
