@@ -11,6 +11,7 @@ nothing (:attr:`ArtifactInfo.info` is None).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
@@ -20,7 +21,7 @@ from typing import Any
 
 from ._optional import require
 from .errors import EffnetError
-from .labels import imagenet_labels
+from .labels import get_labels, imagenet_labels
 from .weights.native import FORMAT as NATIVE_FORMAT
 from .weights.native import NativeInfo
 from .weights.preprocessing import Preprocess
@@ -127,6 +128,13 @@ def read_artifact_info(path: str | Path) -> ArtifactInfo:
     obj = _described(meta, str(path))
     if obj is not None:
         info = NativeInfo.from_json({**obj, "format": NATIVE_FORMAT}, str(path))  # damage: CheckpointError
+        digest = obj.get("labels_sha256")
+        names = [c.label for c in get_labels(info.labels)]
+        if digest is not None and hashlib.sha256(json.dumps(names).encode()).hexdigest() != digest:
+            raise EffnetError(
+                f"{path}: its description's {len(names)} labels do not match its labels_sha256 (edited or "
+                "damaged metadata): export it again"
+            )
         output = obj.get("output")
         if output not in ("prob", "logits"):
             raise EffnetError(f"{path}: damaged effnet metadata (output {output!r}, expected prob or logits)")

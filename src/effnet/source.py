@@ -91,7 +91,7 @@ class ModelSource:
     def num_classes(self) -> int:
         return self.record.num_classes if self.record else 1000
 
-    def check_outputs(self, count: object, artifact: object) -> None:
+    def check_outputs(self, count: object, artifact: object, given: bool = False) -> None:
         """Raise unless an artifact's output size (``count`` classes) matches the labels it is served with.
 
         Belt and braces behind the content-keyed export cache: an IR or ONNX file made for other weights
@@ -100,6 +100,12 @@ class ModelSource:
         """
         if isinstance(count, int) and count != len(self.labels):
             names = ", ".join(label.label for label in self.labels[:4]) + (", ..." if len(self.labels) > 4 else "")
+            if given:  # the user's own file (--model-path): the export cache has nothing to do with it
+                raise EffnetError(
+                    f"{artifact} outputs {count} classes, but it is read with {len(self.labels)} labels "
+                    f"({weights_label(self)}: {names}): the file and these labels disagree. Pass the --weights "
+                    "it was exported from, or export it again from these weights"
+                )
             raise EffnetError(
                 f"{artifact} outputs {count} classes, but it is served with {len(self.labels)} labels "
                 f"({weights_label(self)}: {names}): it was made for other weights. Export it again from these "
@@ -230,7 +236,12 @@ def _from_artifact(
     # No weights named: the file's description; the checkpoint too where it is a record found here (the
     # fp32 torch model of the same weights, for explanations).
     record = find_record(art.weights) if art.weights else None
-    if record is not None and record.model == name and record.preprocess == info.preprocess:
+    if (
+        record is not None
+        and record.model == name
+        and record.preprocess == info.preprocess
+        and (record.labels, record.num_classes) == (info.labels, info.num_classes)  # else the description's own
+    ):
         try:
             checkpoint: Path | None = fetch(record, download=False, progress=False)
         except EffnetError:

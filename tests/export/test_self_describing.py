@@ -210,3 +210,32 @@ def test_the_probe_checks_what_the_metadata_and_the_flag_say(artifacts, tmp_path
         line = r.stderr.strip().splitlines()[-1]
         assert args[1] in line and "said to output logits" in line and "already are probabilities" in line
         assert "--output-kind prob" in line
+
+
+def test_the_description_is_checked_against_its_labels_digest_and_the_graph(artifacts, tmp_path, sample_images):
+    """A description whose labels do not match its labels_sha256 is damaged; one whose class count is not the
+    graph's is refused naming both, worded for a file the user gave (not "prune the export cache")."""
+    import hashlib
+
+    import onnx
+
+    def edited(name: str, labels: list[str], digest_of: list[str]) -> Path:
+        proto = onnx.load(str(artifacts["onnx-static"]))
+        for p in proto.metadata_props:
+            if p.key == "effnet":
+                sha = hashlib.sha256(json.dumps(digest_of).encode()).hexdigest()
+                p.value = json.dumps(
+                    {**json.loads(p.value), "labels": labels, "num_classes": len(labels), "labels_sha256": sha}
+                )
+        onnx.save(proto, str(tmp_path / name))
+        return tmp_path / name
+
+    image = str(sample_images[0])
+    for path, expected in (
+        (edited("digest.onnx", ["cat", "dog"], ["cat", "fox"]), "do not match its labels_sha256"),
+        (edited("count.onnx", ["cat", "dog"], ["cat", "dog"]), "outputs 1000 classes, but it is read with 2 labels"),
+    ):
+        r = run_cli("classify", "--model-path", str(path), image)
+        assert r.returncode == 1 and r.stdout == "" and "Traceback" not in r.stderr
+        line = r.stderr.strip().splitlines()[-1]
+        assert str(path) in line and expected in line and "prune" not in line
