@@ -77,7 +77,16 @@ def artifact_metadata(path: Path) -> dict[str, Any]:
         except (OSError, ValueError) as e:
             raise EffnetError(f"cannot read the metadata {sidecar}: {e}") from None
         return loaded if isinstance(loaded, dict) else {}
-    raise EffnetError(f"{path}: not a model file effnet reads (.onnx, .xml, .tflite)")
+    raise EffnetError(_not_a_model_file(path))
+
+
+_WEIGHTS_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".tar", ".h5", ".keras")
+
+
+def _not_a_model_file(path: Path) -> str:
+    """The refusal of a file that is no model file, pointing a weights file to --weights."""
+    hint = f": it is a weights file, pass it as --weights {path}" if path.suffix.lower() in _WEIGHTS_SUFFIXES else ""
+    return f"{path}: not a model file effnet reads (.onnx, .xml, .tflite){hint}"
 
 
 def _described(meta: Mapping[str, Any], where: str) -> dict[str, Any] | None:
@@ -123,7 +132,7 @@ def read_artifact_info(path: str | Path) -> ArtifactInfo:
     path = Path(path)
     kind = ARTIFACT_SUFFIXES.get(path.suffix.lower())
     if kind is None:
-        raise EffnetError(f"{path}: not a model file effnet reads (.onnx, .xml, .tflite)")
+        raise EffnetError(_not_a_model_file(path))
     meta = artifact_metadata(path)
     obj = _described(meta, str(path))
     if obj is not None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .artifact import ArtifactInfo, read_artifact_info
+from .artifact import ARTIFACT_SUFFIXES, ArtifactInfo, read_artifact_info
 from .errors import CheckpointError, EffnetError
 from .factory import Pretrained, default_preprocess, resolve_weights
 from .labels import ClassLabel, get_labels
@@ -278,6 +278,8 @@ def resolve_source(
     name = get_variant(model).name
     if model_path is not None:
         return _from_artifact(name, weights, Path(model_path), output_kind, download, progress)
+    if isinstance(weights, (str, Path)) and Path(weights).suffix.lower() in ARTIFACT_SUFFIXES:
+        raise EffnetError(f"{weights} is a model file, not weights: pass it as --model-path {weights}")
     record, path = resolve_weights(name, True if weights is None else weights)
     if record is not None and path is None:
         path = fetch(record, download=download, progress=progress)

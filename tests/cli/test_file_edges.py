@@ -80,3 +80,14 @@ def test_a_metadata_free_model_file_alone_is_refused(plain_onnx, sample_images, 
     line = _one_line_error(proc)
     assert line == f"effnet: error: {plain_onnx} carries no effnet metadata: pass --model/--weights (and --output-kind)"
     assert "efficientnet-b5" not in proc.stderr and "download" not in proc.stderr
+
+
+def test_a_model_file_as_weights_and_weights_as_a_model_file_are_named(tmp_path, sample_images):
+    onnx_path = tmp_path / "l.onnx"
+    onnx_path.write_bytes(b"not read: the suffix says what it is")
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"not read either")
+    line = _one_line_error(run_cli("classify", "--weights", str(onnx_path), str(sample_images[0])))
+    assert line == f"effnet: error: {onnx_path} is a model file, not weights: pass it as --model-path {onnx_path}"
+    line = _one_line_error(run_cli("classify", "--model-path", str(weights), str(sample_images[0])))
+    assert line.endswith(f"it is a weights file, pass it as --weights {weights}")
