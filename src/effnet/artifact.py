@@ -11,6 +11,7 @@ nothing (:attr:`ArtifactInfo.info` is None).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
@@ -20,7 +21,7 @@ from typing import Any
 
 from ._optional import require
 from .errors import EffnetError
-from .labels import imagenet_labels
+from .labels import get_labels, imagenet_labels
 from .weights.native import FORMAT as NATIVE_FORMAT
 from .weights.native import NativeInfo
 from .weights.preprocessing import Preprocess
@@ -76,7 +77,16 @@ def artifact_metadata(path: Path) -> dict[str, Any]:
         except (OSError, ValueError) as e:
             raise EffnetError(f"cannot read the metadata {sidecar}: {e}") from None
         return loaded if isinstance(loaded, dict) else {}
-    raise EffnetError(f"{path}: not a model file effnet reads (.onnx, .xml, .tflite)")
+    raise EffnetError(_not_a_model_file(path))
+
+
+_WEIGHTS_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".tar", ".h5", ".keras")
+
+
+def _not_a_model_file(path: Path) -> str:
+    """The refusal of a file that is no model file, pointing a weights file to --weights."""
+    hint = f": it is a weights file, pass it as --weights {path}" if path.suffix.lower() in _WEIGHTS_SUFFIXES else ""
+    return f"{path}: not a model file effnet reads (.onnx, .xml, .tflite){hint}"
 
 
 def _described(meta: Mapping[str, Any], where: str) -> dict[str, Any] | None:
@@ -122,11 +132,18 @@ def read_artifact_info(path: str | Path) -> ArtifactInfo:
     path = Path(path)
     kind = ARTIFACT_SUFFIXES.get(path.suffix.lower())
     if kind is None:
-        raise EffnetError(f"{path}: not a model file effnet reads (.onnx, .xml, .tflite)")
+        raise EffnetError(_not_a_model_file(path))
     meta = artifact_metadata(path)
     obj = _described(meta, str(path))
     if obj is not None:
         info = NativeInfo.from_json({**obj, "format": NATIVE_FORMAT}, str(path))  # damage: CheckpointError
+        digest = obj.get("labels_sha256")
+        names = [c.label for c in get_labels(info.labels)]
+        if digest is not None and hashlib.sha256(json.dumps(names).encode()).hexdigest() != digest:
+            raise EffnetError(
+                f"{path}: its description's {len(names)} labels do not match its labels_sha256 (edited or "
+                "damaged metadata): export it again"
+            )
         output = obj.get("output")
         if output not in ("prob", "logits"):
             raise EffnetError(f"{path}: damaged effnet metadata (output {output!r}, expected prob or logits)")

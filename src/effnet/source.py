@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .artifact import ArtifactInfo, read_artifact_info
+from .artifact import ARTIFACT_SUFFIXES, ArtifactInfo, read_artifact_info
 from .errors import CheckpointError, EffnetError
 from .factory import Pretrained, default_preprocess, resolve_weights
 from .labels import ClassLabel, get_labels
@@ -34,6 +34,8 @@ __all__ = [
     "labels_of",
     "OUTPUT_KINDS",
     "note_once",
+    "OutputKindError",
+    "is_distribution",
 ]
 
 # What a model file's output rows are: probabilities, logits (soft-maxed by effnet, and said), or not
@@ -41,6 +43,16 @@ __all__ = [
 OUTPUT_KINDS = ("prob", "logits")
 
 RANDOM_INIT = "random-init"
+
+
+class OutputKindError(EffnetError):
+    """A model file's rows are not what its metadata or --output-kind says (the load-time probe names the file)."""
+
+
+def is_distribution(rows: np.ndarray, tolerance: float) -> bool:
+    """Whether every row is non-negative and sums to 1 within ``tolerance``."""
+    rows = np.asarray(rows, dtype=np.float64)
+    return bool(rows.min(initial=0.0) >= -1e-6 and np.all(np.abs(rows.sum(axis=-1) - 1.0) <= tolerance))
 
 
 @dataclass(frozen=True)
@@ -56,9 +68,16 @@ class ModelSource:
     output: str = "prob"
 
     def as_probabilities(self, rows: np.ndarray) -> np.ndarray:
-        """A model file's output rows as probabilities: logits are soft-maxed, probabilities pass through."""
+        """A model file's output rows as probabilities: logits are soft-maxed, probabilities pass through.
+
+        Rows said to be logits that already are distributions are refused (:class:`OutputKindError`): soft-maxing
+        them again would flatten every answer toward 1/N without a word."""
         if self.output != "logits":
             return rows
+        if len(rows) and is_distribution(rows, 1e-3):
+            raise OutputKindError(
+                "said to output logits, but its rows already are probabilities (non-negative, summing to 1)"
+            )
         shifted = rows - rows.max(axis=-1, keepdims=True)
         e = np.exp(shifted)
         return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
@@ -72,7 +91,7 @@ class ModelSource:
     def num_classes(self) -> int:
         return self.record.num_classes if self.record else 1000
 
-    def check_outputs(self, count: object, artifact: object) -> None:
+    def check_outputs(self, count: object, artifact: object, given: bool = False) -> None:
         """Raise unless an artifact's output size (``count`` classes) matches the labels it is served with.
 
         Belt and braces behind the content-keyed export cache: an IR or ONNX file made for other weights
@@ -81,6 +100,12 @@ class ModelSource:
         """
         if isinstance(count, int) and count != len(self.labels):
             names = ", ".join(label.label for label in self.labels[:4]) + (", ..." if len(self.labels) > 4 else "")
+            if given:  # the user's own file (--model-path): the export cache has nothing to do with it
+                raise EffnetError(
+                    f"{artifact} outputs {count} classes, but it is read with {len(self.labels)} labels "
+                    f"({weights_label(self)}: {names}): the file and these labels disagree. Pass the --weights "
+                    "it was exported from, or export it again from these weights"
+                )
             raise EffnetError(
                 f"{artifact} outputs {count} classes, but it is served with {len(self.labels)} labels "
                 f"({weights_label(self)}: {names}): it was made for other weights. Export it again from these "
@@ -176,8 +201,9 @@ def _from_artifact(
             f"or pass a file made for {name}"
         )
     if output_kind is not None and art.output is not None and output_kind != art.output:
-        raise EffnetError(f"--output-kind {output_kind} disagrees with {path}, whose metadata says {art.output}")
-    output = art.output or output_kind or "unknown"
+        # The flag wins over a file whose metadata is wrong; the probe at load checks the flag in its turn.
+        note_once(f"--output-kind {output_kind} overrides {path}, whose metadata says {art.output}")
+    output = output_kind or art.output or "unknown"
     if art.legacy:
         note_once(
             f"{path} was written by an earlier effnet ({art.effnet_version or 'unknown version'}): no weights "
@@ -210,7 +236,12 @@ def _from_artifact(
     # No weights named: the file's description; the checkpoint too where it is a record found here (the
     # fp32 torch model of the same weights, for explanations).
     record = find_record(art.weights) if art.weights else None
-    if record is not None and record.model == name and record.preprocess == info.preprocess:
+    if (
+        record is not None
+        and record.model == name
+        and record.preprocess == info.preprocess
+        and (record.labels, record.num_classes) == (info.labels, info.num_classes)  # else the description's own
+    ):
         try:
             checkpoint: Path | None = fetch(record, download=False, progress=False)
         except EffnetError:
@@ -247,6 +278,8 @@ def resolve_source(
     name = get_variant(model).name
     if model_path is not None:
         return _from_artifact(name, weights, Path(model_path), output_kind, download, progress)
+    if isinstance(weights, (str, Path)) and Path(weights).suffix.lower() in ARTIFACT_SUFFIXES:
+        raise EffnetError(f"{weights} is a model file, not weights: pass it as --model-path {weights}")
     record, path = resolve_weights(name, True if weights is None else weights)
     if record is not None and path is None:
         path = fetch(record, download=download, progress=progress)

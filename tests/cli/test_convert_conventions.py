@@ -103,7 +103,7 @@ def test_conventions_from_timm_names():
     assert (padding, eps, pre.mean) == ("symmetric", 1e-5, IMAGENET_MEAN)  # timm's PyTorch-trained Lite0
     # a Lite file with lukemelas keys is a TF-Lite port (the PyPI packages' format)
     assert conventions("lukemelas", "efficientnet-lite1", Path("x.pth"))[2].mean == LITE_MEAN
-    with pytest.raises(CheckpointError, match="named for timm's efficientnet_b3"):
+    with pytest.raises(CheckpointError, match="named for timm's tf_efficientnet_b3, but it is read as efficientnet-b0"):
         conventions("timm", "efficientnet-b0", Path("tf_efficientnet_b3.pth"))
     given = Overrides(conventions="tf", bn_eps=1e-5)
     assert conventions("timm", "efficientnet-b0", Path("x.pth"), given)[:2] == ("same", 1e-5)

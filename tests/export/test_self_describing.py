@@ -165,3 +165,77 @@ def test_explanations_from_a_file_whose_weights_are_not_here_are_refused(artifac
     assert clf.source.checkpoint is None and clf.classify(sample_images[0])[0].predictions[0].class_index == 0
     with pytest.raises(EffnetError, match="explanations need the torch weights file:model.safetensors"):
         clf.explain(sample_images[0])
+
+
+def _with_output(src: Path, dst: Path, output: str) -> Path:
+    """``src`` with its description's output kind rewritten (a file whose metadata is wrong)."""
+    import onnx
+
+    proto = onnx.load(str(src))
+    for p in proto.metadata_props:
+        if p.key == "effnet":
+            p.value = json.dumps({**json.loads(p.value), "output": output})
+    onnx.save(proto, str(dst))
+    return dst
+
+
+def test_the_probe_checks_what_the_metadata_and_the_flag_say(artifacts, tmp_path, sample_images):
+    """Issue 28, second round: the probe runs for files with metadata too. Logits described as prob would be
+    printed as "910 %"; probabilities described (or flagged) as logits would be soft-maxed twice."""
+    import onnxruntime as ort
+
+    image = str(sample_images[0])
+    lying = _with_output(artifacts["onnx-logits"], tmp_path / "says_prob.onnx", "prob")
+    r = run_cli("classify", "--model-path", str(lying), image)
+    assert r.returncode == 1 and r.stdout == "" and "Traceback" not in r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert "says_prob.onnx" in line and "said to output probabilities" in line and "--output-kind logits" in line
+    # the real sum of the probe row (a mid-gray crop), not "sums to 0" for a negative one
+    session = ort.InferenceSession(str(lying), providers=["CPUExecutionProvider"])
+    pre = resolve_source(LITE0, progress=False).preprocess
+    x = np.full((1, 3, 224, 224), (128 - pre.mean[0]) / pre.std[0], dtype=np.float32)
+    total = float(session.run(None, {session.get_inputs()[0].name: x})[0].sum())
+    assert f"row sums {total:.4g}," in line
+    answers, _ = classify("--model-path", str(lying), "--output-kind", "logits", image)  # the flag fixes it
+    top = answers[sample_images[0].name][0]
+    assert top["class_index"] == 0 and 0.0 < top["probability"] <= 1.0  # the tench, as a probability
+
+    double = _with_output(artifacts["onnx-static"], tmp_path / "says_logits.onnx", "logits")
+    for args in (
+        ("--model-path", str(double)),
+        ("--model-path", str(artifacts["onnx-static"]), "--output-kind", "logits"),
+    ):
+        r = run_cli("classify", *args, image)
+        assert r.returncode == 1 and r.stdout == "" and "Traceback" not in r.stderr
+        line = r.stderr.strip().splitlines()[-1]
+        assert args[1] in line and "said to output logits" in line and "already are probabilities" in line
+        assert "--output-kind prob" in line
+
+
+def test_the_description_is_checked_against_its_labels_digest_and_the_graph(artifacts, tmp_path, sample_images):
+    """A description whose labels do not match its labels_sha256 is damaged; one whose class count is not the
+    graph's is refused naming both, worded for a file the user gave (not "prune the export cache")."""
+    import hashlib
+
+    import onnx
+
+    def edited(name: str, labels: list[str], digest_of: list[str]) -> Path:
+        proto = onnx.load(str(artifacts["onnx-static"]))
+        for p in proto.metadata_props:
+            if p.key == "effnet":
+                sha = hashlib.sha256(json.dumps(digest_of).encode()).hexdigest()
+                p.value = json.dumps(
+                    {**json.loads(p.value), "labels": labels, "num_classes": len(labels), "labels_sha256": sha}
+                )
+        onnx.save(proto, str(tmp_path / name))
+        return tmp_path / name
+
+    image = str(sample_images[0])
+    for path, expected in (
+        (edited("digest.onnx", ["cat", "dog"], ["cat", "fox"]), "do not match its labels_sha256"),
+        (edited("count.onnx", ["cat", "dog"], ["cat", "dog"]), "outputs 1000 classes, but it is read with 2 labels"),
+    ):
+        r = run_cli("classify", "--model-path", str(path), image)
+        assert r.returncode == 1 and r.stdout == "" and "Traceback" not in r.stderr
+        line = r.stderr.strip().splitlines()[-1]
+        assert str(path) in line and expected in line and "prune" not in line

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..device import device_kind, parse_device, resolve_device
 from ..errors import EffnetError, UnknownNameError
-from ..source import ModelSource
+from ..source import ModelSource, OutputKindError, is_distribution
 from .accuracy import ACCURACY_GATE, VERIFIED_ON, accuracy_status
 
 __all__ = [
@@ -320,21 +320,34 @@ def create_backend(name: str, source: ModelSource, **options: Any) -> Backend:
 
 
 def _probed(backend: Backend, source: ModelSource) -> Backend:
-    """A model file that does not say what it outputs (``source.output == "unknown"``): one probe forward
-    pass on a mid-gray crop at load, before any row is written. Rows that are not distributions (negative,
-    or not summing to 1) are refused: they would be printed as probabilities."""
-    if source.output != "unknown":
+    """One probe forward pass on a mid-gray crop at load, before any row is written, for every model file
+    (and any source that does not say what it outputs): rows said (by the file's metadata or --output-kind) or
+    found to be probabilities must be distributions, rows said to be logits must not already be ones. A
+    contradiction is refused in one line naming the file, what it was said to output and what the probe saw."""
+    model_file = getattr(backend, "model_path", None)
+    if source.output != "unknown" and model_file is None:  # the torch model: a softmax by construction
         return backend
+    what = model_file or "the model file"
     size = source.preprocess.input_size
-    rows = np.asarray(backend(np.full((1, size, size, 3), 128, dtype=np.uint8)), dtype=np.float64)
-    total = float(rows.sum(axis=-1).max(initial=0.0))
-    if rows.min(initial=0.0) < -1e-6 or abs(total - 1.0) > 1e-3:
-        what = getattr(backend, "model_path", "the model file")
+    batch = getattr(backend, "static_batch", None) or getattr(backend, "_static_batch", None) or 1
+    try:
+        rows = np.asarray(backend(np.full((batch, size, size, 3), 128, dtype=np.uint8)), dtype=np.float64)
+    except OutputKindError as e:
+        raise EffnetError(f"{what} is {e}: pass --output-kind prob") from None
+    if is_distribution(rows, 1e-3 if source.output == "unknown" else 0.05):  # int8 outputs are coarser
+        return backend
+    sums = rows.sum(axis=-1)
+    saw = f"row sums {sums.min():.4g}" + ("" if sums.min() == sums.max() else f" to {sums.max():.4g}")
+    saw += f", smallest value {rows.min():.4g}"
+    if source.output == "unknown":
         raise EffnetError(
-            f"{what} carries no metadata saying what it outputs, and its rows are not probabilities (a probe row "
-            f"sums to {total:.4g}): pass --output-kind logits to soft-max them, or --output-kind prob"
+            f"{what} carries no metadata saying what it outputs, and its rows are not probabilities (a probe saw "
+            f"{saw}): pass --output-kind logits to soft-max them, or --output-kind prob"
         )
-    return backend
+    raise EffnetError(
+        f"{what} is said to output probabilities, but its rows are not (a probe saw {saw}): pass "
+        "--output-kind logits to soft-max them"
+    )
 
 
 def _torch() -> BackendFactory:

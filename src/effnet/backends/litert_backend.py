@@ -74,7 +74,7 @@ class LiteRTBackend:
                 f"as uint8 or float32 [1, {size}, {size}, 3] (NHWC RGB, raw 0-255 pixels)"
             )
         # As every backend: a file made for other classes is an error naming both, never an IndexError later.
-        source.check_outputs(int(out["shape"][-1]), path)
+        source.check_outputs(int(out["shape"][-1]), path, given=model_path is not None)
         self._source = source  # as_probabilities: a file whose output is logits is soft-maxed
         self._input, self._output, self._dtype = inp["index"], out["index"], inp["dtype"]
         self.threads = threads

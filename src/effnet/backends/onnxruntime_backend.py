@@ -71,7 +71,7 @@ class OnnxRuntimeBackend:
             except self._errors as e:
                 fix = "" if model_path is not None else f"; delete {Path(path).parent} to export it again"
                 raise EffnetError(f"onnxruntime backend: cannot load {path} ({e}){fix}") from None
-            source.check_outputs(self.session.get_outputs()[0].shape[-1], path)
+            source.check_outputs(self.session.get_outputs()[0].shape[-1], path, given=model_path is not None)
         first = self.session.get_inputs()[0]
         self._input = first.name
         size = self.preprocess.input_size

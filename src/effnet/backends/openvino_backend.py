@@ -125,7 +125,9 @@ class OpenVINOBackend:
             except RuntimeError as e:
                 raise EffnetError(f"openvino backend: cannot read {path}: {e}") from None
             classes = model.output(0).get_partial_shape()[-1]
-            source.check_outputs(classes.get_length() if classes.is_static else None, path)
+            source.check_outputs(
+                classes.get_length() if classes.is_static else None, path, given=model_path is not None
+            )
             # An IR from `effnet quantize` (given as model_path) runs int8 whatever precision was asked.
             quantized = any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
             size = self.preprocess.input_size

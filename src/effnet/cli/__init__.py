@@ -94,12 +94,18 @@ def _fill_model(args: argparse.Namespace) -> None:
         if info is not None:
             args.model = info.model
             return
+        if not weights:  # nothing says the model: never the default B5's download, size and labels in its place
+            raise EffnetError(f"{model_path} carries no effnet metadata: pass --model/--weights (and --output-kind)")
     if weights:
         record = find_record(weights)
         if record is not None and not Path(weights).exists():
             model = record.model
         elif (info := read_native_info(weights)) is not None:
             model = info.model
+        elif Path(weights).is_file() and Path(weights).suffix.lower() not in (".onnx", ".xml", ".tflite"):
+            from ..weights.to_native import model_of_file  # a file made elsewhere: the rule convert applies
+
+            model = model_of_file(Path(weights)) or model
     args.model = model
 
 

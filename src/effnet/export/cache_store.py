@@ -269,8 +269,12 @@ def prune(
                 os.rename(e.path, trash)
             except FileNotFoundError:
                 continue  # another prune got it
+            try:
+                _remove_tree(trash)
+            except OSError as err:  # counted as not removed, and where its remains are is said
+                failed.append(f"{e.path}: {err.strerror or err}; what is left of it is in {trash}")
+                continue
             removed.append(e)
-            _remove_tree(trash)
         except OSError as err:
             failed.append(f"{e.path}: {err.strerror or err}")
     remove_stale_builds(root, failed)

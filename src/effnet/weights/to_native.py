@@ -45,6 +45,7 @@ __all__ = [
     "Overrides",
     "conventions",
     "timm_name",
+    "model_of_file",
     "convert_to_native",
     "read_as_native",
     "assumed",
@@ -142,6 +143,20 @@ def timm_name(path: Path) -> tuple[bool, str, str] | None:
     return None
 
 
+def model_of_file(path: Path) -> str | None:
+    """The model a checkpoint made elsewhere is for, as `weights convert` finds it: its timm name, else the one
+    model its keys and shapes fit; None when neither says (effnet-native files say it in their header)."""
+    found = timm_name(path)
+    if found is not None:
+        return f"efficientnet-{found[1]}"
+    try:
+        raw = read_checkpoint(path)
+        fmt: KeyFormat = detect_key_format(raw)
+        return _infer_model(lambda n: _fits(n, raw, fmt), path)
+    except (CheckpointError, KeyError, ValueError):  # not a checkpoint it reads: the caller's own error says why
+        return None
+
+
 def conventions(
     fmt: str, model: str, path: Path | None = None, given: Overrides | None = None
 ) -> tuple[Padding, float, Preprocess]:
@@ -168,7 +183,8 @@ def conventions(
             tf_port, arch, _ = found
             if f"efficientnet-{arch}" != model:
                 raise CheckpointError(
-                    f"{path} is named for timm's efficientnet_{arch}, but its keys and shapes fit {model}"
+                    f"{path} is named for timm's {'tf_' if tf_port else ''}efficientnet_{arch}, but it is read as "
+                    f"{model}: leave --model out or pass --model efficientnet-{arch}"
                 )
             preset = "tf" if tf_port else "pytorch"
         elif given.padding is not None and given.bn_eps is not None:
