@@ -78,15 +78,17 @@ def connected(address: str | None, *, progress: bool = True) -> Iterator[str]:
     common: dict[str, Any] = {"logging_level": logging.WARNING}
     owned: OwnedCluster | None = None
     try:
+        # address="local" (not None): Ray would otherwise join RAY_ADDRESS or the cluster named in
+        # /tmp/ray/ray_current_cluster, and "a local Ray started for this run" would be someone else's.
         if address == "local":
-            ray.init(include_dashboard=False, **common)
+            ray.init(address="local", include_dashboard=False, **common)
             where, owned = "a local Ray started for this run", OwnedCluster.record()
         elif address is None and not os.environ.get("RAY_ADDRESS"):
             try:
                 ray.init(address="auto", **common)
                 where = "the Ray cluster running on this machine"
             except ConnectionError:
-                ray.init(include_dashboard=False, **common)
+                ray.init(address="local", include_dashboard=False, **common)
                 where, owned = "a local Ray started for this run", OwnedCluster.record()
         else:
             ray.init(address=address, **common)  # None: RAY_ADDRESS
