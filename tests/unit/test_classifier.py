@@ -37,7 +37,10 @@ def test_weights_file_matching_a_record_uses_that_records_preprocessing(lite0_ch
 
 def test_unknown_file_gets_the_models_default_preprocessing(b5_random_checkpoint):
     src = resolve_source("efficientnet-b5", b5_random_checkpoint)
-    assert src.record is None and src.preprocess.resize_size == 488
+    # Issue 28: a file made elsewhere goes through the one foreign-file rule, which records what it assumed
+    # (here: effnet's own keys, so the model's defaults) instead of leaving the record empty.
+    assert src.record is not None and "foreign-file rule" in src.record.notes and src.record.sha256 == ""
+    assert src.record.model == "efficientnet-b5" and src.preprocess.resize_size == 488
 
 
 def test_create_model_with_record_name(lite0_checkpoint):

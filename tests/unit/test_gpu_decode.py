@@ -49,7 +49,7 @@ def test_gpu_decode_needs_cuda(lite0_checkpoint):
 
     with pytest.raises(EffnetError, match="--decode gpu needs a CUDA device, got cpu"):
         Classifier("efficientnet-lite0", decode="gpu", device="cpu")
-    with pytest.raises(EffnetError, match="decode must be 'pillow' or 'gpu'"):
+    with pytest.raises(EffnetError, match="decode must be one of pillow, reduced, gpu"):
         Classifier("efficientnet-lite0", decode="nvjpeg")
 
 
