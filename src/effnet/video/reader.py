@@ -33,6 +33,7 @@ from ..errors import EffnetError
 from ..files import is_live
 from ..preprocess import MAX_IMAGE_PIXELS, resize_crop, resized_size
 from ..weights.records import Preprocess
+from .container import VideoError, open_source, video_stream
 
 __all__ = ["Sampling", "VideoFrame", "VideoError", "ReaderStats", "read_frames", "DEFAULT_FPS"]
 
@@ -41,10 +42,6 @@ __all__ = ["Sampling", "VideoFrame", "VideoError", "ReaderStats", "read_frames",
 DEFAULT_FPS = 2.0
 _QUEUE = 8  # sampled frames waiting for inference: bounded memory whatever the video's length
 _BACKOFF = (0.5, 1.0, 2.0)  # seconds between reconnects of a live source; then it has ended
-
-
-class VideoError(EffnetError):
-    """A video that cannot be opened or decoded (no video stream, unsupported codec, damage, a lost stream)."""
 
 
 @dataclass(frozen=True)
@@ -89,36 +86,6 @@ class ReaderStats:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _open(av: Any, source: str, timeout: float) -> Any:
-    options = {"rtsp_transport": "tcp"} if source.lower().startswith("rtsp") else {}
-    if is_live(source):  # latency: probe 1 s of a stream for its format (FFmpeg's default reads up to 5 s)
-        options.update(analyzeduration="1000000", probesize="1000000")
-    fmt = "v4l2" if source.startswith("/dev/video") else None
-    try:
-        return av.open(source, format=fmt, options=options, timeout=(timeout, timeout))
-    except FileNotFoundError:
-        raise VideoError(f"{source}: no such file") from None
-    except av.FFmpegError as e:
-        raise VideoError(f"{source}: cannot open video: {e.strerror or e}") from None
-
-
-def _video_stream(container: Any, source: str, max_pixels: int) -> Any:
-    if not container.streams.video:
-        kinds = ", ".join(f"{s.type} {getattr(s.codec_context, 'name', '?')}" for s in container.streams) or "none"
-        container.close()
-        raise VideoError(f"{source}: no video stream (streams: {kinds})")
-    stream = container.streams.video[0]
-    ctx = stream.codec_context
-    if ctx is None or not getattr(ctx, "name", None):
-        container.close()
-        raise VideoError(f"{source}: the video codec is not supported by this FFmpeg build")
-    if ctx.width * ctx.height > max_pixels:  # the stills' bomb guard, from the header: before any frame is decoded
-        container.close()
-        raise VideoError(f"{source}: {ctx.width}x{ctx.height} frames are above the limit of {max_pixels:,} pixels")
-    stream.thread_type = "AUTO"  # FFmpeg's frame and slice threads: decoding is the reader's main cost
-    return stream
-
-
 def displayed(frame: Any, reduce_for: Preprocess | None = None) -> Image.Image:
     """A decoded frame as a player shows it: RGB, the display matrix's rotation (counter-clockwise) applied.
 
@@ -155,8 +122,8 @@ class _Reader:
         self.index, self.last_slot, self.time, self.end = 0, -1, 0.0, 0.0
         self.t0 = 0.0
         self.origin: float | None = None
-        self.container = _open(self.av, source, stall_timeout)
-        self.stream = _video_stream(self.container, source, max_pixels)
+        self.container = open_source(self.av, source, stall_timeout)
+        self.stream = video_stream(self.container, source, max_pixels)
         if self.live and self.container.duration is not None and not source.startswith("/dev/"):
             # a URL of a file (an MP4 over HTTP knows its duration): read it whole, like a local file, without
             # drops; a reconnect would replay it from the start
@@ -323,8 +290,8 @@ class _Reader:
                 failures += 1
                 self.container.close()
                 try:
-                    self.container = _open(self.av, self.source, self.stall_timeout)
-                    self.stream = _video_stream(self.container, self.source, self.max_pixels)
+                    self.container = open_source(self.av, self.source, self.stall_timeout)
+                    self.stream = video_stream(self.container, self.source, self.max_pixels)
                 except VideoError as e:
                     error = str(e)
                     continue
