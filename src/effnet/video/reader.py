@@ -33,7 +33,7 @@ from ..errors import EffnetError
 from ..files import is_live
 from ..preprocess import MAX_IMAGE_PIXELS, resize_crop, resized_size
 from ..weights.records import Preprocess
-from .container import VideoError, open_source, video_stream
+from .container import DecodeBudget, InMemory, VideoError, VideoLimitError, open_source, video_stream
 
 __all__ = ["Sampling", "VideoFrame", "VideoError", "ReaderStats", "read_frames", "DEFAULT_FPS"]
 
@@ -109,14 +109,17 @@ class _Reader:
     """The reader thread's state: one container at a time (a live source reopens), the sampler, counters."""
 
     def __init__(
-        self, source: str, preprocess: Preprocess, sampling: Sampling, keep_images: bool, stall_timeout: float,
-        stats: ReaderStats, queue_size: int, max_pixels: int, reduce: bool,
+        self, source: str | InMemory, preprocess: Preprocess, sampling: Sampling, keep_images: bool,
+        stall_timeout: float, stats: ReaderStats, queue_size: int, max_pixels: int, reduce: bool,
+        budget: DecodeBudget | None,
     ) -> None:  # fmt: skip
         self.av = require("av", "video", "reading videos")
-        self.source, self.preprocess, self.sampling = source, preprocess, sampling
+        self.input, self.source, self.preprocess, self.sampling = source, str(source), preprocess, sampling
+        self.budget, self.failure = budget, None  # failure: a VideoLimitError, re-raised to the consumer
         self.keep_images, self.stall_timeout, self.stats = keep_images, stall_timeout, stats
         # --annotate draws on the frame at its own size: no reduced conversion then
-        self.live, self.max_pixels, self.reduce = is_live(source), max_pixels, reduce and not keep_images
+        self.live = isinstance(source, str) and is_live(source)
+        self.max_pixels, self.reduce = max_pixels, reduce and not keep_images
         self.out: queue.Queue[VideoFrame | None] = queue.Queue(maxsize=queue_size)
         self.stop = threading.Event()
         self.index, self.last_slot, self.time, self.end = 0, -1, 0.0, 0.0
@@ -124,7 +127,7 @@ class _Reader:
         self.origin: float | None = None
         self.container = open_source(self.av, source, stall_timeout)
         self.stream = video_stream(self.container, source, max_pixels)
-        if self.live and self.container.duration is not None and not source.startswith("/dev/"):
+        if self.live and self.container.duration is not None and not self.source.startswith("/dev/"):
             # a URL of a file (an MP4 over HTTP knows its duration): read it whole, like a local file, without
             # drops; a reconnect would replay it from the start
             self.live = False
@@ -202,7 +205,7 @@ class _Reader:
         size = None
         if "mpegts" in (self.container.format.name or "") and not is_live(self.source):
             try:
-                size = os.path.getsize(self.source)
+                size = len(self.input.data) if isinstance(self.input, InMemory) else os.path.getsize(self.source)
             except OSError:
                 pass
         if size and size % 188 and size % 192:  # MPEG-TS is whole 188-byte packets (M2TS: 192)
@@ -240,6 +243,8 @@ class _Reader:
         self.time = t
         shown = getattr(frame, "duration", None)  # how long it is shown: a VFR clip's last frame may be long
         self.end = t + float(shown * self.stream.time_base) if shown and self.stream.time_base else t
+        if self.budget is not None:  # the decode cost and length as decoded, not as the header says
+            self.budget.charge(frame.width, frame.height, t)
         if self.stats.decoded == 0 and round(getattr(frame, "rotation", 0) or 0) % 180 == 90:
             # the display matrix turns the picture: report the size a player shows (and --annotate writes)
             self.stats.width, self.stats.height = frame.height, frame.width
@@ -256,6 +261,8 @@ class _Reader:
     def run(self) -> None:
         try:
             self._run()
+        except VideoLimitError as e:  # a caller's bound: no error row, the consumer raises it
+            self.failure = e
         except Exception as e:  # noqa: BLE001 - whatever FFmpeg raised: one error row, never a hung consumer
             self.put(VideoFrame(self.index, self.time, None, error=f"{self.source}: {type(e).__name__}: {e}"))
         finally:
@@ -263,6 +270,9 @@ class _Reader:
             self.put(None)
 
     def _run(self) -> None:
+        if self.budget is not None:  # what the header states, before the first frame is decoded
+            ctx, stats = self.stream.codec_context, self.stats
+            self.budget.check_header(ctx.width, ctx.height, stats.duration, self.stream.frames, stats.rate)
         failures = 0
         while not self.stop.is_set():
             decoded_before = self.index
@@ -290,7 +300,7 @@ class _Reader:
                 failures += 1
                 self.container.close()
                 try:
-                    self.container = open_source(self.av, self.source, self.stall_timeout)
+                    self.container = open_source(self.av, self.input, self.stall_timeout)
                     self.stream = video_stream(self.container, self.source, self.max_pixels)
                 except VideoError as e:
                     error = str(e)
@@ -301,7 +311,7 @@ class _Reader:
 
 
 def read_frames(
-    source: str,
+    source: str | InMemory,
     preprocess: Preprocess,
     sampling: Sampling | None = None,
     *,
@@ -311,13 +321,16 @@ def read_frames(
     queue_size: int = _QUEUE,
     max_pixels: int = MAX_IMAGE_PIXELS,
     reduce: bool = False,
+    budget: DecodeBudget | None = None,
 ) -> Generator[VideoFrame, None, None]:
-    """Yield the sampled frames of ``source`` (a video file, a stream URL, ``/dev/videoN``) in order.
+    """Yield the sampled frames of ``source`` (a video file, a stream URL, ``/dev/videoN``, an upload held
+    :class:`InMemory`) in order.
 
     A source that cannot be opened raises :class:`VideoError` before the first frame; damage or a lost
     stream later ends the iteration with one :class:`VideoFrame` carrying ``error``. Closing the iterator
     stops the reader thread. ``stats`` is filled in as frames are read. ``reduce``: big frames are converted
-    to RGB scaled down to no less than twice the resize target (:func:`displayed`).
+    to RGB scaled down to no less than twice the resize target (:func:`displayed`). ``budget``: a video past
+    its limits (by its header, or as decoded) raises :class:`VideoLimitError` where it is found.
     """
     reader = _Reader(
         source,
@@ -329,6 +342,7 @@ def read_frames(
         queue_size,
         max_pixels,
         reduce,
+        budget,
     )
     thread = threading.Thread(target=reader.run, name="effnet-video", daemon=True)
     thread.start()
@@ -336,6 +350,8 @@ def read_frames(
         while True:
             item = reader.out.get()
             if item is None:
+                if reader.failure is not None:
+                    raise reader.failure
                 return
             yield item
     finally:
