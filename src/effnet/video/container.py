@@ -34,8 +34,9 @@ class VideoError(EffnetError):
 
 
 class VideoLimitError(VideoError):
-    """A video past one of a caller's :class:`VideoLimits` (``kind``: ``too_long``, ``too_costly``), or a read
-    its caller stopped (``stopped``: a timeout, a client gone). Raised by :func:`effnet.video.read_frames`."""
+    """A video past one of a caller's :class:`VideoLimits` (``kind``: ``too_long``, ``too_costly``), frames above
+    the pixel limit (``too_many_pixels``), or a read its caller stopped (``stopped``: a timeout, a client gone).
+    Raised by :func:`effnet.video.read_frames`."""
 
     def __init__(self, message: str, kind: str) -> None:
         super().__init__(message)
@@ -81,7 +82,7 @@ class DecodeBudget:
         count = frames or (round(duration * float(rate)) if duration and rate else 0)
         if mp is not None and count and width * height * count > mp * 1e6:
             raise VideoLimitError(
-                f"decoding {count:,} frames of {width}x{height} (its header) is {width * height * count / 1e6:,.0f} "
+                f"decoding {count:,} frames of {width}x{height} (its header) is {width * height * count / 1e6:.4g} "
                 f"megapixels, above the limit of {mp:g}",
                 "too_costly",
             )
@@ -139,6 +140,8 @@ def video_stream(container: Any, source: str | InMemory, max_pixels: int) -> Any
         raise VideoError(f"{source}: the video codec is not supported by this FFmpeg build")
     if ctx.width * ctx.height > max_pixels:  # the stills' bomb guard, from the header: before any frame is decoded
         container.close()
-        raise VideoError(f"{source}: {ctx.width}x{ctx.height} frames are above the limit of {max_pixels:,} pixels")
+        raise VideoLimitError(
+            f"{source}: {ctx.width}x{ctx.height} frames are above the limit of {max_pixels:,} pixels", "too_many_pixels"
+        )
     stream.thread_type = "AUTO"  # FFmpeg's frame and slice threads: decoding is the reader's main cost
     return stream

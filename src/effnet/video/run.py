@@ -16,6 +16,7 @@ from typing import Any
 
 from ..labels import Prediction, top_k
 from ..pipeline import Batch, Decoded
+from ..preprocess import MAX_IMAGE_PIXELS
 from ..weights.records import Preprocess
 from .annotate import AnnotatedWriter, check_destination, draw
 from .container import DecodeBudget, InMemory
@@ -64,9 +65,11 @@ class VideoClassification:
         name: str | None = None,
         reduce: bool = True,
         budget: DecodeBudget | None = None,
+        max_pixels: int = MAX_IMAGE_PIXELS,
     ) -> None:
         self.classifier, self.source, self.preprocess = classifier, str(source), preprocess
         self.input, self.budget = source, budget  # budget: a caller's bounds (the server's clip uploads)
+        self.max_pixels = max_pixels  # per frame, from the header: the stills' limit (the server's --max-image-mp)
         self.sampling = sampling or Sampling()
         self.k, self.batch_size, self.stall_timeout = top_k, batch_size, stall_timeout
         self.name = name or self.source
@@ -113,6 +116,7 @@ class VideoClassification:
             stats=self.stats,
             reduce=self.reduce,
             budget=self.budget,
+            max_pixels=self.max_pixels,
         )
         batches = self._batches(frames)
         stream = self.classifier.iter_probabilities(batches)
