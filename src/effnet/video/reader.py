@@ -115,7 +115,8 @@ class _Reader:
     ) -> None:  # fmt: skip
         self.av = require("av", "video", "reading videos")
         self.input, self.source, self.preprocess, self.sampling = source, str(source), preprocess, sampling
-        self.budget, self.failure = budget, None  # failure: a VideoLimitError, re-raised to the consumer
+        self.budget = budget
+        self.failure: VideoLimitError | None = None  # a caller's bound crossed: re-raised to the consumer
         self.keep_images, self.stall_timeout, self.stats = keep_images, stall_timeout, stats
         # --annotate draws on the frame at its own size: no reduced conversion then
         self.live = isinstance(source, str) and is_live(source)
