@@ -100,7 +100,7 @@ def run_clip(
     from ..video import DecodeBudget, InMemory, Sampling, VideoClassification, VideoLimits
 
     config, model = ctx.config, ctx.model
-    clf = getattr(model, "classifier", model)  # a ServedModel's Classifier, or a Ray RemoteModel itself
+    clf: Any = getattr(model, "classifier", model)  # a ServedModel's Classifier, or a Ray RemoteModel itself
     budget = DecodeBudget(
         VideoLimits(max_seconds=config.max_video_s, max_decode_mp=config.max_video_decode_mp), stop.is_set
     )
@@ -179,7 +179,7 @@ def video_routes(ctx: ServerContext, gate: JobGate) -> list[Route]:
         requested = parse_int_param(query, "top_k", DEFAULT_TOP_K, 1, MAX_TOP_K)
         top_k = clamp_top_k(requested, info.num_classes)
         window = parse_int_param(query, "window", DEFAULT_WINDOW, 1, 999)
-        clf = getattr(model, "classifier", model)
+        clf: Any = getattr(model, "classifier", model)
         if getattr(clf, "preprocess", None) is None or getattr(clf, "labels", None) is None:
             raise ApiError(501, "unsupported", "this server cannot classify clips: its model has no preprocessing here")
         try:
