@@ -18,6 +18,7 @@ from effnet.distributed.video_rows import (  # noqa: E402
     classify_one,
     frame_result,
     frame_row_dict,
+    too_big_to_stream,
 )
 from effnet.predict import Classifier  # noqa: E402
 from tests.video.clips import held, photo, write_clip  # noqa: E402
@@ -60,3 +61,13 @@ def test_a_video_that_never_reached_the_worker_is_one_error_row(tmp_path):
     summary = VideoSummary("b.mp4")
     (row,) = rows_of(classify_one(None, "b.mp4", None, None, request, summary, read_error="b.mp4: no such file"))
     assert frame_row_dict(row) == {"path": "b.mp4", "error": "b.mp4: no such file"} and summary.error == row["error"]
+
+
+def test_a_local_video_too_big_for_one_streamed_value_is_an_error_row_naming_shared_inputs(tmp_path):
+    big, small = tmp_path / "big.mp4", tmp_path / "small.mp4"
+    with big.open("wb") as f:
+        f.truncate(2**31)  # sparse: 2 GiB that take no disk; one byte over an Arrow binary value's limit
+    small.write_bytes(b"x")
+    errors = too_big_to_stream([str(big), str(small), f"file://{big}", "s3://bucket/huge.mp4", str(tmp_path / "gone")])
+    assert set(errors) == {str(big), f"file://{big}"}
+    assert errors[str(big)].startswith(f"{big}: 2.0 GiB, more than") and "--shared-inputs" in errors[str(big)]

@@ -30,10 +30,16 @@ __all__ = [
     "VIDEO_SCHEMA",
     "VideoRequest",
     "VideoSummary",
+    "STREAM_LIMIT_BYTES",
     "classify_one",
     "frame_result",
     "frame_row_dict",
+    "too_big_to_stream",
 ]
+
+# The most bytes a video streamed from the driver's node (or read from a URI) can have: it travels as one value
+# of an Arrow binary column, whose offsets are 32-bit. A bigger file is an error row naming --shared-inputs.
+STREAM_LIMIT_BYTES = 2**31 - 1
 
 # Frame rows per block an actor yields: rows of a long video reach the output while it is still decoded.
 ROWS_PER_BLOCK = 64
@@ -101,6 +107,25 @@ class VideoSummary:
         if self.node:
             parts.append(f"on node {self.node}")
         return f"effnet: {self.path}: " + "; ".join(parts)
+
+
+def too_big_to_stream(entries: list[str]) -> dict[str, str]:
+    """The local files among ``entries`` too big to stream (:data:`STREAM_LIMIT_BYTES`), with the message of
+    their error row; checked by the driver, before any work, from the size it sees."""
+    out: dict[str, str] = {}
+    for entry in entries:
+        if "://" in entry and not entry.startswith("file://"):
+            continue
+        try:
+            size = os.stat(entry.removeprefix("file://")).st_size
+        except OSError:
+            continue  # its read gives the error row
+        if size > STREAM_LIMIT_BYTES:
+            out[entry] = (
+                f"{entry}: {size / 2**30:.1f} GiB, more than a video streamed from the driver's node can be "
+                f"(2 GiB): put it where every node sees it and add --shared-inputs"
+            )
+    return out
 
 
 def _columns(rows: list[dict[str, Any]]) -> pa.Table:

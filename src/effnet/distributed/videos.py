@@ -33,7 +33,7 @@ from .data import PipelineOptions, ShippedWeights, pool_size, ship_weights
 from .inputs import Inputs, list_inputs, read_inputs
 from .outputs import WriteSummary, output_spec, staging, write_results
 from .placement import PoolSize
-from .video_rows import VideoRequest, VideoSummary, classify_one, frame_row_dict
+from .video_rows import VideoRequest, VideoSummary, classify_one, frame_row_dict, too_big_to_stream
 
 __all__ = ["VideoJob", "VideoJobResult", "VideoRun", "classify_videos", "list_media", "run_videos"]
 
@@ -141,10 +141,15 @@ def _shared_rows(entries: list[str]) -> tuple[ray.data.Dataset | None, list[str]
     rest = [e for e in entries if e not in seen]
     if not present:
         return None, rest
-    table = pa.table(
-        {"path": present, "bytes": pa.array([None] * len(present), pa.binary()), "error": [""] * len(present)}
-    )
-    return ray.data.from_arrow(table).repartition(target_num_rows_per_block=1), rest
+    rows = _byteless_rows(dict.fromkeys(present, ""))  # no error, no bytes: the actor opens the file
+    return rows.repartition(target_num_rows_per_block=1), rest
+
+
+def _byteless_rows(errors: dict[str, str]) -> ray.data.Dataset:
+    """Input rows without bytes: entry -> its error, or "" (a shared file the actor opens on its node)."""
+    n = len(errors)
+    table = pa.table({"path": list(errors), "bytes": pa.array([None] * n, pa.binary()), "error": list(errors.values())})
+    return ray.data.from_arrow(table)
 
 
 def _video_inputs(entries: list[str], shared: bool) -> Inputs:
@@ -152,6 +157,10 @@ def _video_inputs(entries: list[str], shared: bool) -> Inputs:
     shared_ds, rest = _shared_rows(entries) if shared else (None, entries)
     if shared_ds is not None:
         parts.append(shared_ds)
+    too_big = too_big_to_stream(rest)
+    if too_big:
+        parts.append(_byteless_rows(too_big))
+        rest = [e for e in rest if e not in too_big]
     read = read_inputs(rest, listed=rest, block_rows=1) if rest else None
     if read is not None:
         parts.append(read.dataset)
