@@ -24,8 +24,8 @@ FLAGS = ("--model", LITE0, "--backend", "torch", "--fps", "2", "--batch-size", "
 
 
 def clip_frames(sample_dir: Path) -> tuple[list, list[float]]:
-    """The three photos held 1 s each at 10 frames/s: 30 frames, 6 sampled at --fps 2 (0, 0.5, ... 2.5 s)."""
-    return held([photo(sample_dir / f"{name}.JPEG") for name in PHOTOS], 1.0)
+    """The three photos held 2 s each at 10 frames/s: 60 frames, 12 sampled at --fps 2 (0, 0.5, ... 5.5 s)."""
+    return held([photo(sample_dir / f"{name}.JPEG") for name in PHOTOS], 2.0)
 
 
 def same_row(got: dict, want: dict) -> None:
@@ -54,7 +54,7 @@ def test_ray_rows_timelines_and_error_rows_are_local_classify_s(ray_cluster, sam
     out = tmp_path / "rows.jsonl"
     ray = run_cli(
         "classify", "--engine", "ray", "--ray-address", ray_cluster.address, "--output", str(out), "--json",
-        "--segments", "--workers", "2", *FLAGS, "clips", cwd=tmp_path,
+        "--segments", "--workers", "1", *FLAGS, "clips", cwd=tmp_path,
     )  # fmt: skip
     assert ray.returncode == 1, ray.stderr
     assert "Traceback" not in ray.stderr
@@ -68,8 +68,8 @@ def test_ray_rows_timelines_and_error_rows_are_local_classify_s(ray_cluster, sam
         same_row(row, want[key])
     # what the clips hold, independently of either run
     clip_rows = sorted((r for r in got_rows if r["path"] == "clips/clip.mp4"), key=lambda r: r["frame"])
-    assert [r["time"] for r in clip_rows] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
-    assert [r["predictions"][0]["synset"] for r in clip_rows] == [n.split("_")[0] for n in PHOTOS for _ in (0, 1)]
+    assert [r["time"] for r in clip_rows] == [i / 2 for i in range(12)]
+    assert [r["predictions"][0]["synset"] for r in clip_rows] == [n.split("_")[0] for n in PHOTOS for _ in range(4)]
     broken = sorted((r for r in got_rows if r["path"] == "clips/broken.mp4"), key=lambda r: r["frame"])
     assert len(broken) >= 2 and all("predictions" in r for r in broken[:-1])
     assert broken[-1]["error"].startswith("clips/broken.mp4: truncated"), broken[-1]
@@ -86,11 +86,11 @@ def test_ray_rows_timelines_and_error_rows_are_local_classify_s(ray_cluster, sam
         assert [(s["start"], s["end"], s["label"], s["frames"]) for s in segments] == [
             (s["start"], s["end"], s["label"], s["frames"]) for s in w
         ]
-    assert [(s["start"], s["end"]) for s in timelines["clips/clip.mp4"]] == [(0, 1), (1, 2), (2, 3)]
+    assert [(s["start"], s["end"]) for s in timelines["clips/clip.mp4"]] == [(0, 2), (2, 4), (4, 6)]
     # one summary per opened video, local's line with the sampled frames and the duration after it
-    assert "effnet: clips/clip.mp4: 6 frames classified of 30 decoded (256x192, " in local.stderr
+    assert "effnet: clips/clip.mp4: 12 frames classified of 60 decoded (256x192, " in local.stderr
     line = next(x for x in ray.stderr.splitlines() if x.startswith("effnet: clips/clip.mp4: "))
-    assert "6 frames classified of 30 decoded (256x192, " in line and "; 6 sampled; 00:03.0 of video" in line, line
+    assert "12 frames classified of 60 decoded (256x192, " in line and "; 12 sampled; 00:06.0 of video" in line, line
     assert "effnet: 3 videos, " in ray.stderr and "2 of 3 videos ended with an error" in ray.stderr
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
 
@@ -113,12 +113,12 @@ def test_a_video_no_node_can_open_by_its_path_is_classified_from_the_bytes_sent(
 
     local = Classifier(LITE0, backend="torch", progress=False).classify_video(clip, fps=2, batch_size=4, name=nowhere)
     want = [r.to_dict() for r in local]
-    assert len(got) == len(want) == 6
+    assert len(got) == len(want) == 12
     for g, w in zip(sorted(got, key=lambda r: r["frame"]), want, strict=True):
         same_row(g, w)
     summary = run.summaries()[nowhere]
-    assert (summary.classified, summary.decoded, summary.sampled, summary.error) == (6, 30, 6, None)
-    assert summary.duration == pytest.approx(3.0, abs=0.05) and summary.decode_seconds > 0
+    assert (summary.classified, summary.decoded, summary.sampled, summary.error) == (12, 60, 12, None)
+    assert summary.duration == pytest.approx(6.0, abs=0.05) and summary.decode_seconds > 0
     timeline = [(s.start, s.end, s.class_index, s.frames) for s in summary.segments or []]
     assert timeline == [(s.start, s.end, s.class_index, s.frames) for s in local.segments(5)]
     assert len(timeline) == 3
