@@ -51,17 +51,18 @@ def test_ray_rows_timelines_and_error_rows_are_local_classify_s(ray_cluster, sam
     # relative paths, run from tmp_path: the rows name the videos as the user gave them, on Ray too
     local = run_cli("classify", "--json", "--segments", *FLAGS, "clips", cwd=tmp_path)
     assert local.returncode == 1, local.stderr
-    out = tmp_path / "rows.jsonl"
+    # rows printed as locally (--output, the other way out, is the next test's)
     ray = run_cli(
-        "classify", "--engine", "ray", "--ray-address", ray_cluster.address, "--output", str(out), "--json",
-        "--segments", "--workers", "1", *FLAGS, "clips", cwd=tmp_path,
+        "classify", "--engine", "ray", "--ray-address", ray_cluster.address, "--json", "--segments",
+        "--workers", "1", *FLAGS, "clips", cwd=tmp_path,
     )  # fmt: skip
     assert ray.returncode == 1, ray.stderr
     assert "Traceback" not in ray.stderr
 
     local_rows = [json.loads(line) for line in local.stdout.splitlines()]
     want = {(r["path"], r.get("frame")): r for r in local_rows if "segments" not in r}
-    got_rows = [json.loads(line) for line in out.read_text().splitlines()]
+    printed = [json.loads(line) for line in ray.stdout.splitlines()]
+    got_rows = [r for r in printed if "segments" not in r]
     got = {(r["path"], r.get("frame")): r for r in got_rows}
     assert len(got) == len(got_rows) and set(got) == set(want)  # each frame once, none missing or extra
     for key, row in got.items():
@@ -77,8 +78,9 @@ def test_ray_rows_timelines_and_error_rows_are_local_classify_s(ray_cluster, sam
         "path": "clips/sound.mp4",
         "error": "clips/sound.mp4: no video stream (streams: audio aac)",
     }
-    # the timelines: on stdout, one JSON row per opened video, as local classify prints them
-    timelines = {r["path"]: r["segments"] for r in map(json.loads, ray.stdout.splitlines())}
+    # the timelines: one JSON row per opened video after the rows, as local classify prints them
+    assert all("segments" in r for r in printed[len(got_rows) :])
+    timelines = {r["path"]: r["segments"] for r in printed if "segments" in r}
     want_timelines = {r["path"]: r["segments"] for r in local_rows if "segments" in r}
     assert set(timelines) == set(want_timelines) == {"clips/clip.mp4", "clips/broken.mp4"}
     for path, segments in timelines.items():
@@ -92,13 +94,15 @@ def test_ray_rows_timelines_and_error_rows_are_local_classify_s(ray_cluster, sam
     line = next(x for x in ray.stderr.splitlines() if x.startswith("effnet: clips/clip.mp4: "))
     assert "12 frames classified of 60 decoded (256x192, " in line and "; 12 sampled; 00:06.0 of video" in line, line
     assert "effnet: 3 videos, " in ray.stderr and "2 of 3 videos ended with an error" in ray.stderr
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
 
 
-def test_a_video_no_node_can_open_by_its_path_is_classified_from_the_bytes_sent(ray_cluster, sample_dir, tmp_path):
+def test_a_video_no_node_can_open_by_its_path_is_classified_from_the_bytes_sent_and_written(
+    ray_cluster, sample_dir, tmp_path
+):
     import ray
 
     from effnet.distributed.data import PipelineOptions
+    from effnet.distributed.outputs import output_spec, staging, write_results
     from effnet.distributed.video_rows import frame_row_dict
     from effnet.distributed.videos import classify_videos
     from effnet.predict import Classifier
@@ -109,7 +113,12 @@ def test_a_video_no_node_can_open_by_its_path_is_classified_from_the_bytes_sent(
     ds = ray.data.from_items([{"path": nowhere, "bytes": clip.read_bytes()}])
     options = PipelineOptions(backend="torch", workers=1, batch_size=4)
     run = classify_videos(ds, LITE0, fps=2, segments=5, options=options, progress=False)
-    got = [frame_row_dict(row) for row in run.rows.iter_rows()]
+    spec = output_spec(tmp_path / "rows.jsonl")  # written as `--output rows.jsonl` writes it
+    with staging(spec) as parts:
+        written = write_results(run.rows, spec, parts, row_dict=frame_row_dict)
+    got = [json.loads(line) for line in spec.path.read_text().splitlines()]
+    assert (written.rows, written.errors) == (12, 0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "rows.jsonl"]  # no staging left
 
     local = Classifier(LITE0, backend="torch", progress=False).classify_video(clip, fps=2, batch_size=4, name=nowhere)
     want = [r.to_dict() for r in local]
