@@ -102,9 +102,7 @@ class _Summaries:
 class VideoActor:
     """One backend per actor process (built as the image actors' are); ``__call__`` classifies whole videos."""
 
-    def __init__(
-        self, spec: Any, weights: list[ray.ObjectRef], request: VideoRequest, summaries: Any
-    ) -> None:  # fmt: skip
+    def __init__(self, spec: Any, weights: list[ray.ObjectRef], request: VideoRequest, summaries: Any) -> None:
         self.classifier = spec.build(lambda: ray.get(weights[0]))  # the ref in a list: fetched only if needed
         self.request, self.summaries = request, summaries
         self.node = ray.util.get_node_ip_address()
@@ -187,7 +185,7 @@ def build_video_pipeline(
             "weights": [shipped.ref],
             "request": request,
             "summaries": collector,
-        },  # fmt: skip
+        },
         batch_size=1,
         batch_format="numpy",
         compute=_strategy(pool),
