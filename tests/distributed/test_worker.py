@@ -125,3 +125,22 @@ def test_the_driver_passes_the_request_and_the_actor_resolves_auto(monkeypatch):
     # On this (CPU) node, the actor's own resolution is the CPU ranking's first choice.
     name, options = node_backend("auto", None, None, "auto")
     assert name == resolve_auto(None, "cpu")[0] and options.get("mode", "throughput") == "throughput"
+
+
+def test_an_actor_streams_its_batch_through_openvino_with_the_numbers_of_one_call(lite0_checkpoint, sample_images):
+    """The actor's call goes through the backend's stream (per-image requests, the local eval's path); the
+    probabilities are those of one whole-batch call, bit for bit, in row order (torch: one call, no stream)."""
+    from effnet.distributed.worker import STREAM_JOB_ROWS, streamed_probabilities
+    from effnet.predict import Classifier
+
+    for backend in ("openvino", "torch"):
+        mode = {"mode": "throughput"} if backend == "openvino" else {}  # the actor's configuration (node_backend)
+        clf = Classifier(
+            "efficientnet-lite0", lite0_checkpoint, backend=backend, download=False, progress=False, **mode
+        )
+        crops = np.stack([clf.crop(p) for p in sample_images[: STREAM_JOB_ROWS * 2 + 3]])  # a short last job
+        whole = clf.probabilities(crops)
+        streamed = streamed_probabilities(clf, crops)
+        assert streamed.dtype == np.float32 and streamed.shape == whole.shape
+        np.testing.assert_array_equal(streamed, whole)
+        assert streamed_probabilities(clf, crops[:0]).shape == (0, len(clf.labels))

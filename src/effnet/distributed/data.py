@@ -33,7 +33,7 @@ from ..weights.records import Preprocess
 from .inputs import BLOCK_ROWS, TASK_ARGS, read_inputs, small_blocks
 from .outputs import RESULT_SCHEMA
 from .placement import PoolSize, batch_default, node_device, size_pool
-from .worker import InferenceSpec, decode_rows, describe_backend, result_columns
+from .worker import InferenceSpec, decode_rows, describe_backend, result_columns, streamed_probabilities
 
 __all__ = [
     "DECODE_BATCH",
@@ -76,7 +76,7 @@ class InferenceActor:
         started = time.perf_counter()
         errors = batch["error"]
         ok = np.asarray([not e for e in errors], dtype=bool)
-        probs = self.classifier.probabilities(batch["crop"][ok]) if ok.any() else None
+        probs = streamed_probabilities(self.classifier, batch["crop"][ok]) if ok.any() else None
         inferred = time.perf_counter()
         if self.eval_rows:
             rows = self._eval_rows(batch["path"], errors, ok, probs, inferred - started, started - self.idle_since)

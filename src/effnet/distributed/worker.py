@@ -34,6 +34,7 @@ __all__ = [
     "node_backend",
     "result_columns",
     "result_from_row",
+    "streamed_probabilities",
 ]
 
 # Output columns, in order: one row per input image. Lists are empty on error rows, error is None otherwise.
@@ -101,6 +102,29 @@ def result_from_row(row: dict[str, Any]) -> ImageResult:
         for i, s, label, p in zip(row["class_index"], row["synset"], row["label"], row["probability"], strict=True)
     ]
     return ImageResult(str(row["path"]), predictions)
+
+
+# Rows per job of an actor's call through the backend's stream (streamed_probabilities): small enough that
+# the next rows are converted (uint8 HWC -> the backend's layout) while the streams run the last ones.
+STREAM_JOB_ROWS = 4
+
+
+def streamed_probabilities(classifier: Classifier, crops: np.ndarray) -> np.ndarray:
+    """One actor call's probabilities through the backend's stream (:func:`effnet.backends.infer_stream`), the
+    path the local eval and classify take: OpenVINO runs each image as one request of its asynchronous
+    queue, so its streams stay fed while the next rows are converted, instead of idling during the
+    conversion and while the slower half of a batch split in two finishes (``OpenVINOBackend._infer``).
+    Same numbers: each image is computed alone either way. A backend without a stream of its own (torch,
+    ONNX Runtime, a static batch) gets the whole batch in one call, as before.
+    """
+    from ..backends import infer_stream
+
+    backend = classifier.backend
+    own_stream = getattr(backend, "infer_stream", None) is not None
+    rows = STREAM_JOB_ROWS if own_stream and getattr(backend, "static_batch", None) is None else len(crops)
+    jobs = ((start, crops[start : start + rows]) for start in range(0, len(crops), max(rows, 1)))
+    parts = [probs for _, probs in infer_stream(backend, jobs) if len(probs)]
+    return np.concatenate(parts) if parts else np.empty((0, len(classifier.labels)), np.float32)
 
 
 # ------------------------------------------------------------------------------------------- weights
