@@ -223,8 +223,8 @@ def run(args: argparse.Namespace) -> int:
     check_video_arguments(args, len(inputs) - len(images), inputs)
     # Many images or a video file are a bulk job; one image or a live stream stays on LATENCY.
     bulk = len(images) > 1 or any(_is_video(x) and not is_live(str(x)) for x in inputs)
-    source = source_from_args(args, model_path)  # once: the classifier is handed it
-    clf = classifier_from_args(args, source, model_path, workload="throughput" if bulk else "latency")
+    model = source_from_args(args, model_path)  # the model source, resolved once: the classifier is handed it
+    clf = classifier_from_args(args, model, model_path, workload="throughput" if bulk else "latency")
     top_k = clamp_top_k(args.top_k, len(clf.labels))
     if top_k != args.top_k:  # the server's rule too: clamp, and say so
         print(
