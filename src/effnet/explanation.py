@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .errors import EffnetError
-from .labels import Prediction
+from .labels import Prediction, short_label
 
 __all__ = ["Explanation"]
 
@@ -130,7 +130,7 @@ class Explanation:
         ax_map.imshow(heat, cmap="jet", alpha=alpha * heat**0.5, vmin=0, vmax=1)  # faint where the map is weak
         x, y = self.peak()
         ax_map.plot([x], [y], marker="+", color="white", markersize=14, markeredgewidth=2)
-        ax_map.set_title(f"{self.method}: {_short(target.label)}", fontsize=10)
+        ax_map.set_title(f"{self.method}: {short_label(target.label)}", fontsize=10)
         for ax in (ax_crop, ax_map):
             ax.set_axis_off()
         preds = self.predictions[::-1]
@@ -139,7 +139,7 @@ class Explanation:
             [100 * p.probability for p in preds],
             color=["#d62728" if p.class_index == target.class_index else "#2f6fde" for p in preds],
         )
-        ax_bars.set_yticks(range(len(preds)), [_short(p.label, 28) for p in preds], fontsize=9)
+        ax_bars.set_yticks(range(len(preds)), [short_label(p.label, 28) for p in preds], fontsize=9)
         ax_bars.set_xlim(0, 100)
         ax_bars.set_xlabel("probability (%), fp32 torch model")
         for i, p in enumerate(preds):
@@ -153,8 +153,3 @@ class Explanation:
         from .figures import write_bytes
 
         return write_bytes(path, self.overlay_png(), "explanation")
-
-
-def _short(label: str, width: int = 40) -> str:
-    name = label.split(",")[0]
-    return name if len(name) <= width else name[: width - 1] + "…"

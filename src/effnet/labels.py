@@ -69,6 +69,13 @@ class Prediction:
         }
 
 
+def short_label(label: str, width: int = 40) -> str:
+    """The first of a label's comma-separated names ("tabby, tabby cat" -> "tabby"), cut to ``width``
+    characters with an ellipsis: what a figure's axis or a report's caption has room for."""
+    name = label.split(",")[0]
+    return name if len(name) <= width else name[: width - 1] + "…"
+
+
 def top_k(probs: np.ndarray, labels: Sequence[ClassLabel], k: int) -> list[Prediction]:
     """The ``k`` most probable classes of one probability row; ties go to the lower class index."""
     k = max(1, min(k, probs.shape[-1]))

@@ -233,6 +233,7 @@ class Classifier:
         annotate: str | Any | None = None,
         stall_timeout: float = 10.0,
         decode: str = "reduced",
+        name: str | None = None,
     ) -> VideoClassification:
         """Classify a video file, a stream URL (rtsp, http(s), udp...) or a camera (``/dev/videoN``).
 
@@ -242,7 +243,9 @@ class Classifier:
         or every ``every``-th frame. ``annotate="out.mp4"`` writes the classified frames with their top-k drawn
         (checked before decoding starts). ``decode="reduced"`` (the default for video) converts frames of at
         least 4x the resize target to RGB already scaled down (to no less than twice the target, as JPEGs with
-        ``decode="reduced"``); ``"pillow"`` converts every frame at full size. Needs ``pip install 'effnet[video]'``.
+        ``decode="reduced"``); ``"pillow"`` converts every frame at full size. ``name``: the rows' ``path`` when
+        ``source`` is a copy (a Ray worker's copy of a file only the driver's node reads). Needs ``pip install
+        'effnet[video]'``.
         """
         from .video import Sampling, VideoClassification
 
@@ -267,6 +270,7 @@ class Classifier:
             annotate=annotate,
             stall_timeout=stall_timeout,
             reduce=decode != "pillow",
+            name=name,
         )
 
     def explain(

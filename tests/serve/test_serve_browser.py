@@ -139,3 +139,46 @@ def test_page_where_did_it_look_switch_draws_the_map(server, tmp_path):
     assert (inside > 30).mean() > 0.3  # a coloured map over a good part of the crop
     outside = [diff[:, : x0 - 2], diff[:, x1 + 2 :], diff[: y0 - 2], diff[y1 + 2 :]]
     assert all(part.size and part.max() == 0 for part in outside)  # nothing drawn outside it
+
+
+def test_page_takes_a_clip_and_shows_its_timeline_and_the_frame_under_the_cursor(server, sample_dir, tmp_path):
+    """A clip of three sample photos held 2 s each: the page draws three labelled segments over the clip's 6 s,
+    and the mouse over the last third of the bar shows that frame's top-5 and seeks the video to it."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install 'effnet[test]'")
+    pytest.importorskip("av", reason="PyAV (effnet[video]) is not installed")
+    import httpx
+
+    from tests.video.clips import held, photo, write_clip
+
+    names = ("n01440764_tench", "n01601694_water_ouzel", "n01860187_black_swan")
+    clip = write_clip(tmp_path / "held.mp4", *held([photo(sample_dir / f"{n}.JPEG") for n in names], 2.0))
+    # what the page must show: the server's own answer for the clip (checked against the stills in
+    # test_serve_video), first word of each segment's label, and the top-5 of the frame at 5.0 s
+    answer = httpx.post(f"{server.url}/v1/video?top_k=5", content=clip.read_bytes(), timeout=120).json()
+    expected_segments = [s["label"].split(",")[0] for s in answer["segments"]]
+    at_5s = next(f for f in answer["frames"] if f["time"] == 5.0)
+    assert len(expected_segments) == 3
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 900, "height": 700})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(server.url + "/")
+            page.wait_for_function("document.getElementById('model').textContent.includes('efficientnet-lite0')")
+            page.set_input_files("#file", str(clip))
+            page.wait_for_selector("#segments .seg:nth-of-type(3)", timeout=120_000)
+            segments = page.locator("#segments .seg").all_inner_texts()
+            bar = page.locator("#segments").bounding_box()
+            # 5.25 s of 6 s: the sampled frame shown then is the one at 5.0 s
+            page.mouse.move(bar["x"] + bar["width"] * 5.25 / 6, bar["y"] + bar["height"] / 2)
+            page.wait_for_function(f"document.getElementById('frameinfo').dataset.frame === '{at_5s['frame']}'")
+            labels = page.locator("#results .label").all_inner_texts()
+            seeked = page.locator("#clipvideo").evaluate("v => v.currentTime")
+            page.screenshot(path=str(tmp_path / "page_clip.png"), full_page=True)
+        finally:
+            browser.close()
+    assert not errors, errors
+    assert segments == expected_segments
+    assert labels == [p["label"] for p in at_5s["predictions"]]
+    assert seeked == pytest.approx(5.0, abs=1e-3)

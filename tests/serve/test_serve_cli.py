@@ -31,6 +31,11 @@ def test_help_lists_the_limits(capsys):
         (["--max-batch", "0"], "--max-batch must be > 0"),
         (["--max-body-mb", "-1"], "--max-body-mb must be > 0"),
         (["--timeout", "0"], "--timeout must be > 0"),
+        (["--explain-timeout", "0"], "--explain-timeout must be > 0"),  # not "explain_--timeout"
+        (["--video-timeout", "0"], "--video-timeout must be > 0"),
+        (["--max-video-seconds", "0"], "--max-video-seconds must be > 0"),
+        (["--max-video-decode-mp", "-1"], "--max-video-decode-mp must be > 0"),
+        (["--video-queue", "0"], "--video-queue must be > 0"),
         (["--max-wait-ms", "-5"], "--max-wait-ms must be >= 0"),
         (["--port", "70000"], "--port must be 0-65535"),
         (["--workers", "0"], "--workers and --threads must be >= 1"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import io
 import threading
 import time
 from fractions import Fraction
@@ -78,6 +79,41 @@ def held(images: list[Image.Image], seconds: float, fps: int = 10) -> tuple[list
     per = int(seconds * fps)
     frames = [im for im in images for _ in range(per)]
     return frames, [i / fps for i in range(len(frames))]
+
+
+class _Pipe(io.RawIOBase):
+    """A write-only sink that cannot seek, like a pipe: a muxer cannot go back to fill in its header."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def write(self, b) -> int:  # noqa: ANN001 - io's buffer protocol
+        self.data += b
+        return len(b)
+
+
+def unstated_clip(images: list[Image.Image], fps: int = 10) -> bytes:
+    """Matroska written to a pipe: its header states no duration and no frame count (nothing to check before
+    decoding), a video whose length and cost are known only once it is decoded."""
+    sink = _Pipe()
+    out = av.open(sink, "w", format="matroska")
+    stream = out.add_stream("libx264", rate=fps, options={"crf": "12", "preset": "ultrafast"})
+    stream.width, stream.height, stream.pix_fmt = images[0].width, images[0].height, "yuv420p"
+    for i, image in enumerate(images):
+        frame = av.VideoFrame.from_image(image)
+        frame.pts = i
+        for packet in stream.encode(frame):
+            out.mux(packet)
+    for packet in stream.encode():
+        out.mux(packet)
+    out.close()
+    return bytes(sink.data)
 
 
 def audio_only(path: Path) -> Path:

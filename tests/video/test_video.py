@@ -228,3 +228,30 @@ def test_big_frames_are_converted_reduced_and_crop_like_the_full_conversion(clf,
     assert 0 < diff.mean() < 2.0, diff.mean()
     (kept, _) = list(read_frames(str(clip), clf.preprocess, sampling, reduce=True, keep_images=True))
     assert kept.image.size == (1440, 1080)  # --annotate draws on the full frame
+
+
+def test_a_decode_budget_refuses_by_the_header_and_stops_on_the_frames_past_a_bound():
+    from fractions import Fraction
+
+    from effnet.video import DecodeBudget, VideoLimitError, VideoLimits
+
+    budget = DecodeBudget(VideoLimits(max_seconds=10, max_decode_mp=1))
+    budget.check_header(100, 100, 3.0, 90, Fraction(30))  # 90 x 0.01 MP = 0.9 MP, 3 s: within both
+    budget.check_header(100, 100, None, 0, None)  # a header that states nothing: left to the frames
+    with pytest.raises(VideoLimitError, match=r"150 frames of 100x100 \(its header\) is 1\.5 megapixels") as e:
+        budget.check_header(100, 100, 5.0, 0, Fraction(30))  # no frame count: its duration x frame rate
+    assert e.value.kind == "too_costly"
+    with pytest.raises(VideoLimitError, match=r"12\.0 s long") as e:
+        budget.check_header(10, 10, 12.0, 0, None)
+    assert e.value.kind == "too_long"
+    for i in range(100):  # 100 frames of 0.01 MP: exactly 1 MP, not past it
+        budget.charge(100, 100, i / 30)
+    with pytest.raises(VideoLimitError, match="at frame 101") as e:
+        budget.charge(100, 100, 100 / 30)
+    assert e.value.kind == "too_costly"
+    with pytest.raises(VideoLimitError, match=r"a frame at 10\.1 s") as e:
+        DecodeBudget(VideoLimits(max_seconds=10)).charge(10, 10, 10.1)
+    stop = DecodeBudget(VideoLimits(), should_stop=lambda: True)
+    with pytest.raises(VideoLimitError) as e:
+        stop.charge(10, 10, 0.0)
+    assert e.value.kind == "stopped" and stop.frames == 0

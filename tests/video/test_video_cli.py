@@ -130,11 +130,21 @@ def test_annotate_never_replaces_a_file_least_of_all_its_input(sample_dir, tmp_p
     assert clip.read_bytes() == before and (tmp_path / "old.mp4").read_bytes() == b"an earlier output"
 
 
-def test_videos_are_refused_by_engine_ray_with_a_usage_line(tmp_path):
+def test_streams_annotate_and_mixed_inputs_are_refused_by_engine_ray_with_a_usage_line(tmp_path, sample_images):
+    # video files run on Ray (tests/distributed/test_ray_videos.py); these are refused before Ray starts
     out = str(tmp_path / "rows.jsonl")
-    for args in ([str(tmp_path / "clip.MP4")], ["rtsp://camera/stream"], [str(tmp_path), "--fps", "1"]):
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "clip.mp4").write_bytes(b"a video by its name")
+    (mixed / sample_images[0].name).write_bytes(sample_images[0].read_bytes())
+    for args, message in (
+        (["rtsp://camera/stream"], "locally only"),
+        (["/dev/video0"], "locally only"),
+        ([str(mixed / "clip.mp4"), "--annotate", str(tmp_path / "a.mp4")], "locally only"),
+        ([str(mixed)], "1 video(s) and 1 image(s): --engine ray classifies one kind per run"),
+    ):
         r = run_cli("classify", *args, "--engine", "ray", "--output", out)
-        assert r.returncode == 2 and "locally only" in r.stderr and "usage:" in r.stderr, (args, r.stderr)
+        assert r.returncode == 2 and message in r.stderr and "usage:" in r.stderr, (args, r.stderr)
         assert "Traceback" not in r.stderr
 
 

@@ -13,7 +13,7 @@ from tqdm import tqdm
 from ..files import find_images, is_live, is_video
 from ..predict import ImageResult, clamp_top_k
 from ..preprocess import ImageSource
-from .classify_video import check_video_arguments, classify_video, refuse_videos_on_ray
+from .classify_video import check_video_arguments, classify_video
 
 STDIN = "-"  # as a PATH: one image read from standard input
 
@@ -149,8 +149,12 @@ def _run_ray(args: argparse.Namespace) -> int:
     from ..distributed import check_installed
     from . import UsageError
 
-    refuse_videos_on_ray(args)
     check_installed("effnet classify --engine ray")
+    from .classify_ray_video import classify_videos_on_ray
+
+    videos = classify_videos_on_ray(args, lambda: ray_options(args, args.batch_size, ray_workers(args.workers)))
+    if videos is not None:  # the inputs were videos: each classified on a worker
+        return videos
     if STDIN in args.paths:
         raise UsageError("'-' (an image on stdin) is for local classify; --engine ray reads files, folders and URIs")
     if args.output is None or args.json:

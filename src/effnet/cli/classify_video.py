@@ -16,8 +16,9 @@ __all__ = [
     "add_video_arguments",
     "check_video_arguments",
     "classify_video",
+    "emit_error",
     "note_skipped_videos",
-    "refuse_videos_on_ray",
+    "print_frame",
 ]
 
 
@@ -66,24 +67,6 @@ def add_video_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def refuse_videos_on_ray(args: argparse.Namespace) -> None:
-    """Videos, streams and cameras are classified locally only for now: --engine ray reads images (a video
-    there would fail row by row as "not an image")."""
-    from ..files import VIDEO_EXTENSIONS, is_live
-    from . import UsageError
-
-    def named_video(p: str) -> bool:  # http(s):// may be an image URI for Ray; its extension decides then
-        ext = os.path.splitext(p.split("?")[0])[1].lower()
-        return ext in VIDEO_EXTENSIONS or (is_live(p) and not p.lower().startswith(("http://", "https://")))
-
-    videos = [p for p in args.paths if named_video(p)]
-    flags = [f for f, v in (("--fps", args.fps), ("--every", args.every), ("--segments", args.segments),
-                            ("--annotate", args.annotate)) if v is not None]  # fmt: skip
-    if videos or flags:
-        what = videos[0] if videos else flags[0]
-        raise UsageError(f"{what}: videos, streams and cameras are classified locally only for now (not --engine ray)")
-
-
 def check_video_arguments(args: argparse.Namespace, videos: int, sources: Sequence[Any] = ()) -> None:
     from . import UsageError
 
@@ -113,7 +96,7 @@ def check_video_arguments(args: argparse.Namespace, videos: int, sources: Sequen
             raise UsageError(str(e)) from None
 
 
-def _print_frame(r: Any) -> None:
+def print_frame(r: Any) -> None:
     from ..video import format_time
 
     if r.error is not None:
@@ -157,7 +140,7 @@ def _classify_video(clf: Any, source: str, args: argparse.Namespace, top_k: int)
             decode=args.decode,  # reduced (the default): big frames converted to RGB already scaled down
         )
     except VideoError as e:
-        _emit_error(args, source, str(e))
+        emit_error(args, source, str(e))
         return 1
     failed = 0
     interrupted = False
@@ -167,9 +150,9 @@ def _classify_video(clf: Any, source: str, args: argparse.Namespace, top_k: int)
             if args.json:
                 print(json.dumps(r.to_dict()), flush=True)  # flushed: a live stream's rows as frames arrive
             elif args.segments is None or not r.ok:
-                _print_frame(r)
+                print_frame(r)
     except VideoError as e:  # raised before the first frame: cannot be opened, no video stream, too large
-        _emit_error(args, source, str(e))
+        emit_error(args, source, str(e))
         return 1
     except KeyboardInterrupt:
         interrupted = True
@@ -188,7 +171,7 @@ def _classify_video(clf: Any, source: str, args: argparse.Namespace, top_k: int)
     return failed
 
 
-def _emit_error(args: argparse.Namespace, source: str, error: str) -> None:
+def emit_error(args: argparse.Namespace, source: str, error: str) -> None:
     if args.json:
         print(json.dumps({"path": source, "error": error}), flush=True)
     else:

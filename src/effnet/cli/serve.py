@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import re
 
 # --max-batch / --max-queue defaults per device kind. On the CPU a forward pass costs about the same per
 # image at any batch size, so a small batch keeps latency low. A GPU's throughput keeps rising with the
@@ -82,6 +83,37 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=2048.0,
         help="activation memory of one chunk of an explanation, MB (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-video-mb",
+        type=float,
+        default=32.0,
+        help="/v1/video: clip upload limit, MiB; 413 beyond (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-video-seconds",
+        type=float,
+        default=60.0,
+        help="/v1/video: clip length, s, from its header and then as decoded; 422 beyond (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-video-decode-mp",
+        type=float,
+        default=2000.0,
+        help="/v1/video: megapixels to decode (width x height summed over every frame; 1080p30 for 30 s is 1866), "
+        "from the header and then as decoded; 422 beyond (default: %(default)s)",
+    )
+    p.add_argument(
+        "--video-concurrency", type=int, default=1, help="/v1/video: clips computing at once (default: %(default)s)"
+    )
+    p.add_argument(
+        "--video-queue",
+        type=int,
+        default=2,
+        help="/v1/video: clips waiting beyond those; 503 beyond (default: %(default)s)",
+    )
+    p.add_argument(
+        "--video-timeout", type=float, default=120.0, help="/v1/video: per clip, s; 504 beyond (default: %(default)s)"
     )
     p.add_argument(
         "--max-batch",
@@ -191,6 +223,12 @@ def run(args: argparse.Namespace) -> int:
             explain_queue=args.explain_queue,
             explain_memory_mb=args.explain_memory_mb,
             max_image_mp=args.max_image_mp,
+            max_video_mb=args.max_video_mb,
+            max_video_s=args.max_video_seconds,
+            max_video_decode_mp=args.max_video_decode_mp,
+            video_concurrency=args.video_concurrency,
+            video_queue=args.video_queue,
+            video_timeout_s=args.video_timeout,
             allowed_hosts=tuple(args.allowed_hosts) if args.allowed_hosts else None,
             allowed_origins=tuple(args.allowed_origins),
         )
@@ -208,8 +246,14 @@ def run(args: argparse.Namespace) -> int:
             ("explain_queue", "--explain-queue"),
             ("explain_memory_mb", "--explain-memory-mb"),
             ("max_image_mp", "--max-image-mp"),
+            ("max_video_mb", "--max-video-mb"),
+            ("max_video_s", "--max-video-seconds"),
+            ("max_video_decode_mp", "--max-video-decode-mp"),
+            ("video_concurrency", "--video-concurrency"),
+            ("video_queue", "--video-queue"),
+            ("video_timeout_s", "--video-timeout"),
         ):
-            message = message.replace(field, option)
+            message = re.sub(rf"\b{field}\b", option, message)  # whole names: timeout_s is inside video_timeout_s
         raise UsageError(message) from None
     file_options = model_path_options(args)
     model_path = file_options.get("model_path")

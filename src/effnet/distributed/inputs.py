@@ -241,9 +241,9 @@ class _DriverFiles(Datasource):
     the driver itself holds only the list of names. No size limit: memory does not grow with the job.
     """
 
-    def __init__(self, entries: list[tuple[str, str, int]]) -> None:
+    def __init__(self, entries: list[tuple[str, str, int]], block_rows: int = BLOCK_ROWS) -> None:
         super().__init__()
-        self._entries = entries
+        self._entries, self._block_rows = entries, block_rows
 
     @property
     def supports_distributed_reads(self) -> bool:
@@ -259,8 +259,8 @@ class _DriverFiles(Datasource):
         self, parallelism: int, per_task_row_limit: int | None = None, data_context: DataContext | None = None
     ) -> list[ReadTask]:
         tasks = []
-        for start in range(0, len(self._entries), BLOCK_ROWS):
-            chunk = self._entries[start : start + BLOCK_ROWS]
+        for start in range(0, len(self._entries), self._block_rows):
+            chunk = self._entries[start : start + self._block_rows]
             meta = BlockMetadata(
                 num_rows=len(chunk), size_bytes=sum(s for _, _, s in chunk), input_files=None, exec_stats=None
             )
@@ -274,7 +274,7 @@ class _DriverFiles(Datasource):
 LOCAL_READ_ARGS: dict[str, Any] = {"num_cpus": 0, "concurrency": 2}
 
 
-def _stream_local(entries: list[tuple[str, str]]) -> tuple[ray.data.Dataset, int, int]:
+def _stream_local(entries: list[tuple[str, str]], block_rows: int) -> tuple[ray.data.Dataset, int, int]:
     """The driver's local files as a dataset read on its node; returns it, the files present, their bytes."""
     sized: list[tuple[str, str, int]] = []
     present = total = 0
@@ -286,12 +286,12 @@ def _stream_local(entries: list[tuple[str, str]]) -> tuple[ray.data.Dataset, int
             size = 0  # its read gives the error row, with the reason as the read sees it
         total += size
         sized.append((name, path, size))
-    source = _DriverFiles(sized)
-    blocks = -(-len(sized) // BLOCK_ROWS)  # one block per read task: Ray Data would otherwise split them smaller
+    source = _DriverFiles(sized, block_rows)
+    blocks = -(-len(sized) // block_rows)  # one block per read task: Ray Data would otherwise split them smaller
     return ray.data.read_datasource(source, override_num_blocks=blocks, **LOCAL_READ_ARGS), present, total
 
 
-def _ship(entries: list[tuple[str, str]]) -> tuple[list[Any], int, int]:
+def _ship(entries: list[tuple[str, str]], block_rows: int = BLOCK_ROWS) -> tuple[list[Any], int, int]:
     """Read ``(name, local path)`` entries in this process into blocks of ``BLOCK_ROWS`` rows, each put into
     the object store as it is read. Only for a Ray Client (``ray://``), whose driver is no node of the
     cluster: every ref lives until the job ends, hence the limit. Returns refs, bytes, missing."""
@@ -307,8 +307,8 @@ def _ship(entries: list[tuple[str, str]]) -> tuple[list[Any], int, int]:
         )
     refs: list[Any] = []
     shipped = missing = 0
-    for start in range(0, len(entries), BLOCK_ROWS):
-        block = _read_local(entries[start : start + BLOCK_ROWS])[0]
+    for start in range(0, len(entries), block_rows):
+        block = _read_local(entries[start : start + block_rows])[0]
         errors = [e for e in block.column("error").to_pylist() if e]
         missing += len(errors)
         shipped += sum(len(b) for b in block.column("bytes").to_pylist() if b is not None)
@@ -327,7 +327,7 @@ def list_inputs(paths: Sequence[str | os.PathLike], from_list: Sequence[str | os
 
 def read_inputs(
     paths: Sequence[str | os.PathLike], from_list: Sequence[str | os.PathLike] = (), *, shared: bool = False,
-    listed: Sequence[str] | None = None,
+    listed: Sequence[str] | None = None, block_rows: int = BLOCK_ROWS,
 ) -> Inputs:  # fmt: skip
     """Rows for every image under the folders/prefixes in ``paths`` and the ``from_list`` files' lines.
 
@@ -344,6 +344,7 @@ def read_inputs(
 
     The driver expands folders and list files itself, so it knows how many rows the output must have;
     ``listed`` is that expansion when :func:`list_inputs` already made it (then ``paths`` is not read again).
+    ``block_rows``: files per block (videos: one, so each goes to an actor of its own).
     """
     entries = list(listed) if listed is not None else list_inputs(paths, from_list)
     in_cluster: list[str] = []
@@ -362,15 +363,15 @@ def read_inputs(
         in_cluster.extend(present)
         local = absent  # read as their error rows: the driver read what it could (nothing)
     if local and ray.util.client.ray.is_connected():
-        refs, shipped_bytes, missing = _ship(local)
+        refs, shipped_bytes, missing = _ship(local, block_rows)
         shipped = len(local) - missing
         parts.append(ray.data.from_arrow_refs(refs))
     elif local:
-        streamed, shipped, shipped_bytes = _stream_local(local)
+        streamed, shipped, shipped_bytes = _stream_local(local, block_rows)
         parts.append(streamed)
     if in_cluster:
         lines = ray.data.from_items([{"text": name} for name in in_cluster])
-        parts.append(_read_lines(lines))
+        parts.append(_read_lines(lines, block_rows))
     dataset = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
     return Inputs(dataset, len(entries), shipped, shipped_bytes)
 
@@ -380,7 +381,7 @@ def small_blocks(ds: ray.data.Dataset) -> ray.data.Dataset:
     return ds.repartition(target_num_rows_per_block=BLOCK_ROWS)
 
 
-def _read_lines(lines: ray.data.Dataset) -> ray.data.Dataset:
+def _read_lines(lines: ray.data.Dataset, block_rows: int = BLOCK_ROWS) -> ray.data.Dataset:
     """A dataset of ``text`` entries (URIs or shared paths) -> their files' rows, read by tasks of
     ``BLOCK_ROWS`` files.
 
@@ -389,8 +390,8 @@ def _read_lines(lines: ray.data.Dataset) -> ray.data.Dataset:
     (``TASK_ARGS``): Ray Data then fuses each read into the decode of the same files, one task instead of
     two and no bytes through the object store.
     """
-    small = lines.repartition(target_num_rows_per_block=BLOCK_ROWS)
-    return small.map_batches(_read_listed, batch_size=BLOCK_ROWS, **TASK_ARGS)
+    small = lines.repartition(target_num_rows_per_block=block_rows)
+    return small.map_batches(_read_listed, batch_size=block_rows, **TASK_ARGS)
 
 
 def read_paths(paths: Sequence[str | os.PathLike], *, shared: bool = False) -> Inputs:

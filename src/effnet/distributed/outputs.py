@@ -12,7 +12,7 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -87,15 +87,21 @@ def output_spec(out: str | os.PathLike) -> OutputSpec:
     return OutputSpec(path, "parquet")
 
 
-class _JsonLinesDatasink(BlockBasedFileDatasink):
-    """One ``effnet classify --json`` line per row (``ImageResult.to_dict``), a part file per write task."""
+def _image_row_dict(row: dict[str, Any]) -> dict[str, Any]:
+    return result_from_row(row).to_dict()
 
-    def __init__(self, path: str) -> None:
+
+class _JsonLinesDatasink(BlockBasedFileDatasink):
+    """One ``effnet classify --json`` line per row (``ImageResult.to_dict``, or ``row_dict``: a video's frame
+    rows), a part file per write task."""
+
+    def __init__(self, path: str, row_dict: Callable[[dict[str, Any]], dict[str, Any]] = _image_row_dict) -> None:
         super().__init__(path, file_format="jsonl")
+        self.row_dict = row_dict
 
     def write_block_to_file(self, block: BlockAccessor, file: pa.NativeFile) -> None:
         rows: Iterator[Any] = block.iter_rows(public_row_format=True)
-        lines = [json.dumps(result_from_row(row).to_dict()) + "\n" for row in rows]
+        lines = [json.dumps(self.row_dict(row)) + "\n" for row in rows]
         file.write("".join(lines).encode("utf-8"))
 
 
@@ -170,9 +176,16 @@ def _check_count(rows: int, expected: int | None, target: Path) -> None:
         )
 
 
-def write_results(ds: ray.data.Dataset, spec: OutputSpec, parts: Path, expected: int | None = None) -> WriteSummary:
+def write_results(
+    ds: ray.data.Dataset,
+    spec: OutputSpec,
+    parts: Path,
+    expected: int | None = None,
+    row_dict: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> WriteSummary:
     """Run ``ds`` (result rows) to completion into ``spec.path`` through the staging folder ``parts``
-    (:func:`staging`); the final name appears only when complete and holding ``expected`` rows."""
+    (:func:`staging`); the final name appears only when complete and holding ``expected`` rows. ``row_dict``:
+    a row -> its JSON line's object, for rows other than images' (a video's frames)."""
     target = spec.path
     if spec.format == "parquet":
         ds.write_parquet(str(parts), try_create_dir=False)
@@ -181,7 +194,7 @@ def write_results(ds: ray.data.Dataset, spec: OutputSpec, parts: Path, expected:
         _check_count(rows, expected, target)
         os.rename(parts, target)  # a folder: one rename; an existing empty folder is replaced
         return WriteSummary(target, rows, errors)
-    ds.write_datasink(_JsonLinesDatasink(str(parts)))
+    ds.write_datasink(_JsonLinesDatasink(str(parts), row_dict or _image_row_dict))
     rows = errors = 0
 
     def concatenate(tmp: Path) -> None:

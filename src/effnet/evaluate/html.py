@@ -20,6 +20,7 @@ from typing import Any
 from ..errors import EffnetError, ImageError
 from ..figures import data_uri, figure_bytes, pyplot, write_bytes
 from ..fileio import check_replaceable_dir, whole_dir
+from ..labels import short_label
 from ..preprocess import load_image
 from .report import EvalReport
 
@@ -33,11 +34,6 @@ REPORT_NAMES = frozenset({REPORT_FILE, "report.json"} | {f"{n}.{e}" for n in _FI
 WORST_CLASSES = 20
 THUMBS_PER_CLASS = 4
 THUMB_PX = 72
-
-
-def _short(label: str, width: int = 32) -> str:
-    name = label.split(",")[0]
-    return name if len(name) <= width else name[: width - 1] + "…"
 
 
 def _accuracy_figure(plt: Any, r: EvalReport) -> Any:
@@ -73,7 +69,7 @@ def _per_class_figure(plt: Any, r: EvalReport) -> Any:
     fig, ax = plt.subplots(figsize=(6.5, 0.28 * max(1, len(worst)) + 1.2))
     ax.barh(range(len(worst)), [c.top1 for c in worst], color="#2f6fde", label="top-1")
     ax.scatter([c.top5 for c in worst], range(len(worst)), color="#ff7f0e", zorder=3, s=14, label="top-5")
-    ax.set_yticks(range(len(worst)), [f"{_short(c.label, 26)} ({c.count})" for c in worst], fontsize=8)
+    ax.set_yticks(range(len(worst)), [f"{short_label(c.label, 26)} ({c.count})" for c in worst], fontsize=8)
     ax.set_xlim(0, 100)
     ax.set_xlabel("accuracy (%) — class (images)")
     ax.set_title(f"the {len(worst)} classes with the lowest top-1 accuracy (those with a miss)", fontsize=10)
@@ -86,9 +82,8 @@ def _confused_figure(plt: Any, r: EvalReport) -> Any:
     fig, ax = plt.subplots(figsize=(6.5, 0.3 * max(1, len(pairs)) + 1.2))
     if pairs:
         ax.barh(range(len(pairs)), [c.count for c in pairs], color="#9467bd")
-        ax.set_yticks(
-            range(len(pairs)), [f"{_short(c.true.label, 20)} → {_short(c.predicted.label, 20)}" for c in pairs]
-        )
+        names = [f"{short_label(c.true.label, 20)} → {short_label(c.predicted.label, 20)}" for c in pairs]
+        ax.set_yticks(range(len(pairs)), names)
         ax.tick_params(axis="y", labelsize=8)
         ax.xaxis.get_major_locator().set_params(integer=True)
     else:
@@ -170,7 +165,7 @@ def _misses_html(r: EvalReport) -> str:
         for miss in by_class.get(c.index, [])[:THUMBS_PER_CLASS]:
             uri = thumbnail(miss.path)
             predicted = miss.top5[0]
-            caption = html.escape(_short(label_of.get(predicted, f"class {predicted}"), 18))
+            caption = html.escape(short_label(label_of.get(predicted, f"class {predicted}"), 18))
             img = (
                 f'<img src="{uri}" alt="{html.escape(Path(miss.path).name)}" title="{html.escape(miss.path)}">'
                 if uri
@@ -178,7 +173,7 @@ def _misses_html(r: EvalReport) -> str:
             )
             cells.append(f"<figure>{img}<figcaption>→ {caption}</figcaption></figure>")
         rows.append(
-            f"<tr><td>{html.escape(_short(c.label, 40))}<br><small>{html.escape(c.synset)}</small></td>"
+            f"<tr><td>{html.escape(short_label(c.label, 40))}<br><small>{html.escape(c.synset)}</small></td>"
             f"<td>{c.top1:.1f} %</td><td>{c.top5:.1f} %</td><td>{c.count}</td>"
             f'<td class="thumbs">{"".join(cells) or "—"}</td></tr>'
         )

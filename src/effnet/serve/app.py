@@ -1,4 +1,4 @@
-"""The ASGI app: KServe v2 REST, ``/v1/classify``, ``/v1/explain``, a web page and Prometheus metrics.
+"""The ASGI app: KServe v2 REST, ``/v1/classify``, ``/v1/explain``, ``/v1/video``, a web page and Prometheus metrics.
 
 Every request is admitted against a bounded number of places (``max_queue``:
 503 beyond it), read with a body limit (413), decoded in a small thread pool,
@@ -7,7 +7,8 @@ answered within ``timeout_s`` (504). Every problem with a request is a 4xx with
 ``{"error": ...}``; nothing a client sends stops the server.
 
 The routes live by concern: :mod:`.classify_routes` (classify and v2 infer), :mod:`.explain_routes`,
-:mod:`.info_routes` (page, probes, metadata, metrics); what they share is :class:`.context.ServerContext`.
+:mod:`.video_routes`, :mod:`.info_routes` (page, probes, metadata, metrics); what they share is
+:class:`.context.ServerContext`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .explain_work import ExplainGate
 from .guard import BrowserGuard
 from .info_routes import info_routes
 from .model import ModelEndpoint
+from .video_routes import video_gate, video_routes
 
 __all__ = ["ServeConfig", "create_app", "error_response"]
 
@@ -47,6 +49,7 @@ def create_app(
     ctx = ServerContext(model, config, max_concurrent_batches=max_concurrent_batches)
     info, batcher, metrics = ctx.info, ctx.batcher, ctx.metrics
     gate = ExplainGate(config.explain_concurrency, config.explain_queue)  # never one of classify's places
+    clips = video_gate(config.video_concurrency, config.video_queue)  # nor of explain's
 
     async def http_error(request: Request, exc: Exception) -> Response:
         """Unknown paths and wrong methods: JSON like every other error."""
@@ -77,9 +80,10 @@ def create_app(
             await batcher.stop()
             ctx.decode_pool.shutdown(wait=False, cancel_futures=True)
             gate.shutdown()
+            clips.shutdown()
             metrics.worker_exit()
 
-    routes = [*info_routes(ctx), *classify_routes(ctx), *explain_routes(ctx, gate)]
+    routes = [*info_routes(ctx), *classify_routes(ctx), *explain_routes(ctx, gate), *video_routes(ctx, clips)]
 
     def unauthorized(path: str) -> None:
         metrics.errors.labels("unauthorized").inc()

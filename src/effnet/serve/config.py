@@ -29,6 +29,14 @@ class ServeConfig:
         300.0  # B5 gradcam and integrated gradients finish in it on 2 busy cores (docs/serving.md)
     )
     explain_memory_mb: float = 2048.0  # activations of one chunk of images with gradients (saliency_budget)
+    # POST /v1/video is its own workload too (video_routes.py): its own places, queue and timeout, and bounds
+    # on one clip, each checked before the work it bounds (docs/serving.md).
+    max_video_mb: float = 32.0  # clip upload limit, MiB; 413 beyond
+    max_video_s: float = 60.0  # video time; 422 beyond (the header's duration, then the frames' timestamps)
+    max_video_decode_mp: float = 2000.0  # megapixels decoded, width x height summed over frames; 422 beyond
+    video_concurrency: int = 1  # clips decoding and classifying at once per worker
+    video_queue: int = 2  # clips waiting beyond those; 503 + Retry-After beyond
+    video_timeout_s: float = 120.0  # per clip, from admission to answer; 504 beyond
     max_image_mp: float = 40.0  # megapixels per uploaded image, read from its header before decoding; 413 beyond
     # Browser-facing guards (guard.py): None = any Host; launch.serve sets loopback names for a loopback bind.
     allowed_hosts: tuple[str, ...] | None = None
@@ -52,6 +60,10 @@ class ServeConfig:
     @property
     def max_body_bytes(self) -> int:
         return int(self.max_body_mb * 1024 * 1024)
+
+    @property
+    def max_video_bytes(self) -> int:
+        return int(self.max_video_mb * 1024 * 1024)
 
     @property
     def max_pixels(self) -> int:

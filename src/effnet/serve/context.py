@@ -101,9 +101,11 @@ class ServerContext:
         except TimeoutError:
             raise ApiError(504, "timeout", f"no answer within {timeout_s:g} s (--timeout)") from None
 
-    async def read_body(self, request: Request) -> bytes:
-        """The whole body, refusing more than ``max_body_mb`` by Content-Length and by counting the stream."""
-        limit, mb = self.config.max_body_bytes, self.config.max_body_mb
+    async def read_body(self, request: Request, limit_mb: float | None = None, option: str = "--max-body-mb") -> bytes:
+        """The whole body, refusing more than ``max_body_mb`` (or ``limit_mb``, set by ``option``) by
+        Content-Length and by counting the stream."""
+        mb = self.config.max_body_mb if limit_mb is None else limit_mb
+        limit = int(mb * 1024 * 1024)
         declared = request.headers.get("content-length")
         if declared is not None:
             if not declared.isdigit():
@@ -112,8 +114,7 @@ class ServerContext:
                 raise ApiError(
                     413,
                     "body_too_large",
-                    f"request body of {int(declared):,} bytes is above the limit of {limit:,} bytes "
-                    f"(--max-body-mb {mb:g})",
+                    f"request body of {int(declared):,} bytes is above the limit of {limit:,} bytes ({option} {mb:g})",
                 )
         chunks, total = [], 0
         async for chunk in request.stream():
@@ -122,7 +123,7 @@ class ServerContext:
                 raise ApiError(
                     413,
                     "body_too_large",
-                    f"request body is above the limit of {limit:,} bytes (--max-body-mb {mb:g})",
+                    f"request body is above the limit of {limit:,} bytes ({option} {mb:g})",
                 )
             chunks.append(chunk)
         return b"".join(chunks)

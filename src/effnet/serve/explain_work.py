@@ -1,9 +1,8 @@
 """``/v1/explain`` as a workload of its own: admission, a cost bound, one job per request, and stopping.
 
 An explanation costs hundreds of classifications (occlusion on B5: ~170 forward passes), so it never takes
-one of classify's places (``max_queue``). It has its own: ``explain_concurrency`` computing per worker and
-``explain_queue`` waiting; beyond that, 503 with ``Retry-After``. A place is freed when the *work* ends,
-not when the request does, so a client that hangs up cannot stack work behind the server's back.
+one of classify's places (``max_queue``). It has its own (:class:`.jobs.JobGate`): ``explain_concurrency``
+computing per worker and ``explain_queue`` waiting; beyond that, 503 with ``Retry-After``.
 
 Each request is one job on the explain thread: decode, attribution, overlay and heatmap together. Before
 the attribution the job compares the method's estimated time (:meth:`effnet.saliency.Explainer.estimate_s`:
@@ -16,14 +15,9 @@ backward pass (a chunk is bounded to about 2 s).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import math
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,11 +25,11 @@ from ..errors import ImageError
 from ..saliency_budget import REMEASURE_S, ExplainStopped, passes
 from .config import ServeConfig
 from .errors import ApiError
+from .jobs import POLL_S, JobGate
 
 __all__ = ["POLL_S", "ExplainGate", "ExplainResult", "run_explain"]
 
 log = logging.getLogger("effnet.serve")
-POLL_S = 0.25  # how often a waiting request checks that its client is still there
 
 
 @dataclass
@@ -93,70 +87,12 @@ def run_explain(
         return ExplainResult(e.summary(), overlay, heatmap)
 
 
-class ExplainGate:
-    """``concurrency`` jobs computing and ``queue`` waiting, on a pool of its own; 503 beyond."""
+class ExplainGate(JobGate):
+    """``concurrency`` explanations computing and ``queue`` waiting (:class:`.jobs.JobGate`), and the warm-up
+    that measures their cost."""
 
     def __init__(self, concurrency: int, queue: int) -> None:
-        self.concurrency, self.capacity = concurrency, concurrency + queue
-        self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="effnet-explain")
-        self._admitted = 0  # waiting + computing; changed on the event loop only
-        # Compute time of the last job (not its wait in the queue): a place frees when a computing job ends,
-        # so this is the Retry-After hint. Written on the explain thread; a float assignment is atomic.
-        self._compute_s = 1.0
-
-    @property
-    def admitted(self) -> int:
-        return self._admitted
-
-    async def run(
-        self, job: Callable[[threading.Event], ExplainResult], deadline: float, client_gone: Callable[[], Any]
-    ) -> ExplainResult:
-        """Run ``job(stop)`` when a place is free; set ``stop`` when the client is gone or ``deadline`` passes."""
-        if self._admitted >= self.capacity:
-            wait = math.ceil(self._compute_s)
-            raise ApiError(
-                503,
-                "explain_busy",
-                f"server busy explaining ({self._admitted} explanations admitted, the limit); retry later",
-                {"retry-after": str(max(1, wait))},
-            )
-        loop = asyncio.get_running_loop()
-        stop = threading.Event()
-        self._admitted += 1
-
-        def timed(stop: threading.Event) -> ExplainResult:
-            started = time.monotonic()
-            try:
-                return job(stop)
-            finally:
-                self._compute_s = time.monotonic() - started
-
-        def finished(_: Future) -> None:  # on the explain thread, or here when cancelled before it started
-            with contextlib.suppress(RuntimeError):  # the loop closed at shutdown: nothing left to count
-                loop.call_soon_threadsafe(self._release)
-
-        future = self.pool.submit(timed, stop)
-        future.add_done_callback(finished)
-        waiting = asyncio.wrap_future(future)
-        while True:
-            done, _ = await asyncio.wait({waiting}, timeout=POLL_S)
-            if done:
-                break
-            if time.monotonic() > deadline or await client_gone():
-                stop.set()
-                future.cancel()  # still queued: never starts; running: its next module stops it
-                if time.monotonic() > deadline:
-                    raise TimeoutError
-                raise ExplainStopped("client went away")
-        try:
-            return waiting.result()
-        except ExplainStopped:
-            if time.monotonic() >= deadline:
-                raise TimeoutError from None
-            raise
-
-    def _release(self) -> None:
-        self._admitted -= 1
+        super().__init__(concurrency, queue, name="explain", busy="explaining", noun="explanations")
 
     def warm_up(self, served: Any, config: ServeConfig) -> None:
         """Build the explainer and measure its cost on the explain thread, in the background, so that the first
@@ -179,6 +115,3 @@ class ExplainGate:
 
         if callable(getattr(served, "explainer", None)):
             self.pool.submit(warm)
-
-    def shutdown(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)

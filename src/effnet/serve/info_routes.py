@@ -49,7 +49,8 @@ def info_routes(ctx: ServerContext) -> list[Route]:
 
     @ctx.instrumented("metadata")
     async def model_summary(request: Request) -> Response:
-        return JSONResponse({**info.to_dict(), "max_batch": config.max_batch, "max_body_mb": config.max_body_mb})
+        limits = {"max_batch": config.max_batch, "max_body_mb": config.max_body_mb, **video}
+        return JSONResponse({**info.to_dict(), **limits})
 
     @ctx.instrumented("page")
     async def page(request: Request) -> Response:
@@ -58,7 +59,8 @@ def info_routes(ctx: ServerContext) -> list[Route]:
     async def prometheus(request: Request) -> Response:
         return Response(metrics.render(), media_type=metrics.content_type)
 
-    spec = openapi_spec(info, max_body_mb=config.max_body_mb, auth=config.api_key is not None)
+    video = {k: getattr(config, k) for k in ("max_video_mb", "max_video_s", "max_video_decode_mp")}
+    spec = openapi_spec(info, max_body_mb=config.max_body_mb, auth=config.api_key is not None, video=video)
 
     @ctx.instrumented("metadata")
     async def openapi(request: Request) -> Response:

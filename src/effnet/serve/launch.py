@@ -130,7 +130,10 @@ def serve(options: ServerOptions) -> None:
         log_level=options.log_level,
         access_log=options.access_log,
         # Requests cannot outlive their timeout, so shutdown never waits much longer than that.
-        timeout_graceful_shutdown=int(max(options.config.timeout_s, options.config.explain_timeout_s)) + 5,
+        timeout_graceful_shutdown=int(
+            max(options.config.timeout_s, options.config.explain_timeout_s, options.config.video_timeout_s)
+        )
+        + 5,
     )
     where = f"http://{options.host}:{options.port}"
     warning = exposure_warning(options.host, options.config.api_key, options.config.allowed_hosts)

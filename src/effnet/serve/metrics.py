@@ -61,6 +61,12 @@ class ServerMetrics:
             "effnet_inference_seconds", "Time of one forward pass", ("kind",), buckets=LATENCY_BUCKETS, registry=r
         )
         self.images = Counter("effnet_inputs", "Images or tensor rows classified", ("kind",), registry=r)
+        self.video_frames = Counter(
+            "effnet_video_frames",
+            "Frames of uploaded clips (/v1/video), by stage: decoded, classified",
+            ("stage",),
+            registry=r,
+        )
         gauges = (
             ("effnet_queue_depth", "Inputs waiting for a batch", queue_depth),
             (

@@ -34,8 +34,10 @@ def _get(summary: str, schema: dict, *, errors: tuple[int, ...] = (), params: tu
     return {"get": op}
 
 
-def openapi_spec(info: ModelInfo, *, max_body_mb: float, auth: bool) -> dict:
-    """The spec for a server of ``info``; ``auth``: every non-health operation needs a Bearer key."""
+def openapi_spec(info: ModelInfo, *, max_body_mb: float, auth: bool, video: dict[str, float] | None = None) -> dict:
+    """The spec for a server of ``info``; ``auth``: every non-health operation needs a Bearer key; ``video``:
+    the clip limits (``max_video_mb``, ``max_video_s``, ``max_video_decode_mp``)."""
+    v = video or {"max_video_mb": 32.0, "max_video_s": 60.0, "max_video_decode_mp": 2000.0}
     s, k = info.input_size, info.num_classes
     model_params = ("name",)
     version_params = ("name", "version")
@@ -123,6 +125,37 @@ def openapi_spec(info: ModelInfo, *, max_body_mb: float, auth: bool) -> dict:
                 },
             }
         },
+        "/v1/video": {
+            "post": {
+                "summary": "Classify a short video clip: its sampled frames' top-k and the timeline (segments)",
+                "description": f"The clip (MP4, WebM, MKV, MOV, AVI...; at most {v['max_video_mb']:g} MiB, 413 beyond) "
+                "is decoded in memory with the record's preprocessing, as `effnet classify clip.mp4` does. Refused "
+                f"from its header before decoding, and again while decoding: longer than {v['max_video_s']:g} s "
+                f"(422), more than {v['max_video_decode_mp']:g} megapixels to decode (width x height summed over "
+                "every decoded frame; 422), frames above the image pixel limit (413). Its own admission: 503 with "
+                "Retry-After when the clip places are taken; 504 past the clip timeout.",
+                "parameters": [_p("fps"), _p("every"), _p("top_k"), _p("window")],
+                "requestBody": {
+                    "required": True,
+                    "description": f"video file bytes, at most {v['max_video_mb']:g} MiB",
+                    "content": {
+                        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                        "video/*": {"schema": {"type": "string", "format": "binary"}},
+                        "multipart/form-data": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["video"],
+                                "properties": {"video": {"type": "string", "format": "binary"}},
+                            }
+                        },
+                    },
+                },
+                "responses": {
+                    "200": _json(_ref("VideoClassification"), "Frames (frame, time, predictions) and segments"),
+                    **{str(c): _ERROR for c in (400, 401, 403, 413, 422, 501, 503, 504)},
+                },
+            }
+        },
         "/v1/model": _get("The served model, its preprocessing and limits", {"type": "object"}, errors=(401,)),
         "/v2": _get("Server metadata (KServe v2)", _ref("ServerMetadata"), errors=(401,)),
         "/v2/health/live": _get("Liveness (no key needed)", {"type": "object"}),
@@ -193,6 +226,24 @@ def openapi_spec(info: ModelInfo, *, max_body_mb: float, auth: bool) -> dict:
                     "schema": {"type": "string", "default": "top1"},
                 },
                 "format": {"name": "format", "in": "query", "schema": {"enum": ["png", "json"], "default": "png"}},
+                "fps": {
+                    "name": "fps",
+                    "in": "query",
+                    "description": "frames classified per second of video time, by timestamps (not with every)",
+                    "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": 1000, "default": 2},
+                },
+                "every": {
+                    "name": "every",
+                    "in": "query",
+                    "description": "classify every Nth decoded frame instead (not with fps)",
+                    "schema": {"type": "integer", "minimum": 1},
+                },
+                "window": {
+                    "name": "window",
+                    "in": "query",
+                    "description": "segments: sampled frames of the majority-vote smoothing window",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 999, "default": 5},
+                },
                 "InferenceHeaderContentLength": {
                     "name": "Inference-Header-Content-Length",
                     "in": "header",
@@ -243,6 +294,25 @@ def openapi_spec(info: ModelInfo, *, max_body_mb: float, auth: bool) -> dict:
                     },
                 },
                 "Explanation": {"type": "object"},
+                "VideoClassification": {
+                    "type": "object",
+                    "required": ["model", "weights", "top_k", "sampling", "video", "frames", "segments", "latency_ms"],
+                    "properties": {
+                        "frames": {
+                            "type": "array",
+                            "description": "one per sampled frame: frame (index among decoded frames), time (s, "
+                            "from its timestamp), predictions; a damaged clip ends with one row carrying error",
+                            "items": {"type": "object"},
+                        },
+                        "segments": {
+                            "type": "array",
+                            "description": "start, end (s), label, class_index, probability, frames",
+                            "items": {"type": "object"},
+                        },
+                        "video": {"type": "object", "description": "width, height, duration, frames decoded..."},
+                        "error": {"type": "string", "description": "what ended a damaged clip early"},
+                    },
+                },
             },
             "responses": {"Error": _json(_ref("Error"), "Error: {'error': what was wrong}")},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

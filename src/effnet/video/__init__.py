@@ -7,11 +7,16 @@ the annotated MP4. The entry point is :meth:`effnet.predict.Classifier.classify_
 
 from __future__ import annotations
 
+from .container import DecodeBudget, InMemory, VideoLimitError, VideoLimits
 from .reader import DEFAULT_FPS, ReaderStats, Sampling, VideoError, VideoFrame, read_frames
 from .run import FrameResult, VideoClassification
 from .segments import DEFAULT_WINDOW, Segment, format_time, segments
 
 __all__ = [
+    "DecodeBudget",
+    "InMemory",
+    "VideoLimitError",
+    "VideoLimits",
     "DEFAULT_FPS",
     "DEFAULT_WINDOW",
     "FrameResult",

@@ -33,6 +33,7 @@ from ..errors import EffnetError
 from ..files import is_live
 from ..preprocess import MAX_IMAGE_PIXELS, resize_crop, resized_size
 from ..weights.records import Preprocess
+from .container import DecodeBudget, InMemory, VideoError, VideoLimitError, open_source, video_stream
 
 __all__ = ["Sampling", "VideoFrame", "VideoError", "ReaderStats", "read_frames", "DEFAULT_FPS"]
 
@@ -41,10 +42,6 @@ __all__ = ["Sampling", "VideoFrame", "VideoError", "ReaderStats", "read_frames",
 DEFAULT_FPS = 2.0
 _QUEUE = 8  # sampled frames waiting for inference: bounded memory whatever the video's length
 _BACKOFF = (0.5, 1.0, 2.0)  # seconds between reconnects of a live source; then it has ended
-
-
-class VideoError(EffnetError):
-    """A video that cannot be opened or decoded (no video stream, unsupported codec, damage, a lost stream)."""
 
 
 @dataclass(frozen=True)
@@ -89,36 +86,6 @@ class ReaderStats:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _open(av: Any, source: str, timeout: float) -> Any:
-    options = {"rtsp_transport": "tcp"} if source.lower().startswith("rtsp") else {}
-    if is_live(source):  # latency: probe 1 s of a stream for its format (FFmpeg's default reads up to 5 s)
-        options.update(analyzeduration="1000000", probesize="1000000")
-    fmt = "v4l2" if source.startswith("/dev/video") else None
-    try:
-        return av.open(source, format=fmt, options=options, timeout=(timeout, timeout))
-    except FileNotFoundError:
-        raise VideoError(f"{source}: no such file") from None
-    except av.FFmpegError as e:
-        raise VideoError(f"{source}: cannot open video: {e.strerror or e}") from None
-
-
-def _video_stream(container: Any, source: str, max_pixels: int) -> Any:
-    if not container.streams.video:
-        kinds = ", ".join(f"{s.type} {getattr(s.codec_context, 'name', '?')}" for s in container.streams) or "none"
-        container.close()
-        raise VideoError(f"{source}: no video stream (streams: {kinds})")
-    stream = container.streams.video[0]
-    ctx = stream.codec_context
-    if ctx is None or not getattr(ctx, "name", None):
-        container.close()
-        raise VideoError(f"{source}: the video codec is not supported by this FFmpeg build")
-    if ctx.width * ctx.height > max_pixels:  # the stills' bomb guard, from the header: before any frame is decoded
-        container.close()
-        raise VideoError(f"{source}: {ctx.width}x{ctx.height} frames are above the limit of {max_pixels:,} pixels")
-    stream.thread_type = "AUTO"  # FFmpeg's frame and slice threads: decoding is the reader's main cost
-    return stream
-
-
 def displayed(frame: Any, reduce_for: Preprocess | None = None) -> Image.Image:
     """A decoded frame as a player shows it: RGB, the display matrix's rotation (counter-clockwise) applied.
 
@@ -142,22 +109,26 @@ class _Reader:
     """The reader thread's state: one container at a time (a live source reopens), the sampler, counters."""
 
     def __init__(
-        self, source: str, preprocess: Preprocess, sampling: Sampling, keep_images: bool, stall_timeout: float,
-        stats: ReaderStats, queue_size: int, max_pixels: int, reduce: bool,
+        self, source: str | InMemory, preprocess: Preprocess, sampling: Sampling, keep_images: bool,
+        stall_timeout: float, stats: ReaderStats, queue_size: int, max_pixels: int, reduce: bool,
+        budget: DecodeBudget | None,
     ) -> None:  # fmt: skip
         self.av = require("av", "video", "reading videos")
-        self.source, self.preprocess, self.sampling = source, preprocess, sampling
+        self.input, self.source, self.preprocess, self.sampling = source, str(source), preprocess, sampling
+        self.budget = budget
+        self.failure: VideoLimitError | None = None  # a caller's bound crossed: re-raised to the consumer
         self.keep_images, self.stall_timeout, self.stats = keep_images, stall_timeout, stats
         # --annotate draws on the frame at its own size: no reduced conversion then
-        self.live, self.max_pixels, self.reduce = is_live(source), max_pixels, reduce and not keep_images
+        self.live = isinstance(source, str) and is_live(source)
+        self.max_pixels, self.reduce = max_pixels, reduce and not keep_images
         self.out: queue.Queue[VideoFrame | None] = queue.Queue(maxsize=queue_size)
         self.stop = threading.Event()
         self.index, self.last_slot, self.time, self.end = 0, -1, 0.0, 0.0
         self.t0 = 0.0
         self.origin: float | None = None
-        self.container = _open(self.av, source, stall_timeout)
-        self.stream = _video_stream(self.container, source, max_pixels)
-        if self.live and self.container.duration is not None and not source.startswith("/dev/"):
+        self.container = open_source(self.av, source, stall_timeout)
+        self.stream = video_stream(self.container, source, max_pixels)
+        if self.live and self.container.duration is not None and not self.source.startswith("/dev/"):
             # a URL of a file (an MP4 over HTTP knows its duration): read it whole, like a local file, without
             # drops; a reconnect would replay it from the start
             self.live = False
@@ -235,7 +206,7 @@ class _Reader:
         size = None
         if "mpegts" in (self.container.format.name or "") and not is_live(self.source):
             try:
-                size = os.path.getsize(self.source)
+                size = len(self.input.data) if isinstance(self.input, InMemory) else os.path.getsize(self.source)
             except OSError:
                 pass
         if size and size % 188 and size % 192:  # MPEG-TS is whole 188-byte packets (M2TS: 192)
@@ -273,6 +244,8 @@ class _Reader:
         self.time = t
         shown = getattr(frame, "duration", None)  # how long it is shown: a VFR clip's last frame may be long
         self.end = t + float(shown * self.stream.time_base) if shown and self.stream.time_base else t
+        if self.budget is not None:  # the decode cost and length as decoded, not as the header says
+            self.budget.charge(frame.width, frame.height, t)
         if self.stats.decoded == 0 and round(getattr(frame, "rotation", 0) or 0) % 180 == 90:
             # the display matrix turns the picture: report the size a player shows (and --annotate writes)
             self.stats.width, self.stats.height = frame.height, frame.width
@@ -289,6 +262,8 @@ class _Reader:
     def run(self) -> None:
         try:
             self._run()
+        except VideoLimitError as e:  # a caller's bound: no error row, the consumer raises it
+            self.failure = e
         except Exception as e:  # noqa: BLE001 - whatever FFmpeg raised: one error row, never a hung consumer
             self.put(VideoFrame(self.index, self.time, None, error=f"{self.source}: {type(e).__name__}: {e}"))
         finally:
@@ -296,6 +271,9 @@ class _Reader:
             self.put(None)
 
     def _run(self) -> None:
+        if self.budget is not None:  # what the header states, before the first frame is decoded
+            ctx, stats = self.stream.codec_context, self.stats
+            self.budget.check_header(ctx.width, ctx.height, stats.duration, self.stream.frames, stats.rate)
         failures = 0
         while not self.stop.is_set():
             decoded_before = self.index
@@ -323,8 +301,8 @@ class _Reader:
                 failures += 1
                 self.container.close()
                 try:
-                    self.container = _open(self.av, self.source, self.stall_timeout)
-                    self.stream = _video_stream(self.container, self.source, self.max_pixels)
+                    self.container = open_source(self.av, self.input, self.stall_timeout)
+                    self.stream = video_stream(self.container, self.source, self.max_pixels)
                 except VideoError as e:
                     error = str(e)
                     continue
@@ -334,7 +312,7 @@ class _Reader:
 
 
 def read_frames(
-    source: str,
+    source: str | InMemory,
     preprocess: Preprocess,
     sampling: Sampling | None = None,
     *,
@@ -344,13 +322,16 @@ def read_frames(
     queue_size: int = _QUEUE,
     max_pixels: int = MAX_IMAGE_PIXELS,
     reduce: bool = False,
+    budget: DecodeBudget | None = None,
 ) -> Generator[VideoFrame, None, None]:
-    """Yield the sampled frames of ``source`` (a video file, a stream URL, ``/dev/videoN``) in order.
+    """Yield the sampled frames of ``source`` (a video file, a stream URL, ``/dev/videoN``, an upload held
+    :class:`InMemory`) in order.
 
     A source that cannot be opened raises :class:`VideoError` before the first frame; damage or a lost
     stream later ends the iteration with one :class:`VideoFrame` carrying ``error``. Closing the iterator
     stops the reader thread. ``stats`` is filled in as frames are read. ``reduce``: big frames are converted
-    to RGB scaled down to no less than twice the resize target (:func:`displayed`).
+    to RGB scaled down to no less than twice the resize target (:func:`displayed`). ``budget``: a video past
+    its limits (by its header, or as decoded) raises :class:`VideoLimitError` where it is found.
     """
     reader = _Reader(
         source,
@@ -362,6 +343,7 @@ def read_frames(
         queue_size,
         max_pixels,
         reduce,
+        budget,
     )
     thread = threading.Thread(target=reader.run, name="effnet-video", daemon=True)
     thread.start()
@@ -369,6 +351,8 @@ def read_frames(
         while True:
             item = reader.out.get()
             if item is None:
+                if reader.failure is not None:
+                    raise reader.failure
                 return
             yield item
     finally:

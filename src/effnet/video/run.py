@@ -16,8 +16,10 @@ from typing import Any
 
 from ..labels import Prediction, top_k
 from ..pipeline import Batch, Decoded
+from ..preprocess import MAX_IMAGE_PIXELS
 from ..weights.records import Preprocess
 from .annotate import AnnotatedWriter, check_destination, draw
+from .container import DecodeBudget, InMemory
 from .reader import ReaderStats, Sampling, VideoFrame, read_frames
 from .segments import DEFAULT_WINDOW, Segment, segments
 
@@ -52,7 +54,7 @@ class VideoClassification:
     def __init__(
         self,
         classifier: Any,
-        source: str,
+        source: str | InMemory,
         *,
         preprocess: Preprocess,
         sampling: Sampling | None = None,
@@ -62,8 +64,12 @@ class VideoClassification:
         stall_timeout: float = 10.0,
         name: str | None = None,
         reduce: bool = True,
+        budget: DecodeBudget | None = None,
+        max_pixels: int = MAX_IMAGE_PIXELS,
     ) -> None:
         self.classifier, self.source, self.preprocess = classifier, str(source), preprocess
+        self.input, self.budget = source, budget  # budget: a caller's bounds (the server's clip uploads)
+        self.max_pixels = max_pixels  # per frame, from the header: the stills' limit (the server's --max-image-mp)
         self.sampling = sampling or Sampling()
         self.k, self.batch_size, self.stall_timeout = top_k, batch_size, stall_timeout
         self.name = name or self.source
@@ -102,13 +108,15 @@ class VideoClassification:
 
     def __iter__(self) -> Iterator[FrameResult]:
         frames = read_frames(
-            self.source,
+            self.input,
             self.preprocess,
             self.sampling,
             keep_images=self.annotate is not None,
             stall_timeout=self.stall_timeout,
             stats=self.stats,
             reduce=self.reduce,
+            budget=self.budget,
+            max_pixels=self.max_pixels,
         )
         batches = self._batches(frames)
         stream = self.classifier.iter_probabilities(batches)
