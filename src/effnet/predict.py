@@ -103,13 +103,15 @@ class Classifier:
 
     ``backend="torch"`` (the default here) runs the PyTorch model itself, the reference every other
     backend is checked against, with no export step; the CLI's default is ``"auto"``, the fastest installed.
+    ``name`` may be a :class:`~effnet.source.ModelSource` resolved already (:func:`~effnet.source.resolve_source`,
+    once per command): the classifier then uses it as is (``model_path=`` still names the file a backend reads).
     ``workload="throughput"`` (for many images) builds the backend's bulk configuration
     (:func:`effnet.backends.workload_options`: OpenVINO's THROUGHPUT streams); the default is ``"latency"``.
     """
 
     def __init__(
         self,
-        name: str = "efficientnet-b5",
+        name: str | ModelSource = "efficientnet-b5",
         weights: Pretrained | None = None,
         *,
         backend: str = "torch",
@@ -121,16 +123,23 @@ class Classifier:
     ) -> None:
         if decode not in DECODERS:
             raise EffnetError(f"decode must be one of {', '.join(DECODERS)}, got {decode!r}")
-        # A model file (model_path) describes itself: its metadata must agree with name and weights.
-        # output_kind (prob or logits) says what a file without that metadata outputs.
-        self.source: ModelSource = resolve_source(
-            name,
-            weights,
-            model_path=backend_options.get("model_path"),
-            output_kind=backend_options.pop("output_kind", None),
-            download=download,
-            progress=progress,
-        )
+        if isinstance(name, ModelSource):
+            # Resolved already (the CLI, a Ray actor from the driver's resolution): used as is, never resolved
+            # again, so nothing can disagree with it. What would resolve it has no say here.
+            if weights is not None or "output_kind" in backend_options:
+                raise EffnetError("a resolved ModelSource already holds its weights and output kind: pass neither")
+            self.source: ModelSource = name
+        else:
+            # A model file (model_path) describes itself: its metadata must agree with name and weights.
+            # output_kind (prob or logits) says what a file without that metadata outputs.
+            self.source = resolve_source(
+                name,
+                weights,
+                model_path=backend_options.get("model_path"),
+                output_kind=backend_options.pop("output_kind", None),
+                download=download,
+                progress=progress,
+            )
         self.preprocess: Preprocess = self.source.preprocess
         self.labels: tuple[ClassLabel, ...] = self.source.labels
         # device: cpu, cuda, cuda:N or auto (effnet.device); batch_hint=N lets a CUDA fast path prepare batch N.

@@ -3,6 +3,7 @@ shipped to a node and verified."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 from pathlib import Path
@@ -120,7 +121,10 @@ def test_the_driver_passes_the_request_and_the_actor_resolves_auto(monkeypatch):
     assert (placed.backend, placed.device, placed.batch_size) == ("auto", "auto", 8)
     gpu = PipelineOptions(backend="auto", gpus_per_worker=1).placed()
     assert (gpu.backend, gpu.device, gpu.batch_size) == ("auto", "cuda", 64)
-    spec = InferenceSpec("m", "w.pth", "0" * 64, 1, None, backend="auto", device="auto")
+    from effnet.source import resolve_source
+
+    source = dataclasses.replace(resolve_source("efficientnet-lite0", False), checkpoint=Path("w.pth"))
+    spec = InferenceSpec(source, "0" * 64, 1, backend="auto", device="auto")
     assert spec.backend == "auto" and spec.device == "auto"
     # On this (CPU) node, the actor's own resolution is the CPU ranking's first choice.
     name, options = node_backend("auto", None, None, "auto")
@@ -144,3 +148,35 @@ def test_an_actor_streams_its_batch_through_openvino_with_the_numbers_of_one_cal
         assert streamed.dtype == np.float32 and streamed.shape == whole.shape
         np.testing.assert_array_equal(streamed, whole)
         assert streamed_probabilities(clf, crops[:0]).shape == (0, len(clf.labels))
+
+
+def test_an_actor_builds_on_the_drivers_source_and_never_resolves_it_again(
+    tmp_path, monkeypatch, lite0_checkpoint, sample_images
+):
+    """The actor swaps in its node's verified copy of the file and keeps everything else the driver resolved:
+    a record name no resolution of the file could give survives, so the file was not identified again."""
+    from effnet.distributed.worker import InferenceSpec
+    from effnet.predict import Classifier
+    from effnet.source import resolve_source
+
+    monkeypatch.setenv("EFFNET_HOME", str(tmp_path / "node-home"))  # the node's cache, not the driver's
+    data = lite0_checkpoint.read_bytes()
+    resolved = resolve_source("efficientnet-lite0", str(lite0_checkpoint), progress=False)
+    assert resolved.record is not None and resolved.record.name != "decided-on-the-driver"
+    driver = dataclasses.replace(
+        resolved,
+        record=dataclasses.replace(resolved.record, name="decided-on-the-driver"),
+        checkpoint=tmp_path / "driver-only" / "lite0.pth",  # a path this "node" does not have: bytes shipped
+    )
+    spec = InferenceSpec(driver, hashlib.sha256(data).hexdigest(), len(data), backend="torch", device="cpu")
+    clf = spec.build(lambda: data)
+    assert clf.source.record is not None and clf.source.record.name == "decided-on-the-driver"
+    assert clf.source.checkpoint is not None and clf.source.checkpoint.parent.parent.name == "ray-weights"
+    assert clf.source.checkpoint.read_bytes() == data
+    # The same answers as the driver's own classifier of these weights.
+    want = Classifier("efficientnet-lite0", str(lite0_checkpoint), progress=False).classify(sample_images[:2])
+    got = clf.classify(sample_images[:2])
+    assert [r.predictions[0].class_index for r in got] == [r.predictions[0].class_index for r in want]
+    # A resolved source is used as is: flags that would resolve it again are refused, not silently dropped.
+    with pytest.raises(EffnetError, match="pass neither"):
+        Classifier(driver, "efficientnet-lite0.pypi")

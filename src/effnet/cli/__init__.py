@@ -20,6 +20,7 @@ from ..errors import EffnetError
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..predict import Classifier
+    from ..source import ModelSource
 
 # Subcommand modules, in help order.
 COMMANDS = ("classify", "explain", "info", "weights", "eval", "train", "audit", "serve", "export", "bench", "quantize")
@@ -198,22 +199,40 @@ def model_path_options(args: argparse.Namespace) -> dict:
     return {"model_path": path, **({} if kind is None else {"output_kind": kind})}
 
 
-def classifier_from_args(args: argparse.Namespace, model_path: dict, *, workload: str) -> Classifier:
-    """The local :class:`~effnet.predict.Classifier` the flags of classify and eval describe: model, weights,
-    backend (or the --model-path file, from :func:`model_path_options`), precision, device, decode, batch hint.
+def source_from_args(args: argparse.Namespace, model_path: dict) -> ModelSource:
+    """THE model source of classify and eval, resolved once per command: --model/--weights (a record is
+    downloaded and verified here), or the --model-path file's own description checked against them
+    (:func:`model_path_options`). The local engine (:func:`classifier_from_args`) and the Ray engine
+    (``effnet.distributed``) are handed it and never resolve it again."""
+    from ..source import resolve_source
+
+    return resolve_source(
+        args.model,
+        args.weights,
+        model_path=model_path.get("model_path"),
+        output_kind=model_path.get("output_kind"),
+        progress=not args.no_progress,
+    )
+
+
+def classifier_from_args(
+    args: argparse.Namespace, source: ModelSource, model_path: dict, *, workload: str
+) -> Classifier:
+    """The local :class:`~effnet.predict.Classifier` the flags of classify and eval describe, on ``source``
+    (:func:`source_from_args`): backend (or the --model-path file, from :func:`model_path_options`),
+    precision, device, decode, batch hint.
 
     ``workload`` is "throughput" for a bulk job (OpenVINO: THROUGHPUT streams, kept fed) or "latency".
     """
     from ..predict import Classifier  # lazy: `effnet --help` and the light commands load no torch
 
-    options = {**model_path, **({} if args.precision is None else {"precision": args.precision})}
+    file = {"model_path": model_path["model_path"]} if model_path else {}  # its output kind is in the source
+    options = {**file, **({} if args.precision is None else {"precision": args.precision})}
     return Classifier(
-        args.model,
-        args.weights,
+        source,
         backend=args.backend,
         device=args.device,
         decode=args.decode,
-        progress=not args.no_progress,
         batch_hint=args.batch_size,
         workload=workload,
         **options,

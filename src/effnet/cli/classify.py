@@ -163,7 +163,8 @@ def _run_ray(args: argparse.Namespace) -> int:
         raise UsageError(
             "the following arguments are required: PATH (image files, folders or URIs) or --from-list FILE"
         )
-    from ..distributed.jobs import ClassifyJob, run_classify
+    from ..distributed.jobs import ClassifyJob, check_classify, run_classify
+    from . import source_from_args
 
     options = ray_options(args, args.batch_size, ray_workers(args.workers))
     from ..errors import EffnetError
@@ -172,19 +173,17 @@ def _run_ray(args: argparse.Namespace) -> int:
         options.check()
     except EffnetError as e:
         raise UsageError(str(e)) from None
-    summary = run_classify(
-        ClassifyJob(
-            paths=args.paths,
-            output=args.output,
-            model=args.model,
-            weights=args.weights,
-            from_list=args.from_list,
-            address=args.ray_address,
-            options=options,
-            shared_inputs=args.shared_inputs,
-            progress=not args.no_progress,
-        )
+    job = ClassifyJob(
+        paths=args.paths,
+        output=args.output,
+        from_list=args.from_list,
+        address=args.ray_address,
+        options=options,
+        shared_inputs=args.shared_inputs,
+        progress=not args.no_progress,
     )
+    checked = check_classify(job)  # a bad --output or no images fail before the weights load and Ray starts
+    summary = run_classify(job, source_from_args(args, {}), checked)  # the source, resolved once, is shipped
     return 1 if summary.errors else 0
 
 
@@ -198,7 +197,7 @@ def _print_human(r: ImageResult) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import UsageError, classifier_from_args, model_path_options
+    from . import UsageError, classifier_from_args, model_path_options, source_from_args
 
     if args.top_k < 1 or (args.batch_size is not None and args.batch_size < 1):
         raise UsageError("--top-k and --batch-size must be >= 1")
@@ -228,7 +227,8 @@ def run(args: argparse.Namespace) -> int:
     check_video_arguments(args, len(inputs) - len(images), inputs)
     # Many images or a video file are a bulk job; one image or a live stream stays on LATENCY.
     bulk = len(images) > 1 or any(_is_video(x) and not is_live(str(x)) for x in inputs)
-    clf = classifier_from_args(args, model_path, workload="throughput" if bulk else "latency")
+    model = source_from_args(args, model_path)  # the model source, resolved once: the classifier is handed it
+    clf = classifier_from_args(args, model, model_path, workload="throughput" if bulk else "latency")
     top_k = clamp_top_k(args.top_k, len(clf.labels))
     if top_k != args.top_k:  # the server's rule too: clamp, and say so
         print(

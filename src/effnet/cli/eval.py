@@ -165,17 +165,13 @@ def _print_report(report: EvalReport, device: str = "cpu", num_classes: int = 10
             )
 
 
-def _evaluate_on_ray(args: argparse.Namespace, dataset, progress):
-    from ..distributed import check_installed
-
-    check_installed("effnet eval --engine ray")
+def _evaluate_on_ray(args: argparse.Namespace, dataset, source, progress):
     from ..distributed.evaluate import EvalJob, run_eval
     from .classify import ray_options
 
     job = EvalJob(
         dataset=dataset,
-        model=args.model,
-        weights=args.weights,
+        source=source,
         limit=args.limit,
         address=args.ray_address,
         options=ray_options(args, args.batch_size, args.workers),
@@ -187,20 +183,18 @@ def _evaluate_on_ray(args: argparse.Namespace, dataset, progress):
 
 def run(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate, find_dataset
-    from ..source import labels_of, resolve_source
-    from . import classifier_from_args, model_path_options
+    from ..source import labels_of
+    from . import classifier_from_args, model_path_options, source_from_args
     from .classify_video import note_skipped_videos
 
     _check_args(args)
     model_path = model_path_options(args)
-    # The dataset first: a wrong folder fails in a second, before the model loads. Labelled with the model's
-    # own classes (from the record or a native file's header): a fine-tuned run's folders and class names.
-    # A --model-path file says its own classes (and they must agree with --weights).
-    labels = (
-        resolve_source(args.model, args.weights, model_path=model_path["model_path"], progress=False).labels
-        if model_path
-        else labels_of(args.model, args.weights)
-    )
+    # The dataset first: a wrong folder fails in a second, before the weights are fetched or the model loads.
+    # Labelled with the model's own classes (from the record or a native file's header, read without fetching
+    # anything): a fine-tuned run's folders and class names. A --model-path file says its own classes (and
+    # they must agree with --weights): its source is resolved here, the once it is resolved.
+    source = source_from_args(args, model_path) if model_path else None
+    labels = source.labels if source is not None else labels_of(args.model, args.weights)
     dataset = find_dataset(args.data, annotations=args.annotations, labels=labels)
     note_skipped_videos(args.data, "eval")
     if dataset.unmatched_annotations:
@@ -210,6 +204,11 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     total = min(len(dataset), args.limit or len(dataset))
+    if args.engine == "ray":
+        from ..distributed import check_installed
+
+        check_installed("effnet eval --engine ray")  # a missing extra is said before the weights are fetched
+    source = source or source_from_args(args, model_path)  # once; then handed to the local or the Ray engine
     bar = tqdm(total=total, unit="img", file=sys.stderr, dynamic_ncols=True, disable=True if args.no_progress else None)
 
     def progress(p: Progress) -> None:
@@ -223,10 +222,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.engine == "ray":
         with bar:
-            on_ray = _evaluate_on_ray(args, dataset, progress)
+            on_ray = _evaluate_on_ray(args, dataset, source, progress)
         report, device = on_ray.report, on_ray.device  # what the actors ran on, as they reported it
     else:
-        clf = classifier_from_args(args, model_path, workload="throughput" if total > 1 else "latency")
+        clf = classifier_from_args(args, source, model_path, workload="throughput" if total > 1 else "latency")
         device = str(getattr(clf.backend, "device", "cpu"))
         with bar:
             report = evaluate(

@@ -3,11 +3,13 @@
     file bytes --map_batches (CPU tasks)--> uint8 crops --map_batches (actors, one backend each)--> rows
 
 Decoding is stateless and runs as Ray tasks wherever there are CPUs; inference runs in a fixed pool
-(or an autoscaling range) of actors that each build their backend once. The weights file is resolved
-and verified once, by the driver, and reaches the actors through the object store (``ray.put``) or a
-path they share, never by a download of their own. Actors are restarted when their process dies
-(``max_restarts``) and the batch they held is run again (``max_task_retries``): Ray Data re-executes a
-map task from its input block, so every input still gives exactly one row.
+(or an autoscaling range) of actors that each build their backend once. The model source is resolved
+(the weights file downloaded if needed and verified) once, on the driver, by the caller (the CLI, or
+:func:`classify`); it reaches the actors as it was resolved, with the file through the object store
+(``ray.put``) or a path they share, never by a download or a resolution of their own. Actors are
+restarted when their process dies (``max_restarts``) and the batch they held is run again
+(``max_task_retries``): Ray Data re-executes a map task from its input block, so every input still gives
+exactly one row.
 """
 
 from __future__ import annotations
@@ -174,22 +176,20 @@ class ShippedWeights:
         return self.source.preprocess
 
 
-def ship_weights(model: str, weights: Pretrained | None, options: PipelineOptions, *, progress: bool) -> ShippedWeights:
-    """Resolve (and, for a record, download and verify) the weights once, in the driver; put the bytes.
+def ship_weights(source: ModelSource, options: PipelineOptions) -> ShippedWeights:
+    """Put the bytes of ``source``'s weights file (resolved, and for a record downloaded and verified, once
+    by the caller: :func:`effnet.source.resolve_source`) into the object store, with the source itself.
 
-    Only the file is resolved here: the backend, device and their options are the actors' to decide.
+    Nothing is resolved here or in the actors: the backend, device and their options are the actors' to decide.
     """
     options = options.placed()
-    source = resolve_source(model, weights, progress=progress)
     if source.checkpoint is None:
         raise EffnetError("--engine ray needs weights: random-init models would differ in every actor")
     data = Path(source.checkpoint).read_bytes()
     spec = InferenceSpec(
-        model=source.model,
-        weights_name=Path(source.checkpoint).name,
+        source=replace(source, checkpoint=Path(source.checkpoint).resolve()),  # the path a shared filesystem shows
         weights_sha256=hashlib.sha256(data).hexdigest(),
         weights_size=len(data),
-        shared_path=str(Path(source.checkpoint).resolve()),
         backend=options.backend,
         precision=options.precision,
         device=options.device,
@@ -281,7 +281,7 @@ def classify(
         gpus_per_worker=gpus_per_worker,
     )
     options.check()
-    shipped = ship_weights(model, weights, options, progress=progress)
+    shipped = ship_weights(resolve_source(model, weights, progress=progress), options)  # resolved once, here
     if isinstance(paths_or_dataset, ray.data.Dataset):
         inputs = small_blocks(paths_or_dataset)
         if "error" not in inputs.columns():

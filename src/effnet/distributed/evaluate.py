@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from ..evaluate import TOP_K, Dataset, DatasetError, EvalReport, Failure, Progress, Sample
 from ..evaluate.report import RAY_WORKERS
 from ..evaluate.run import Tally, build_report
+from ..source import ModelSource
 from .data import PipelineOptions, build_pipeline, pool_size, ship_weights
 from .inputs import read_paths
 from .jobs import connected
@@ -29,8 +30,7 @@ __all__ = ["EvalJob", "NodeRun", "RayEvalResult", "run_eval"]
 @dataclass(frozen=True)
 class EvalJob:
     dataset: Dataset
-    model: str = "efficientnet-b5"
-    weights: str | None = None
+    source: ModelSource  # resolved once by the caller (the CLI), shipped as is
     limit: int | None = None
     address: str | None = None
     options: PipelineOptions = field(default_factory=PipelineOptions)
@@ -83,7 +83,7 @@ def run_eval(job: EvalJob, progress: Callable[[Progress], None] | None = None) -
     with connected(job.address, progress=job.progress):
         options = job.options.placed()
         pool = pool_size(options)
-        shipped = ship_weights(job.model, job.weights, options, progress=job.progress)
+        shipped = ship_weights(job.source, options)
         labels = shipped.source.labels
         if tuple(c.synset for c in dataset.labels) != tuple(c.synset for c in labels):
             raise DatasetError(

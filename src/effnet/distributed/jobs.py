@@ -22,12 +22,13 @@ import ray
 import ray.data
 
 from ..errors import EffnetError
+from ..source import ModelSource
 from .cluster import OwnedCluster
 from .data import PipelineOptions, build_pipeline, pool_size, ship_weights
 from .inputs import list_inputs, read_inputs
-from .outputs import WriteSummary, output_spec, staging, write_results
+from .outputs import OutputSpec, WriteSummary, output_spec, staging, write_results
 
-__all__ = ["ClassifyJob", "connected", "connect_reason", "run_classify"]
+__all__ = ["CheckedJob", "ClassifyJob", "check_classify", "connected", "connect_reason", "run_classify"]
 
 log = logging.getLogger("effnet.distributed")
 
@@ -111,12 +112,10 @@ def connected(address: str | None, *, progress: bool = True) -> Iterator[str]:
 
 @dataclass(frozen=True)
 class ClassifyJob:
-    """``effnet classify --engine ray`` after parsing."""
+    """``effnet classify --engine ray`` after parsing; the model source is resolved by the caller, once."""
 
     paths: Sequence[str]
     output: str
-    model: str = "efficientnet-b5"
-    weights: str | None = None
     from_list: Sequence[str] = ()
     address: str | None = None
     options: PipelineOptions = field(default_factory=PipelineOptions)
@@ -124,25 +123,41 @@ class ClassifyJob:
     progress: bool = True
 
 
-def run_classify(job: ClassifyJob) -> WriteSummary:
-    """Classify ``job.paths`` into ``job.output``; prints one summary line on stderr.
+@dataclass(frozen=True)
+class CheckedJob:
+    """What :func:`check_classify` found on the driver: the output's spec and the listed inputs."""
 
-    Before Ray starts: the output is checked and the inputs listed (folders expanded) on the driver. Before
-    any inference: the output location is checked from every node, the actor pool is sized on the
-    cluster as it is (an error, not a wait, when it cannot start), and the inputs (unless shared) are
-    streamed from the driver's node. After: the rows written must be one per input.
-    """
+    spec: OutputSpec
+    listed: list[str]
+
+
+def check_classify(job: ClassifyJob) -> CheckedJob:
+    """The checks made before the model is resolved and before Ray starts, each failing in a second: the
+    options, the output, and the inputs listed (folders expanded) on the driver."""
     job.options.check()
     spec = output_spec(job.output)  # a bad --output fails now, not after the run
-    listed = list_inputs(job.paths, job.from_list)  # no images: an error in a second, before Ray starts
-    with connected(job.address, progress=job.progress) as where, staging(spec) as parts:
+    return CheckedJob(spec, list_inputs(job.paths, job.from_list))  # no images: an error now
+
+
+def run_classify(job: ClassifyJob, source: ModelSource, checked: CheckedJob | None = None) -> WriteSummary:
+    """Classify ``job.paths`` with ``source`` (resolved once by the caller) into ``job.output``; prints one
+    summary line on stderr.
+
+    Before Ray starts: :func:`check_classify` (unless the caller made it already, before resolving the
+    source: ``checked``). Before any inference: the output location is checked from every node, the actor
+    pool is sized on the cluster as it is (an error, not a wait, when it cannot start), the source's weights
+    are shipped (:func:`~effnet.distributed.data.ship_weights`), and the inputs (unless shared) are
+    streamed from the driver's node. After: the rows written must be one per input.
+    """
+    checked = checked or check_classify(job)
+    with connected(job.address, progress=job.progress) as where, staging(checked.spec) as parts:
         started = time.perf_counter()
         options = job.options.placed()
         pool = pool_size(options)
-        shipped = ship_weights(job.model, job.weights, options, progress=job.progress)
-        inputs = read_inputs(job.paths, job.from_list, shared=job.shared_inputs, listed=listed)
+        shipped = ship_weights(source, options)
+        inputs = read_inputs(job.paths, job.from_list, shared=job.shared_inputs, listed=checked.listed)
         results = build_pipeline(inputs.dataset, shipped, options, pool)
-        summary = write_results(results, spec, parts, expected=inputs.count)
+        summary = write_results(results, checked.spec, parts, expected=inputs.count)
         seconds = time.perf_counter() - started
     rate = summary.rows / seconds if seconds > 0 else float("nan")
     local = inputs.shipped_bytes / 2**20

@@ -29,6 +29,7 @@ import ray.data
 from ..errors import EffnetError
 from ..factory import Pretrained
 from ..files import VIDEO_EXTENSIONS, find_images, is_live
+from ..source import resolve_source
 from .data import PipelineOptions, ShippedWeights, pool_size, ship_weights
 from .inputs import Inputs, list_inputs, read_inputs
 from .outputs import WriteSummary, output_spec, staging, write_results
@@ -217,7 +218,7 @@ def classify_videos(
     options = options or PipelineOptions()
     options.check()
     placed = options.placed()
-    shipped = ship_weights(model, weights, placed, progress=progress)
+    shipped = ship_weights(resolve_source(model, weights, progress=progress), placed)  # resolved once, here
     request = VideoRequest(fps, every, decode, placed.top_k, placed.batch_size or 1, segments)
     if isinstance(paths_or_dataset, ray.data.Dataset):
         ds = paths_or_dataset.repartition(target_num_rows_per_block=1)
@@ -272,7 +273,8 @@ def run_videos(job: VideoJob, on_row: Callable[[dict[str, Any]], None] | None = 
         started = time.perf_counter()
         options = job.options.placed()
         pool = pool_size(options)
-        shipped = ship_weights(job.model, job.weights, options, progress=job.progress)
+        # Resolved once, on the driver (the actors build on it); to do: resolved by the CLI, as for images.
+        shipped = ship_weights(resolve_source(job.model, job.weights, progress=job.progress), options)
         inputs = _video_inputs(list(job.entries), job.shared_inputs)
         run = build_video_pipeline(inputs, shipped, options, job.request, pool)
         path: Path | None = None

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from ..errors import EffnetError, ImageError
 from ..fileio import atomic_write
 from ..pipeline import decode_crop
 from ..predict import Classifier, ImageResult, Prediction
+from ..source import ModelSource
 from ..weights.records import Preprocess
 
 __all__ = [
@@ -198,13 +199,15 @@ def describe_backend(classifier: Classifier) -> dict[str, str]:
 @dataclass(frozen=True)
 class InferenceSpec:
     """Everything an inference actor needs to build its classifier once (picklable, small). It carries
-    the user's request (``backend`` and ``device`` may be ``"auto"``); the actor decides the rest."""
+    the user's request (``backend`` and ``device`` may be ``"auto"``); the actor decides the rest.
 
-    model: str
-    weights_name: str  # file name of the checkpoint
+    ``source`` is the model source as the driver resolved it (model, record, preprocessing, labels, output
+    kind; its checkpoint is the driver's path): the actor swaps in its node's verified copy of the file and
+    never resolves the source again, so every actor answers with the driver's record and labels."""
+
+    source: ModelSource
     weights_sha256: str
     weights_size: int
-    shared_path: str | None  # the driver's path to the checkpoint
     backend: str = "auto"
     precision: str | None = None
     device: str = "cpu"  # cpu, cuda or auto (placement.node_device: never cuda:N on Ray)
@@ -213,17 +216,15 @@ class InferenceSpec:
     top_k: int = 5
 
     def build(self, fetch_bytes: Callable[[], bytes]) -> Classifier:
-        path = materialize_weights(
-            self.weights_name, self.weights_sha256, self.weights_size, self.shared_path, fetch_bytes
-        )
+        driver = self.source.checkpoint
+        if driver is None:  # ship_weights refuses random init: a spec without a file was not made by it
+            raise EffnetError("an inference actor needs the driver's weights file; the spec names none")
+        path = materialize_weights(driver.name, self.weights_sha256, self.weights_size, str(driver), fetch_bytes)
         backend, options = node_backend(self.backend, self.precision, self.cpus_per_worker, self.device)
         return Classifier(
-            self.model,
-            path,
+            replace(self.source, checkpoint=path),
             backend=backend,
             device=self.device,
-            download=False,
-            progress=False,
             batch_hint=self.batch_size,
             **options,
         )
