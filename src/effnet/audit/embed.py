@@ -22,6 +22,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -37,6 +38,9 @@ from ..source import ModelSource
 from ..train.passes import probe_taps
 from ..weights.download import default_cache_dir
 from ..weights.preprocessing import Preprocess
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..model import EfficientNet
 
 __all__ = [
     "FileFacts",
@@ -112,9 +116,7 @@ class Embedded:
 EmbedEngine = Callable[[Sequence[Path], ModelSource, tuple[int | None, ...]], Iterator[Embedded]]
 
 
-def embed_crops(
-    net: torch.nn.Module, crops: np.ndarray, preprocess: Preprocess, taps: Sequence[int | None]
-) -> np.ndarray:
+def embed_crops(net: EfficientNet, crops: np.ndarray, preprocess: Preprocess, taps: Sequence[int | None]) -> np.ndarray:
     """uint8 NHWC crops -> [N, sum(widths)] float32: the pooled embeddings of ``taps``, side by side."""
     device = next(net.parameters()).device
     x = torch.from_numpy(normalize(crops, preprocess)).to(device)
@@ -208,7 +210,7 @@ def _embed_here(
     source: ModelSource,
     taps: tuple[int | None, ...],
     *,
-    net: torch.nn.Module,
+    net: EfficientNet,
     batch_size: int,
     workers: int | None,
 ) -> Iterator[Embedded]:
