@@ -230,3 +230,28 @@ def test_train_says_when_val_leaks_into_train(sample_images, tiny_weights, tmp_p
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "data check: 1 validation images are near-duplicates" in result.stderr
+
+
+def test_only_cache_misses_reach_the_engine_once_per_content(sample_images, tmp_path, monkeypatch, lite0_checkpoint):
+    # The engine hook --engine ray uses: the local engine, recording what it is asked to embed.
+    from effnet.audit import embed as embed_module
+    from effnet.source import resolve_source
+
+    monkeypatch.setenv("EFFNET_HOME", str(tmp_path / "home"))
+    twin = tmp_path / "twin.jpg"
+    shutil.copyfile(sample_images[0], twin)
+    paths = [sample_images[0], twin, sample_images[1]]
+    facts = [embed_module.file_facts(p) for p in paths]
+    source = resolve_source("efficientnet-lite0")
+    asked: list[list[str]] = []
+
+    def engine(todo, src, taps):
+        asked.append([str(p) for p in todo])
+        net = src.build_model().eval()
+        yield from embed_module._embed_here(todo, src, taps, net=net, batch_size=8, workers=1)
+
+    first = embed_module.embed_images(paths, facts, source, engine=engine)
+    assert asked == [[str(sample_images[0]), str(sample_images[1])]]  # the byte-identical twin is not sent
+    assert (first.rows[0] == first.rows[1]).all() and np.isfinite(first.rows).all() and first.cached == 0
+    again = embed_module.embed_images(paths, facts, source, engine=engine)
+    assert len(asked) == 1 and again.cached == 3 and (again.rows == first.rows).all()

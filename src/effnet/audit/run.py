@@ -36,7 +36,7 @@ from ..train.datacheck import (
     unit_rows,
 )
 from ..train.passes import embedding_name
-from .embed import embed_images, file_facts
+from .embed import EmbedEngine, embed_images, file_facts
 
 __all__ = [
     "AuditReport",
@@ -157,8 +157,12 @@ def audit(
     cache: bool = True,
     seed: int = 0,
     progress: bool = True,
+    engine: EmbedEngine | None = None,
 ) -> AuditReport:
-    """Audit the class folders ``data`` (and leakage into ``val``); nothing under either is written."""
+    """Audit the class folders ``data`` (and leakage into ``val``); nothing under either is written.
+
+    ``engine`` embeds what the embedding cache lacks (default: this process; ``effnet audit --engine ray``:
+    :class:`effnet.distributed.embed.RayEmbedding`). Everything else runs here."""
     clock = {"start": time.perf_counter()}
     train_set = find_class_folders(data)
     val_set = find_class_folders(val) if val is not None else None
@@ -179,13 +183,15 @@ def audit(
     source = resolve_source(model, weights)
     facts = [file_facts(p) for p in paths]
     clock["hashed"] = time.perf_counter()
-    emb = embed_images(paths, facts, source, batch_size=batch_size, workers=workers, cache=cache, progress=progress)
+    emb = embed_images(
+        paths, facts, source, batch_size=batch_size, workers=workers, cache=cache, progress=progress, engine=engine
+    )
     cut = source.record.embedding_stage if source.record is not None else None
     dup_src, no_near = duplicate_source(source)
     dup_emb = emb
     if dup_src is not None and dup_src is not source:
         dup_emb = embed_images(
-            paths, facts, dup_src, batch_size=batch_size, workers=workers, cache=cache, progress=progress
+            paths, facts, dup_src, batch_size=batch_size, workers=workers, cache=cache, progress=progress, engine=engine
         )
     clock["embedded"] = time.perf_counter()
     n = len(samples)

@@ -3,6 +3,7 @@
 Reads DATA (and --val) only. Likely wrong labels come from the out-of-sample probabilities of a
 cross-validated linear probe on the embedding `effnet train`'s probe would choose, ranked by cleanlab;
 near-duplicates from embedding similarity (faiss); see docs/audit.md. Needs `pip install 'effnet[audit]'`.
+With --engine ray the embedding pass runs on a Ray cluster (`effnet[ray]`); the checks stay here.
 """
 
 from __future__ import annotations
@@ -11,6 +12,10 @@ import argparse
 import contextlib
 import json
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..audit.embed import EmbedEngine
 
 
 def shown(text: str) -> str:
@@ -33,11 +38,53 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--write-relabel", metavar="FILE", help="write a CSV of path, given, suggested, score ('-': to stdout)"
     )
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
-    p.add_argument("--workers", type=int, default=None, help="decoding threads (default: cores, at most 4)")
+    p.add_argument(
+        "--workers",
+        default=None,
+        metavar="N",
+        help="decoding threads (default: cores, at most 4); with --engine ray: embedding actors, N or MIN:MAX "
+        "(default: as many as fit now)",
+    )
     p.add_argument("--no-cache", action="store_true", help="embed every image again (no embedding cache)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds (default: 0)")
+    from .classify import add_ray_arguments
+
+    add_ray_arguments(p, workers=False)  # the embedding pass only: what the cache lacks, on Ray
     p.set_defaults(func=run)
+
+
+def embed_engine(args: argparse.Namespace) -> tuple[EmbedEngine | None, int | None]:
+    """(the engine of the embedding pass (None: this process), its decoding threads), the flags checked."""
+    from . import UsageError
+    from .classify import ray_workers
+
+    if args.engine != "ray":
+        given = [flag for flag, on in (("--ray-address", args.ray_address is not None),
+                 ("--shared-inputs", args.shared_inputs), ("--cpus-per-worker", args.cpus_per_worker is not None),
+                 ("--gpus-per-worker", args.gpus_per_worker != 0.0)) if on]  # fmt: skip
+        if given:
+            raise UsageError(f"{', '.join(given)}: for --engine ray (the embedding pass on a Ray cluster)")
+        try:
+            workers = None if args.workers is None else int(args.workers)
+        except ValueError:
+            raise UsageError(f"--workers is a number of decoding threads, got {args.workers!r}") from None
+        return None, workers
+    from ..distributed import check_installed
+
+    check_installed("effnet audit --engine ray")
+    from ..distributed.embed import RayEmbedding
+
+    engine = RayEmbedding(
+        address=args.ray_address,
+        shared_inputs=args.shared_inputs,
+        batch_size=args.batch_size,
+        workers=ray_workers(args.workers),
+        cpus_per_worker=args.cpus_per_worker,
+        gpus_per_worker=args.gpus_per_worker,
+    )
+    engine.options()  # a bad --workers or --gpus-per-worker: one line now, before any image is read
+    return engine, None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         raise EffnetError("--json - and --write-relabel - would both write to stdout: give one of them a file")
     json_file = None if args.json in (None, "-") else args.json
     relabel_file = None if args.write_relabel in (None, "-") else args.write_relabel
+    engine, workers = embed_engine(args)
     with contextlib.ExitStack() as stack:
         check_destinations(args.report, [json_file, relabel_file], [args.data, args.val], stack)
         report = audit(
@@ -57,10 +105,11 @@ def run(args: argparse.Namespace) -> int:
             model=args.model,
             weights=args.weights,
             batch_size=args.batch_size,
-            workers=args.workers,
+            workers=workers,
             cache=not args.no_cache,
             seed=args.seed,
             progress=not args.no_progress,
+            engine=engine,
         )
         if json_file:
             report.write_json(json_file)

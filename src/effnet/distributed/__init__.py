@@ -7,6 +7,7 @@ not import Ray; :func:`classify` and the modules below do.
 - ``outputs``: the outputs (JSON lines, Parquet), written atomically;
 - ``data``: the pipeline (decode tasks -> an actor pool of backends) and :func:`classify`;
 - ``jobs``: what ``effnet classify|eval --engine ray`` run (cluster connection, weights shipping, summary);
+- ``embed``: ``effnet audit --engine ray``'s embedding pass (the driver keeps the cache and the checks);
 - ``serve``: ``effnet serve --engine ray``;
 - ``placement``: where work runs (device, batch, pool size), decided from the request and the cluster, free of Ray;
 - ``worker``: what one worker computes, free of Ray.
