@@ -44,6 +44,7 @@ __all__ = [
     "build_pipeline",
     "classify",
     "pool_size",
+    "pool_strategy",
 ]
 
 DECODE_BATCH = BLOCK_ROWS  # images per decode call: one block (inputs.BLOCK_ROWS), so memory stays flat
@@ -200,6 +201,14 @@ def ship_weights(source: ModelSource, options: PipelineOptions) -> ShippedWeight
     return ShippedWeights(spec, ray.put(data), source)
 
 
+def pool_strategy(pool: PoolSize) -> ray.data.ActorPoolStrategy:
+    """Ray Data's actor pool for ``pool``: a fixed size, or one that grows from ``initial`` to ``high`` while
+    blocks wait (classify's and eval's inference actors, the video actors, audit's embedding actors)."""
+    if pool.high == pool.low:
+        return ray.data.ActorPoolStrategy(size=pool.low)
+    return ray.data.ActorPoolStrategy(min_size=pool.low, max_size=pool.high, initial_size=pool.initial)
+
+
 def build_pipeline(
     inputs: ray.data.Dataset,
     shipped: ShippedWeights,
@@ -218,11 +227,7 @@ def build_pipeline(
         **{**TASK_ARGS, "num_cpus": options.decode_cpus},  # inputs.TASK_ARGS: why these, and why equal to the reads'
     )
     pool = pool or pool_size(options)
-    strategy = (
-        ray.data.ActorPoolStrategy(size=pool.low)
-        if pool.high == pool.low
-        else ray.data.ActorPoolStrategy(min_size=pool.low, max_size=pool.high, initial_size=pool.initial)
-    )
+    strategy = pool_strategy(pool)
     return crops.map_batches(
         InferenceActor,
         fn_constructor_kwargs={"spec": shipped.spec, "weights": [shipped.ref], "eval_rows": eval_rows},

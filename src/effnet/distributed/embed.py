@@ -32,7 +32,7 @@ from ..audit.embed import Embedded, embed_crops
 from ..errors import EffnetError
 from ..source import ModelSource
 from ..weights.preprocessing import Preprocess
-from .data import PipelineOptions, pool_size
+from .data import PipelineOptions, pool_size, pool_strategy
 from .inputs import BLOCK_ROWS, TASK_ARGS, read_paths
 from .jobs import connected
 from .worker import decode_rows, materialize_weights
@@ -137,17 +137,12 @@ class RayEmbedding:
                 batch_format="numpy",
                 **{**TASK_ARGS, "num_cpus": options.decode_cpus},  # inputs.TASK_ARGS: as classify's decode tasks
             )
-            strategy = (
-                ray.data.ActorPoolStrategy(size=pool.low)
-                if pool.high == pool.low
-                else ray.data.ActorPoolStrategy(min_size=pool.low, max_size=pool.high, initial_size=pool.initial)
-            )
             rows = crops.map_batches(
                 EmbedActor,
                 fn_constructor_kwargs={"spec": spec, "weights": [ref]},
                 batch_size=options.batch_size,
                 batch_format="numpy",
-                compute=strategy,
+                compute=pool_strategy(pool),
                 num_cpus=options.cpus_per_worker or 1.0,
                 num_gpus=options.gpus_per_worker or None,
             )  # a dead actor is recreated and its batch run again (Ray Data's actor-pool defaults, as classify's)

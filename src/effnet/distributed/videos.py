@@ -30,7 +30,7 @@ from ..errors import EffnetError
 from ..factory import Pretrained
 from ..files import VIDEO_EXTENSIONS, find_images, is_live
 from ..source import resolve_source
-from .data import PipelineOptions, ShippedWeights, pool_size, ship_weights
+from .data import PipelineOptions, ShippedWeights, pool_size, pool_strategy, ship_weights
 from .inputs import Inputs, list_inputs, read_inputs
 from .outputs import WriteSummary, output_spec, staging, write_results
 from .placement import PoolSize
@@ -167,12 +167,6 @@ def _video_inputs(entries: list[str], shared: bool) -> Inputs:
     return Inputs(dataset, len(entries), read.shipped if read else 0, read.shipped_bytes if read else 0)
 
 
-def _strategy(pool: PoolSize) -> ray.data.ActorPoolStrategy:
-    if pool.high == pool.low:
-        return ray.data.ActorPoolStrategy(size=pool.low)
-    return ray.data.ActorPoolStrategy(min_size=pool.low, max_size=pool.high, initial_size=pool.initial)
-
-
 def build_video_pipeline(
     inputs: Inputs, shipped: ShippedWeights, options: PipelineOptions, request: VideoRequest, pool: PoolSize
 ) -> VideoRun:
@@ -189,7 +183,7 @@ def build_video_pipeline(
         },
         batch_size=1,
         batch_format="numpy",
-        compute=_strategy(pool),
+        compute=pool_strategy(pool),
         num_cpus=options.cpus_per_worker or 1.0,
         num_gpus=options.gpus_per_worker or None,
         # Decoding runs inside the actor, in the reader thread of local classify, ahead of its inference: a
