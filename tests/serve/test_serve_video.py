@@ -8,7 +8,10 @@ classified as stills by the library.
 from __future__ import annotations
 
 import concurrent.futures
+import io
 import os
+import socket
+import time
 
 import httpx
 import numpy as np
@@ -17,12 +20,13 @@ import pytest
 pytest.importorskip("av", reason="PyAV (effnet[video]) is not installed")
 
 from tests.serve.serve_fixtures import LITE0, ServerProcess, lite0_classifier, metric_samples  # noqa: E402, F401
-from tests.video.clips import held, photo, unstated_clip, write_clip  # noqa: E402
+from tests.video.clips import held, photo, raw_h264, unstated_clip, write_clip  # noqa: E402
 
 # Three sample photos Lite0 gets right with confidence (tests/video/test_video.py checks them the same way).
 PHOTOS = ("n01440764_tench", "n01601694_water_ouzel", "n01860187_black_swan")
 # The bounds of the server under test: small, so that small clips cross them.
 MAX_MB, MAX_S, MAX_MP = 2, 7, 10  # the 640x480 clips below are ~0.9 MB
+MAX_IMAGE_MP, MAX_FRAMES = 1, 60  # 1280x960 frames are above it; the 60-frame held clip at every=1 is not
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +39,8 @@ def video_server(tmp_path_factory, lite0_classifier):
         "--max-video-decode-mp", str(MAX_MP),
         "--video-concurrency", "1",
         "--video-queue", "1",
+        "--max-image-mp", str(MAX_IMAGE_MP),
+        "--max-video-frames", str(MAX_FRAMES),
     )  # fmt: skip
     proc.wait_ready()
     yield proc
@@ -126,7 +132,8 @@ def test_too_big_and_non_video_bodies_and_bad_parameters_are_4xx(video_server, h
     assert post(url, b"").status_code == 400
     r = post(url, held_clip[: len(held_clip) // 3])  # its index (moov) is at the end: cut off
     assert r.status_code == 400 and "cannot open video" in r.json()["error"], r.text
-    for query in ("?fps=0", "?fps=nan", "?fps=2&every=3", "?every=0", "?window=0", "?colour=red"):
+    bad = ("?fps=0", "?fps=nan", "?fps=2&every=3", "?every=0", "?window=0", "?colour=red", "?fps=1_000", "?fps=1e2")
+    for query in (*bad, "?fps=inf", "?fps=%201", "?fps=-1", "?fps=.5"):
         r = post(url, held_clip, query)
         assert r.status_code == 400, (query, r.text)
     assert httpx.get(f"{url}/v1/video", timeout=30).status_code == 405
@@ -167,3 +174,91 @@ def post_image(url: str) -> httpx.Response:
     from tests.testutils import EXAMPLES
 
     return httpx.post(f"{url}/v1/classify", content=(EXAMPLES / "chelsea.png").read_bytes(), timeout=120)
+
+
+def test_an_uploaded_ffconcat_script_opens_no_server_file(video_server):
+    """FFmpeg detects its concat demuxer from a text body, which opens the files it names on the server's disk
+    (a relative path: from the server's working directory, the repository here; an absolute one is refused by
+    its safe mode): an upload is opened as one of the allowed containers only, so the script is refused before
+    it is read, and the answer is the same whether the file it names exists or not."""
+    url = video_server.url
+    before = decoded_frames(url)
+    errors = []
+    for path in ("examples/chelsea.png", "examples/no-such-file.png"):
+        r = post(url, f"ffconcat version 1.0\nfile {path}\n".encode())
+        assert r.status_code == 400, r.text
+        errors.append(r.json()["error"])
+    assert errors[0] == errors[1] and "not a supported container format" in errors[0], errors
+    assert decoded_frames(url) == before
+
+
+def test_stills_and_webp_are_refused_as_not_a_video(video_server, stills):
+    from tests.testutils import EXAMPLES
+
+    r = post(video_server.url, (EXAMPLES / "chelsea.png").read_bytes())
+    assert r.status_code == 400 and "still image (PNG)" in r.json()["error"], r.text
+    assert "/v1/classify" in r.json()["error"]
+    buffer = io.BytesIO()
+    stills[0].save(buffer, "WEBP", save_all=True, append_images=stills[1:], duration=500)
+    r = post(video_server.url, buffer.getvalue())
+    assert r.status_code == 400 and "animated WebP is not supported" in r.json()["error"], r.text
+
+
+def test_a_frame_above_the_pixel_limit_stops_decoding_whatever_the_header_says(video_server, stills):
+    """A raw H.264 stream whose first SPS says 64x48 and whose later frames are 1280x960 (1.2 MP > 1)."""
+    url = video_server.url
+    # 30 small frames: FFmpeg's probe of a raw stream reads a few frames, and must see only small ones
+    body = raw_h264([im.resize((64, 48)) for im in stills] * 10 + [stills[0].resize((1280, 960))] * 2)
+    before = decoded_frames(url)
+    r = post(url, body)
+    assert r.status_code == 413, r.text
+    assert "1280x960" in r.json()["error"] and "decoding stopped there" in r.json()["error"]
+    assert decoded_frames(url) - before == 31  # the 30 small ones and the first big one
+
+
+def test_the_answer_is_bounded_in_frames_and_top_k(video_server, held_clip, stills):
+    url = video_server.url
+    r = post(url, held_clip, "?every=20&top_k=50")
+    assert r.status_code == 200, r.text
+    a = r.json()
+    assert a["top_k"] == 20 and a["top_k_requested"] == 50
+    assert all(len(f["predictions"]) == 20 for f in a["frames"])
+    long_clip = unstated_clip([im.resize((64, 48)) for im in stills for _ in range(22)], fps=10)  # 66 frames
+    before = decoded_frames(url)
+    r = post(url, long_clip, "?every=1")
+    assert r.status_code == 422, r.text
+    assert "--max-video-frames" in r.json()["error"]
+    assert decoded_frames(url) - before == MAX_FRAMES + 1  # stopped at the frame past it
+
+
+def test_uploads_in_progress_hold_their_places(video_server, held_clip):
+    """1 computing + 1 waiting: two clients that are still sending their bodies take both places, so a third
+    is refused at once; when they hang up, the places are free again."""
+    host, port = video_server.url.removeprefix("http://").split(":")
+    held = []
+    for _ in range(2):
+        s = socket.create_connection((host, int(port)), timeout=10)
+        s.sendall(f"POST /v1/video HTTP/1.1\r\nHost: {host}\r\nContent-Length: 100000\r\n\r\n".encode() + b"x" * 10)
+        held.append(s)
+    try:
+        time.sleep(0.5)  # their requests reach the route
+        r = post(video_server.url, held_clip, "?every=20")
+        assert r.status_code == 503 and "video clips" in r.json()["error"], r.text
+    finally:
+        for s in held:
+            s.close()
+    for _ in range(40):  # the hang-ups are seen by the server's reads
+        r = post(video_server.url, held_clip, "?every=20")
+        if r.status_code != 503:
+            break
+        time.sleep(0.25)
+    assert r.status_code == 200, r.text
+
+
+def test_a_zero_queue_is_accepted_and_unbounded_values_are_not():
+    from effnet.serve.config import ServeConfig
+
+    assert ServeConfig(video_queue=0, explain_queue=0).video_queue == 0
+    for field, value in (("video_timeout_s", 1e12), ("max_video_mb", float("inf")), ("max_image_mp", float("nan"))):
+        with pytest.raises(ValueError, match=field):
+            ServeConfig(**{field: value})

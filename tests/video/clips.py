@@ -116,6 +116,32 @@ def unstated_clip(images: list[Image.Image], fps: int = 10) -> bytes:
     return bytes(sink.data)
 
 
+def raw_h264(images: list[Image.Image], fps: int = 10) -> bytes:
+    """A raw H.264 elementary stream (no container: its only "header" is the first SPS) of ``images``, which
+    may change size: each size is encoded on its own and the streams are joined, as a splice would."""
+    data = bytearray()
+    start = 0
+    while start < len(images):
+        size = images[start].size
+        run = [im for im in images[start:] if im.size == size]
+        run = run[: next((i for i, im in enumerate(images[start:]) if im.size != size), len(run))]
+        sink = _Pipe()
+        out = av.open(sink, "w", format="h264")
+        stream = out.add_stream("libx264", rate=fps, options={"preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        for i, image in enumerate(run):
+            frame = av.VideoFrame.from_image(image)
+            frame.pts = start + i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+        out.close()
+        data += sink.data
+        start += len(run)
+    return bytes(data)
+
+
 def audio_only(path: Path) -> Path:
     out = av.open(str(path), "w")
     _silence(out, out.add_stream("aac", rate=48000), 0.5)

@@ -76,7 +76,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--explain-queue",
         type=int,
         default=4,
-        help="explanations waiting beyond the one computing; 503 beyond (default: %(default)s)",
+        help="explanations waiting beyond the one computing, 0: none; 503 beyond (default: %(default)s)",
     )
     p.add_argument(
         "--explain-memory-mb",
@@ -104,13 +104,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "from the header and then as decoded; 422 beyond (default: %(default)s)",
     )
     p.add_argument(
+        "--max-video-frames",
+        type=int,
+        default=1000,
+        help="/v1/video: sampled (classified) frames per clip, which bound the answer's size; 422 beyond "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
         "--video-concurrency", type=int, default=1, help="/v1/video: clips computing at once (default: %(default)s)"
     )
     p.add_argument(
         "--video-queue",
         type=int,
         default=2,
-        help="/v1/video: clips waiting beyond those; 503 beyond (default: %(default)s)",
+        help="/v1/video: clips waiting (or uploading) beyond those, 0: none; 503 beyond (default: %(default)s)",
     )
     p.add_argument(
         "--video-timeout", type=float, default=120.0, help="/v1/video: per clip, s; 504 beyond (default: %(default)s)"
@@ -229,6 +236,7 @@ def run(args: argparse.Namespace) -> int:
             video_concurrency=args.video_concurrency,
             video_queue=args.video_queue,
             video_timeout_s=args.video_timeout,
+            max_video_frames=args.max_video_frames,
             allowed_hosts=tuple(args.allowed_hosts) if args.allowed_hosts else None,
             allowed_origins=tuple(args.allowed_origins),
         )
@@ -252,6 +260,7 @@ def run(args: argparse.Namespace) -> int:
             ("video_concurrency", "--video-concurrency"),
             ("video_queue", "--video-queue"),
             ("video_timeout_s", "--video-timeout"),
+            ("max_video_frames", "--max-video-frames"),
         ):
             message = re.sub(rf"\b{field}\b", option, message)  # whole names: timeout_s is inside video_timeout_s
         raise UsageError(message) from None

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
-__all__ = ["DEFAULT_TOP_K", "MAX_TOP_K", "PIXELS", "TENSOR", "ServeConfig"]
+__all__ = ["DEFAULT_TOP_K", "MAX_TOP_K", "MAX_VIDEO_TOP_K", "PIXELS", "TENSOR", "ServeConfig"]
 
 DEFAULT_TOP_K = 5
 MAX_TOP_K = 1_000_000  # a sanity bound on the query value; above the model's classes it is clamped (clamp_top_k)
+MAX_VIDEO_TOP_K = 20  # /v1/video: classes per sampled frame; above it is clamped (the answer says top_k_requested)
+_DAY = 86_400.0
+# Upper bounds of the options (beyond them a value is a typo, or breaks a timer: threading.TIMEOUT_MAX). Each
+# field is also > 0 (the queues: >= 0) and finite.
+_UPPER = {
+    "max_batch": 65_536, "max_wait_ms": 60_000.0, "max_queue": 1_000_000, "max_body_mb": 65_536.0,
+    "timeout_s": _DAY, "decode_threads": 1024, "explain_concurrency": 1024, "explain_queue": 1_000_000,
+    "explain_timeout_s": _DAY, "explain_memory_mb": 1_048_576.0, "max_video_mb": 65_536.0, "max_video_s": _DAY,
+    "max_video_decode_mp": 1e9, "max_video_frames": 1_000_000, "video_concurrency": 1024,
+    "video_queue": 1_000_000, "video_timeout_s": _DAY, "max_image_mp": 10_000.0,
+}  # fmt: skip
+_QUEUES = ("explain_queue", "video_queue")  # 0: no waiting, the computing places only
 PIXELS, TENSOR = "pixels", "tensor"  # the batcher's two kinds of input
 
 
@@ -37,6 +50,7 @@ class ServeConfig:
     video_concurrency: int = 1  # clips decoding and classifying at once per worker
     video_queue: int = 2  # clips waiting beyond those; 503 + Retry-After beyond
     video_timeout_s: float = 120.0  # per clip, from admission to answer; 504 beyond
+    max_video_frames: int = 1000  # sampled (classified) frames of one clip: bounds the answer; 422 beyond
     max_image_mp: float = 40.0  # megapixels per uploaded image, read from its header before decoding; 413 beyond
     # Browser-facing guards (guard.py): None = any Host; launch.serve sets loopback names for a loopback bind.
     allowed_hosts: tuple[str, ...] | None = None
@@ -49,7 +63,16 @@ class ServeConfig:
         object.__setattr__(self, "allowed_origins", tuple(self.allowed_origins))
         skip = ("max_wait_ms", "api_key", "allowed_hosts", "allowed_origins")
         limits = {k: v for k, v in asdict(self).items() if k not in skip}
-        problems = [f"{k} must be > 0, got {v}" for k, v in limits.items() if not v > 0]
+        problems = [
+            f"{k} must be {'>= 0' if k in _QUEUES else '> 0'}, got {v}"
+            for k, v in limits.items()
+            if not (v >= 0 if k in _QUEUES else v > 0)
+        ]
+        problems += [
+            f"{k} must be a finite number <= {_UPPER[k]:g}, got {v}"
+            for k, v in asdict(self).items()
+            if k in _UPPER and isinstance(v, (int, float)) and not (math.isfinite(v) and v <= _UPPER[k])
+        ]
         if self.api_key is not None and not self.api_key.strip():
             problems.append("api_key must not be empty")
         if self.max_wait_ms < 0:

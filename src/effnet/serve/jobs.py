@@ -67,13 +67,33 @@ class JobGate:
                 {"retry-after": str(max(1, wait))},
             )
 
-    async def run(self, job: Callable[[threading.Event], T], deadline: float, client_gone: Callable[[], Any]) -> T:
-        """Run ``job(stop)`` when a place is free; set ``stop`` when the client is gone or ``deadline`` passes
-        (then raise TimeoutError, or ExplainStopped for a client gone)."""
+    def reserve(self) -> None:
+        """Take a place now (503 when none is free), before the job's upload is read: then the bodies held in
+        memory are bounded by the places too. Hand it to :meth:`run` (``reserved=True``), or give it back
+        with :meth:`release` when the request ends before that (a bad body, a client gone)."""
         self.check()
+        self._admitted += 1
+
+    def release(self) -> None:
+        """Give back a place taken by :meth:`reserve` and never handed to :meth:`run`."""
+        self._release()
+
+    async def run(
+        self,
+        job: Callable[[threading.Event], T],
+        deadline: float,
+        client_gone: Callable[[], Any],
+        *,
+        reserved: bool = False,
+    ) -> T:
+        """Run ``job(stop)`` when a place is free (``reserved``: in the place :meth:`reserve` took); set
+        ``stop`` when the client is gone or ``deadline`` passes (then raise TimeoutError, or ExplainStopped
+        for a client gone). From here the place is freed when the job ends."""
+        if not reserved:
+            self.check()
+            self._admitted += 1
         loop = asyncio.get_running_loop()
         stop = threading.Event()
-        self._admitted += 1
 
         def timed(stop: threading.Event) -> T:
             started = time.monotonic()

@@ -3,11 +3,14 @@
 The clip goes through :mod:`effnet.video` as ``effnet classify clip.mp4`` does (the record's preprocessing,
 reduced conversion of big frames, ``fps=2`` unless asked otherwise, :func:`effnet.video.segments`), held in
 memory (never written to disk). It is a workload of its own (:class:`.jobs.JobGate`): ``video_concurrency``
-clips at once and ``video_queue`` waiting, 503 with Retry-After beyond, ``video_timeout_s`` each. Its bounds
-are checked before the work they bound: the body's size while it is read (413), then the container's
+clips at once and ``video_queue`` waiting, 503 with Retry-After beyond, ``video_timeout_s`` each (a place
+is taken before the body is read, so the places bound the uploads held in memory too). Its bounds
+are checked before the work they bound: the body's size while it is read (413), its container format
+(400 unless one of :data:`effnet.video.UPLOAD_FORMATS`: FFmpeg opens nothing else), then the container's
 header (422: longer than ``max_video_s``, or more than ``max_video_decode_mp`` megapixels to decode; 413:
 frames above ``max_image_mp``), then every decoded frame (a header can lie: decoding stops at the first
-frame past a bound). Sampled frames are classified through the server's batcher one batch at a time, so
+frame past a bound, and a frame above ``max_image_mp``: 413; more than ``max_video_frames`` sampled: 422).
+Sampled frames are classified through the server's batcher one batch at a time, so
 image requests queue between a clip's batches instead of behind the whole clip.
 """
 
@@ -17,6 +20,7 @@ import asyncio
 import concurrent.futures
 import functools
 import math
+import re
 import threading
 import time
 from collections.abc import Generator, Iterable
@@ -32,7 +36,7 @@ from ..errors import EffnetError
 from ..predict import clamp_top_k
 from ..saliency_budget import ExplainStopped
 from .batcher import BatcherClosedError
-from .config import DEFAULT_TOP_K, MAX_TOP_K, PIXELS
+from .config import DEFAULT_TOP_K, MAX_TOP_K, MAX_VIDEO_TOP_K, PIXELS
 from .context import ServerContext
 from .errors import ApiError
 from .jobs import JobGate
@@ -41,7 +45,13 @@ from .validation import check_query, multipart_image, parse_int_param
 __all__ = ["VIDEO_FIELD", "video_gate", "video_routes"]
 
 VIDEO_FIELD = "video"  # the multipart field of a clip (a raw body is taken too)
-_STATUS = {"too_long": 422, "too_costly": 422, "too_many_pixels": 413}  # VideoLimitError.kind -> HTTP status
+_STATUS = {"too_long": 422, "too_costly": 422, "too_many_frames": 422, "too_many_pixels": 413}  # kind -> HTTP
+_OPTION = {
+    "too_long": "--max-video-seconds",
+    "too_costly": "--max-video-decode-mp",
+    "too_many_frames": "--max-video-frames",
+}
+_NUMBER = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?")  # fps: plain decimal digits (no sign, exponent, "_", inf)
 
 
 def video_gate(concurrency: int, queue: int) -> JobGate:
@@ -102,7 +112,12 @@ def run_clip(
     config, model = ctx.config, ctx.model
     clf: Any = getattr(model, "classifier", model)  # a ServedModel's Classifier, or a Ray RemoteModel itself
     budget = DecodeBudget(
-        VideoLimits(max_seconds=config.max_video_s, max_decode_mp=config.max_video_decode_mp), stop.is_set
+        VideoLimits(
+            max_seconds=config.max_video_s,
+            max_decode_mp=config.max_video_decode_mp,
+            max_frames=config.max_video_frames,
+        ),
+        stop.is_set,
     )
     sampling = Sampling(fps=None, every=clip.every) if clip.every is not None else Sampling(fps=clip.fps)
     batched = _Batched(ctx, loop, clf.labels, stop, deadline)
@@ -145,7 +160,8 @@ def run_clip(
 
 
 def _sampling(query: Any) -> tuple[float | None, int | None]:
-    """``fps`` (a finite number > 0, at most 1000) or ``every`` (an integer >= 1); neither: the CLI's default."""
+    """``fps`` (decimal digits with at most one dot, > 0 and <= 1000) or ``every`` (an integer >= 1); neither:
+    the CLI's default."""
     from ..video import DEFAULT_FPS
 
     if "fps" in query and "every" in query:
@@ -155,29 +171,61 @@ def _sampling(query: Any) -> tuple[float | None, int | None]:
     raw = query.get("fps")
     if raw is None:
         return DEFAULT_FPS, None
-    try:
-        fps = float(raw[:40])
-    except ValueError:
-        fps = math.nan
+    fps = float(raw) if _NUMBER.fullmatch(raw) else math.nan
     if not (math.isfinite(fps) and 0 < fps <= 1000):
-        raise ApiError(400, "bad_request", f"fps must be a number > 0 and <= 1000, got {raw[:40]!r}")
+        raise ApiError(
+            400, "bad_request", f"fps must be a decimal number (like 2 or 0.5) > 0 and <= 1000, got {raw[:40]!r}"
+        )
     return fps, None
 
 
 def video_routes(ctx: ServerContext, gate: JobGate) -> list[Route]:
     model, info, config = ctx.model, ctx.info, ctx.config
 
+    async def _read_and_run(
+        request: Request, deadline: float, fps: float | None, every: int | None, top_k: int, window: int
+    ) -> dict[str, Any]:
+        """The body, read in the place :meth:`JobGate.reserve` took (given back here on any failure before the
+        job starts: a bad or slow body, a client gone), then the clip's job in that place."""
+        started = False
+        try:
+            try:  # a body that trickles in holds its place: it must arrive within the clip's time
+                body = await asyncio.wait_for(
+                    ctx.read_body(request, config.max_video_mb, "--max-video-mb"), deadline - time.monotonic()
+                )
+            except TimeoutError:
+                raise ApiError(
+                    408,
+                    "request_timeout",
+                    f"the clip did not arrive within {config.video_timeout_s:g} s (--video-timeout)",
+                ) from None
+            if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+                body = await multipart_image(request.headers, body, VIDEO_FIELD, config.max_video_bytes)
+            if not body:
+                raise ApiError(
+                    400,
+                    "empty_body",
+                    f"empty request body: send a video clip (raw, or multipart field {VIDEO_FIELD!r})",
+                )
+            clip = ClipRequest(body, fps, every, top_k, window)
+            job = functools.partial(run_clip, ctx, clip, asyncio.get_running_loop(), deadline)
+            started = True  # from here the gate frees the place when the job ends
+            return await gate.run(job, deadline, request.is_disconnected, reserved=True)
+        finally:
+            if not started:
+                gate.release()
+
     @ctx.instrumented("video")
     async def video(request: Request) -> Response:
         """Sampled frames of a clip with their top-k, and the timeline (segments)."""
-        from ..video import DEFAULT_WINDOW, VideoError, VideoLimitError
+        from ..video import DEFAULT_WINDOW, NotAVideoError, VideoError, VideoLimitError
 
         started = time.perf_counter()
         query = request.query_params
         check_query(query, ("fps", "every", "top_k", "window"), "/v1/video")
         fps, every = _sampling(query)
         requested = parse_int_param(query, "top_k", DEFAULT_TOP_K, 1, MAX_TOP_K)
-        top_k = clamp_top_k(requested, info.num_classes)
+        top_k = clamp_top_k(min(requested, MAX_VIDEO_TOP_K), info.num_classes)  # bounds the answer per frame
         window = parse_int_param(query, "window", DEFAULT_WINDOW, 1, 999)
         clf: Any = getattr(model, "classifier", model)
         if getattr(clf, "preprocess", None) is None or getattr(clf, "labels", None) is None:
@@ -188,19 +236,10 @@ def video_routes(ctx: ServerContext, gate: JobGate) -> list[Route]:
             require("av", "video", "classifying video clips")
         except EffnetError as e:
             raise ApiError(501, "unsupported", str(e)) from None
-        gate.check()  # busy: 503 before the upload is read
-        body = await ctx.read_body(request, config.max_video_mb, "--max-video-mb")
-        if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
-            body = await multipart_image(request.headers, body, VIDEO_FIELD, config.max_video_bytes)
-        if not body:
-            raise ApiError(
-                400, "empty_body", f"empty request body: send a video clip (raw, or multipart field {VIDEO_FIELD!r})"
-            )
+        gate.reserve()  # busy: 503 before the upload is read; else its place holds the body from here
         deadline = time.monotonic() + config.video_timeout_s
-        clip = ClipRequest(body, fps, every, top_k, window)
-        job = functools.partial(run_clip, ctx, clip, asyncio.get_running_loop(), deadline)
         try:
-            answer = await gate.run(job, deadline, request.is_disconnected)
+            answer = await _read_and_run(request, deadline, fps, every, top_k, window)
         except VideoLimitError as e:
             if e.kind == "stopped":
                 if time.monotonic() >= deadline:
@@ -208,11 +247,11 @@ def video_routes(ctx: ServerContext, gate: JobGate) -> list[Route]:
                         504, "timeout", f"no answer within {config.video_timeout_s:g} s (--video-timeout)"
                     ) from None
                 raise ClientDisconnect() from None
-            option = {"too_long": "--max-video-seconds", "too_costly": "--max-video-decode-mp"}.get(
-                e.kind, "--max-image-mp"
-            )
+            option = _OPTION.get(e.kind, "--max-image-mp")
             kind = e.kind if e.kind == "too_many_pixels" else f"video_{e.kind}"  # pixels: the images' kind
             raise ApiError(_STATUS.get(e.kind, 422), kind, f"clip refused: {e} ({option})") from None
+        except NotAVideoError as e:
+            raise ApiError(400, "bad_video", f"{e}: send still images to /v1/classify") from None
         except VideoError as e:
             raise ApiError(400, "bad_video", str(e)) from None
         except TimeoutError:

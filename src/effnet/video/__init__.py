@@ -7,7 +7,7 @@ the annotated MP4. The entry point is :meth:`effnet.predict.Classifier.classify_
 
 from __future__ import annotations
 
-from .container import DecodeBudget, InMemory, VideoLimitError, VideoLimits
+from .container import UPLOAD_FORMATS, DecodeBudget, InMemory, NotAVideoError, VideoLimitError, VideoLimits
 from .reader import DEFAULT_FPS, ReaderStats, Sampling, VideoError, VideoFrame, read_frames
 from .run import FrameResult, VideoClassification
 from .segments import DEFAULT_WINDOW, Segment, format_time, segments
@@ -15,6 +15,8 @@ from .segments import DEFAULT_WINDOW, Segment, format_time, segments
 __all__ = [
     "DecodeBudget",
     "InMemory",
+    "NotAVideoError",
+    "UPLOAD_FORMATS",
     "VideoLimitError",
     "VideoLimits",
     "DEFAULT_FPS",

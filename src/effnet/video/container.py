@@ -10,6 +10,7 @@ past a bound).
 
 from __future__ import annotations
 
+import errno
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from ..files import is_live
 __all__ = [
     "DecodeBudget",
     "InMemory",
+    "NotAVideoError",
+    "UPLOAD_FORMATS",
     "VideoError",
     "VideoLimitError",
     "VideoLimits",
@@ -33,9 +36,23 @@ class VideoError(EffnetError):
     """A video that cannot be opened or decoded (no video stream, unsupported codec, damage, a lost stream)."""
 
 
+class NotAVideoError(VideoError):
+    """An upload that is a still image (JPEG, PNG...), not a video: the server points it to /v1/classify."""
+
+
+# The containers an upload (:class:`InMemory`) may be, as FFmpeg's demuxers name them. FFmpeg picks its
+# demuxer from the body's content, and some demuxers open other files or URLs named in the body (concat,
+# HLS, DASH, image sequences...): an upload is opened with these alone allowed (FFmpeg refuses any other
+# before it reads the header) and with no protocol allowed for a nested open. A local file (the CLI) keeps
+# every format FFmpeg has.
+UPLOAD_FORMATS = ("mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm", "avi", "mpegts", "gif", "h264", "hevc")
+_STILLS = {"JPEG", "PNG", "BMP", "TIFF", "JPEG2000", "PPM", "ICO"}  # Pillow's names of still images
+
+
 class VideoLimitError(VideoError):
     """A video past one of a caller's :class:`VideoLimits` (``kind``: ``too_long``, ``too_costly``), frames above
-    the pixel limit (``too_many_pixels``), or a read its caller stopped (``stopped``: a timeout, a client gone).
+    the pixel limit (``too_many_pixels``), more sampled frames than ``max_frames`` (``too_many_frames``), or a
+    read its caller stopped (``stopped``: a timeout, a client gone).
     Raised by :func:`effnet.video.read_frames`."""
 
     def __init__(self, message: str, kind: str) -> None:
@@ -61,6 +78,7 @@ class VideoLimits:
 
     max_seconds: float | None = None
     max_decode_mp: float | None = None
+    max_frames: int | None = None  # sampled (classified) frames: bounds the answer's size
 
 
 class DecodeBudget:
@@ -87,6 +105,15 @@ class DecodeBudget:
                 "too_costly",
             )
 
+    def sampled(self, count: int) -> None:
+        """The ``count``-th frame is about to be sampled: raise past ``max_frames``."""
+        if self.limits.max_frames is not None and count > self.limits.max_frames:
+            raise VideoLimitError(
+                f"more than {self.limits.max_frames:,} frames would be classified (sample fewer: a lower fps, "
+                "a higher every); decoding stopped there",
+                "too_many_frames",
+            )
+
     def charge(self, width: int, height: int, t: float) -> None:
         """One decoded frame of ``width`` x ``height`` at ``t`` s: raise once past a bound, whatever the header said."""
         if self.should_stop is not None and self.should_stop():
@@ -110,10 +137,7 @@ class DecodeBudget:
 def open_source(av: Any, source: str | InMemory, timeout: float) -> Any:
     """The PyAV input container of ``source`` (a file, a stream URL, ``/dev/videoN``, bytes in memory)."""
     if isinstance(source, InMemory):
-        try:
-            return av.open(io.BytesIO(source.data), timeout=(timeout, timeout))
-        except av.FFmpegError as e:
-            raise VideoError(f"{source}: cannot open video: {e.strerror or e}") from None
+        return _open_upload(av, source, timeout)
     options = {"rtsp_transport": "tcp"} if source.lower().startswith("rtsp") else {}
     if is_live(source):  # latency: probe 1 s of a stream for its format (FFmpeg's default reads up to 5 s)
         options.update(analyzeduration="1000000", probesize="1000000")
@@ -124,6 +148,39 @@ def open_source(av: Any, source: str | InMemory, timeout: float) -> Any:
         raise VideoError(f"{source}: no such file") from None
     except av.FFmpegError as e:
         raise VideoError(f"{source}: cannot open video: {e.strerror or e}") from None
+
+
+def _open_upload(av: Any, source: InMemory, timeout: float) -> Any:
+    """An upload, opened as one of :data:`UPLOAD_FORMATS` only, nothing else opened from it."""
+    options = {"format_whitelist": ",".join(UPLOAD_FORMATS), "protocol_whitelist": "none"}
+    try:
+        container = av.open(io.BytesIO(source.data), options=options, timeout=(timeout, timeout))
+    except av.FFmpegError as e:
+        if getattr(e, "errno", None) != errno.EINVAL:  # EINVAL: probed as a format not in the allow-list
+            raise VideoError(f"{source}: cannot open video: {e.strerror or e}") from None
+        still = _still_image(source.data)
+        if still is not None and still != "WEBP":
+            raise NotAVideoError(f"{source}: cannot open video: a still image ({still}), not a video") from None
+        what = "animated WebP is not supported" if still == "WEBP" else "not a supported container format"
+        raise VideoError(
+            f"{source}: cannot open video: {what} (accepted: MP4/MOV, Matroska/WebM, AVI, MPEG-TS, GIF, raw H.264/HEVC)"
+        ) from None
+    name = container.format.name or ""
+    if not set(name.split(",")) <= set(UPLOAD_FORMATS):  # FFmpeg refused the others; checked again here
+        container.close()
+        raise VideoError(f"{source}: cannot open video: its format {name!r} is not accepted")
+    return container
+
+
+def _still_image(data: bytes) -> str | None:
+    """Pillow's name of ``data``'s image format when it is a still image or WebP (its header only), else None."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.format if image.format in _STILLS | {"WEBP"} else None
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return None
 
 
 def video_stream(container: Any, source: str | InMemory, max_pixels: int) -> Any:

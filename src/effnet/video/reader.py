@@ -246,10 +246,18 @@ class _Reader:
         self.end = t + float(shown * self.stream.time_base) if shown and self.stream.time_base else t
         if self.budget is not None:  # the decode cost and length as decoded, not as the header says
             self.budget.charge(frame.width, frame.height, t)
+        if frame.width * frame.height > self.max_pixels:  # the header's size can lie (a raw stream changes it)
+            raise VideoLimitError(
+                f"{self.source}: frame {self.index:,} is {frame.width}x{frame.height}, above the limit of "
+                f"{self.max_pixels:,} pixels; decoding stopped there",
+                "too_many_pixels",
+            )
         if self.stats.decoded == 0 and round(getattr(frame, "rotation", 0) or 0) % 180 == 90:
             # the display matrix turns the picture: report the size a player shows (and --annotate writes)
             self.stats.width, self.stats.height = frame.height, frame.width
         if self.take(t):
+            if self.budget is not None:
+                self.budget.sampled(self.stats.sampled + 1)
             image = displayed(frame, self.preprocess if self.reduce else None)
             crop = np.array(resize_crop(image, self.preprocess))
             self.stats.sampled += 1
