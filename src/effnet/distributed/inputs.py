@@ -37,6 +37,7 @@ __all__ = [
     "TASK_ARGS",
     "Inputs",
     "list_inputs",
+    "list_lines",
     "read_inputs",
     "read_paths",
     "small_blocks",
@@ -65,6 +66,11 @@ def _is_uri(text: str) -> bool:
 
 
 def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    if uri.lower().startswith(("http://", "https://")):  # pyarrow has no http filesystem: say so, once
+        raise EffnetError(
+            f"{uri}: an http(s) URL is not read by --engine ray (pyarrow reads no http): download it, or put it "
+            "on s3://, gs:// or storage every node sees"
+        )
     try:
         return pafs.FileSystem.from_uri(uri)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as e:
@@ -95,7 +101,7 @@ def _list_uri_folder(uri: str) -> list[str] | None:
     return sorted(prefix + f for f in files if Path(f).suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def _list_lines(list_file: str) -> list[str]:
+def list_lines(list_file: str) -> list[str]:
     """The entries of a ``--from-list`` file (read by the driver: it names it), blank lines and # comments out."""
     try:
         if _is_uri(list_file) and not list_file.startswith("file://"):
@@ -131,7 +137,7 @@ def _expand(paths: Sequence[str | os.PathLike], from_list: Sequence[str | os.Pat
         else:
             out.append(text if text.startswith("file://") else os.path.abspath(local))
     for file in from_list:
-        for line in _list_lines(os.fspath(file)):
+        for line in list_lines(os.fspath(file)):
             out.append(line if _is_uri(line) else os.path.abspath(line))
     return out
 
@@ -154,7 +160,8 @@ def _read_error(name: str, e: OSError | EffnetError, where: str = "") -> str:
         return f"{name}: no such file{where}"  # the message effnet classify gives for a missing path
     if isinstance(e, IsADirectoryError):
         return f"{name}: is a folder, not an image file (list files one per line)"
-    return f"{name}: cannot read{where}: {e}"
+    # An EffnetError names the input already (``_filesystem``'s): its text after that name, not the name twice.
+    return f"{name}: cannot read{where}: {str(e).removeprefix(name + ': ')}"
 
 
 def _read_listed(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
