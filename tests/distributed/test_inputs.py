@@ -91,4 +91,4 @@ def test_an_http_url_is_refused_by_a_read_task_in_one_message_naming_it_once():
 
     url = "http://127.0.0.1:9/clip.mp4"  # pyarrow has no http filesystem: no connection is tried
     (error,) = _read_listed({"text": np.array([url], dtype=object)})["error"]
-    assert error.startswith(f"{url}: cannot read: an http(s) URL is not read by --engine ray") and error.count(url) == 1
+    assert error.startswith(f"{url}: cannot read: not a URI pyarrow can read (no http(s))") and error.count(url) == 1

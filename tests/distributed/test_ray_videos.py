@@ -153,7 +153,7 @@ def test_a_video_given_twice_keeps_each_name_and_sigterm_stops_like_ctrl_c(ray_c
     assert "effnet: 3 videos, 36 frames classified, 0 error rows" in run.stderr
 
     # SIGTERM mid-run: as Ctrl-C (exit 130, one line), not Ray's native handler (a stack dump, exit 134)
-    long = write_clip(tmp_path / "long.mp4", *held([photo(sample_dir / f"{PHOTOS[0]}.JPEG")], 60.0))  # 600 frames
+    long = write_clip(tmp_path / "long.mp4", *held([photo(sample_dir / f"{PHOTOS[0]}.JPEG")], 20.0))  # 200 frames
     every = ("--model", LITE0, "--backend", "torch", "--every", "1", "--batch-size", "1", "--no-progress")
     head = ("--engine", "ray", "--ray-address", ray_cluster.address, "--workers", "1")
     cmd = [sys.executable, "-m", "effnet", "classify", *head, *every, "--json", str(long)]

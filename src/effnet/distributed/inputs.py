@@ -66,15 +66,11 @@ def _is_uri(text: str) -> bool:
 
 
 def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    if uri.lower().startswith(("http://", "https://")):  # pyarrow has no http filesystem: say so, once
-        raise EffnetError(
-            f"{uri}: an http(s) URL is not read by --engine ray (pyarrow reads no http): download it, or put it "
-            "on s3://, gs:// or storage every node sees"
-        )
     try:
         return pafs.FileSystem.from_uri(uri)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as e:
-        raise EffnetError(f"{uri}: not a URI pyarrow can read ({e})") from None
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as e:  # http: its message repeats the URI
+        why = "no http(s)" if uri[:4].lower() == "http" else e
+        raise EffnetError(f"{uri}: not a URI pyarrow can read ({why})") from None
 
 
 def _scheme_prefix(uri: str) -> str:
@@ -136,9 +132,7 @@ def _expand(paths: Sequence[str | os.PathLike], from_list: Sequence[str | os.Pat
             out.extend(prefix + str(p) for p in find_images([os.path.abspath(local)]))
         else:
             out.append(text if text.startswith("file://") else os.path.abspath(local))
-    for file in from_list:
-        for line in list_lines(os.fspath(file)):
-            out.append(line if _is_uri(line) else os.path.abspath(line))
+    out.extend(line if _is_uri(line) else os.path.abspath(line) for f in from_list for line in list_lines(os.fspath(f)))
     return out
 
 
@@ -160,8 +154,7 @@ def _read_error(name: str, e: OSError | EffnetError, where: str = "") -> str:
         return f"{name}: no such file{where}"  # the message effnet classify gives for a missing path
     if isinstance(e, IsADirectoryError):
         return f"{name}: is a folder, not an image file (list files one per line)"
-    # An EffnetError names the input already (``_filesystem``'s): its text after that name, not the name twice.
-    return f"{name}: cannot read{where}: {str(e).removeprefix(name + ': ')}"
+    return f"{name}: cannot read{where}: {str(e).removeprefix(name + ': ')}"  # an EffnetError names it already
 
 
 def _read_listed(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
