@@ -82,3 +82,13 @@ def test_a_read_task_refuses_a_fifo_at_once_instead_of_waiting_for_a_writer(tmp_
     assert table.column("bytes").to_pylist() == [None, None, b"jpeg bytes"]
     errors = table.column("error").to_pylist()
     assert errors[0].startswith("pipe.jpg: not a regular file") and "is a folder" in errors[1] and errors[2] == ""
+
+
+def test_an_http_url_is_refused_by_a_read_task_in_one_message_naming_it_once():
+    import numpy as np
+
+    from effnet.distributed.inputs import _read_listed
+
+    url = "http://127.0.0.1:9/clip.mp4"  # pyarrow has no http filesystem: no connection is tried
+    (error,) = _read_listed({"text": np.array([url], dtype=object)})["error"]
+    assert error.startswith(f"{url}: cannot read: not a URI pyarrow can read (no http(s))") and error.count(url) == 1

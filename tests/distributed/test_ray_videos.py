@@ -131,3 +131,35 @@ def test_a_video_no_node_can_open_by_its_path_is_classified_from_the_bytes_sent_
     timeline = [(s.start, s.end, s.class_index, s.frames) for s in summary.segments or []]
     assert timeline == [(s.start, s.end, s.class_index, s.frames) for s in local.segments(5)]
     assert len(timeline) == 3
+
+
+def test_a_video_given_twice_keeps_each_name_and_sigterm_stops_like_ctrl_c(ray_cluster, sample_dir, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    frames, times = clip_frames(sample_dir)
+    (tmp_path / "c").mkdir()
+    write_clip(tmp_path / "c" / "clip.mp4", frames, times)
+    absolute = str(tmp_path / "c" / "clip.mp4")
+    ray_flags = ("--engine", "ray", "--ray-address", ray_cluster.address, "--workers", "1", *FLAGS)
+    # as locally: one set of rows and one summary per entry, each under the name it was given
+    run = run_cli("classify", *ray_flags, "--json", "c/clip.mp4", absolute, "c/clip.mp4", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    paths = [json.loads(line)["path"] for line in run.stdout.splitlines()]
+    assert (paths.count("c/clip.mp4"), paths.count(absolute), len(paths)) == (24, 12, 36)
+    summaries = [x for x in run.stderr.splitlines() if "12 frames classified of 60 decoded" in x]
+    assert [x.split(": ")[1] for x in summaries] == ["c/clip.mp4", absolute, "c/clip.mp4"], run.stderr
+    assert "effnet: 3 videos, 36 frames classified, 0 error rows" in run.stderr
+
+    # SIGTERM mid-run: as Ctrl-C (exit 130, one line), not Ray's native handler (a stack dump, exit 134)
+    long = write_clip(tmp_path / "long.mp4", *held([photo(sample_dir / f"{PHOTOS[0]}.JPEG")], 20.0))  # 200 frames
+    every = ("--model", LITE0, "--backend", "torch", "--every", "1", "--batch-size", "1", "--no-progress")
+    head = ("--engine", "ray", "--ray-address", ray_cluster.address, "--workers", "1")
+    cmd = [sys.executable, "-m", "effnet", "classify", *head, *every, "--json", str(long)]
+    with subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as p:
+        assert p.stdout is not None and p.stdout.readline()  # the first row: the job runs
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert "effnet: interrupted" in err and "Traceback" not in err and "SIGTERM" not in err, err

@@ -4,6 +4,10 @@ worker are one error row each."""
 
 from __future__ import annotations
 
+import errno
+import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -15,11 +19,15 @@ pytest.importorskip("pyarrow", reason="the ray extra is not installed (pip insta
 from effnet.distributed.video_rows import (  # noqa: E402
     VideoRequest,
     VideoSummary,
+    actor_temp_dir,
     classify_one,
     frame_result,
     frame_row_dict,
+    renamed,
     too_big_to_stream,
 )
+from effnet.distributed.videos import list_media, names_by_entry, positional_names, refused_stream  # noqa: E402
+from effnet.errors import EffnetError  # noqa: E402
 from effnet.predict import Classifier  # noqa: E402
 from tests.video.clips import held, photo, write_clip  # noqa: E402
 
@@ -71,3 +79,81 @@ def test_a_local_video_too_big_for_one_streamed_value_is_an_error_row_naming_sha
     errors = too_big_to_stream([str(big), str(small), f"file://{big}", "s3://bucket/huge.mp4", str(tmp_path / "gone")])
     assert set(errors) == {str(big), f"file://{big}"}
     assert errors[str(big)].startswith(f"{big}: 2.0 GiB, more than") and "--shared-inputs" in errors[str(big)]
+
+
+def test_a_full_temp_disk_is_that_video_s_error_row_and_leaves_no_partial_copy(tmp_path, monkeypatch):
+    real_fdopen = os.fdopen
+
+    class Full:  # the worker's temp disk fills after a few bytes (ENOSPC), as a real full disk does
+        def __init__(self, fd: int, mode: str) -> None:
+            self.f = real_fdopen(fd, mode)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self.f.close()
+
+        def write(self, data: bytes) -> int:
+            self.f.write(data[:10])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fdopen", Full)
+    folder = tmp_path / "worker"
+    folder.mkdir()
+    summary = VideoSummary("cams/a.mp4")
+    rows = rows_of(classify_one(None, "cams/a.mp4", b"x" * 100, None, VideoRequest(), summary, "10.0.0.7",
+                                temp_dir=str(folder)))  # fmt: skip
+    (row,) = rows
+    assert row["path"] == "cams/a.mp4" and row["frame"] is None
+    assert row["error"].startswith(
+        f"cams/a.mp4: cannot copy it to the worker's temp folder {folder} on node 10.0.0.7 ("
+    )
+    assert "No space left on device" in row["error"] and "--shared-inputs" in row["error"]
+    assert summary.error == row["error"] and not summary.opened
+    assert list(folder.iterdir()) == []  # the partial copy is gone
+
+
+def test_a_worker_clears_the_copies_of_killed_workers_on_its_node_and_keeps_live_ones(tmp_path):
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead, live = tmp_path / f"effnet-videos-{int(gone.stdout)}", tmp_path / f"effnet-videos-{os.getppid()}"
+    for folder in (dead, live):
+        folder.mkdir()
+        (folder / "effnet-video-abc.mp4").write_bytes(b"left by a killed worker")
+    mine = Path(actor_temp_dir(str(tmp_path)))
+    assert mine == tmp_path / f"effnet-videos-{os.getpid()}" and mine.is_dir()
+    assert not dead.exists()  # its worker is gone: nothing will remove its copy but this
+    assert (live / "effnet-video-abc.mp4").exists()  # a running worker's copy is its own
+
+
+def test_each_command_line_entry_keeps_its_name_even_when_the_same_video_is_given_twice(tmp_path, monkeypatch):
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "clip.mp4").write_bytes(b"x")
+    (tmp_path / "c" / "cat.jpg").write_bytes(b"x")
+    listed = tmp_path / "list.txt"
+    listed.write_text("c/clip.mp4\ns3://bucket/v.mkv\nc/cat.jpg\n")
+    monkeypatch.chdir(tmp_path)
+    absolute = str(tmp_path / "c" / "clip.mp4")
+    entries, names, images = list_media(["c/clip.mp4", absolute, "c/clip.mp4"], [str(listed)])
+    assert entries == [absolute] * 4 + ["s3://bucket/v.mkv"] and images == 1
+    assert names == ["c/clip.mp4", absolute, "c/clip.mp4", "c/clip.mp4", "s3://bucket/v.mkv"]  # as written
+    by_entry = names_by_entry(entries, names)
+    assert by_entry[absolute] == ["c/clip.mp4", absolute, "c/clip.mp4", "c/clip.mp4"]
+    assert positional_names(entries, by_entry) == names  # one summary per entry, in the order given
+    table = _error_table("c/clip.mp4", "c/clip.mp4: truncated")
+    (row,) = renamed(table, "c/clip.mp4", absolute).to_pylist()
+    assert (row["path"], row["error"]) == (absolute, f"{absolute}: truncated")
+
+
+def _error_table(name: str, error: str):
+    summary = VideoSummary(name)
+    (table,) = classify_one(None, name, None, None, VideoRequest(), summary, read_error=error)
+    return table
+
+
+def test_engine_ray_refuses_live_streams_but_not_files_over_http():
+    assert refused_stream("http://host/live.m3u8") and refused_stream("https://host/manifest.mpd")
+    assert refused_stream("rtsp://cam/1") and refused_stream("/dev/video0") and refused_stream("https://host/live")
+    assert not refused_stream("https://host/clip.mp4?sig=1") and not refused_stream("s3://b/clip.mp4")
+    with pytest.raises(EffnetError, match="live.m3u8: streams and cameras are classified locally only"):
+        list_media(["http://host/live.m3u8"])

@@ -13,11 +13,11 @@ __all__ = ["classify_videos_on_ray"]
 
 
 def _refuse_streams(args: argparse.Namespace) -> None:
-    from ..files import is_live
+    from ..distributed.videos import refused_stream
     from . import UsageError
 
-    for p in args.paths:  # http(s):// may be a file's URI for Ray: its extension decides (list_media)
-        if is_live(p) and not p.lower().startswith(("http://", "https://")):
+    for p in args.paths:  # http(s):// may be a file's URI for Ray: its extension decides
+        if refused_stream(p):
             raise UsageError(f"{p}: streams and cameras are classified locally only (--engine ray reads files)")
     if args.annotate is not None:
         raise UsageError("--annotate writes one video, locally only (not --engine ray)")
@@ -28,7 +28,7 @@ def classify_videos_on_ray(args: argparse.Namespace, ray_options: Callable[[], A
     the inputs hold no video (the images' job runs). Images and videos in one run are refused: their rows
     differ, and one output holds one kind. ``ray_options``: the pipeline's options from the flags (classify's)."""
     from ..distributed.video_rows import VideoRequest
-    from ..distributed.videos import VideoJob, list_media, run_videos
+    from ..distributed.videos import VideoJob, list_media, names_by_entry, run_videos
     from ..errors import EffnetError
     from . import UsageError
     from .classify_video import check_video_arguments
@@ -56,7 +56,7 @@ def classify_videos_on_ray(args: argparse.Namespace, ray_options: Callable[[], A
         top_k=args.top_k,
         batch_size=placed.batch_size or 1,
         segments=args.segments,
-        names=names,
+        names=names_by_entry(entries, names),
     )
     job = VideoJob(
         entries=entries,

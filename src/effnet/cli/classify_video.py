@@ -6,9 +6,7 @@ import argparse
 import json
 import math
 import os
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -109,20 +107,10 @@ def print_frame(r: Any) -> None:
 def classify_video(clf: Any, source: str, args: argparse.Namespace, top_k: int) -> int:
     """Classify one video/stream/camera; print its rows (and timeline); return the number of error rows
     (the exit status is 130 on Ctrl-C or SIGTERM, raised as KeyboardInterrupt after the summary)."""
-    previous = None
-    if threading.current_thread() is threading.main_thread():  # signal handlers can only be set there
-        previous = signal.signal(signal.SIGTERM, _terminated)
-    try:
+    from ..signals import sigterm_as_ctrl_c
+
+    with sigterm_as_ctrl_c():  # the summary, the annotated video closed whole, no temporary file left behind
         return _classify_video(clf, source, args, top_k)
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-
-
-def _terminated(signum: int, frame: Any) -> None:
-    """SIGTERM (kill, a service manager stopping us) ends the run like Ctrl-C: the summary, the annotated
-    video closed whole, no temporary file left behind."""
-    raise KeyboardInterrupt
 
 
 def _classify_video(clf: Any, source: str, args: argparse.Namespace, top_k: int) -> int:

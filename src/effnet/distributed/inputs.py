@@ -37,6 +37,7 @@ __all__ = [
     "TASK_ARGS",
     "Inputs",
     "list_inputs",
+    "list_lines",
     "read_inputs",
     "read_paths",
     "small_blocks",
@@ -67,8 +68,9 @@ def _is_uri(text: str) -> bool:
 def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     try:
         return pafs.FileSystem.from_uri(uri)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as e:
-        raise EffnetError(f"{uri}: not a URI pyarrow can read ({e})") from None
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as e:  # http: its message repeats the URI
+        why = "no http(s)" if uri[:4].lower() == "http" else e
+        raise EffnetError(f"{uri}: not a URI pyarrow can read ({why})") from None
 
 
 def _scheme_prefix(uri: str) -> str:
@@ -95,7 +97,7 @@ def _list_uri_folder(uri: str) -> list[str] | None:
     return sorted(prefix + f for f in files if Path(f).suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def _list_lines(list_file: str) -> list[str]:
+def list_lines(list_file: str) -> list[str]:
     """The entries of a ``--from-list`` file (read by the driver: it names it), blank lines and # comments out."""
     try:
         if _is_uri(list_file) and not list_file.startswith("file://"):
@@ -130,9 +132,7 @@ def _expand(paths: Sequence[str | os.PathLike], from_list: Sequence[str | os.Pat
             out.extend(prefix + str(p) for p in find_images([os.path.abspath(local)]))
         else:
             out.append(text if text.startswith("file://") else os.path.abspath(local))
-    for file in from_list:
-        for line in _list_lines(os.fspath(file)):
-            out.append(line if _is_uri(line) else os.path.abspath(line))
+    out.extend(line if _is_uri(line) else os.path.abspath(line) for f in from_list for line in list_lines(os.fspath(f)))
     return out
 
 
@@ -154,7 +154,7 @@ def _read_error(name: str, e: OSError | EffnetError, where: str = "") -> str:
         return f"{name}: no such file{where}"  # the message effnet classify gives for a missing path
     if isinstance(e, IsADirectoryError):
         return f"{name}: is a folder, not an image file (list files one per line)"
-    return f"{name}: cannot read{where}: {e}"
+    return f"{name}: cannot read{where}: {str(e).removeprefix(name + ': ')}"  # an EffnetError names it already
 
 
 def _read_listed(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -13,7 +13,10 @@ Rows cross the object store as :data:`VIDEO_SCHEMA` (the image rows' columns plu
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,7 +34,10 @@ __all__ = [
     "VideoRequest",
     "VideoSummary",
     "STREAM_LIMIT_BYTES",
+    "actor_temp_dir",
     "classify_one",
+    "renamed",
+    "renamed_summary",
     "frame_result",
     "frame_row_dict",
     "too_big_to_stream",
@@ -40,6 +46,11 @@ __all__ = [
 # The most bytes a video streamed from the driver's node (or read from a URI) can have: it travels as one value
 # of an Arrow binary column, whose offsets are 32-bit. A bigger file is an error row naming --shared-inputs.
 STREAM_LIMIT_BYTES = 2**31 - 1
+
+# The temporary copies of streamed videos: effnet-video-*.mp4, in a folder of the worker process's own,
+# effnet-videos-PID, under the node's temp folder (:func:`actor_temp_dir`).
+COPY_PREFIX = "effnet-video-"
+_FOLDER_PREFIX = "effnet-videos-"
 
 # Frame rows per block an actor yields: rows of a long video reach the output while it is still decoded.
 ROWS_PER_BLOCK = 64
@@ -70,7 +81,8 @@ class VideoRequest:
     top_k: int = 5
     batch_size: int = 1
     segments: int | None = None  # the smoothing window of --segments; None: no timeline
-    names: dict[str, str] = field(default_factory=dict)  # absolute entry -> the path as the user gave it
+    # entry (absolute) -> the paths as the user gave it, one per time it was given (videos.names_by_entry)
+    names: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -128,6 +140,48 @@ def too_big_to_stream(entries: list[str]) -> dict[str, str]:
     return out
 
 
+def actor_temp_dir(root: str | None = None) -> str:
+    """This worker process's folder for the copies of streamed videos: ``effnet-videos-PID`` under ``root``
+    (the node's temp folder). A worker killed mid-video (SIGKILL, OOM, its node's raylet stopping it) runs no
+    ``finally``, so its copy would stay for ever; instead each worker, as it starts, removes the folders of the
+    workers on this node that are gone (their PID no longer runs) and empties its own (a PID reused after a
+    killed worker). A live worker's copies are never touched: it is the only one to write in its folder."""
+    base = Path(root or tempfile.gettempdir())
+    for old in base.glob(_FOLDER_PREFIX + "*"):
+        pid = old.name.removeprefix(_FOLDER_PREFIX)
+        if pid.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    mine = base / f"{_FOLDER_PREFIX}{os.getpid()}"
+    mine.mkdir(exist_ok=True)
+    for stale in mine.glob(COPY_PREFIX + "*"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
+    return str(mine)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # no signal sent: only whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, as another user's
+        return True
+    return True
+
+
+def renamed(table: pa.Table, name: str, other: str) -> pa.Table:
+    """A video's rows under another of its names (the same video given twice): ``path`` and the errors."""
+    errors = [e.replace(name, other) if e is not None else None for e in table.column("error").to_pylist()]
+    table = table.set_column(table.schema.get_field_index("path"), "path", pa.array([other] * len(table), pa.string()))
+    return table.set_column(table.schema.get_field_index("error"), "error", pa.array(errors, pa.string()))
+
+
+def renamed_summary(summary: VideoSummary, name: str, other: str) -> VideoSummary:
+    """``summary`` under another name of its video (its error message too)."""
+    error = summary.error.replace(name, other) if summary.error is not None else None
+    return dataclasses.replace(summary, path=other, error=error)
+
+
 def _columns(rows: list[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=VIDEO_SCHEMA)
 
@@ -179,6 +233,7 @@ def classify_one(
     summary: VideoSummary,
     node: str = "",
     read_error: str | None = None,
+    temp_dir: str | None = None,
 ) -> Iterator[pa.Table]:
     """One video's frame rows, in blocks of :data:`ROWS_PER_BLOCK`; ``summary`` is filled in as they come.
 
@@ -186,6 +241,8 @@ def classify_one(
     locally, with its seeks and probing) or, with ``data`` None, the file ``local`` that this node reads (a
     shared path). Messages that named the file read are made to name ``name`` (the user's path). ``read_error``:
     the file could not be read where it was read (the driver's node, a URI's task): one error row.
+    ``temp_dir``: where the copy is written (:func:`actor_temp_dir`; default the temp folder); a copy that
+    cannot be written there (a full disk) is this video's error row, and the copy is removed on every path.
     """
     summary.node = node
     tmp: str | None = None
@@ -193,54 +250,72 @@ def classify_one(
         summary.opened, summary.error = False, read_error
         yield _columns([_error_row(name, read_error)])
         return
-    if data is not None:
-        fd, tmp = tempfile.mkstemp(prefix="effnet-video-", suffix=Path(name).suffix)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        source = tmp
-    elif local is not None and not os.path.isfile(local):
+    if data is None and local is not None and not os.path.isfile(local):
         summary.opened = False
         summary.error = f"{name}: no such file on node {node} (--shared-inputs: every node must see it)"
         yield _columns([_error_row(name, summary.error)])
         return
-    else:
-        source = local or name
+    source = local or name
+    try:
+        if data is not None:
+            folder = temp_dir or tempfile.gettempdir()
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=COPY_PREFIX, suffix=Path(name).suffix, dir=folder)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+            except OSError as e:  # a full disk (ENOSPC), no such folder...: this video's error, not the job's
+                summary.opened = False
+                summary.error = (
+                    f"{name}: cannot copy it to the worker's temp folder {folder} on node {node} "
+                    f"({e.strerror or e}): free space there, or put it where every node sees it and add "
+                    "--shared-inputs (no copy)"
+                )
+                yield _columns([_error_row(name, summary.error)])
+                return
+            source = tmp
+        yield from _classified(classifier, name, source, request, summary)
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+
+def _classified(classifier: Any, name: str, source: str, request: VideoRequest, summary: VideoSummary) -> Iterator[
+    pa.Table
+]:  # fmt: skip
+    """The rows of the file ``source`` (named ``name`` in the rows and messages); fills ``summary``."""
 
     def named(text: str) -> str:
         return text.replace(source, name)
 
+    video = classifier.classify_video(
+        source,
+        fps=request.fps,
+        every=request.every,
+        top_k=request.top_k,
+        batch_size=request.batch_size,
+        decode=request.decode,
+        name=name,
+    )
+    rows: list[dict[str, Any]] = []
     try:
-        video = classifier.classify_video(
-            source,
-            fps=request.fps,
-            every=request.every,
-            top_k=request.top_k,
-            batch_size=request.batch_size,
-            decode=request.decode,
-            name=name,
-        )
-        rows: list[dict[str, Any]] = []
-        try:
-            for r in video:
-                error = named(r.error) if r.error is not None else None
-                summary.error = error or summary.error
-                rows.append(_row(r, error))
-                if len(rows) >= ROWS_PER_BLOCK:
-                    yield _columns(rows)
-                    rows = []
-        except VideoError as e:  # before the first frame: not a video, no video stream, too large...
-            summary.opened, summary.error = False, named(str(e))
-            yield _columns([_error_row(name, summary.error)])
-            return
-        if rows:
-            yield _columns(rows)
-        st = video.stats
-        summary.classified = sum(r.ok for r in video.results)
-        summary.decoded, summary.sampled, summary.width, summary.height = st.decoded, st.sampled, st.width, st.height
-        summary.duration, summary.decode_seconds = st.duration, st.decode_s
-        summary.seconds = video.elapsed_s
-        if request.segments is not None:
-            summary.segments = video.segments(request.segments)
-    finally:
-        if tmp is not None:
-            os.unlink(tmp)
+        for r in video:
+            error = named(r.error) if r.error is not None else None
+            summary.error = error or summary.error
+            rows.append(_row(r, error))
+            if len(rows) >= ROWS_PER_BLOCK:
+                yield _columns(rows)
+                rows = []
+    except VideoError as e:  # before the first frame: not a video, no video stream, too large...
+        summary.opened, summary.error = False, named(str(e))
+        yield _columns([_error_row(name, summary.error)])
+        return
+    if rows:
+        yield _columns(rows)
+    st = video.stats
+    summary.classified = sum(r.ok for r in video.results)
+    summary.decoded, summary.sampled, summary.width, summary.height = st.decoded, st.sampled, st.width, st.height
+    summary.duration, summary.decode_seconds = st.duration, st.decode_s
+    summary.seconds = video.elapsed_s
+    if request.segments is not None:
+        summary.segments = video.segments(request.segments)

@@ -28,15 +28,35 @@ import ray.data
 
 from ..errors import EffnetError
 from ..factory import Pretrained
-from ..files import VIDEO_EXTENSIONS, find_images, is_live
+from ..files import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, find_images, is_live
+from ..signals import sigterm_as_ctrl_c
 from ..source import resolve_source
 from .data import PipelineOptions, ShippedWeights, pool_size, pool_strategy, ship_weights
-from .inputs import Inputs, list_inputs, read_inputs
+from .inputs import Inputs, list_inputs, list_lines, read_inputs
 from .outputs import WriteSummary, output_spec, staging, write_results
 from .placement import PoolSize
-from .video_rows import VideoRequest, VideoSummary, classify_one, frame_row_dict, too_big_to_stream
+from .video_rows import (
+    VideoRequest,
+    VideoSummary,
+    actor_temp_dir,
+    classify_one,
+    frame_row_dict,
+    renamed,
+    renamed_summary,
+    too_big_to_stream,
+)
 
-__all__ = ["VideoJob", "VideoJobResult", "VideoRun", "classify_videos", "list_media", "run_videos"]
+__all__ = [
+    "VideoJob",
+    "VideoJobResult",
+    "VideoRun",
+    "classify_videos",
+    "list_media",
+    "names_by_entry",
+    "positional_names",
+    "refused_stream",
+    "run_videos",
+]
 
 
 def _is_remote(text: str) -> bool:
@@ -47,44 +67,73 @@ def _named_video(text: str) -> bool:
     return os.path.splitext(text.split("?")[0])[1].lower() in VIDEO_EXTENSIONS
 
 
+def refused_stream(text: str) -> bool:
+    """A stream or camera, which --engine ray refuses (it reads files): any live source but an http(s) URL
+    that names a file by its extension (an HLS playlist ``.m3u8``, a DASH ``.mpd`` or no extension: a stream)."""
+    if not is_live(text):
+        return False
+    if not text.lower().startswith(("http://", "https://")):
+        return True
+    suffix = os.path.splitext(text.split("?")[0])[1].lower()
+    return suffix not in VIDEO_EXTENSIONS + IMAGE_EXTENSIONS
+
+
 def list_media(paths: Sequence[str | os.PathLike], from_list: Sequence[str | os.PathLike] = ()) -> tuple[
-    list[str], dict[str, str], int
+    list[str], list[str], int
 ]:  # fmt: skip
-    """The video files among the inputs, as ``(entries, names, images)``: each video's entry (an absolute local
-    path, ``file://`` kept, or a URI), the path local classify would print for it (``names``: entry -> name,
-    where they differ), and how many images the inputs hold besides. Folders are walked by the one folder walk,
-    videos included, as local classify walks them; a URI prefix and a list's lines are listed as for images
-    (``inputs.list_inputs``), and a URI or line counts as a video by its extension. Streams and cameras are
-    refused: a Ray job reads files."""
+    """The video files among the inputs, as ``(entries, names, images)``: one entry per video as given (an
+    absolute local path, ``file://`` kept, or a URI; a video given twice is there twice, as local classify
+    classifies it twice), its name at the same position (the path local classify would print for it: as given
+    on the command line or written in the list), and how many images the inputs hold besides. Folders are
+    walked by the one folder walk, videos included, as local classify walks them; a URI prefix is listed as for
+    images (``inputs.list_inputs``), and a URI or line counts as a video by its extension. Streams and
+    cameras are refused (:func:`refused_stream`): a Ray job reads files."""
     entries: list[str] = []
-    names: dict[str, str] = {}
+    names: list[str] = []
     images = 0
     listed: list[str] = []
     for raw in paths:
         text = os.fspath(raw)
         if _is_remote(text) or text.startswith("/dev/"):
-            if is_live(text) and not text.lower().startswith(("http://", "https://")):
+            if refused_stream(text):
                 raise EffnetError(f"{text}: streams and cameras are classified locally only (--engine ray reads files)")
             listed.append(text)
             continue
         prefix = "file://" if text.startswith("file://") else ""
         for p in find_images([text.removeprefix("file://")], videos=True):
-            entry = prefix + os.path.abspath(p)
             if _named_video(str(p)):
-                entries.append(entry)
-                if entry != prefix + str(p):
-                    names[entry] = prefix + str(p)
+                entries.append(prefix + os.path.abspath(p))
+                names.append(prefix + str(p))
             else:
                 images += 1
     remote = [t for t in listed if not _named_video(t)]
-    entries.extend(t for t in listed if _named_video(t))
-    if remote or from_list:
-        for entry in list_inputs(remote, from_list):
-            if _named_video(entry):
-                entries.append(entry)
+    for t in listed:
+        if _named_video(t):
+            entries.append(t)
+            names.append(t)
+    for entry in list_inputs(remote) if remote else []:
+        if _named_video(entry):
+            entries.append(entry)
+            names.append(entry)
+        else:
+            images += 1
+    for file in from_list:
+        for line in list_lines(os.fspath(file)):  # named as written in the list; read from where it points
+            if _named_video(line):
+                entries.append(line if "://" in line else os.path.abspath(line))
+                names.append(line)
             else:
                 images += 1
     return entries, names, images
+
+
+def names_by_entry(entries: Sequence[str], names: Sequence[str]) -> dict[str, list[str]]:
+    """``list_media``'s entries and names -> each entry's names, one per time it was given (in order): a video
+    given twice or under two spellings is read and classified once, its rows and summary given each name."""
+    out: dict[str, list[str]] = {}
+    for entry, name in zip(entries, names, strict=True):
+        out.setdefault(entry, []).append(name)
+    return out
 
 
 class _Summaries:
@@ -107,16 +156,24 @@ class VideoActor:
         self.classifier = spec.build(lambda: ray.get(weights[0]))  # the ref in a list: fetched only if needed
         self.request, self.summaries = request, summaries
         self.node = ray.util.get_node_ip_address()
+        self.temp_dir = actor_temp_dir()  # the copies of streamed videos; a killed worker's are removed here
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[pa.Table]:
         for entry, data, error in zip(batch["path"], batch["bytes"], batch["error"], strict=True):
             entry = str(entry)
-            name = self.request.names.get(entry, entry)
+            name, *others = self.request.names.get(entry) or [entry]
             summary = VideoSummary(name)
             local = entry.removeprefix("file://") if data is None and not _is_remote(entry) else None
             read_error = str(error).replace(entry, name) if error else None
             blob = bytes(data) if data is not None else None
-            yield from classify_one(self.classifier, name, blob, local, self.request, summary, self.node, read_error)
+            for table in classify_one(
+                self.classifier, name, blob, local, self.request, summary, self.node, read_error, self.temp_dir
+            ):
+                yield table
+                for other in others:  # the same video given again: its rows under that name, as locally
+                    yield renamed(table, name, other)
+            for other in others:
+                ray.get(self.summaries.add.remote(renamed_summary(summary, name, other)))
             ray.get(self.summaries.add.remote(summary))  # before the rows' block is done: the driver sees it
 
 
@@ -152,6 +209,7 @@ def _byteless_rows(errors: dict[str, str]) -> ray.data.Dataset:
 
 
 def _video_inputs(entries: list[str], shared: bool) -> Inputs:
+    entries = list(dict.fromkeys(entries))  # a video given twice is read once (its rows given each name)
     parts: list[ray.data.Dataset] = []
     shared_ds, rest = _shared_rows(entries) if shared else (None, entries)
     if shared_ds is not None:
@@ -222,14 +280,16 @@ def classify_videos(
     else:
         items = [paths_or_dataset] if isinstance(paths_or_dataset, (str, os.PathLike)) else list(paths_or_dataset)
         entries, names, _ = list_media(items)
-        request = VideoRequest(fps, every, decode, placed.top_k, placed.batch_size or 1, segments, names)
+        named = names_by_entry(entries, names)
+        request = VideoRequest(fps, every, decode, placed.top_k, placed.batch_size or 1, segments, named)
         inputs = _video_inputs(entries, shared_inputs)
     return build_video_pipeline(inputs, shipped, placed, request, pool_size(placed))
 
 
 @dataclass(frozen=True)
 class VideoJob:
-    """``effnet classify --engine ray`` over videos, after parsing (``entries``, ``names``: :func:`list_media`)."""
+    """``effnet classify --engine ray`` over videos, after parsing (``entries``: :func:`list_media`'s, and
+    ``request.names`` from :func:`names_by_entry`)."""
 
     entries: Sequence[str]
     request: VideoRequest
@@ -255,6 +315,18 @@ class VideoJobResult:
     shipped_bytes: int
 
 
+def positional_names(entries: Sequence[str], names: dict[str, list[str]]) -> list[str]:
+    """The name of each entry, in order: its k-th occurrence takes the k-th of its names (one summary each)."""
+    seen: dict[str, int] = {}
+    out: list[str] = []
+    for entry in entries:
+        own = names.get(entry) or [entry]
+        k = seen.get(entry, 0)
+        seen[entry] = k + 1
+        out.append(own[min(k, len(own) - 1)])
+    return out
+
+
 def run_videos(job: VideoJob, on_row: Callable[[dict[str, Any]], None] | None = None) -> VideoJobResult:
     """Run ``job``: its rows into ``job.output`` (as the images' rows: atomically, either format), or each to
     ``on_row`` as it arrives (a :data:`~effnet.distributed.video_rows.VIDEO_SCHEMA` row: ``frame_result`` and
@@ -263,7 +335,8 @@ def run_videos(job: VideoJob, on_row: Callable[[dict[str, Any]], None] | None = 
 
     job.options.check()
     spec = output_spec(job.output) if job.output is not None else None  # a bad --output fails before Ray starts
-    with connected(job.address, progress=job.progress) as where:
+    # SIGTERM as Ctrl-C (docs/video.md), set once Ray is up: ray.init installs a native handler of its own.
+    with connected(job.address, progress=job.progress) as where, sigterm_as_ctrl_c():
         started = time.perf_counter()
         options = job.options.placed()
         pool = pool_size(options)
@@ -287,8 +360,7 @@ def run_videos(job: VideoJob, on_row: Callable[[dict[str, Any]], None] | None = 
                         on_row(row)
         by_path = run.summaries()
         seconds = time.perf_counter() - started
-    names = [job.request.names.get(e, e) for e in job.entries]
-    ordered = [by_path[n] for n in dict.fromkeys(names) if n in by_path]
+    ordered = [by_path[n] for n in positional_names(job.entries, job.request.names) if n in by_path]
     return VideoJobResult(
         rows, errors, ordered, seconds, where, pool.describe(), path, inputs.shipped, inputs.shipped_bytes
     )

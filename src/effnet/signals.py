@@ -1,0 +1,33 @@
+"""SIGTERM handled as Ctrl-C: the one way effnet's long runs (local video, ``--engine ray`` over videos) stop
+cleanly when killed (``kill``, a service manager): KeyboardInterrupt, so their ``finally`` blocks run and the
+CLI exits 130, as on Ctrl-C."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+__all__ = ["sigterm_as_ctrl_c"]
+
+
+@contextlib.contextmanager
+def sigterm_as_ctrl_c() -> Iterator[None]:
+    """Within the block, SIGTERM raises KeyboardInterrupt; the previous handler is back after it. Only the
+    main thread can set handlers: elsewhere the block runs unchanged. Set it after ``ray.init``: Ray's core
+    worker installs a native SIGTERM handler there (a stack dump, exit 134) that would replace this one."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        yield
+    finally:
+        # None: the previous handler was not set from Python (Ray's native one): the default then.
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
