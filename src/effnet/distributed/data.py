@@ -14,7 +14,6 @@ exactly one row.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Sequence
@@ -30,7 +29,7 @@ import ray.data
 from ..errors import EffnetError
 from ..factory import Pretrained
 from ..predict import ImageResult
-from ..source import ModelSource, resolve_source
+from ..source import ModelSource, read_checkpoint, resolve_source
 from ..weights.records import Preprocess
 from .inputs import BLOCK_ROWS, TASK_ARGS, read_inputs, small_blocks
 from .outputs import RESULT_SCHEMA
@@ -186,10 +185,10 @@ def ship_weights(source: ModelSource, options: PipelineOptions) -> ShippedWeight
     options = options.placed()
     if source.checkpoint is None:
         raise EffnetError("--engine ray needs weights: random-init models would differ in every actor")
-    data = Path(source.checkpoint).read_bytes()
+    data, digest = read_checkpoint(source)  # one read, checked against the digest the source was resolved with
     spec = InferenceSpec(
         source=replace(source, checkpoint=Path(source.checkpoint).resolve()),  # the path a shared filesystem shows
-        weights_sha256=hashlib.sha256(data).hexdigest(),
+        weights_sha256=digest,
         weights_size=len(data),
         backend=options.backend,
         precision=options.precision,
