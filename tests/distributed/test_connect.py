@@ -21,3 +21,23 @@ def test_the_cause_ray_keeps_behind_failed_to_connect_is_in_the_line():
         "Failed to connect to Ray cluster at 10.0.0.5:6379: InvalidAuthToken: the token does not match the cluster's"
     )
     assert connect_reason(ValueError("bad address")) == "bad address"
+
+
+def test_a_ray_startup_timeout_is_one_line_saying_what_to_try(monkeypatch):
+    import ray
+
+    from effnet.distributed import jobs
+    from effnet.errors import EffnetError
+
+    def timing_out(*args, **kwargs):  # what ray.init raises on a loaded machine (a bare Exception)
+        raise Exception(
+            "The current node timed out during startup. This could happen because some of the Ray processes "
+            "failed to startup."
+        )
+
+    monkeypatch.setattr(ray, "init", timing_out)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    with pytest.raises(EffnetError) as e, jobs.connected("local", progress=False):
+        pass
+    line = str(e.value)
+    assert "\n" not in line and "timed out during startup" in line and "--ray-address" in line, line

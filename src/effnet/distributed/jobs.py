@@ -97,6 +97,13 @@ def connected(address: str | None, *, progress: bool = True) -> Iterator[str]:
     except (ConnectionError, ValueError, RuntimeError) as e:
         target = address or os.environ.get("RAY_ADDRESS")
         raise EffnetError(f"cannot connect to the Ray cluster at {target}: {connect_reason(e)}") from None
+    except Exception as e:  # Ray raises a bare Exception when the node it starts times out during startup
+        if "timed out" not in str(e):
+            raise
+        raise EffnetError(
+            f"Ray did not start in time ({connect_reason(e)}): join a running cluster with --ray-address ADDR, "
+            "or run on a less loaded machine"
+        ) from None
     try:
         yield where
     finally:
