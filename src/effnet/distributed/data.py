@@ -176,6 +176,15 @@ class ShippedWeights:
         return self.source.preprocess
 
 
+def check_fits(source: ModelSource) -> None:
+    """Build the model once on the driver, before Ray starts, so that weights which do not fit it fail with
+    the local one-line error instead of in every actor's constructor. Building it is the one correct check
+    (key conversions, strict load), and cheap next to a Ray run: B5 from a random-init .pth, 1.0 s on the
+    2-vCPU dev machine (load ~1.6)."""
+    if source.checkpoint is not None:
+        source.build_model()
+
+
 def ship_weights(source: ModelSource, options: PipelineOptions) -> ShippedWeights:
     """Put the bytes of ``source``'s weights file (resolved, and for a record downloaded and verified, once
     by the caller: :func:`effnet.source.resolve_source`) into the object store, with the source itself.
