@@ -333,6 +333,11 @@ def resolve_source(
     name = get_variant(model).name
     if model_path is not None:
         return _from_artifact(name, weights, Path(model_path), output_kind, download, progress)
+    if isinstance(weights, str) and "://" in weights:  # Path() would fold it into a mangled "http:/host" path
+        raise EffnetError(
+            f"--weights does not take a URL ({weights}): download the file first (`effnet weights download`, "
+            "or any download) and pass its path, or pass a record name (`effnet weights list`)"
+        )
     if isinstance(weights, (str, Path)) and Path(weights).suffix.lower() in ARTIFACT_SUFFIXES:
         raise EffnetError(f"{weights} is a model file, not weights: pass it as --model-path {weights}")
     record, path = resolve_weights(name, True if weights is None else weights)

@@ -65,3 +65,9 @@ def test_a_deleted_file_is_one_error_saying_it_vanished(resolved):
     for load in (lambda: ship_weights(source, PipelineOptions(device="cpu")), lambda: Classifier(source)):
         with pytest.raises(EffnetError, match="vanished after it was resolved"):
             load()
+
+
+def test_a_url_as_weights_is_refused_by_name_not_read_as_a_mangled_path():
+    with pytest.raises(EffnetError) as e:
+        resolve_source(LITE0, "http://host/x.pth", download=False, progress=False)
+    assert "http://host/x.pth" in str(e.value) and "URL" in str(e.value), e.value
