@@ -199,10 +199,13 @@ def _foreign_record(path: Path, model: str) -> WeightsRecord:
     """A file made elsewhere, through the one rule `effnet weights convert` applies (record sha256, else the
     file's whole stem as a timm name, else refuse naming the flags): the same file answers the same through
     convert and through --weights. What was assumed is said once."""
+    from .weights.load import CorruptCheckpointError
     from .weights.to_native import assumed, read_as_native
 
     try:
         _, info = read_as_native(path, model=model)
+    except CorruptCheckpointError:
+        raise  # unreadable bytes: converting would not help, so no advice to
     except CheckpointError as e:
         raise CheckpointError(
             f"{e}. For --weights, convert it once: `effnet weights convert {path} OUT.safetensors` with those "

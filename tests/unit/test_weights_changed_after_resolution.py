@@ -71,3 +71,14 @@ def test_a_url_as_weights_is_refused_by_name_not_read_as_a_mangled_path():
     with pytest.raises(EffnetError) as e:
         resolve_source(LITE0, "http://host/x.pth", download=False, progress=False)
     assert "http://host/x.pth" in str(e.value) and "URL" in str(e.value), e.value
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated"])
+def test_an_empty_or_truncated_file_is_called_that_without_convert_advice(content, tmp_path):
+    path = tmp_path / "broken.pth"
+    path.write_bytes(content)
+    with pytest.raises(EffnetError) as e:
+        resolve_source(LITE0, str(path), download=False, progress=False)
+    message = str(e.value)
+    assert ("empty" if not content else "truncated or corrupt") in message, message
+    assert "convert" not in message and ".." not in message, message
