@@ -349,7 +349,13 @@ def resolve_source(
     elif path is not None and record is None:
         if not path.is_file():
             raise EffnetError(f"weights file {path} does not exist")
-        record = identify_record(path, name) or _foreign_record(path, name)
+        record = identify_record(path, name)
+        if record is None and (other := match_record(path)) is not None:  # a record's file, of another model
+            raise EffnetError(
+                f"{path} is the file of weights record {other.name}, for {other.model}, not {name}: "
+                f"pass --model {other.model}"
+            )
+        record = record or _foreign_record(path, name)
     preprocess = record.preprocess if record is not None else default_preprocess(get_variant(name))[0]
     # The digest the file is identified by (from the sha256 index: fetch and match_record computed it already)
     sha256 = file_sha256(path) if path is not None else None

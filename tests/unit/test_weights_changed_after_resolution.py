@@ -82,3 +82,13 @@ def test_an_empty_or_truncated_file_is_called_that_without_convert_advice(conten
     message = str(e.value)
     assert ("empty" if not content else "truncated or corrupt") in message, message
     assert "convert" not in message and ".." not in message, message
+
+
+def test_a_records_file_passed_for_another_model_is_refused_naming_the_record(lite0_checkpoint, tmp_path):
+    path = tmp_path / "lite0.pth"  # byte-identical to record efficientnet-lite0.pypi, under a name of its own
+    shutil.copy(lite0_checkpoint, path)
+    with pytest.raises(EffnetError) as e:
+        resolve_source("efficientnet-lite1", str(path), download=False, progress=False)
+    message = str(e.value)
+    assert "efficientnet-lite0.pypi" in message and "efficientnet-lite1" in message, message
+    assert "matches no record" not in message, message
