@@ -7,6 +7,7 @@ already holds (input size, resize, mean/std, padding, BN eps, class names).
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -30,6 +31,7 @@ __all__ = [
     "ModelSource",
     "resolve_source",
     "identify_record",
+    "read_checkpoint",
     "weights_label",
     "labels_of",
     "OUTPUT_KINDS",
@@ -66,6 +68,23 @@ class ModelSource:
     # What the model file (--model-path) outputs: "prob", "logits" (soft-maxed by as_probabilities) or
     # "unknown" (a file without metadata: the backend's probe decides). Effnet's own exports: "prob".
     output: str = "prob"
+    # The sha256 the checkpoint was identified by when the source was resolved (None: not resolved from a
+    # file, e.g. built by hand in a test): every later read of the file is checked against it
+    # (:meth:`checked_sha256`, :func:`read_checkpoint`), so a file swapped after resolution is refused
+    # instead of answering under the old record's name.
+    sha256: str | None = None
+
+    def checked_sha256(self) -> str:
+        """The checkpoint's sha256 now (the sha256 index: a stat and a small read while the file is unchanged),
+        refused unless it is the one the source was resolved with."""
+        if self.checkpoint is None:
+            raise EffnetError("random-init sources have no weights file to check")
+        try:
+            digest = file_sha256(self.checkpoint)
+        except FileNotFoundError:
+            raise _vanished(self.checkpoint) from None
+        _check_digest(self, digest)
+        return digest
 
     def as_probabilities(self, rows: np.ndarray) -> np.ndarray:
         """A model file's output rows as probabilities: logits are soft-maxed, probabilities pass through.
@@ -122,11 +141,42 @@ class ModelSource:
         return kwargs
 
     def build_model(self, **overrides: Any) -> EfficientNet:
-        """The PyTorch model with these weights loaded (strictly), in eval mode, on the CPU."""
+        """The PyTorch model with these weights loaded (strictly), in eval mode, on the CPU; the file is first
+        checked to still be the one resolved (:meth:`checked_sha256`)."""
         from .factory import create_model
 
+        if self.checkpoint is not None and self.sha256 is not None:
+            self.checked_sha256()
         kwargs = {**self.build_kwargs(), **overrides}
         return create_model(self.model, pretrained=self.checkpoint or False, **kwargs)
+
+
+def _vanished(path: Path) -> EffnetError:
+    return EffnetError(f"weights file {path} vanished after it was resolved: it was moved or deleted during the run")
+
+
+def _check_digest(source: ModelSource, digest: str) -> None:
+    if source.sha256 is not None and digest != source.sha256:
+        raise EffnetError(
+            f"weights file {source.checkpoint} changed after it was resolved as {weights_label(source)}: it was "
+            f"sha256 {source.sha256}, it now is sha256 {digest}; run again to use the new file"
+        )
+
+
+def read_checkpoint(source: ModelSource) -> tuple[bytes, str]:
+    """(the checkpoint's bytes, their sha256), read once: what Ray ships. Refused (one :class:`EffnetError`)
+    when the file vanished or its bytes are not the ones the source was resolved with."""
+    if source.checkpoint is None:
+        raise EffnetError("random-init sources have no weights file to read")
+    try:
+        data = Path(source.checkpoint).read_bytes()
+    except FileNotFoundError:
+        raise _vanished(source.checkpoint) from None
+    except OSError as e:
+        raise EffnetError(f"cannot read weights file {source.checkpoint}: {e.strerror or e}") from None
+    digest = hashlib.sha256(data).hexdigest()
+    _check_digest(source, digest)
+    return data, digest
 
 
 def weights_label(source: ModelSource) -> str:
@@ -149,10 +199,13 @@ def _foreign_record(path: Path, model: str) -> WeightsRecord:
     """A file made elsewhere, through the one rule `effnet weights convert` applies (record sha256, else the
     file's whole stem as a timm name, else refuse naming the flags): the same file answers the same through
     convert and through --weights. What was assumed is said once."""
+    from .weights.load import CorruptCheckpointError
     from .weights.to_native import assumed, read_as_native
 
     try:
         _, info = read_as_native(path, model=model)
+    except CorruptCheckpointError:
+        raise  # unreadable bytes: converting would not help, so no advice to
     except CheckpointError as e:
         raise CheckpointError(
             f"{e}. For --weights, convert it once: `effnet weights convert {path} OUT.safetensors` with those "
@@ -248,7 +301,12 @@ def _from_artifact(
             checkpoint = None
         if checkpoint is not None and (art.weights_file_sha256 in (None, file_sha256(checkpoint))):
             return ModelSource(
-                model=name, record=record, checkpoint=checkpoint, preprocess=record.preprocess, output=output
+                model=name,
+                record=record,
+                checkpoint=checkpoint,
+                preprocess=record.preprocess,
+                output=output,
+                sha256=file_sha256(checkpoint),
             )
     return ModelSource(model=name, record=described, checkpoint=None, preprocess=info.preprocess, output=output)
 
@@ -278,6 +336,11 @@ def resolve_source(
     name = get_variant(model).name
     if model_path is not None:
         return _from_artifact(name, weights, Path(model_path), output_kind, download, progress)
+    if isinstance(weights, str) and "://" in weights:  # Path() would fold it into a mangled "http:/host" path
+        raise EffnetError(
+            f"--weights does not take a URL ({weights}): download the file first (`effnet weights download`, "
+            "or any download) and pass its path, or pass a record name (`effnet weights list`)"
+        )
     if isinstance(weights, (str, Path)) and Path(weights).suffix.lower() in ARTIFACT_SUFFIXES:
         raise EffnetError(f"{weights} is a model file, not weights: pass it as --model-path {weights}")
     record, path = resolve_weights(name, True if weights is None else weights)
@@ -286,6 +349,14 @@ def resolve_source(
     elif path is not None and record is None:
         if not path.is_file():
             raise EffnetError(f"weights file {path} does not exist")
-        record = identify_record(path, name) or _foreign_record(path, name)
+        record = identify_record(path, name)
+        if record is None and (other := match_record(path)) is not None:  # a record's file, of another model
+            raise EffnetError(
+                f"{path} is the file of weights record {other.name}, for {other.model}, not {name}: "
+                f"pass --model {other.model}"
+            )
+        record = record or _foreign_record(path, name)
     preprocess = record.preprocess if record is not None else default_preprocess(get_variant(name))[0]
-    return ModelSource(model=name, record=record, checkpoint=path, preprocess=preprocess)
+    # The digest the file is identified by (from the sha256 index: fetch and match_record computed it already)
+    sha256 = file_sha256(path) if path is not None else None
+    return ModelSource(model=name, record=record, checkpoint=path, preprocess=preprocess, sha256=sha256)

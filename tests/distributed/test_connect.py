@@ -21,3 +21,48 @@ def test_the_cause_ray_keeps_behind_failed_to_connect_is_in_the_line():
         "Failed to connect to Ray cluster at 10.0.0.5:6379: InvalidAuthToken: the token does not match the cluster's"
     )
     assert connect_reason(ValueError("bad address")) == "bad address"
+
+
+def test_a_ray_startup_timeout_is_one_line_saying_what_to_try(monkeypatch):
+    import ray
+
+    from effnet.distributed import jobs
+    from effnet.errors import EffnetError
+
+    def timing_out(*args, **kwargs):  # what ray.init raises on a loaded machine (a bare Exception)
+        raise Exception(
+            "The current node timed out during startup. This could happen because some of the Ray processes "
+            "failed to startup."
+        )
+
+    monkeypatch.setattr(ray, "init", timing_out)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    with pytest.raises(EffnetError) as e, jobs.connected("local", progress=False):
+        pass
+    line = str(e.value)
+    assert "\n" not in line and "timed out during startup" in line and "--ray-address" in line, line
+
+
+def test_an_actor_that_died_in_its_constructor_is_one_line_with_its_own_message():
+    from ray.exceptions import ActorDiedError, RayTaskError
+
+    from effnet.distributed.jobs import actor_failure
+    from effnet.errors import CheckpointError
+
+    own = CheckpointError("rand_lite1.pth does not fit efficientnet-lite0:\n  90 unexpected: stages.1.2.expand.conv")
+    trace = (
+        'Traceback (most recent call last):\n  File "data.py", line 70, in __init__\n'
+        f"effnet.errors.CheckpointError: {own}"
+    )
+    died = ActorDiedError(RayTaskError("InferenceActor.__init__", trace, own))
+    try:
+        try:
+            raise died
+        except ActorDiedError as inner:
+            raise RuntimeError("a Ray Data operator failed") from inner  # what Ray Data may wrap it in
+    except RuntimeError as e:
+        failure = actor_failure(e)
+    assert failure is not None
+    line = str(failure)
+    assert "\n" not in line and "rand_lite1.pth does not fit efficientnet-lite0: 90 unexpected" in line, line
+    assert "Traceback" not in line and actor_failure(ValueError("not an actor")) is None

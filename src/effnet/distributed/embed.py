@@ -15,7 +15,6 @@ misses are sent, and an audit whose images are all cached never connects to Ray.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import time
@@ -30,7 +29,7 @@ import ray.data
 
 from ..audit.embed import Embedded, embed_crops
 from ..errors import EffnetError
-from ..source import ModelSource
+from ..source import ModelSource, read_checkpoint
 from ..weights.preprocessing import Preprocess
 from .data import PipelineOptions, pool_size, pool_strategy
 from .inputs import BLOCK_ROWS, TASK_ARGS, read_paths
@@ -71,7 +70,7 @@ class EmbedActor:
         path = materialize_weights(
             spec.weights_name, spec.weights_sha256, spec.weights_size, shared, lambda: ray.get(weights[0])
         )
-        self.source = replace(spec.source, checkpoint=path)
+        self.source = replace(spec.source, checkpoint=path, sha256=None)  # verified just now (materialize_weights)
         self.net = self.source.build_model().eval().to(spec.device)
         self.spec = spec
         # The widths as effnet.train.passes.probe_taps counts them (None: the head convolution's).
@@ -118,11 +117,11 @@ class RayEmbedding:
         started = time.perf_counter()
         with connected(self.address, progress=False) as where:
             pool = pool_size(options)
-            data = Path(source.checkpoint).read_bytes()
+            data, digest = read_checkpoint(source)  # checked against the digest the source was resolved with
             spec = EmbedSpec(
                 source=replace(source, checkpoint=Path(source.checkpoint).resolve()),
                 weights_name=Path(source.checkpoint).name,
-                weights_sha256=hashlib.sha256(data).hexdigest(),
+                weights_sha256=digest,
                 weights_size=len(data),
                 taps=tuple(taps),
                 device="cpu" if options.device == "cpu" else "cuda",

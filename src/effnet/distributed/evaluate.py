@@ -20,7 +20,7 @@ from ..evaluate import TOP_K, Dataset, DatasetError, EvalReport, Failure, Progre
 from ..evaluate.report import RAY_WORKERS
 from ..evaluate.run import Tally, build_report
 from ..source import ModelSource
-from .data import PipelineOptions, build_pipeline, pool_size, ship_weights
+from .data import PipelineOptions, build_pipeline, check_fits, pool_size, ship_weights
 from .inputs import read_paths
 from .jobs import connected
 
@@ -80,6 +80,7 @@ def run_eval(job: EvalJob, progress: Callable[[Progress], None] | None = None) -
     dataset = job.dataset
     samples = dataset.samples[: job.limit] if job.limit else dataset.samples
     by_path = {os.path.abspath(s.path): s for s in samples}
+    check_fits(job.source)  # weights that do not fit the model: the local error, before Ray starts
     with connected(job.address, progress=job.progress):
         options = job.options.placed()
         pool = pool_size(options)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -24,11 +25,19 @@ import ray.data
 from ..errors import EffnetError
 from ..source import ModelSource
 from .cluster import OwnedCluster
-from .data import PipelineOptions, build_pipeline, pool_size, ship_weights
+from .data import PipelineOptions, build_pipeline, check_fits, pool_size, ship_weights
 from .inputs import list_inputs, read_inputs
 from .outputs import OutputSpec, WriteSummary, output_spec, staging, write_results
 
-__all__ = ["CheckedJob", "ClassifyJob", "check_classify", "connected", "connect_reason", "run_classify"]
+__all__ = [
+    "CheckedJob",
+    "ClassifyJob",
+    "actor_failure",
+    "check_classify",
+    "connected",
+    "connect_reason",
+    "run_classify",
+]
 
 log = logging.getLogger("effnet.distributed")
 
@@ -46,6 +55,25 @@ def connect_reason(e: BaseException) -> str:
             parts.append(text)
         cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
     return ": ".join(parts)
+
+
+def actor_failure(e: BaseException) -> EffnetError | None:
+    """One line for an actor that died (in its constructor: weights that do not fit, a backend that cannot be
+    built): the actor's own error message, found in ``e`` or what it was raised from, instead of Ray's
+    hundreds of lines; None when ``e`` is not an actor's death."""
+    seen: set[int] = set()
+    cause: BaseException | None = e
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ray.exceptions.RayActorError):
+            text = str(cause)
+            # The actor's traceback ends with "effnet.errors.CheckpointError: <message, maybe several lines>"
+            found = list(re.finditer(r"(?:effnet\.errors\.)?\w*Error: ", text))
+            message = text[found[-1].end() :] if found else text
+            message = " ".join(message.split())
+            return EffnetError(f"a Ray actor failed to start: {message[:500]}")
+        cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
+    return None
 
 
 def _stop_data_executors() -> None:
@@ -68,13 +96,24 @@ def _stop_data_executors() -> None:
 
 
 @contextlib.contextmanager
+def _one_line_actor_failures() -> Iterator[None]:
+    try:
+        yield
+    except Exception as e:
+        if (failure := actor_failure(e)) is None:
+            raise
+        raise failure from None
+
+
+@contextlib.contextmanager
 def connected(address: str | None, *, progress: bool = True) -> Iterator[str]:
     """Joined to (or started) a Ray cluster for the block; yields a description of where."""
     ray.data.DataContext.get_current().enable_progress_bars = progress
     # Ray Data's INFO lines (plans, per-operator logs) would bury the summary; its progress bars stay.
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     if ray.is_initialized():
-        yield "the current Ray session"
+        with _one_line_actor_failures():
+            yield "the current Ray session"
         return
     common: dict[str, Any] = {"logging_level": logging.WARNING}
     owned: OwnedCluster | None = None
@@ -97,8 +136,16 @@ def connected(address: str | None, *, progress: bool = True) -> Iterator[str]:
     except (ConnectionError, ValueError, RuntimeError) as e:
         target = address or os.environ.get("RAY_ADDRESS")
         raise EffnetError(f"cannot connect to the Ray cluster at {target}: {connect_reason(e)}") from None
+    except Exception as e:  # Ray raises a bare Exception when the node it starts times out during startup
+        if "timed out" not in str(e):
+            raise
+        raise EffnetError(
+            f"Ray did not start in time ({connect_reason(e)}): join a running cluster with --ray-address ADDR, "
+            "or run on a less loaded machine"
+        ) from None
     try:
-        yield where
+        with _one_line_actor_failures():
+            yield where
     finally:
         _stop_data_executors()
         ray.shutdown()
@@ -150,6 +197,7 @@ def run_classify(job: ClassifyJob, source: ModelSource, checked: CheckedJob | No
     streamed from the driver's node. After: the rows written must be one per input.
     """
     checked = checked or check_classify(job)
+    check_fits(source)  # weights that do not fit the model: the local error, before Ray starts
     with connected(job.address, progress=job.progress) as where, staging(checked.spec) as parts:
         started = time.perf_counter()
         options = job.options.placed()

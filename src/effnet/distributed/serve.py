@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
 import logging
 import math
 import signal
@@ -48,7 +47,7 @@ from ..serve.app import create_app
 from ..serve.errors import ApiError
 from ..serve.launch import ServerOptions, load_model
 from ..serve.model import ModelInfo
-from ..source import resolve_source
+from ..source import read_checkpoint, resolve_source
 from ..weights.preprocessing import Preprocess
 from .jobs import connected
 from .placement import node_device, size_pool
@@ -305,10 +304,10 @@ def deploy_parts(options: ServerOptions, ray_options: RayServeOptions) -> tuple[
     source = resolve_source(options.model, options.weights, progress=False)
     if source.checkpoint is None:
         raise EffnetError("--engine ray needs weights: random-init replicas would answer differently")
-    data = Path(source.checkpoint).read_bytes()
+    data, digest = read_checkpoint(source)  # checked against the digest the source was resolved with
     weights: dict[str, Any] = {
         "name": Path(source.checkpoint).name,
-        "sha256": hashlib.sha256(data).hexdigest(),
+        "sha256": digest,
         "size": len(data),
         "shared_path": str(Path(source.checkpoint).resolve()),
     }

@@ -222,7 +222,9 @@ class InferenceSpec:
         path = materialize_weights(driver.name, self.weights_sha256, self.weights_size, str(driver), fetch_bytes)
         backend, options = node_backend(self.backend, self.precision, self.cpus_per_worker, self.device)
         return Classifier(
-            replace(self.source, checkpoint=path),
+            # The node's copy was just verified against the driver's digest: no second check through the
+            # node's sha256 index (sha256=None), which would also leave entries there.
+            replace(self.source, checkpoint=path, sha256=None),
             backend=backend,
             device=self.device,
             batch_hint=self.batch_size,

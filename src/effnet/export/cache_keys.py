@@ -52,7 +52,8 @@ def weights_key(source: ModelSource) -> dict[str, Any]:
     """
     if source.checkpoint is None:
         raise ValueError("random-init sources have no cache key: their weights differ on every run")
-    return {"sha256": file_sha256(source.checkpoint), "size": source.checkpoint.stat().st_size}
+    # checked: a file changed since the source was resolved is refused, not exported under the old name
+    return {"sha256": source.checked_sha256(), "size": source.checkpoint.stat().st_size}
 
 
 def cache_key(kind: ExportKind, source: ModelSource, options: dict[str, Any]) -> dict[str, Any]:

@@ -24,13 +24,17 @@ from .records import KeyFormat
 PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 
 
+class CorruptCheckpointError(CheckpointError):
+    """A checkpoint whose bytes cannot be read at all (empty, truncated, not a checkpoint): no conversion helps."""
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a state dict from ``path`` (``.safetensors`` or a torch pickle), on the CPU."""
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"checkpoint {p} does not exist or is not a file")
     if p.stat().st_size == 0:
-        raise CheckpointError(f"checkpoint {p} is empty (0 bytes)")
+        raise CorruptCheckpointError(f"checkpoint {p} is empty (0 bytes): nothing to read")
     if p.suffix.lower() in (".h5", ".hdf5", ".keras"):
         raise CheckpointError(
             f"{p} is a Keras file: convert it once with `effnet weights convert {p} OUT.safetensors` "
@@ -43,7 +47,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         try:
             state = load_file(str(p), device="cpu")
         except (SafetensorError, OSError, ValueError) as e:
-            raise CheckpointError(f"cannot read safetensors checkpoint {p}: {e}") from None
+            raise CorruptCheckpointError(f"cannot read safetensors checkpoint {p}: {e}") from None
         info = read_native_info(p)
         if info is not None:
             check_tensors(state, info, str(p))
@@ -60,7 +64,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"cannot read checkpoint {p} (truncated or not a PyTorch file?): {msg}") from None
+        raise CorruptCheckpointError(
+            f"checkpoint {p} is truncated or corrupt (not a readable PyTorch file): {msg.rstrip('.')}"
+        ) from None
     return unwrap(obj)
 
 
