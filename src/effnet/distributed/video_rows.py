@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from ..labels import Prediction
 from ..video import FrameResult, Segment, VideoError, format_time
+from .outputs import RESULT_SCHEMA
 
 __all__ = [
     "ROWS_PER_BLOCK",
@@ -57,18 +58,8 @@ ROWS_PER_BLOCK = 64
 
 # One row per sampled frame (``frame``/``time`` null on the one row of a video that could not be opened,
 # as local classify prints ``{"path", "error"}`` then); lists empty and ``error`` set on an error row.
-VIDEO_SCHEMA = pa.schema(
-    [
-        ("path", pa.string()),
-        ("frame", pa.int64()),
-        ("time", pa.float64()),
-        ("class_index", pa.list_(pa.int64())),
-        ("synset", pa.list_(pa.string())),
-        ("label", pa.list_(pa.string())),
-        ("probability", pa.list_(pa.float64())),
-        ("error", pa.string()),
-    ]
-)
+# The images' columns (outputs.RESULT_SCHEMA) with the frame's number and time after the path.
+VIDEO_SCHEMA = RESULT_SCHEMA.insert(1, pa.field("frame", pa.int64())).insert(2, pa.field("time", pa.float64()))
 
 
 @dataclass(frozen=True)
