@@ -30,7 +30,7 @@ def classify_videos_on_ray(args: argparse.Namespace, ray_options: Callable[[], A
     from ..distributed.video_rows import VideoRequest
     from ..distributed.videos import VideoJob, list_media, names_by_entry, run_videos
     from ..errors import EffnetError
-    from . import UsageError
+    from . import UsageError, source_from_args
     from .classify_video import check_video_arguments
 
     _refuse_streams(args)
@@ -61,9 +61,8 @@ def classify_videos_on_ray(args: argparse.Namespace, ray_options: Callable[[], A
     job = VideoJob(
         entries=entries,
         request=request,
+        source=source_from_args(args, {}),  # resolved once, here, as classify's images are
         output=args.output,
-        model=args.model,
-        weights=args.weights,
         address=args.ray_address,
         options=options,
         shared_inputs=args.shared_inputs,

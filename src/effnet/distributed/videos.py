@@ -30,8 +30,8 @@ from ..errors import EffnetError
 from ..factory import Pretrained
 from ..files import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, find_images, is_live
 from ..signals import sigterm_as_ctrl_c
-from ..source import resolve_source
-from .data import PipelineOptions, ShippedWeights, pool_size, pool_strategy, ship_weights
+from ..source import ModelSource, resolve_source
+from .data import PipelineOptions, ShippedWeights, check_fits, pool_size, pool_strategy, ship_weights
 from .inputs import Inputs, list_inputs, list_lines, read_inputs
 from .outputs import WriteSummary, output_spec, staging, write_results
 from .placement import PoolSize
@@ -293,9 +293,8 @@ class VideoJob:
 
     entries: Sequence[str]
     request: VideoRequest
+    source: ModelSource  # resolved once, by the caller (the CLI's source_from_args), as for images
     output: str | None = None  # None: the rows go to ``on_row`` (the CLI prints them)
-    model: str = "efficientnet-b5"
-    weights: str | None = None
     address: str | None = None
     options: PipelineOptions = field(default_factory=PipelineOptions)
     shared_inputs: bool = False
@@ -335,13 +334,13 @@ def run_videos(job: VideoJob, on_row: Callable[[dict[str, Any]], None] | None = 
 
     job.options.check()
     spec = output_spec(job.output) if job.output is not None else None  # a bad --output fails before Ray starts
+    check_fits(job.source)  # weights that do not fit the model: the local error, before Ray starts
     # SIGTERM as Ctrl-C (docs/video.md), set once Ray is up: ray.init installs a native handler of its own.
     with connected(job.address, progress=job.progress) as where, sigterm_as_ctrl_c():
         started = time.perf_counter()
         options = job.options.placed()
         pool = pool_size(options)
-        # Resolved once, on the driver (the actors build on it); to do: resolved by the CLI, as for images.
-        shipped = ship_weights(resolve_source(job.model, job.weights, progress=job.progress), options)
+        shipped = ship_weights(job.source, options)  # the caller's resolution, shipped; the actors build on it
         inputs = _video_inputs(list(job.entries), job.shared_inputs)
         run = build_video_pipeline(inputs, shipped, options, job.request, pool)
         path: Path | None = None
