@@ -43,12 +43,12 @@ __all__ = [
     "small_blocks",
 ]
 
-# Rows per block from reading on. A block moves to the next operator only when whole, so big blocks (a
-# folder's read task yields up to 128 MB) would make the actors wait for the decoding of all of it.
-BLOCK_ROWS = 16
+# Rows per block from reading on. Each block costs three Ray tasks (read, decode, the actor's call) and Ray Data's
+# per-task work: 64 ran a 10k-image Lite0 eval 1.6x faster than 16, and 128 slower (docs/distributed.md, cause 5).
+BLOCK_ROWS = 64
 # The remote arguments of the read and decode tasks. ``memory``: what a decode worker was seen to hold
-# (Ray Data warned of ~330 MiB at 64 MiB reserved, Lite0 on this machine) with room for a B5 block (16 x
-# 456 x 456 x 3 = 10 MB) and a 12 MP photo being decoded (36 MB). It also keeps decode out of the
+# (Ray Data warned of ~330 MiB at 64 MiB reserved, Lite0 on this machine) with room for a B5 block (64 x
+# 456 x 456 x 3 = 40 MB) and a 12 MP photo being decoded (36 MB). It also keeps decode out of the
 # inference actors' operator: Ray Data fuses a task map into an actor map whose remote arguments equal
 # its own, and then every actor would decode its input itself, between forward passes, instead of decode
 # tasks running beside it on the node's other CPUs.
