@@ -3,7 +3,8 @@
 Cluster: ``--ray-address ADDR`` (``auto``, ``ray://host:10001``, ``host:6379``, or ``local`` for a fresh
 local Ray); without it, ``RAY_ADDRESS`` or a running cluster on this machine (``ray start``) is joined,
 else a local Ray is started for the run and stopped at its end, with any of its processes that outlive
-``ray.shutdown()`` reported and stopped (``effnet.distributed.cluster``).
+``ray.shutdown()`` reported and stopped (``effnet.distributed.cluster``). Within a job SIGTERM is Ctrl-C
+(``effnet.signals``), so a ``kill`` stops it the same clean way.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import ray
 import ray.data
 
 from ..errors import EffnetError
+from ..signals import sigterm_as_ctrl_c
 from ..source import ModelSource
 from .cluster import OwnedCluster
 from .data import PipelineOptions, build_pipeline, check_fits, pool_size, ship_weights
@@ -107,12 +109,16 @@ def _one_line_actor_failures() -> Iterator[None]:
 
 @contextlib.contextmanager
 def connected(address: str | None, *, progress: bool = True) -> Iterator[str]:
-    """Joined to (or started) a Ray cluster for the block; yields a description of where."""
+    """Joined to (or started) a Ray cluster for the block; yields a description of where.
+
+    Within the block SIGTERM raises KeyboardInterrupt (main thread only, set once ``ray.init`` has put its
+    own handler in place), so a ``kill`` stops a job as Ctrl-C does: outputs staged are removed, Ray is shut
+    down and, for a local Ray it started, its stragglers stopped; the CLI exits 130 with one line."""
     ray.data.DataContext.get_current().enable_progress_bars = progress
     # Ray Data's INFO lines (plans, per-operator logs) would bury the summary; its progress bars stay.
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     if ray.is_initialized():
-        with _one_line_actor_failures():
+        with sigterm_as_ctrl_c(), _one_line_actor_failures():
             yield "the current Ray session"
         return
     common: dict[str, Any] = {"logging_level": logging.WARNING}
@@ -144,7 +150,7 @@ def connected(address: str | None, *, progress: bool = True) -> Iterator[str]:
             "or run on a less loaded machine"
         ) from None
     try:
-        with _one_line_actor_failures():
+        with sigterm_as_ctrl_c(), _one_line_actor_failures():
             yield where
     finally:
         _stop_data_executors()
