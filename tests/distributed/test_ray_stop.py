@@ -1,8 +1,9 @@
-"""A Ray job ends cleanly however it is stopped (issue 33, item 3).
+"""A Ray job ends cleanly however it is stopped, and a dead address fails in seconds (issue 33, item 3).
 
 SIGTERM (``kill``, systemd, Kubernetes, ``timeout``) is Ctrl-C inside every Ray job
 (``effnet.distributed.jobs.connected``): exit 130 with one line, the staged output removed, and the local
-Ray the job started shut down with nothing of it left running.
+Ray the job started shut down with nothing of it left running. A ``--ray-address`` or ``RAY_ADDRESS`` where
+nothing listens is one line naming it, within seconds (Ray itself retries a dead GCS address for ~14 min).
 """
 
 from __future__ import annotations
@@ -19,10 +20,27 @@ from pathlib import Path
 
 import pytest
 
-from tests.distributed.ray_fixtures import LITE0
-from tests.testutils import REPO
+from tests.distributed.ray_fixtures import LITE0, free_port
+from tests.testutils import REPO, run_cli
 
 pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'effnet[ray]')")
+
+
+def test_a_dead_ray_address_is_one_line_naming_it_and_nothing_is_written(sample_images, tmp_path):
+    port = free_port()  # bound, then closed: nothing listens on it
+    out = tmp_path / "rows.parquet"
+    job = ("classify", "--engine", "ray", "--no-progress", "--model", LITE0, "--output", str(out))
+    job += (str(sample_images[0]),)
+    for address, args, env in (
+        (f"127.0.0.1:{port}", ("--ray-address", f"127.0.0.1:{port}"), {}),  # a GCS address
+        (f"ray://127.0.0.1:{port}", (), {"RAY_ADDRESS": f"ray://127.0.0.1:{port}"}),  # Ray Client, from the env
+    ):
+        r = run_cli(*job, *args, env=env, timeout=60)  # Ray alone: ~14 min (GCS), 30 s (ray://)
+        assert r.returncode == 1, r.stderr[-2000:]
+        errors = [line for line in r.stderr.splitlines() if line.startswith("effnet: error:")]
+        assert len(errors) == 1 and f"cannot connect to the Ray cluster at {address}: " in errors[0], r.stderr
+        assert "Connection refused" in errors[0] and "Traceback" not in r.stderr, r.stderr
+        assert list(tmp_path.iterdir()) == []
 
 
 SIGTERM_IN_A_JOB = textwrap.dedent(

@@ -4,7 +4,8 @@ Cluster: ``--ray-address ADDR`` (``auto``, ``ray://host:10001``, ``host:6379``, 
 local Ray); without it, ``RAY_ADDRESS`` or a running cluster on this machine (``ray start``) is joined,
 else a local Ray is started for the run and stopped at its end, with any of its processes that outlive
 ``ray.shutdown()`` reported and stopped (``effnet.distributed.cluster``). Within a job SIGTERM is Ctrl-C
-(``effnet.signals``), so a ``kill`` stops it the same clean way.
+(``effnet.signals``), so a ``kill`` stops it the same clean way; an address where nothing answers fails in
+seconds (:func:`check_reachable`), not after Ray's own retries.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import logging
 import os
 import re
+import socket
 import sys
 import threading
 import time
@@ -36,12 +38,19 @@ __all__ = [
     "ClassifyJob",
     "actor_failure",
     "check_classify",
+    "check_reachable",
     "connected",
     "connect_reason",
     "run_classify",
 ]
 
 log = logging.getLogger("effnet.distributed")
+
+# How long a cluster address gets to accept a TCP connection: a live head answers a connect in milliseconds
+# (a refused one fails as fast); this bounds a host that drops packets. Ray alone (2.60) was still retrying a
+# GCS address where nothing listens after 400 s, printing a warning every few seconds (by its code 20 tries of
+# ~41 s: ~14 min), and a ray:// one for 30 s.
+REACH_SECONDS = 5.0
 
 
 def connect_reason(e: BaseException) -> str:
@@ -97,6 +106,30 @@ def _stop_data_executors() -> None:
             thread.join(timeout=5.0)
 
 
+def check_reachable(address: str) -> None:
+    """Raise a one-line :class:`EffnetError` naming ``address`` (``host:port`` or ``ray://host:port``) when
+    nothing accepts a TCP connection there within :data:`REACH_SECONDS`. Other forms (``auto``, ``local``,
+    another scheme) are left to ``ray.init``. A connect, not a Ray setting: no documented ``ray.init``
+    option bounds the wait; its tries (``RAY_NUM_REDIS_GET_RETRIES``, read when Ray is imported) are ~41 s
+    each against a dead GCS, so even one try is slow; and fewer tries would also fail a live cluster that is
+    slow to answer (a head restarting). A refused or unanswered connect means the same on every Ray."""
+    rest = address.removeprefix("ray://")
+    if "://" in rest:
+        return
+    host, sep, port = rest.split("/", 1)[0].rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return  # not host:port: ray.init says what is wrong with it
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=REACH_SECONDS):
+            pass
+    except OSError as e:
+        why = f"no answer within {REACH_SECONDS:.0f} s" if isinstance(e, TimeoutError) else (e.strerror or str(e))
+        raise EffnetError(
+            f"cannot connect to the Ray cluster at {address}: nothing accepts a TCP connection there ({why}); "
+            "check the host and port (ray start prints them: GCS host:6379 by default, Ray Client ray://host:10001)"
+        ) from None
+
+
 @contextlib.contextmanager
 def _one_line_actor_failures() -> Iterator[None]:
     try:
@@ -123,6 +156,9 @@ def connected(address: str | None, *, progress: bool = True) -> Iterator[str]:
         return
     common: dict[str, Any] = {"logging_level": logging.WARNING}
     owned: OwnedCluster | None = None
+    target = address or os.environ.get("RAY_ADDRESS")
+    if target:  # a dead address fails now: Ray would retry it for minutes
+        check_reachable(target)
     try:
         # address="local" (not None): Ray would otherwise join RAY_ADDRESS or the cluster named in
         # /tmp/ray/ray_current_cluster, and "a local Ray started for this run" would be someone else's.
@@ -140,7 +176,6 @@ def connected(address: str | None, *, progress: bool = True) -> Iterator[str]:
             ray.init(address=address, **common)  # None: RAY_ADDRESS
             where = f"the Ray cluster at {address or os.environ['RAY_ADDRESS']}"
     except (ConnectionError, ValueError, RuntimeError) as e:
-        target = address or os.environ.get("RAY_ADDRESS")
         raise EffnetError(f"cannot connect to the Ray cluster at {target}: {connect_reason(e)}") from None
     except Exception as e:  # Ray raises a bare Exception when the node it starts times out during startup
         if "timed out" not in str(e):
