@@ -104,10 +104,10 @@ def test_sigterm_stops_a_job_on_the_local_ray_it_started_leaving_no_process_and_
     tree: list[tuple[int, float]] = []
     try:
         with subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as p:
-            # The job runs on Ray once a Ray task has written its probe into the output's staging folder
-            # (outputs.check_writable_everywhere; "driver.probe" is the driver's own).
+            # The output's staging folder is made once Ray is up and the job's handlers are set (connected()
+            # has yielded): the job is on Ray from then on.
             deadline = time.monotonic() + 240
-            while not list(out.parent.glob(f".{out.name}.*/*.*.probe")):
+            while not list(out.parent.glob(f".{out.name}.*")):
                 if p.poll() is not None or time.monotonic() > deadline:
                     p.kill()
                     pytest.fail(f"the job did not reach Ray (exit {p.poll()}): {p.communicate()[1][-3000:]}")
