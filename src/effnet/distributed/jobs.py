@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import re
+import signal
 import socket
 import sys
 import threading
@@ -175,6 +176,12 @@ def connected(address: str | None, *, progress: bool = True) -> Iterator[str]:
         else:
             ray.init(address=address, **common)  # None: RAY_ADDRESS
             where = f"the Ray cluster at {address or os.environ['RAY_ADDRESS']}"
+    except SystemExit as e:  # a SIGTERM while ray.init runs: Ray's own handler there exits with the signal number
+        if e.code != signal.SIGTERM:
+            raise
+        with contextlib.suppress(Exception):  # what it started (Ray's atexit and reaper would stop it too)
+            ray.shutdown()
+        raise KeyboardInterrupt from None  # as within the job: one line, exit 130
     except (ConnectionError, ValueError, RuntimeError) as e:
         raise EffnetError(f"cannot connect to the Ray cluster at {target}: {connect_reason(e)}") from None
     except Exception as e:  # Ray raises a bare Exception when the node it starts times out during startup
