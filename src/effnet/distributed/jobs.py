@@ -56,13 +56,18 @@ REACH_SECONDS = 5.0
 
 def connect_reason(e: BaseException) -> str:
     """``e`` and the causes it was raised from, on one line: Ray says "Failed to connect to Ray cluster at
-    ADDR" and keeps why (a refused token: ``InvalidAuthToken``...) in ``__cause__``."""
+    ADDR" and keeps why (a refused token: ``InvalidAuthToken``...) in ``__cause__``; a traceback quoted in a
+    message is cut to its last line, the error itself."""
     parts: list[str] = []
     seen: set[int] = set()
     cause: BaseException | None = e
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
-        text = " ".join(str(cause).split()) or type(cause).__name__
+        text = str(cause)
+        head, mark, trace = text.partition("Traceback (most recent call last):")
+        if mark:  # Ray puts a whole traceback in some messages ("Last connection error: Traceback..."): its last line
+            text = head + ([line for line in trace.splitlines() if line.strip()] or [""])[-1]
+        text = " ".join(text.split()) or type(cause).__name__
         if not any(text in p for p in parts):
             parts.append(text)
         cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
