@@ -1,6 +1,6 @@
-"""SIGTERM handled as Ctrl-C: the one way effnet's long runs (local video, ``--engine ray`` over videos) stop
-cleanly when killed (``kill``, a service manager): KeyboardInterrupt, so their ``finally`` blocks run and the
-CLI exits 130, as on Ctrl-C."""
+"""SIGTERM handled as Ctrl-C: the one way effnet's long runs (local video, every ``--engine ray`` job, via
+``effnet.distributed.jobs.connected``) stop cleanly when killed (``kill``, a service manager): KeyboardInterrupt,
+so their ``finally`` blocks run and the CLI exits 130, as on Ctrl-C."""
 
 from __future__ import annotations
 

@@ -255,3 +255,27 @@ def test_only_cache_misses_reach_the_engine_once_per_content(sample_images, tmp_
     assert (first.rows[0] == first.rows[1]).all() and np.isfinite(first.rows).all() and first.cached == 0
     again = embed_module.embed_images(paths, facts, source, engine=engine)
     assert len(asked) == 1 and again.cached == 3 and (again.rows == first.rows).all()
+
+
+def test_the_engine_is_closed_as_soon_as_the_embedding_loop_stops(sample_images, tmp_path, monkeypatch):
+    # --engine ray's engine is a generator inside its cluster (jobs.connected): an error (or Ctrl-C, SIGTERM)
+    # in the loop must close it there, so its Ray stops then, not when the traceback holding it is dropped.
+    from effnet.audit import embed as embed_module
+    from effnet.errors import EffnetError
+    from effnet.source import resolve_source
+
+    monkeypatch.setenv("EFFNET_HOME", str(tmp_path / "home"))
+    paths = [sample_images[0], sample_images[1]]
+    facts = [embed_module.file_facts(p) for p in paths]
+    closed: list[str] = []
+
+    def engine(todo, src, taps):
+        try:
+            yield embed_module.Embedded([0], np.full((1, 4), np.nan, dtype=np.float32), {})  # damaged weights
+            yield embed_module.Embedded([1], np.zeros((1, 4), dtype=np.float32), {})
+        finally:
+            closed.append("closed")
+
+    with pytest.raises(EffnetError, match="non-finite") as raised:
+        embed_module.embed_images(paths, facts, resolve_source("efficientnet-lite0"), cache=False, engine=engine)
+    assert raised.value is not None and closed == ["closed"]

@@ -23,6 +23,29 @@ def test_the_cause_ray_keeps_behind_failed_to_connect_is_in_the_line():
     assert connect_reason(ValueError("bad address")) == "bad address"
 
 
+def test_a_traceback_ray_quotes_in_its_message_is_cut_to_the_error_it_ends_with():
+    from effnet.distributed.jobs import connect_reason
+
+    # What Ray 2.60 raised for a port that accepted a connection but was not a GCS (measured here)
+    quoted = (
+        "Failed to connect to GCS. Last connection error: Traceback (most recent call last):\n"
+        '  File "ray/_private/node.py", line 996, in _init_gcs_client\n    client = GcsClient(\n'
+        '  File "python/ray/includes/common.pxi", line 121, in ray._raylet.check_status\n'
+        "ray.exceptions.RpcError: RPC error: Received http2 header with status: 404\n"
+    )
+    try:
+        try:
+            raise RuntimeError(quoted)
+        except RuntimeError as inner:
+            raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.5:6379") from inner
+    except ConnectionError as e:
+        line = connect_reason(e)
+    assert line == (
+        "Failed to connect to Ray cluster at 10.0.0.5:6379: Failed to connect to GCS. Last connection error: "
+        "ray.exceptions.RpcError: RPC error: Received http2 header with status: 404"
+    ), line
+
+
 def test_a_ray_startup_timeout_is_one_line_saying_what_to_try(monkeypatch):
     import ray
 

@@ -3,7 +3,9 @@
 Cluster: ``--ray-address ADDR`` (``auto``, ``ray://host:10001``, ``host:6379``, or ``local`` for a fresh
 local Ray); without it, ``RAY_ADDRESS`` or a running cluster on this machine (``ray start``) is joined,
 else a local Ray is started for the run and stopped at its end, with any of its processes that outlive
-``ray.shutdown()`` reported and stopped (``effnet.distributed.cluster``).
+``ray.shutdown()`` reported and stopped (``effnet.distributed.cluster``). Within a job SIGTERM is Ctrl-C
+(``effnet.signals``), so a ``kill`` stops it the same clean way; an address where nothing answers fails in
+seconds (:func:`check_reachable`), not after Ray's own retries.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import contextlib
 import logging
 import os
 import re
+import signal
+import socket
 import sys
 import threading
 import time
@@ -23,6 +27,7 @@ import ray
 import ray.data
 
 from ..errors import EffnetError
+from ..signals import sigterm_as_ctrl_c
 from ..source import ModelSource
 from .cluster import OwnedCluster
 from .data import PipelineOptions, build_pipeline, check_fits, pool_size, ship_weights
@@ -34,6 +39,7 @@ __all__ = [
     "ClassifyJob",
     "actor_failure",
     "check_classify",
+    "check_reachable",
     "connected",
     "connect_reason",
     "run_classify",
@@ -41,16 +47,27 @@ __all__ = [
 
 log = logging.getLogger("effnet.distributed")
 
+# How long a cluster address gets to accept a TCP connection: a live head answers a connect in milliseconds
+# (a refused one fails as fast); this bounds a host that drops packets. Ray alone (2.60) was still retrying a
+# GCS address where nothing listens after 400 s, printing a warning every few seconds (by its code 20 tries of
+# ~41 s: ~14 min), and a ray:// one for 30 s.
+REACH_SECONDS = 5.0
+
 
 def connect_reason(e: BaseException) -> str:
     """``e`` and the causes it was raised from, on one line: Ray says "Failed to connect to Ray cluster at
-    ADDR" and keeps why (a refused token: ``InvalidAuthToken``...) in ``__cause__``."""
+    ADDR" and keeps why (a refused token: ``InvalidAuthToken``...) in ``__cause__``; a traceback quoted in a
+    message is cut to its last line, the error itself."""
     parts: list[str] = []
     seen: set[int] = set()
     cause: BaseException | None = e
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
-        text = " ".join(str(cause).split()) or type(cause).__name__
+        text = str(cause)
+        head, mark, trace = text.partition("Traceback (most recent call last):")
+        if mark:  # Ray puts a whole traceback in some messages ("Last connection error: Traceback..."): its last line
+            text = head + ([line for line in trace.splitlines() if line.strip()] or [""])[-1]
+        text = " ".join(text.split()) or type(cause).__name__
         if not any(text in p for p in parts):
             parts.append(text)
         cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
@@ -95,6 +112,30 @@ def _stop_data_executors() -> None:
             thread.join(timeout=5.0)
 
 
+def check_reachable(address: str) -> None:
+    """Raise a one-line :class:`EffnetError` naming ``address`` (``host:port`` or ``ray://host:port``) when
+    nothing accepts a TCP connection there within :data:`REACH_SECONDS`. Other forms (``auto``, ``local``,
+    another scheme) are left to ``ray.init``. A connect, not a Ray setting: no documented ``ray.init``
+    option bounds the wait; its tries (``RAY_NUM_REDIS_GET_RETRIES``, read when Ray is imported) are ~41 s
+    each against a dead GCS, so even one try is slow; and fewer tries would also fail a live cluster that is
+    slow to answer (a head restarting). A refused or unanswered connect means the same on every Ray."""
+    rest = address.removeprefix("ray://")
+    if "://" in rest:
+        return
+    host, sep, port = rest.split("/", 1)[0].rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return  # not host:port: ray.init says what is wrong with it
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=REACH_SECONDS):
+            pass
+    except OSError as e:
+        why = f"no answer within {REACH_SECONDS:.0f} s" if isinstance(e, TimeoutError) else (e.strerror or str(e))
+        raise EffnetError(
+            f"cannot connect to the Ray cluster at {address}: nothing accepts a TCP connection there ({why}); "
+            "check the host and port (ray start prints them: GCS host:6379 by default, Ray Client ray://host:10001)"
+        ) from None
+
+
 @contextlib.contextmanager
 def _one_line_actor_failures() -> Iterator[None]:
     try:
@@ -107,16 +148,23 @@ def _one_line_actor_failures() -> Iterator[None]:
 
 @contextlib.contextmanager
 def connected(address: str | None, *, progress: bool = True) -> Iterator[str]:
-    """Joined to (or started) a Ray cluster for the block; yields a description of where."""
+    """Joined to (or started) a Ray cluster for the block; yields a description of where.
+
+    Within the block SIGTERM raises KeyboardInterrupt (main thread only, set once ``ray.init`` has put its
+    own handler in place), so a ``kill`` stops a job as Ctrl-C does: outputs staged are removed, Ray is shut
+    down and, for a local Ray it started, its stragglers stopped; the CLI exits 130 with one line."""
     ray.data.DataContext.get_current().enable_progress_bars = progress
     # Ray Data's INFO lines (plans, per-operator logs) would bury the summary; its progress bars stay.
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     if ray.is_initialized():
-        with _one_line_actor_failures():
+        with sigterm_as_ctrl_c(), _one_line_actor_failures():
             yield "the current Ray session"
         return
     common: dict[str, Any] = {"logging_level": logging.WARNING}
     owned: OwnedCluster | None = None
+    target = address or os.environ.get("RAY_ADDRESS")
+    if target:  # a dead address fails now: Ray would retry it for minutes
+        check_reachable(target)
     try:
         # address="local" (not None): Ray would otherwise join RAY_ADDRESS or the cluster named in
         # /tmp/ray/ray_current_cluster, and "a local Ray started for this run" would be someone else's.
@@ -133,8 +181,13 @@ def connected(address: str | None, *, progress: bool = True) -> Iterator[str]:
         else:
             ray.init(address=address, **common)  # None: RAY_ADDRESS
             where = f"the Ray cluster at {address or os.environ['RAY_ADDRESS']}"
+    except SystemExit as e:  # a SIGTERM while ray.init runs: Ray's own handler there exits with the signal number
+        if e.code != signal.SIGTERM:
+            raise
+        with contextlib.suppress(Exception):  # what it started (Ray's atexit and reaper would stop it too)
+            ray.shutdown()
+        raise KeyboardInterrupt from None  # as within the job: one line, exit 130
     except (ConnectionError, ValueError, RuntimeError) as e:
-        target = address or os.environ.get("RAY_ADDRESS")
         raise EffnetError(f"cannot connect to the Ray cluster at {target}: {connect_reason(e)}") from None
     except Exception as e:  # Ray raises a bare Exception when the node it starts times out during startup
         if "timed out" not in str(e):
@@ -144,7 +197,7 @@ def connected(address: str | None, *, progress: bool = True) -> Iterator[str]:
             "or run on a less loaded machine"
         ) from None
     try:
-        with _one_line_actor_failures():
+        with sigterm_as_ctrl_c(), _one_line_actor_failures():
             yield where
     finally:
         _stop_data_executors()

@@ -29,7 +29,6 @@ import ray.data
 from ..errors import EffnetError
 from ..factory import Pretrained
 from ..files import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, find_images, is_live
-from ..signals import sigterm_as_ctrl_c
 from ..source import ModelSource, resolve_source
 from .data import PipelineOptions, ShippedWeights, check_fits, pool_size, pool_strategy, ship_weights
 from .inputs import Inputs, list_inputs, list_lines, read_inputs
@@ -335,8 +334,8 @@ def run_videos(job: VideoJob, on_row: Callable[[dict[str, Any]], None] | None = 
     job.options.check()
     spec = output_spec(job.output) if job.output is not None else None  # a bad --output fails before Ray starts
     check_fits(job.source)  # weights that do not fit the model: the local error, before Ray starts
-    # SIGTERM as Ctrl-C (docs/video.md), set once Ray is up: ray.init installs a native handler of its own.
-    with connected(job.address, progress=job.progress) as where, sigterm_as_ctrl_c():
+    # SIGTERM is Ctrl-C within connected() (docs/video.md), as for every Ray job.
+    with connected(job.address, progress=job.progress) as where:
         started = time.perf_counter()
         options = job.options.placed()
         pool = pool_size(options)
