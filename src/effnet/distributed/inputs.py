@@ -29,7 +29,8 @@ from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
 from ..errors import EffnetError
-from ..files import IMAGE_EXTENSIONS, find_images, read_list
+from ..files import find_images, read_list
+from .uris import is_uri, list_uri_folder, local_path, uri_filesystem
 
 __all__ = [
     "BLOCK_ROWS",
@@ -61,51 +62,15 @@ TASK_ARGS: dict[str, Any] = {"num_cpus": 1.0, "memory": 512 * 2**20}
 SHIP_LIMIT_BYTES = 2 * 2**30
 
 
-def _is_uri(text: str) -> bool:
-    return "://" in text
-
-
-def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    try:
-        return pafs.FileSystem.from_uri(uri)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as e:  # http: its message repeats the URI
-        why = "no http(s)" if uri[:4].lower() == "http" else e
-        raise EffnetError(f"{uri}: not a URI pyarrow can read ({why})") from None
-
-
-def _scheme_prefix(uri: str) -> str:
-    """What Ray's reader drops from a URI's paths ('s3://'), put back so rows name what the user gave."""
-    scheme = uri.split("://", 1)[0]
-    return "" if scheme == "file" else f"{scheme}://"
-
-
-def _local_path(entry: str) -> str | None:
-    """The local path an input names (a plain path or a ``file://`` URI), or None for a cluster URI."""
-    if entry.startswith("file://"):
-        return entry[len("file://") :]
-    return None if _is_uri(entry) else entry
-
-
-def _list_uri_folder(uri: str) -> list[str] | None:
-    """The image files under a URI prefix (by extension, recursively, sorted), or None if it is no folder."""
-    fs, inner = _filesystem(uri)
-    if fs.get_file_info(inner).type != pafs.FileType.Directory:
-        return None
-    prefix = _scheme_prefix(uri)
-    infos = fs.get_file_info(pafs.FileSelector(inner, recursive=True))
-    files = (i.path for i in infos if i.type == pafs.FileType.File)
-    return sorted(prefix + f for f in files if Path(f).suffix.lower() in IMAGE_EXTENSIONS)
-
-
 def list_lines(list_file: str) -> list[str]:
     """The entries of a ``--from-list`` file (read by the driver: it names it), blank lines and # comments out."""
     try:
-        if _is_uri(list_file) and not list_file.startswith("file://"):
-            fs, inner = _filesystem(list_file)
+        if is_uri(list_file) and not list_file.startswith("file://"):
+            fs, inner = uri_filesystem(list_file)
             with fs.open_input_stream(inner) as f:
                 text = f.read().decode("utf-8-sig")  # a byte-order mark is not part of the first name
         else:
-            path = Path(_local_path(list_file) or list_file)
+            path = Path(local_path(list_file) or list_file)
             if not path.is_file():
                 raise EffnetError(f"--from-list {list_file}: no such file")
             text = read_list(path)
@@ -123,16 +88,16 @@ def _expand(paths: Sequence[str | os.PathLike], from_list: Sequence[str | os.Pat
     out: list[str] = []
     for raw in paths:
         text = os.fspath(raw)
-        local = _local_path(text)
+        local = local_path(text)
         if local is None:
-            listed = _list_uri_folder(text)
+            listed = list_uri_folder(text)
             out.extend(listed if listed is not None else [text])  # a file, or missing: its row says which
         elif Path(local).is_dir():
             prefix = "file://" if text.startswith("file://") else ""
             out.extend(prefix + str(p) for p in find_images([os.path.abspath(local)]))
         else:
             out.append(text if text.startswith("file://") else os.path.abspath(local))
-    out.extend(line if _is_uri(line) else os.path.abspath(line) for f in from_list for line in list_lines(os.fspath(f)))
+    out.extend(line if is_uri(line) else os.path.abspath(line) for f in from_list for line in list_lines(os.fspath(f)))
     return out
 
 
@@ -171,16 +136,16 @@ def _read_listed(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         name = str(raw)
         data: bytes | None = None
         error = ""
-        local = _local_path(name)
+        local = local_path(name)
         try:
             if local is None:
                 scheme, rest = name.split("://", 1)
                 root = f"{scheme}://{rest.split('/', 1)[0]}"
                 if root not in filesystems:  # one filesystem object per bucket/host, not per file
-                    filesystems[root] = _filesystem(name)
+                    filesystems[root] = uri_filesystem(name)
                 fs = filesystems[root][0]
                 # Object stores name files bucket/key; other filesystems (hdfs) by their own path.
-                inner = rest if scheme in ("s3", "gs", "gcs") else _filesystem(name)[1]
+                inner = rest if scheme in ("s3", "gs", "gcs") else uri_filesystem(name)[1]
                 with fs.open_input_stream(inner) as f:
                     data = f.read()
             else:
@@ -350,7 +315,7 @@ def read_inputs(
     in_cluster: list[str] = []
     local: list[tuple[str, str]] = []
     for name in entries:
-        path = _local_path(name)
+        path = local_path(name)
         if path is None:
             in_cluster.append(name)
         else:
