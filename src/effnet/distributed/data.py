@@ -132,7 +132,7 @@ class InferenceActor:
         """The rows of :data:`EVAL_COLUMNS` for one call: ``probs`` are those of the ``ok`` rows."""
         n = len(paths)
         k = min(TOP_K, len(self.classifier.labels))  # the driver's Tally keeps as many
-        terms = {
+        terms: dict[str, np.ndarray] = {
             "top": np.zeros((n, k), np.int32),
             "confidence": np.zeros(n, np.float64),
             "p_true": np.zeros(n, np.float64),

@@ -358,7 +358,7 @@ def read_inputs(
         streamed, shipped, shipped_bytes = _stream_local(local, block_rows, local_y)
         parts.append(streamed)
     if in_cluster:
-        items = [{"text": name} for name in in_cluster]
+        items: list[dict[str, Any]] = [{"text": name} for name in in_cluster]
         if labels is not None:
             items = [{**item, "label": y} for item, y in zip(items, cluster_labels, strict=True)]
         parts.append(_read_lines(ray.data.from_items(items), block_rows))
