@@ -56,9 +56,9 @@ DECODE_BATCH = BLOCK_ROWS  # images per decode call: one block (inputs.BLOCK_ROW
 #   probabilities and the label that came with the image (the input rows' ``label``), by the function the
 #   local eval's Tally uses, so the numbers are the same bit for bit: top (int32 [k]: class indices, best
 #   first), confidence, p_true, sum_sq (float64) and rank (int32); zeros on error rows. Bytes a row (Arrow,
-#   bench_ray_rows.py, 1,000 classes): ~4,070 with every class's float32 probability (issue 33's first
-#   cut; top-k lists with synset and label strings were ~52 KiB), ~160 with the terms: the driver reads (and
-#   holds in its RSS, as object-store pages) 25x less per image.
+#   bench_ray_rows.py, 1,000 classes, 57-character paths): 4,104 with every class's float32 probability
+#   (issue 33's first cut; top-k lists with synset and label strings were ~52 KiB), 152 with the terms (61
+#   of them the path): 27x fewer object-store bytes for the driver to read, and to hold in its RSS as pages.
 # - infer_seconds, wait_seconds: the first row of each call carries the call's seconds in the backend and
 #   the seconds the actor had waited for that batch since its previous call ended (or since it was built);
 #   the others 0, so column sums are totals.
