@@ -92,3 +92,19 @@ def test_an_http_url_is_refused_by_a_read_task_in_one_message_naming_it_once():
     url = "http://127.0.0.1:9/clip.mp4"  # pyarrow has no http filesystem: no connection is tried
     (error,) = _read_listed({"text": np.array([url], dtype=object)})["error"]
     assert error.startswith(f"{url}: cannot read: not a URI pyarrow can read (no http(s))") and error.count(url) == 1
+
+
+def test_a_label_given_with_an_input_stays_in_its_row_and_every_input_needs_one(tmp_path):
+    import numpy as np
+
+    from effnet.distributed.inputs import _read_listed, _read_local, read_inputs
+
+    image = tmp_path / "a.jpg"
+    image.write_bytes(b"jpeg bytes")
+    table = _read_local([("a.jpg", str(image)), ("gone.jpg", str(tmp_path / "gone.jpg"))], [7, 999])
+    assert table[0].column("label").to_pylist() == [7, 999] and "label" not in _read_local([])[0].column_names
+    url = "http://127.0.0.1:9/b.jpg"
+    rows = _read_listed({"text": np.array([url], dtype=object), "label": np.array([42])})
+    assert rows["label"].tolist() == [42] and rows["error"][0].startswith(url)
+    with pytest.raises(EffnetError, match="2 labels for 1 inputs"):
+        read_inputs([], listed=[str(image)], labels=[1, 2])  # refused before Ray is needed

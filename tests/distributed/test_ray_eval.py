@@ -54,7 +54,28 @@ def test_eval_on_ray_reports_what_the_local_eval_reports(ray_cluster, sample_dir
     assert sorted(i["path"] for i in on_ray["images"]) == sorted(by_path)
     for image in on_ray["images"]:
         assert image == by_path[image["path"]]
-    # calibration and the top-k curve from the probabilities the Ray rows carry back, as computed locally
+    # calibration and the top-k curve from the terms the actors computed (lean rows: no probability vector
+    # comes back), the same to the last digit: same function, same probabilities, summed in the same order
     assert on_ray["topk_accuracy"] == local["topk_accuracy"] and len(local["topk_accuracy"]) == 10
     for key in ("ece", "nll", "brier"):
-        assert on_ray["calibration"][key] == pytest.approx(local["calibration"][key], rel=1e-5, abs=1e-7), key
+        assert on_ray["calibration"][key] == local["calibration"][key], key
+    assert on_ray["calibration"]["reliability"] == local["calibration"]["reliability"]
+
+
+def test_each_input_row_carries_its_label_whichever_way_it_is_read(ray_cluster, sample_images, tmp_path):
+    """An eval's labels ride in the input rows: files streamed from the driver's node, --shared-inputs files
+    (one the driver lacks included), and a Ray Client driver's shipped blocks; the label stays with its path."""
+    import ray
+
+    from effnet.distributed.inputs import _ship, read_paths
+
+    paths = [str(p) for p in sample_images[:5]] + [str(tmp_path / "gone.jpg")]
+    labels = [11, 22, 33, 44, 55, 66]
+    expected = dict(zip(paths, labels, strict=True))
+    for shared in (False, True):
+        rows = read_paths(paths, shared=shared, labels=labels).dataset.take_all()
+        assert {r["path"]: r["label"] for r in rows} == expected, shared
+        assert {r["path"] for r in rows if r["error"]} == {paths[-1]}, shared
+    refs, _, missing = _ship([(p, p) for p in paths], 4, labels)
+    shipped = [row for ref in refs for row in ray.get(ref).to_pylist()]
+    assert missing == 1 and {r["path"]: r["label"] for r in shipped} == expected

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from functools import partial
 from pathlib import Path
 
@@ -27,6 +27,8 @@ import ray
 import ray.data
 
 from ..errors import EffnetError
+from ..evaluate.report import TOP_K
+from ..evaluate.terms import ImageTerms, image_terms
 from ..factory import Pretrained
 from ..predict import ImageResult
 from ..source import ModelSource, read_checkpoint, resolve_source
@@ -48,18 +50,38 @@ __all__ = [
 
 DECODE_BATCH = BLOCK_ROWS  # images per decode call: one block (inputs.BLOCK_ROWS), so memory stays flat
 
-# The rows of ``effnet eval --engine ray`` (``eval_rows``): what the report needs and nothing else. Every
-# class's probability as one float32 vector (what the local eval's Tally gets from the backend: the same
-# numbers, 4 bytes a class; top-k lists with synset and label strings were 52 KiB a row for 1,000 classes),
-# and what the actor measured and built. Timings: the first row of each call carries the call's seconds in
-# the backend and the seconds the actor had waited for that batch since its previous call ended (or since
-# it was built); the others 0, so column sums are totals. The strings (backend, precision, device, node)
-# are on that first row only, empty on the others.
-EVAL_COLUMNS = ("path", "probs", "error", "infer_seconds", "wait_seconds", "backend", "precision", "device", "node")
+# The rows of ``effnet eval --engine ray`` (``eval_rows``): what the report needs and nothing else.
+# - path, error: which image ('' = classified), as the driver listed it.
+# - The image's terms (evaluate.terms.ImageTerms, TERM_COLUMNS), computed by the actor from its backend's
+#   probabilities and the label that came with the image (the input rows' ``label``), by the function the
+#   local eval's Tally uses, so the numbers are the same bit for bit: top (int32 [k]: class indices, best
+#   first), confidence, p_true, sum_sq (float64) and rank (int32); zeros on error rows. Bytes a row (Arrow,
+#   bench_ray_rows.py, 1,000 classes, 57-character paths): 4,104 with every class's float32 probability
+#   (issue 33's first cut; top-k lists with synset and label strings were ~52 KiB), 152 with the terms (61
+#   of them the path): 27x fewer object-store bytes for the driver to read, and to hold in its RSS as pages.
+# - infer_seconds, wait_seconds: the first row of each call carries the call's seconds in the backend and
+#   the seconds the actor had waited for that batch since its previous call ended (or since it was built);
+#   the others 0, so column sums are totals.
+# - backend, precision, device, node: what the actor built and where, on that first row only ('' elsewhere).
+TERM_COLUMNS = tuple(f.name for f in fields(ImageTerms))
+EVAL_COLUMNS = (
+    "path",
+    *TERM_COLUMNS,
+    "error",
+    "infer_seconds",
+    "wait_seconds",
+    "backend",
+    "precision",
+    "device",
+    "node",
+)
 
 
 def _decode(batch: dict[str, np.ndarray], preprocess: Preprocess) -> dict[str, np.ndarray]:
-    return decode_rows(list(batch["path"]), list(batch["bytes"]), list(batch["error"]), preprocess)
+    rows = decode_rows(list(batch["path"]), list(batch["bytes"]), list(batch["error"]), preprocess)
+    if "label" in batch:  # an eval's inputs: the label goes on with its image to the actor (EVAL_COLUMNS)
+        rows["label"] = batch["label"]
+    return rows
 
 
 class InferenceActor:
@@ -78,10 +100,13 @@ class InferenceActor:
         started = time.perf_counter()
         errors = batch["error"]
         ok = np.asarray([not e for e in errors], dtype=bool)
+        if self.eval_rows and "label" not in batch:
+            raise EffnetError("eval rows need each input's label: read the inputs with read_paths(labels=...)")
         probs = streamed_probabilities(self.classifier, batch["crop"][ok]) if ok.any() else None
         inferred = time.perf_counter()
         if self.eval_rows:
-            rows = self._eval_rows(batch["path"], errors, ok, probs, inferred - started, started - self.idle_since)
+            took, waited = inferred - started, started - self.idle_since
+            rows = self._eval_rows(batch["path"], errors, ok, probs, batch["label"], took, waited)
             self.idle_since = time.perf_counter()
             return rows
         good = iter(probs if probs is not None else [])
@@ -95,19 +120,36 @@ class InferenceActor:
         return pa.Table.from_pydict(result_columns(results), schema=RESULT_SCHEMA)
 
     def _eval_rows(
-        self, paths: np.ndarray, errors: np.ndarray, ok: np.ndarray, probs: np.ndarray | None, infer: float, wait: float
+        self,
+        paths: np.ndarray,
+        errors: np.ndarray,
+        ok: np.ndarray,
+        probs: np.ndarray | None,
+        labels: np.ndarray,
+        infer: float,
+        wait: float,
     ) -> dict[str, np.ndarray]:
+        """The rows of :data:`EVAL_COLUMNS` for one call: ``probs`` are those of the ``ok`` rows."""
         n = len(paths)
-        full = np.zeros((n, len(self.classifier.labels)), np.float32)
+        k = min(TOP_K, len(self.classifier.labels))  # the driver's Tally keeps as many
+        terms: dict[str, np.ndarray] = {
+            "top": np.zeros((n, k), np.int32),
+            "confidence": np.zeros(n, np.float64),
+            "p_true": np.zeros(n, np.float64),
+            "sum_sq": np.zeros(n, np.float64),
+            "rank": np.zeros(n, np.int32),
+        }
         if probs is not None:
-            full[ok] = probs
+            computed = image_terms(probs, np.asarray(labels)[ok], k)
+            for name in TERM_COLUMNS:
+                terms[name][ok] = getattr(computed, name)
         first = np.zeros(n, np.float64)
         infer_col, wait_col = first.copy(), first.copy()
         infer_col[0], wait_col[0] = infer, wait
         said = {key: np.asarray([value] + [""] * (n - 1), dtype=object) for key, value in self.built.items()}
         return {
             "path": paths,
-            "probs": full,
+            **terms,
             "error": errors,
             "infer_seconds": infer_col,
             "wait_seconds": wait_col,

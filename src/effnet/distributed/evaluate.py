@@ -16,11 +16,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ..evaluate import TOP_K, Dataset, DatasetError, EvalReport, Failure, Progress, Sample
 from ..evaluate.report import RAY_WORKERS
 from ..evaluate.run import Tally, build_report
+from ..evaluate.terms import ImageTerms
 from ..source import ModelSource
-from .data import PipelineOptions, build_pipeline, check_fits, pool_size, ship_weights
+from .data import TERM_COLUMNS, PipelineOptions, build_pipeline, check_fits, pool_size, ship_weights
 from .inputs import read_paths
 from .jobs import connected
 
@@ -79,7 +82,9 @@ def run_eval(job: EvalJob, progress: Callable[[Progress], None] | None = None) -
     job.options.check()
     dataset = job.dataset
     samples = dataset.samples[: job.limit] if job.limit else dataset.samples
-    by_path = {os.path.abspath(s.path): s for s in samples}
+    # Each sample's index by the path its row names. Per image the driver holds this entry, a bit in `seen`,
+    # its outcome and its packed terms (Tally): no second string of the path, no Python float.
+    index = {os.path.abspath(s.path): i for i, s in enumerate(samples)}
     check_fits(job.source)  # weights that do not fit the model: the local error, before Ray starts
     with connected(job.address, progress=job.progress):
         options = job.options.placed()
@@ -91,12 +96,13 @@ def run_eval(job: EvalJob, progress: Callable[[Progress], None] | None = None) -
                 "the dataset was labelled with a different class list than the model's "
                 f"({len(dataset.labels):,} vs {len(labels):,} classes)"
             )
-        # Every class's probability comes back as one float32 vector (data.EVAL_COLUMNS), so that the report's
-        # calibration and top-k curve are computed from the numbers the local engine computes them from.
-        inputs = read_paths(list(by_path), shared=job.shared_inputs)
+        # Each label rides with its image to the actor, which sends back the image's terms (data.EVAL_COLUMNS):
+        # computed there by the function the local Tally uses, from the same probabilities, so the report's
+        # calibration and top-k curve are the local engine's numbers.
+        inputs = read_paths(list(index), shared=job.shared_inputs, labels=[samples[i].label for i in index.values()])
         tally = Tally(labels, min(TOP_K, len(labels)))
         failures: list[Failure] = []
-        seen: set[str] = set()
+        seen = np.zeros(len(samples), bool)
         infer = wait = 0.0
         per_node: set[NodeRun] = set()
         start = time.perf_counter()
@@ -105,27 +111,31 @@ def run_eval(job: EvalJob, progress: Callable[[Progress], None] | None = None) -
         )
         for batch in batches:
             good: list[int] = []
+            at = [index[path] for path in batch["path"]]  # each row's sample
             for i, (path, error) in enumerate(zip(batch["path"], batch["error"], strict=True)):
-                if path in seen:
+                if seen[at[i]]:
                     raise DatasetError(f"the cluster returned two rows for {path}: the run is not counted")
-                seen.add(path)
+                seen[at[i]] = True
                 if error:
-                    sample = by_path[path]
+                    sample = samples[at[i]]
                     failures.append(Failure(str(sample.path), sample.label, as_given(str(error), path, sample)))
                 else:
                     good.append(i)
                 if batch["node"][i]:  # the first row of an actor's call says what it ran and where
                     per_node.add(NodeRun(*(str(batch[c][i]) for c in NODE_COLUMNS)))
             if good:
-                tally.add([by_path[batch["path"][i]] for i in good], batch["probs"][good])
+                terms = ImageTerms(*(batch[c][good] for c in TERM_COLUMNS))
+                # positions: the report's sums run in the samples' order, as locally (rows arrive in any order)
+                tally.add_terms([samples[at[i]] for i in good], terms, positions=[at[i] for i in good])
             infer += float(batch["infer_seconds"].sum())
             wait += float(batch["wait_seconds"].sum())
             if progress is not None:
                 progress(tally.progress(len(failures), len(samples), start))
         seconds = time.perf_counter() - start
-    if len(seen) != len(samples):
-        lost = len(samples) - len(seen)
-        raise DatasetError(f"the cluster returned rows for {len(seen):,} of {len(samples):,} images ({lost:,} lost)")
+    returned = int(seen.sum())
+    if returned != len(samples):
+        lost = len(samples) - returned
+        raise DatasetError(f"the cluster returned rows for {returned:,} of {len(samples):,} images ({lost:,} lost)")
     built = {(r.backend, r.precision, r.device) for r in per_node}
     backends = sorted({b for b, _, _ in built}) or [options.backend]
     precisions = sorted({p for _, p, _ in built}) or [options.precision or "fp32"]

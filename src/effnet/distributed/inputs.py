@@ -29,7 +29,8 @@ from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
 from ..errors import EffnetError
-from ..files import IMAGE_EXTENSIONS, find_images, read_list
+from ..files import find_images, read_list
+from .uris import is_uri, list_uri_folder, local_path, uri_filesystem
 
 __all__ = [
     "BLOCK_ROWS",
@@ -61,51 +62,15 @@ TASK_ARGS: dict[str, Any] = {"num_cpus": 1.0, "memory": 512 * 2**20}
 SHIP_LIMIT_BYTES = 2 * 2**30
 
 
-def _is_uri(text: str) -> bool:
-    return "://" in text
-
-
-def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    try:
-        return pafs.FileSystem.from_uri(uri)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as e:  # http: its message repeats the URI
-        why = "no http(s)" if uri[:4].lower() == "http" else e
-        raise EffnetError(f"{uri}: not a URI pyarrow can read ({why})") from None
-
-
-def _scheme_prefix(uri: str) -> str:
-    """What Ray's reader drops from a URI's paths ('s3://'), put back so rows name what the user gave."""
-    scheme = uri.split("://", 1)[0]
-    return "" if scheme == "file" else f"{scheme}://"
-
-
-def _local_path(entry: str) -> str | None:
-    """The local path an input names (a plain path or a ``file://`` URI), or None for a cluster URI."""
-    if entry.startswith("file://"):
-        return entry[len("file://") :]
-    return None if _is_uri(entry) else entry
-
-
-def _list_uri_folder(uri: str) -> list[str] | None:
-    """The image files under a URI prefix (by extension, recursively, sorted), or None if it is no folder."""
-    fs, inner = _filesystem(uri)
-    if fs.get_file_info(inner).type != pafs.FileType.Directory:
-        return None
-    prefix = _scheme_prefix(uri)
-    infos = fs.get_file_info(pafs.FileSelector(inner, recursive=True))
-    files = (i.path for i in infos if i.type == pafs.FileType.File)
-    return sorted(prefix + f for f in files if Path(f).suffix.lower() in IMAGE_EXTENSIONS)
-
-
 def list_lines(list_file: str) -> list[str]:
     """The entries of a ``--from-list`` file (read by the driver: it names it), blank lines and # comments out."""
     try:
-        if _is_uri(list_file) and not list_file.startswith("file://"):
-            fs, inner = _filesystem(list_file)
+        if is_uri(list_file) and not list_file.startswith("file://"):
+            fs, inner = uri_filesystem(list_file)
             with fs.open_input_stream(inner) as f:
                 text = f.read().decode("utf-8-sig")  # a byte-order mark is not part of the first name
         else:
-            path = Path(_local_path(list_file) or list_file)
+            path = Path(local_path(list_file) or list_file)
             if not path.is_file():
                 raise EffnetError(f"--from-list {list_file}: no such file")
             text = read_list(path)
@@ -123,16 +88,16 @@ def _expand(paths: Sequence[str | os.PathLike], from_list: Sequence[str | os.Pat
     out: list[str] = []
     for raw in paths:
         text = os.fspath(raw)
-        local = _local_path(text)
+        local = local_path(text)
         if local is None:
-            listed = _list_uri_folder(text)
+            listed = list_uri_folder(text)
             out.extend(listed if listed is not None else [text])  # a file, or missing: its row says which
         elif Path(local).is_dir():
             prefix = "file://" if text.startswith("file://") else ""
             out.extend(prefix + str(p) for p in find_images([os.path.abspath(local)]))
         else:
             out.append(text if text.startswith("file://") else os.path.abspath(local))
-    out.extend(line if _is_uri(line) else os.path.abspath(line) for f in from_list for line in list_lines(os.fspath(f)))
+    out.extend(line if is_uri(line) else os.path.abspath(line) for f in from_list for line in list_lines(os.fspath(f)))
     return out
 
 
@@ -158,7 +123,8 @@ def _read_error(name: str, e: OSError | EffnetError, where: str = "") -> str:
 
 
 def _read_listed(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """A batch of entries (cluster URIs, or with --shared-inputs local paths) -> path, bytes, error.
+    """A batch of entries (cluster URIs, or with --shared-inputs local paths) -> path, bytes, error (and
+    ``label`` as it came, where the entries carry one: an eval's, see :func:`read_inputs`).
 
     Runs in a Ray task, on any node. A local path the driver saw but this node does not is an error row
     naming the node: --shared-inputs promised that every node sees it.
@@ -171,16 +137,16 @@ def _read_listed(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         name = str(raw)
         data: bytes | None = None
         error = ""
-        local = _local_path(name)
+        local = local_path(name)
         try:
             if local is None:
                 scheme, rest = name.split("://", 1)
                 root = f"{scheme}://{rest.split('/', 1)[0]}"
                 if root not in filesystems:  # one filesystem object per bucket/host, not per file
-                    filesystems[root] = _filesystem(name)
+                    filesystems[root] = uri_filesystem(name)
                 fs = filesystems[root][0]
                 # Object stores name files bucket/key; other filesystems (hdfs) by their own path.
-                inner = rest if scheme in ("s3", "gs", "gcs") else _filesystem(name)[1]
+                inner = rest if scheme in ("s3", "gs", "gcs") else uri_filesystem(name)[1]
                 with fs.open_input_stream(inner) as f:
                     data = f.read()
             else:
@@ -192,7 +158,10 @@ def _read_listed(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         paths.append(name)
         blobs.append(data)
         errors.append(error)
-    return _columns(paths, blobs, errors)
+    columns = _columns(paths, blobs, errors)
+    if "label" in batch:
+        columns["label"] = np.asarray(batch["label"], np.int64)
+    return columns
 
 
 def _columns(paths: list[str], blobs: list[bytes | None], errors: list[str]) -> dict[str, np.ndarray]:
@@ -205,7 +174,8 @@ def _columns(paths: list[str], blobs: list[bytes | None], errors: list[str]) -> 
 
 @dataclass(frozen=True)
 class Inputs:
-    """What a job reads: a dataset of ``path``, ``bytes``, ``error`` rows, one per input."""
+    """What a job reads: a dataset of ``path``, ``bytes``, ``error`` rows, one per input (and ``label``, an
+    int64, where the job gave each input its label: ``read_inputs(labels=...)``)."""
 
     dataset: ray.data.Dataset
     count: int  # rows the dataset yields (the output must have exactly as many)
@@ -213,8 +183,8 @@ class Inputs:
     shipped_bytes: int  # their size as the driver saw it when it listed them
 
 
-def _read_local(entries: list[tuple[str, str]]) -> list[pa.Table]:
-    """One read task of :class:`_DriverFiles`: ``(name, local path)`` entries -> one block of rows."""
+def _read_local(entries: list[tuple[str, str]], labels: list[int] | None = None) -> list[pa.Table]:
+    """One read task of :class:`_DriverFiles`: ``(name, local path)`` entries (and their labels) -> one block."""
     paths: list[str] = []
     blobs: list[bytes | None] = []
     errors: list[str] = []
@@ -228,7 +198,10 @@ def _read_local(entries: list[tuple[str, str]]) -> list[pa.Table]:
         paths.append(name)
         blobs.append(data)
         errors.append(error)
-    return [pa.table({"path": paths, "bytes": pa.array(blobs, pa.binary()), "error": errors})]
+    columns = {"path": paths, "bytes": pa.array(blobs, pa.binary()), "error": errors}
+    if labels is not None:
+        columns["label"] = pa.array(labels, pa.int64())
+    return [pa.table(columns)]
 
 
 class _DriverFiles(Datasource):
@@ -241,9 +214,11 @@ class _DriverFiles(Datasource):
     the driver itself holds only the list of names. No size limit: memory does not grow with the job.
     """
 
-    def __init__(self, entries: list[tuple[str, str, int]], block_rows: int = BLOCK_ROWS) -> None:
+    def __init__(
+        self, entries: list[tuple[str, str, int]], block_rows: int = BLOCK_ROWS, labels: list[int] | None = None
+    ) -> None:
         super().__init__()
-        self._entries, self._block_rows = entries, block_rows
+        self._entries, self._block_rows, self._labels = entries, block_rows, labels
 
     @property
     def supports_distributed_reads(self) -> bool:
@@ -265,7 +240,8 @@ class _DriverFiles(Datasource):
                 num_rows=len(chunk), size_bytes=sum(s for _, _, s in chunk), input_files=None, exec_stats=None
             )
             pairs = [(name, path) for name, path, _ in chunk]  # each task carries its own files, not the list
-            tasks.append(ReadTask(partial(_read_local, pairs), meta, per_task_row_limit=per_task_row_limit))
+            labels = None if self._labels is None else self._labels[start : start + self._block_rows]
+            tasks.append(ReadTask(partial(_read_local, pairs, labels), meta, per_task_row_limit=per_task_row_limit))
         return tasks
 
 
@@ -274,7 +250,9 @@ class _DriverFiles(Datasource):
 LOCAL_READ_ARGS: dict[str, Any] = {"num_cpus": 0, "concurrency": 2}
 
 
-def _stream_local(entries: list[tuple[str, str]], block_rows: int) -> tuple[ray.data.Dataset, int, int]:
+def _stream_local(
+    entries: list[tuple[str, str]], block_rows: int, labels: list[int] | None = None
+) -> tuple[ray.data.Dataset, int, int]:
     """The driver's local files as a dataset read on its node; returns it, the files present, their bytes."""
     sized: list[tuple[str, str, int]] = []
     present = total = 0
@@ -286,12 +264,14 @@ def _stream_local(entries: list[tuple[str, str]], block_rows: int) -> tuple[ray.
             size = 0  # its read gives the error row, with the reason as the read sees it
         total += size
         sized.append((name, path, size))
-    source = _DriverFiles(sized, block_rows)
+    source = _DriverFiles(sized, block_rows, labels)
     blocks = -(-len(sized) // block_rows)  # one block per read task: Ray Data would otherwise split them smaller
     return ray.data.read_datasource(source, override_num_blocks=blocks, **LOCAL_READ_ARGS), present, total
 
 
-def _ship(entries: list[tuple[str, str]], block_rows: int = BLOCK_ROWS) -> tuple[list[Any], int, int]:
+def _ship(
+    entries: list[tuple[str, str]], block_rows: int = BLOCK_ROWS, labels: list[int] | None = None
+) -> tuple[list[Any], int, int]:
     """Read ``(name, local path)`` entries in this process into blocks of ``BLOCK_ROWS`` rows, each put into
     the object store as it is read. Only for a Ray Client (``ray://``), whose driver is no node of the
     cluster: every ref lives until the job ends, hence the limit. Returns refs, bytes, missing."""
@@ -308,7 +288,9 @@ def _ship(entries: list[tuple[str, str]], block_rows: int = BLOCK_ROWS) -> tuple
     refs: list[Any] = []
     shipped = missing = 0
     for start in range(0, len(entries), block_rows):
-        block = _read_local(entries[start : start + block_rows])[0]
+        block = _read_local(
+            entries[start : start + block_rows], None if labels is None else labels[start : start + block_rows]
+        )[0]
         errors = [e for e in block.column("error").to_pylist() if e]
         missing += len(errors)
         shipped += sum(len(b) for b in block.column("bytes").to_pylist() if b is not None)
@@ -327,7 +309,7 @@ def list_inputs(paths: Sequence[str | os.PathLike], from_list: Sequence[str | os
 
 def read_inputs(
     paths: Sequence[str | os.PathLike], from_list: Sequence[str | os.PathLike] = (), *, shared: bool = False,
-    listed: Sequence[str] | None = None, block_rows: int = BLOCK_ROWS,
+    listed: Sequence[str] | None = None, block_rows: int = BLOCK_ROWS, labels: Sequence[int] | None = None,
 ) -> Inputs:  # fmt: skip
     """Rows for every image under the folders/prefixes in ``paths`` and the ``from_list`` files' lines.
 
@@ -344,34 +326,42 @@ def read_inputs(
 
     The driver expands folders and list files itself, so it knows how many rows the output must have;
     ``listed`` is that expansion when :func:`list_inputs` already made it (then ``paths`` is not read again).
-    ``block_rows``: files per block (videos: one, so each goes to an actor of its own).
+    ``block_rows``: files per block (videos: one, so each goes to an actor of its own). ``labels``: one int per
+    entry (an eval's true classes), carried in each row's ``label`` column beside its bytes, so the actor that
+    classifies an image also knows its label (``effnet eval --engine ray``'s lean rows).
     """
     entries = list(listed) if listed is not None else list_inputs(paths, from_list)
+    if labels is not None and len(labels) != len(entries):
+        raise EffnetError(f"{len(labels):,} labels for {len(entries):,} inputs: one label per input")
     in_cluster: list[str] = []
     local: list[tuple[str, str]] = []
-    for name in entries:
-        path = _local_path(name)
-        if path is None:
+    cluster_labels: list[int] = []  # with labels: those of in_cluster and of local, in the same order
+    local_labels: list[int] = []
+    for i, name in enumerate(entries):
+        path = local_path(name)
+        label = [] if labels is None else [int(labels[i])]
+        # shared: the driver checks only that each exists; one it lacks is read here, as its error row
+        if path is None or (shared and os.path.isfile(path)):
             in_cluster.append(name)
+            cluster_labels.extend(label)
         else:
             local.append((name, path))
+            local_labels.extend(label)
     parts: list[ray.data.Dataset] = []
     shipped = shipped_bytes = 0
-    if shared:
-        present = [name for name, path in local if os.path.isfile(path)]
-        absent = [(name, path) for name, path in local if not os.path.isfile(path)]
-        in_cluster.extend(present)
-        local = absent  # read as their error rows: the driver read what it could (nothing)
+    local_y = None if labels is None else local_labels
     if local and ray.util.client.ray.is_connected():
-        refs, shipped_bytes, missing = _ship(local, block_rows)
+        refs, shipped_bytes, missing = _ship(local, block_rows, local_y)
         shipped = len(local) - missing
         parts.append(ray.data.from_arrow_refs(refs))
     elif local:
-        streamed, shipped, shipped_bytes = _stream_local(local, block_rows)
+        streamed, shipped, shipped_bytes = _stream_local(local, block_rows, local_y)
         parts.append(streamed)
     if in_cluster:
-        lines = ray.data.from_items([{"text": name} for name in in_cluster])
-        parts.append(_read_lines(lines, block_rows))
+        items: list[dict[str, Any]] = [{"text": name} for name in in_cluster]
+        if labels is not None:
+            items = [{**item, "label": y} for item, y in zip(items, cluster_labels, strict=True)]
+        parts.append(_read_lines(ray.data.from_items(items), block_rows))
     dataset = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
     return Inputs(dataset, len(entries), shipped, shipped_bytes)
 
@@ -394,6 +384,9 @@ def _read_lines(lines: ray.data.Dataset, block_rows: int = BLOCK_ROWS) -> ray.da
     return small.map_batches(_read_listed, batch_size=block_rows, **TASK_ARGS)
 
 
-def read_paths(paths: Sequence[str | os.PathLike], *, shared: bool = False) -> Inputs:
-    """Rows for a known list of files (an eval set the driver has labelled), read as :func:`read_inputs` says."""
-    return read_inputs(list(paths), shared=shared)
+def read_paths(
+    paths: Sequence[str | os.PathLike], *, shared: bool = False, labels: Sequence[int] | None = None
+) -> Inputs:
+    """Rows for a known list of files (an eval set the driver has labelled: ``labels``, one per path, ride in
+    the rows), read as :func:`read_inputs` says."""
+    return read_inputs(list(paths), shared=shared, labels=labels)

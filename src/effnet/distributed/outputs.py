@@ -26,7 +26,7 @@ from ray.data.datasource import BlockBasedFileDatasink
 
 from ..errors import EffnetError
 from ..fileio import atomic_write, temp_dir, writable_dir
-from .inputs import _is_uri
+from .uris import is_uri
 from .worker import result_from_row
 
 __all__ = [
@@ -64,7 +64,7 @@ def output_spec(out: str | os.PathLike) -> OutputSpec:
     """Check ``--output`` before any work: ``*.jsonl`` -> JSON lines, a folder or ``*.parquet`` -> Parquet.
     An existing output is refused in either format (an empty folder is not an output yet)."""
     text = os.fspath(out)
-    if _is_uri(text):
+    if is_uri(text):
         raise EffnetError(
             f"--output {text}: give a local path (on a filesystem every node sees); write to object storage "
             "from the Python API (effnet.distributed.classify(...).write_parquet(URI))"

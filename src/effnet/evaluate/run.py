@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from array import array
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
@@ -24,6 +25,7 @@ from ..pipeline import default_workers, iter_batches
 from ..source import ModelSource, weights_label
 from .datasets import Dataset, DatasetError, Sample, find_dataset
 from .report import MAX_K, TOP_K, Calibration, ClassResult, Confusion, EvalReport, Failure, ImageOutcome, Progress
+from .terms import ImageTerms, image_terms
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..predict import Classifier
@@ -52,51 +54,76 @@ class Tally:
         self.hits5 = np.zeros(len(labels), dtype=np.int64)
         self.confusion: Counter[tuple[int, int]] = Counter()
         self.outcomes: list[ImageOutcome] = []
-        # per image, from full probability rows (add): top-1 probability, p(true), sum of p^2, rank of the truth
-        self.confidence: list[float] = []
-        self.p_true: list[float] = []
-        self.sum_sq: list[float] = []
-        self.rank: list[int] = []
+        # Per image (add, add_terms): top-1 probability, p(true), sum of p^2, rank of the truth (terms.ImageTerms),
+        # and where given its place in the dataset's order. Packed arrays, 8 or 4 bytes an image, not Python
+        # lists of floats (32 bytes each): a 50,000-image run holds them all until the report.
+        self._confidence, self._p_true, self._sum_sq = array("d"), array("d"), array("d")
+        self._rank, self._position = array("i"), array("q")
         self.top_only = 0  # images added by their top-k indices alone (no calibration for the report then)
+        # One int object per class, shared by every outcome's top-k tuple: an index above 256 is otherwise a
+        # 28-byte object of its own, 5 an image (~7 MB at 50,000 images).
+        self._class_ints = list(range(len(labels)))
 
     def add(self, samples: Sequence[Sample], probs: np.ndarray) -> None:
-        # Stable sort on -p: ties resolve to the lower class index, as Classifier.top_k does.
-        self._add_top(samples, np.argsort(-probs, axis=1, kind="stable")[:, : self.k].tolist())
-        probs = np.asarray(probs, np.float64)
-        y = np.asarray([s.label for s in samples], np.int64)
-        p_y = probs[np.arange(len(y)), y]
-        classes = np.arange(probs.shape[1])
-        # classes ranked ahead of the truth in the same stable order: higher p, or equal p and lower index
-        ahead = (probs > p_y[:, None]) | ((probs == p_y[:, None]) & (classes[None, :] < y[:, None]))
-        self.confidence.extend(probs.max(axis=1).tolist())
-        self.p_true.extend(p_y.tolist())
-        self.sum_sq.extend((probs * probs).sum(axis=1).tolist())
-        self.rank.extend(ahead.sum(axis=1).tolist())
+        """Add images by their full probability rows [n, classes]."""
+        self.add_terms(samples, image_terms(probs, [s.label for s in samples], self.k))
+
+    def add_terms(self, samples: Sequence[Sample], terms: ImageTerms, positions: Sequence[int] | None = None) -> None:
+        """Add images by their terms (:func:`effnet.evaluate.terms.image_terms` of their probability rows).
+
+        ``positions``: each image's index in the dataset's sample order, from an engine whose rows arrive in
+        another order (Ray). The calibration's sums then run in the order the local eval adds the images in,
+        so that both give the same numbers to the last bit (a float sum depends on its order).
+        """
+        if len(terms) != len(samples) or (positions is not None and len(positions) != len(samples)):
+            given = "no" if positions is None else len(positions)
+            raise EffnetError(f"{len(samples)} samples but {len(terms)} rows of terms and {given} positions")
+        if len(self._rank) and (positions is not None) != bool(self._position):
+            raise EffnetError("a tally takes images with positions or without, not both")
+        self._add_top(samples, terms.top.tolist())
+        self._confidence.frombytes(np.ascontiguousarray(terms.confidence, np.float64).tobytes())
+        self._p_true.frombytes(np.ascontiguousarray(terms.p_true, np.float64).tobytes())
+        self._sum_sq.frombytes(np.ascontiguousarray(terms.sum_sq, np.float64).tobytes())
+        self._rank.frombytes(np.ascontiguousarray(terms.rank, np.int32).tobytes())
+        if positions is not None:
+            self._position.frombytes(np.ascontiguousarray(positions, np.int64).tobytes())
 
     def add_top(self, samples: Sequence[Sample], top: Sequence[Sequence[int]]) -> None:
         """Add images by their top-k class indices alone: accuracy, but no calibration or top-k beyond k."""
         self.top_only += len(samples)
         self._add_top(samples, top)
 
-    def calibration(self) -> Calibration | None:
-        if self.top_only or not self.confidence:
-            return None
-        correct = np.asarray(self.rank) == 0
-        return Calibration.from_arrays(
-            np.asarray(self.confidence), correct, np.asarray(self.p_true), np.asarray(self.sum_sq)
+    def _terms(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """confidence, p_true, sum_sq, rank of every image added, in the dataset's order where known."""
+        columns = (
+            np.frombuffer(self._confidence, np.float64),
+            np.frombuffer(self._p_true, np.float64),
+            np.frombuffer(self._sum_sq, np.float64),
+            np.frombuffer(self._rank, np.int32),
         )
+        if len(self._position):
+            order = np.argsort(np.frombuffer(self._position, np.int64), kind="stable")
+            confidence, p_true, sum_sq, rank = (c[order] for c in columns)
+            return confidence, p_true, sum_sq, rank
+        return columns
+
+    def calibration(self) -> Calibration | None:
+        if self.top_only or not self._confidence:
+            return None
+        confidence, p_true, sum_sq, rank = self._terms()
+        return Calibration.from_arrays(confidence, rank == 0, p_true, sum_sq)
 
     def topk_accuracy(self) -> tuple[float, ...]:
         """Percent of images whose true class is among the top k, k = 1..min(MAX_K, classes)."""
-        if self.top_only or not self.rank:
+        if self.top_only or not self._rank:
             return ()
-        rank = np.asarray(self.rank)
+        rank = np.frombuffer(self._rank, np.int32)
         return tuple(100.0 * float((rank < k).mean()) for k in range(1, min(MAX_K, len(self.labels)) + 1))
 
     def _add_top(self, samples: Sequence[Sample], top: Sequence[Sequence[int]]) -> None:
         """Count images by their top-k class indices, best first (what ``predict.top_k`` gives)."""
         for sample, row in zip(samples, top, strict=True):
-            row = list(row)[: self.k]
+            row = [self._class_ints[int(j)] for j in row[: self.k]]
             y = sample.label
             self.counts[y] += 1
             self.hits1[y] += row[0] == y
