@@ -31,10 +31,11 @@ from ..factory import Pretrained
 from ..predict import ImageResult
 from ..source import ModelSource, read_checkpoint, resolve_source
 from ..weights.records import Preprocess
+from .decode import decode_batch
 from .inputs import BLOCK_ROWS, TASK_ARGS, read_inputs, small_blocks
 from .outputs import RESULT_SCHEMA
 from .placement import PoolSize, batch_default, node_device, size_pool
-from .worker import InferenceSpec, decode_rows, describe_backend, result_columns, streamed_probabilities
+from .worker import InferenceSpec, describe_backend, result_columns, streamed_probabilities
 
 __all__ = [
     "DECODE_BATCH",
@@ -56,10 +57,6 @@ DECODE_BATCH = BLOCK_ROWS  # images per decode call: one block (inputs.BLOCK_ROW
 # it was built); the others 0, so column sums are totals. The strings (backend, precision, device, node)
 # are on that first row only, empty on the others.
 EVAL_COLUMNS = ("path", "probs", "error", "infer_seconds", "wait_seconds", "backend", "precision", "device", "node")
-
-
-def _decode(batch: dict[str, np.ndarray], preprocess: Preprocess) -> dict[str, np.ndarray]:
-    return decode_rows(list(batch["path"]), list(batch["bytes"]), list(batch["error"]), preprocess)
 
 
 class InferenceActor:
@@ -229,7 +226,7 @@ def build_pipeline(
     ``eval_rows`` the rows of :data:`EVAL_COLUMNS`."""
     options = options.placed()
     crops = inputs.map_batches(
-        partial(_decode, preprocess=shipped.preprocess),
+        partial(decode_batch, preprocess=shipped.preprocess),
         batch_size=DECODE_BATCH,
         batch_format="numpy",
         **{**TASK_ARGS, "num_cpus": options.decode_cpus},  # inputs.TASK_ARGS: why these, and why equal to the reads'
