@@ -1,9 +1,11 @@
-"""What a decode task runs: file bytes -> uint8 crops, one block at a time, without Ray.
+"""What a decode task runs: file bytes -> uint8 crops, one block at a time, without Ray and without torch.
 
 A Ray worker imports the module of the function it runs (when it unpickles it), with that module's own
 imports. This module holds the decode tasks' function alone, apart from the pipeline that schedules it
 (``effnet.distributed.data``) and the inference actors' code (``effnet.distributed.worker``), so a decode
-worker imports the image pipeline (Pillow, numpy) and not the model or the backends.
+worker imports the image pipeline (Pillow, numpy) and not the model or the backends: torch's import alone
+was 2.3-2.9 s of CPU per process on a 2-vCPU node (docs/distributed.md, "Where single-node Ray loses time",
+cause 2). ``tests/distributed/test_task_imports.py`` keeps it so.
 """
 
 from __future__ import annotations
