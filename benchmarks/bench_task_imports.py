@@ -22,6 +22,8 @@ folder) in the same rounds, interleaved, so two versions compare on the same mac
         --role decode=effnet.distributed.decode --role before:decode=effnet.distributed.data
 
 ``--importtime`` prints each role's slowest imports (``python -X importtime``, cumulative microseconds).
+``--cli 'ARGS'`` also times ``python -m effnet ARGS`` per copy of the code (CPU and wall seconds of the whole
+process): the command line's own start must not get slower.
 """
 
 from __future__ import annotations
@@ -29,9 +31,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
+import shlex
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,7 +60,21 @@ print(json.dumps({"import_cpu_s": spent, "process_cpu_s": usage.ru_utime + usage
 """
 
 
+def measure_cli(args: list[str], src: str) -> dict:
+    """``python -m effnet ARGS`` in a fresh process: its CPU seconds (user + system) and wall seconds."""
+    env = {**os.environ, "PYTHONPATH": src}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "effnet", *args], env=env, stdout=subprocess.DEVNULL, check=True)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"process_cpu_s": cpu, "wall_s": wall}
+
+
 def measure(modules: list[str], src: str) -> dict:
+    if modules[0] == "-m effnet":  # a --cli role
+        return measure_cli(modules[1:], src)
     env = {**os.environ, "PYTHONPATH": src}
     out = subprocess.run(
         [sys.executable, "-c", CHILD, ",".join(modules), ",".join(HEAVY)],
@@ -72,17 +91,12 @@ def importtime(modules: list[str], src: str, top: int) -> list[str]:
     code = "import ray, ray.data\n" + "".join(f"import {m}\n" for m in modules)
     env = {**os.environ, "PYTHONPATH": src}
     err = subprocess.run([sys.executable, "-X", "importtime", "-c", code], env=env, capture_output=True, text=True)
-    rows = []
-    seen_ray = False
-    for line in err.stderr.splitlines():
-        if not line.startswith("import time:") or "cumulative" in line:
-            continue
-        _own, cumulative, name = line.removeprefix("import time:").split("|", 2)
-        if name.strip() == "ray.data":
-            seen_ray = True  # everything after ray.data's own line is the role's
-            continue
-        if seen_ray:
-            rows.append((int(cumulative), name.rstrip()))  # indented by depth
+    lines = [line.removeprefix("import time:").split("|", 2) for line in err.stderr.splitlines()]
+    lines = [parts for parts in lines if len(parts) == 3 and parts[1].strip().isdigit()]
+    # The role's imports: after ray.data's top-level line, up to its own modules' (what follows is exit's).
+    start = max(i for i, (_, _, name) in enumerate(lines) if name.strip() == "ray.data") + 1
+    end = max(i for i, (_, _, name) in enumerate(lines) if name.strip() in modules) + 1
+    rows = [(int(cumulative), name.rstrip()) for _, cumulative, name in lines[start:end]]  # indented by depth
     rows.sort(reverse=True)
     return [f"{us / 1e6:7.3f} s  {name}" for us, name in rows[:top]]
 
@@ -93,9 +107,11 @@ def main() -> int:
     ap.add_argument("--src", action="append", default=[], help="NAME=DIR: another copy of src, measured too")
     ap.add_argument("--role", action="append", default=[], help="[SRC:]ROLE=MODULE[,MODULE]: what a role imports")
     ap.add_argument("--importtime", type=int, default=0, metavar="N", help="print each role's N slowest imports")
+    ap.add_argument("--cli", action="append", default=[], help="'ARGS': also time `python -m effnet ARGS`")
     args = ap.parse_args()
     sources = {"this": str(REPO / "src"), **dict(s.split("=", 1) for s in args.src)}
     roles: dict[tuple[str, str], list[str]] = {(s, r): m for s in sources for r, m in DEFAULT_ROLES.items()}
+    roles.update({(s, f"effnet {c}"): ["-m effnet", *shlex.split(c)] for s in sources for c in args.cli})
     for spec in args.role:
         key, modules = spec.split("=", 1)
         src, _, role = key.rpartition(":")
@@ -109,20 +125,20 @@ def main() -> int:
         for key in keys if r % 2 == 0 else keys[::-1]:  # interleaved, alternating order
             runs[key].append(measure(roles[key], sources[key[0]]))
     for (src, role), results in runs.items():
-        summary = {
-            "src": src,
-            "role": role,
-            "modules_imported": roles[(src, role)],
-            "import_cpu_s": [round(x["import_cpu_s"], 3) for x in results],
-            "import_cpu_s_median": round(statistics.median(x["import_cpu_s"] for x in results), 3),
-            "process_cpu_s": [round(x["process_cpu_s"], 3) for x in results],
-            "process_cpu_s_median": round(statistics.median(x["process_cpu_s"] for x in results), 3),
-            "modules_added": results[-1]["modules"],
-            "heavy": results[-1]["heavy"],
-            "top_level_added": results[-1]["top_level"],
-        }
+        summary: dict = {"src": src, "role": role}
+        for key in ("import_cpu_s", "process_cpu_s", "wall_s"):
+            if key in results[0]:
+                summary[key] = [round(x[key], 3) for x in results]
+                summary[f"{key}_median"] = round(statistics.median(x[key] for x in results), 3)
+        if "modules" in results[-1]:
+            summary.update(
+                modules_imported=roles[(src, role)],
+                modules_added=results[-1]["modules"],
+                heavy=results[-1]["heavy"],
+                top_level_added=results[-1]["top_level"],
+            )
         print(json.dumps(summary), flush=True)
-        if args.importtime:
+        if args.importtime and "modules" in results[-1]:
             for line in importtime(roles[(src, role)], sources[src], args.importtime):
                 print(f"#   {src} {role}: {line}")
     load = os.getloadavg()
