@@ -38,9 +38,9 @@ __all__ = [
 ]
 
 # Where each public name lives. `import effnet` imports none of them: any process that imports a module of
-# effnet imports this package first, and the model (factory, model) imports torch, 2.3-2.9 s of CPU on a
-# 2-vCPU node. Ray's read and decode workers import effnet only to run code that needs no torch
-# (docs/distributed.md, "Where single-node Ray loses time", cause 2); `effnet --help` needs none either.
+# effnet imports this package first, and the model (factory, model) imports torch, about 1 s of CPU per
+# process on a 2-vCPU node. Ray's read and decode workers import effnet only to run code that needs no
+# torch (docs/distributed.md, "Where single-node Ray loses time", cause 2).
 # Classifier pulls in Pillow and numpy; explain, captum and matplotlib.
 _LAZY = {
     "create_model": "factory",

@@ -3,9 +3,10 @@
 A Ray worker imports the module of the function it runs (when it unpickles it), with that module's own
 imports. This module holds the decode tasks' function alone, apart from the pipeline that schedules it
 (``effnet.distributed.data``) and the inference actors' code (``effnet.distributed.worker``), so a decode
-worker imports the image pipeline (Pillow, numpy) and not the model or the backends: torch's import alone
-was 2.3-2.9 s of CPU per process on a 2-vCPU node (docs/distributed.md, "Where single-node Ray loses time",
-cause 2). ``tests/distributed/test_task_imports.py`` keeps it so.
+worker imports the image pipeline (Pillow, numpy) and not the model or the backends: importing the module
+that held it before took about 1 s of CPU per process on a 2-vCPU node, torch's import mostly, and this one
+0.03 s (docs/distributed.md, "Where single-node Ray loses time", cause 2).
+``tests/distributed/test_task_imports.py`` keeps it so.
 """
 
 from __future__ import annotations
