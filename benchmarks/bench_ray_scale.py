@@ -79,11 +79,19 @@ def _cpu_by_role(cpu: dict[int, float], titles: dict[int, Counter]) -> dict[str,
     """CPU seconds summed by role; a worker's role is the non-idle title it showed most often."""
     roles: dict[str, float] = {}
     for pid, seconds in cpu.items():
-        seen = titles[pid]
-        busy = [t for t, _ in seen.most_common() if t != "ray::IDLE"]
-        role = busy[0] if busy else "ray::IDLE"
+        role = _role(titles[pid])
         roles[role] = roles.get(role, 0.0) + seconds
     return {k: round(v, 1) for k, v in sorted(roles.items(), key=lambda kv: -kv[1])}
+
+
+def _role(seen: Counter) -> str:
+    busy = [t for t, _ in seen.most_common() if t != "ray::IDLE"]
+    return busy[0] if busy else "ray::IDLE"
+
+
+def _processes_by_role(cpu: dict[int, float], titles: dict[int, Counter]) -> dict[str, int]:
+    """How many processes each role of :func:`_cpu_by_role` summed (CPU per process of a role)."""
+    return dict(Counter(_role(titles[pid]) for pid in cpu).most_common())
 
 
 def run(cmd: list[str], pss_every: float, env: dict[str, str] | None = None) -> dict:
@@ -131,6 +139,7 @@ def run(cmd: list[str], pss_every: float, env: dict[str, str] | None = None) -> 
         "stderr_tail": stderr.strip().splitlines()[-3:],
         "cpu_seconds": round(sum(cpu.values()), 1),
         "cpu_by_role": _cpu_by_role(cpu, titles),
+        "processes_by_role": _processes_by_role(cpu, titles),
     }
 
 
@@ -192,6 +201,7 @@ def main() -> int:
                 res.update(engine=name, images=count, round=r, load_1min=round(load, 2))
                 if not args.cpu:
                     res.pop("cpu_by_role")
+                    res.pop("processes_by_role")
                 print(json.dumps(res), flush=True)
                 results.append(res)
     print(f"# load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)

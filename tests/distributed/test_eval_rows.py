@@ -62,7 +62,7 @@ def test_an_eval_row_carries_the_images_terms_and_no_probability_vector():
 def test_decode_passes_each_inputs_label_on_to_the_actor_and_needs_none():
     import numpy as np
 
-    from effnet.distributed.data import _decode
+    from effnet.distributed.decode import decode_batch
     from effnet.weights.records import Preprocess
 
     batch = {
@@ -70,7 +70,7 @@ def test_decode_passes_each_inputs_label_on_to_the_actor_and_needs_none():
         "bytes": np.array([None, b""], dtype=object),
         "error": np.array(["/a.jpg: no such file", ""], dtype=object),
     }
-    plain = _decode(batch, Preprocess(8, 9))
+    plain = decode_batch(batch, Preprocess(8, 9))
     assert "label" not in plain and plain["error"][1] == "/b.jpg: empty file (0 bytes)"
-    labelled = _decode({**batch, "label": np.array([3, 998])}, Preprocess(8, 9))
+    labelled = decode_batch({**batch, "label": np.array([3, 998])}, Preprocess(8, 9))
     assert labelled["label"].tolist() == [3, 998] and labelled["crop"].shape == (2, 8, 8, 3)

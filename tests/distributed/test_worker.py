@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from effnet.distributed.worker import RESULT_COLUMNS, decode_rows, materialize_weights, result_columns, result_from_row
+from effnet.distributed.decode import decode_rows
+from effnet.distributed.worker import RESULT_COLUMNS, materialize_weights, result_columns, result_from_row
 from effnet.errors import EffnetError
 from effnet.pipeline import decode_crop
 from effnet.predict import ImageResult, Prediction

@@ -8,6 +8,8 @@ import importlib.util
 import io
 import math
 import os
+import subprocess
+import sys
 import tomllib
 
 import pytest
@@ -236,3 +238,22 @@ def test_public_names_are_visible_to_type_checkers():
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     assert "py.typed" in pyproject["tool"]["setuptools"]["package-data"]["effnet"]
     assert effnet.__version__ == pyproject["project"]["version"]
+
+
+def test_import_effnet_loads_no_torch_until_a_name_needs_it():
+    """`import effnet` is light (Ray's read and decode workers import it, and so does `effnet --help`): each
+    public name is imported on first use, by attribute or by `from effnet import`, and listed by dir()."""
+    code = (
+        "import sys, effnet\n"
+        "light = 'torch' not in sys.modules\n"
+        "records = effnet.weights.records  # a submodule by attribute, as when __init__ imported it eagerly\n"
+        "found = effnet.list_models('*lite0') == ['efficientnet-lite0'] and records.get_record is effnet.get_record\n"
+        "still = 'torch' not in sys.modules\n"
+        "from effnet import create_model\n"
+        "print(light, found, still, 'torch' in sys.modules, create_model is effnet.factory.create_model)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split() == ["True"] * 5, out.stderr[-2000:]
+    assert set(effnet.__all__) <= set(dir(effnet))
+    with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
+        effnet.no_such_name  # noqa: B018

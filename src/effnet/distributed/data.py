@@ -33,10 +33,11 @@ from ..factory import Pretrained
 from ..predict import ImageResult
 from ..source import ModelSource, read_checkpoint, resolve_source
 from ..weights.records import Preprocess
+from .decode import decode_batch
 from .inputs import BLOCK_ROWS, TASK_ARGS, read_inputs, small_blocks
 from .outputs import RESULT_SCHEMA
 from .placement import PoolSize, batch_default, node_device, size_pool
-from .worker import InferenceSpec, decode_rows, describe_backend, result_columns, streamed_probabilities
+from .worker import InferenceSpec, describe_backend, result_columns, streamed_probabilities
 
 __all__ = [
     "DECODE_BATCH",
@@ -75,13 +76,6 @@ EVAL_COLUMNS = (
     "device",
     "node",
 )
-
-
-def _decode(batch: dict[str, np.ndarray], preprocess: Preprocess) -> dict[str, np.ndarray]:
-    rows = decode_rows(list(batch["path"]), list(batch["bytes"]), list(batch["error"]), preprocess)
-    if "label" in batch:  # an eval's inputs: the label goes on with its image to the actor (EVAL_COLUMNS)
-        rows["label"] = batch["label"]
-    return rows
 
 
 class InferenceActor:
@@ -271,7 +265,7 @@ def build_pipeline(
     ``eval_rows`` the rows of :data:`EVAL_COLUMNS`."""
     options = options.placed()
     crops = inputs.map_batches(
-        partial(_decode, preprocess=shipped.preprocess),
+        partial(decode_batch, preprocess=shipped.preprocess),
         batch_size=DECODE_BATCH,
         batch_format="numpy",
         **{**TASK_ARGS, "num_cpus": options.decode_cpus},  # inputs.TASK_ARGS: why these, and why equal to the reads'

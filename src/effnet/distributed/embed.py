@@ -30,11 +30,11 @@ import ray.data
 from ..audit.embed import Embedded, embed_crops
 from ..errors import EffnetError
 from ..source import ModelSource, read_checkpoint
-from ..weights.preprocessing import Preprocess
 from .data import PipelineOptions, pool_size, pool_strategy
+from .decode import decode_batch
 from .inputs import BLOCK_ROWS, TASK_ARGS, read_paths
 from .jobs import connected
-from .worker import decode_rows, materialize_weights
+from .worker import materialize_weights
 
 __all__ = ["EmbedSpec", "EmbedActor", "RayEmbedding"]
 
@@ -51,10 +51,6 @@ class EmbedSpec:
     taps: tuple[int | None, ...]
     device: str  # "cpu", or "cuda" for an actor that reserved a GPU (Ray's CUDA_VISIBLE_DEVICES)
     threads: int | None  # --cpus-per-worker caps the actor's torch threads, as it caps an inference actor's
-
-
-def _decode(batch: dict[str, np.ndarray], preprocess: Preprocess) -> dict[str, np.ndarray]:
-    return decode_rows(list(batch["path"]), list(batch["bytes"]), list(batch["error"]), preprocess)
 
 
 class EmbedActor:
@@ -131,7 +127,7 @@ class RayEmbedding:
             del data
             inputs = read_paths(list(position), shared=self.shared_inputs)
             crops = inputs.dataset.map_batches(
-                partial(_decode, preprocess=source.preprocess),
+                partial(decode_batch, preprocess=source.preprocess),
                 batch_size=BLOCK_ROWS,
                 batch_format="numpy",
                 **{**TASK_ARGS, "num_cpus": options.decode_cpus},  # inputs.TASK_ARGS: as classify's decode tasks

@@ -1,12 +1,12 @@
-"""What one Ray worker does, without Ray: decode bytes into crops, and run a batch of crops through a backend.
+"""What one Ray inference worker does, without Ray: run a batch of crops through a backend, and its rows.
 
 Kept free of ``import ray`` so the same code is timed by ``benchmarks/bench_ray_node.py`` and
 unit-tested without a cluster. Ray only moves the batches (``effnet.distributed.data``).
 
-Rows cross the object store as plain columns: the decode tasks emit ``path``, ``crop`` (uint8 HWC,
-4x fewer bytes than the float tensor the model takes) and ``error``; the inference actors emit the
-output schema of :data:`RESULT_COLUMNS`, built from :meth:`Classifier.top_k`, so a row is exactly
-an :class:`effnet.predict.ImageResult`.
+Rows cross the object store as plain columns: the decode tasks (:mod:`effnet.distributed.decode`) emit
+``path``, ``crop`` (uint8 HWC, 4x fewer bytes than the float tensor the model takes) and ``error``; the
+inference actors emit the output schema of :data:`RESULT_COLUMNS`, built from :meth:`Classifier.top_k`, so
+a row is exactly an :class:`effnet.predict.ImageResult`.
 """
 
 from __future__ import annotations
@@ -19,17 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import EffnetError, ImageError
+from ..errors import EffnetError
 from ..fileio import atomic_write
-from ..pipeline import decode_crop
 from ..predict import Classifier, ImageResult, Prediction
 from ..source import ModelSource
-from ..weights.records import Preprocess
 
 __all__ = [
     "RESULT_COLUMNS",
     "InferenceSpec",
-    "decode_rows",
     "describe_backend",
     "materialize_weights",
     "node_backend",
@@ -40,45 +37,6 @@ __all__ = [
 
 # Output columns, in order: one row per input image. Lists are empty on error rows, error is None otherwise.
 RESULT_COLUMNS = ("path", "class_index", "synset", "label", "probability", "error")
-
-
-def decode_one(path: str, data: bytes, preprocess: Preprocess) -> tuple[np.ndarray | None, str | None]:
-    """Image bytes -> (uint8 HWC crop, None) or (None, error naming ``path``), as ``effnet classify`` reports it.
-
-    The decode is the one pipeline's (:func:`effnet.pipeline.decode_crop`, what ``Classifier.crop`` runs). Bytes
-    carry no file name, so the name the decoder puts in its message is replaced with ``path``.
-    """
-    if len(data) == 0:
-        return None, f"{path}: empty file (0 bytes)"  # the message load_image gives for an empty path
-    try:
-        return decode_crop(data, preprocess), None
-    except ImageError as e:
-        message = str(e)
-        anonymous = f"<{len(data)} bytes>"
-        if message.startswith(anonymous):
-            message = path + message[len(anonymous) :]
-        return None, message
-
-
-def decode_rows(
-    paths: Sequence[str], blobs: Sequence[bytes | None], errors: Sequence[str | None], preprocess: Preprocess
-) -> dict[str, np.ndarray]:
-    """One decode task's batch: ``path``, ``crop`` [N, S, S, 3] uint8 (zeros where ``error``), ``error`` ('' = ok).
-
-    ``errors`` are read errors found before decoding (a listed file that is missing); those rows pass through.
-    """
-    size = preprocess.input_size
-    crops = np.zeros((len(paths), size, size, 3), dtype=np.uint8)
-    out_errors: list[str] = []
-    for i, (path, data, error) in enumerate(zip(paths, blobs, errors, strict=True)):
-        if error:
-            out_errors.append(error)
-            continue
-        crop, error = decode_one(path, data or b"", preprocess)
-        if crop is not None:
-            crops[i] = crop
-        out_errors.append(error or "")
-    return {"path": np.asarray(paths, dtype=object), "crop": crops, "error": np.asarray(out_errors, dtype=object)}
 
 
 def result_columns(results: Sequence[ImageResult]) -> dict[str, list]:
