@@ -59,7 +59,6 @@ class Tally:
         # lists of floats (32 bytes each): a 50,000-image run holds them all until the report.
         self._confidence, self._p_true, self._sum_sq = array("d"), array("d"), array("d")
         self._rank, self._position = array("i"), array("q")
-        self.top_only = 0  # images added by their top-k indices alone (no calibration for the report then)
         # One int object per class, shared by every outcome's top-k tuple: an index above 256 is otherwise a
         # 28-byte object of its own, 5 an image (~7 MB at 50,000 images).
         self._class_ints = list(range(len(labels)))
@@ -88,11 +87,6 @@ class Tally:
         if positions is not None:
             self._position.frombytes(np.ascontiguousarray(positions, np.int64).tobytes())
 
-    def add_top(self, samples: Sequence[Sample], top: Sequence[Sequence[int]]) -> None:
-        """Add images by their top-k class indices alone: accuracy, but no calibration or top-k beyond k."""
-        self.top_only += len(samples)
-        self._add_top(samples, top)
-
     def _terms(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """confidence, p_true, sum_sq, rank of every image added, in the dataset's order where known."""
         columns = (
@@ -108,14 +102,14 @@ class Tally:
         return columns
 
     def calibration(self) -> Calibration | None:
-        if self.top_only or not self._confidence:
+        if not self._confidence:
             return None
         confidence, p_true, sum_sq, rank = self._terms()
         return Calibration.from_arrays(confidence, rank == 0, p_true, sum_sq)
 
     def topk_accuracy(self) -> tuple[float, ...]:
         """Percent of images whose true class is among the top k, k = 1..min(MAX_K, classes)."""
-        if self.top_only or not self._rank:
+        if not self._rank:
             return ()
         rank = np.frombuffer(self._rank, np.int32)
         return tuple(100.0 * float((rank < k).mean()) for k in range(1, min(MAX_K, len(self.labels)) + 1))
