@@ -50,8 +50,28 @@ def test_run_benchmark_counts_first_warmup_and_measured_calls():
     assert r.throughput_img_s == pytest.approx(7 * 4 / r.wall_s)
 
 
+class Overlapping(Counter):
+    """A call that holds on (up to 2 s) until another call is running too: on a loaded machine 2 ms calls of
+    three threads can run one after another by chance, and the check is that the streams are concurrent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.two = threading.Event()
+
+    def __call__(self) -> None:
+        with self.lock:
+            self.calls += 1
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+            if self.active > 1:
+                self.two.set()
+        self.two.wait(2.0)
+        with self.lock:
+            self.active -= 1
+
+
 def test_run_benchmark_streams_share_the_iteration_budget():
-    fn = Counter()
+    fn = Overlapping()
     r = run_benchmark(fn, iterations=20, warmup=0, streams=3)
     assert r.iterations == 20 and fn.calls == 21
     assert fn.max_active > 1  # calls really overlapped
