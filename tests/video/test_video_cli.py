@@ -98,9 +98,10 @@ def test_a_live_stream_prints_rows_as_they_arrive_and_ctrl_c_stops_with_a_summar
     assert all("predictions" in row for row in rows)
     assert proc.returncode == 130
     assert "interrupted: " in err and "frames classified" in err and "Traceback" not in err
-    # what was annotated so far is kept, a whole MP4, and no temporary file stays
+    # what was annotated so far is kept, a whole MP4, and no temporary file stays. A frame is annotated just
+    # before its row is printed: a Ctrl-C between the two leaves one frame more than rows.
     with av.open(str(out)) as container:
-        assert sum(1 for _ in container.decode(video=0)) == len(rows)
+        assert len(rows) <= sum(1 for _ in container.decode(video=0)) <= len(rows) + 1
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 

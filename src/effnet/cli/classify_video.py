@@ -132,8 +132,11 @@ def _classify_video(clf: Any, source: str, args: argparse.Namespace, top_k: int)
         return 1
     failed = 0
     interrupted = False
+    # Held here, not only by the loop: a Ctrl-C while a row is printed leaves the loop, and a generator nothing
+    # holds is closed at once, which discards its unfinished annotated video before finish() below can keep it.
+    rows = iter(video)
     try:
-        for r in video:
+        for r in rows:
             failed += not r.ok
             if args.json:
                 print(json.dumps(r.to_dict()), flush=True)  # flushed: a live stream's rows as frames arrive
