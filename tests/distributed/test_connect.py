@@ -7,16 +7,23 @@ import pytest
 pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'effnet[ray]')")
 
 
-def test_the_cause_ray_keeps_behind_failed_to_connect_is_in_the_line():
+def reason_behind_failed_to_connect(cause: str) -> str:
+    """connect_reason of Ray's "Failed to connect" raised from an error saying ``cause``, as Ray raises it."""
     from effnet.distributed.jobs import connect_reason
 
     try:
         try:
-            raise RuntimeError("InvalidAuthToken: the token\n  does not match the cluster's")
+            raise RuntimeError(cause)
         except RuntimeError as inner:
             raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.5:6379") from inner
     except ConnectionError as e:
-        line = connect_reason(e)
+        return connect_reason(e)
+
+
+def test_the_cause_ray_keeps_behind_failed_to_connect_is_in_the_line():
+    from effnet.distributed.jobs import connect_reason
+
+    line = reason_behind_failed_to_connect("InvalidAuthToken: the token\n  does not match the cluster's")
     assert line == (
         "Failed to connect to Ray cluster at 10.0.0.5:6379: InvalidAuthToken: the token does not match the cluster's"
     )
@@ -24,8 +31,6 @@ def test_the_cause_ray_keeps_behind_failed_to_connect_is_in_the_line():
 
 
 def test_a_traceback_ray_quotes_in_its_message_is_cut_to_the_error_it_ends_with():
-    from effnet.distributed.jobs import connect_reason
-
     # What Ray 2.60 raised for a port that accepted a connection but was not a GCS (measured here)
     quoted = (
         "Failed to connect to GCS. Last connection error: Traceback (most recent call last):\n"
@@ -33,13 +38,7 @@ def test_a_traceback_ray_quotes_in_its_message_is_cut_to_the_error_it_ends_with(
         '  File "python/ray/includes/common.pxi", line 121, in ray._raylet.check_status\n'
         "ray.exceptions.RpcError: RPC error: Received http2 header with status: 404\n"
     )
-    try:
-        try:
-            raise RuntimeError(quoted)
-        except RuntimeError as inner:
-            raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.5:6379") from inner
-    except ConnectionError as e:
-        line = connect_reason(e)
+    line = reason_behind_failed_to_connect(quoted)
     assert line == (
         "Failed to connect to Ray cluster at 10.0.0.5:6379: Failed to connect to GCS. Last connection error: "
         "ray.exceptions.RpcError: RPC error: Received http2 header with status: 404"
