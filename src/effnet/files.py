@@ -35,6 +35,7 @@ __all__ = [
     "find_images",
     "count_videos",
     "read_list",
+    "absolute",
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -112,6 +113,14 @@ def walk_images(folder: str | os.PathLike[str], *, videos: bool = False) -> list
     if stat.S_ISDIR(st.st_mode):
         visit(root, frozenset({(st.st_dev, st.st_ino)}))
     return sorted(found)
+
+
+def absolute(path: str | os.PathLike[str]) -> str:
+    """``path`` made absolute against the working directory, ``..`` left for the filesystem to resolve: after a
+    symlink it means the link target's parent, which ``os.path.abspath`` (folding it away as text) gets wrong.
+    For an engine that reads the file in another process or on another node (Ray): it names the file that
+    opening ``path`` here opens."""
+    return str(Path(path).absolute())
 
 
 def find_images(paths: Iterable[str | os.PathLike[str]], *, videos: bool = False) -> list[Path]:

@@ -108,3 +108,20 @@ def test_a_label_given_with_an_input_stays_in_its_row_and_every_input_needs_one(
     assert rows["label"].tolist() == [42] and rows["error"][0].startswith(url)
     with pytest.raises(EffnetError, match="2 labels for 1 inputs"):
         read_inputs([], listed=[str(image)], labels=[1, 2])  # refused before Ray is needed
+
+
+def test_an_entry_through_a_symlink_and_dotdot_names_the_file_this_process_would_open(tmp_path, monkeypatch):
+    # x/lnk -> y/real, so x/lnk/../d is y/d for the filesystem, while abspath() would fold it to x/d as text
+    from effnet.distributed.inputs import list_inputs
+
+    for side in ("x/d", "y/d", "y/real"):
+        (tmp_path / side).mkdir(parents=True)
+    (tmp_path / "x" / "lnk").symlink_to(tmp_path / "y" / "real")
+    (tmp_path / "y" / "d" / "photo.jpg").write_bytes(b"the one behind the link")
+    (tmp_path / "x" / "d" / "photo.jpg").write_bytes(b"a decoy")
+    (tmp_path / "x" / "list.txt").write_text("lnk/../d/photo.jpg\n")
+    monkeypatch.chdir(tmp_path / "x")
+    entries = list_inputs(["lnk/../d", "lnk/../d/photo.jpg"], ["list.txt"])
+    assert len(entries) == 3
+    for entry in entries:
+        assert entry.startswith("/") and open(entry, "rb").read() == b"the one behind the link", entry

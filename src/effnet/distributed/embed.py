@@ -15,7 +15,6 @@ misses are sent, and an audit whose images are all cached never connects to Ray.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -29,6 +28,7 @@ import ray.data
 
 from ..audit.embed import Embedded, embed_crops
 from ..errors import EffnetError
+from ..files import absolute
 from ..source import ModelSource, read_checkpoint
 from .data import PipelineOptions, pool_size, pool_strategy
 from .decode import decode_batch
@@ -108,7 +108,7 @@ class RayEmbedding:
         options = self.options()
         if source.checkpoint is None:
             raise EffnetError("--engine ray needs weights: random-init models would differ in every actor")
-        position = {os.path.abspath(p): k for k, p in enumerate(paths)}
+        position = {absolute(p): k for k, p in enumerate(paths)}
         seen: set[int] = set()
         started = time.perf_counter()
         with connected(self.address, progress=False) as where:

@@ -11,7 +11,6 @@ precision and device are what the actors built on their nodes, as they reported 
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from ..evaluate import TOP_K, Dataset, DatasetError, EvalReport, Failure, Progre
 from ..evaluate.report import RAY_WORKERS
 from ..evaluate.run import Tally, build_report
 from ..evaluate.terms import ImageTerms
+from ..files import absolute
 from ..source import ModelSource
 from .data import TERM_COLUMNS, PipelineOptions, build_pipeline, check_fits, pool_size, ship_weights
 from .inputs import read_paths
@@ -84,7 +84,7 @@ def run_eval(job: EvalJob, progress: Callable[[Progress], None] | None = None) -
     samples = dataset.samples[: job.limit] if job.limit else dataset.samples
     # Each sample's index by the path its row names. Per image the driver holds this entry, a bit in `seen`,
     # its outcome and its packed terms (Tally): no second string of the path, no Python float.
-    index = {os.path.abspath(s.path): i for i, s in enumerate(samples)}
+    index = {absolute(s.path): i for i, s in enumerate(samples)}
     check_fits(job.source)  # weights that do not fit the model: the local error, before Ray starts
     with connected(job.address, progress=job.progress):
         options = job.options.placed()

@@ -29,7 +29,7 @@ from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
 from ..errors import EffnetError
-from ..files import find_images, read_list
+from ..files import absolute, find_images, read_list
 from .uris import is_uri, list_uri_folder, local_path, uri_filesystem
 
 __all__ = [
@@ -94,10 +94,10 @@ def _expand(paths: Sequence[str | os.PathLike], from_list: Sequence[str | os.Pat
             out.extend(listed if listed is not None else [text])  # a file, or missing: its row says which
         elif Path(local).is_dir():
             prefix = "file://" if text.startswith("file://") else ""
-            out.extend(prefix + str(p) for p in find_images([os.path.abspath(local)]))
+            out.extend(prefix + str(p) for p in find_images([absolute(local)]))
         else:
-            out.append(text if text.startswith("file://") else os.path.abspath(local))
-    out.extend(line if is_uri(line) else os.path.abspath(line) for f in from_list for line in list_lines(os.fspath(f)))
+            out.append(text if text.startswith("file://") else absolute(local))
+    out.extend(line if is_uri(line) else absolute(line) for f in from_list for line in list_lines(os.fspath(f)))
     return out
 
 

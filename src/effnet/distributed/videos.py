@@ -28,7 +28,7 @@ import ray.data
 
 from ..errors import EffnetError
 from ..factory import Pretrained
-from ..files import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, find_images, is_live
+from ..files import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, absolute, find_images, is_live
 from ..source import ModelSource, resolve_source
 from .data import PipelineOptions, ShippedWeights, check_fits, pool_size, pool_strategy, ship_weights
 from .inputs import Inputs, list_inputs, list_lines, read_inputs
@@ -101,7 +101,7 @@ def list_media(paths: Sequence[str | os.PathLike], from_list: Sequence[str | os.
         prefix = "file://" if text.startswith("file://") else ""
         for p in find_images([text.removeprefix("file://")], videos=True):
             if _named_video(str(p)):
-                entries.append(prefix + os.path.abspath(p))
+                entries.append(prefix + absolute(p))
                 names.append(prefix + str(p))
             else:
                 images += 1
@@ -119,7 +119,7 @@ def list_media(paths: Sequence[str | os.PathLike], from_list: Sequence[str | os.
     for file in from_list:
         for line in list_lines(os.fspath(file)):  # named as written in the list; read from where it points
             if _named_video(line):
-                entries.append(line if "://" in line else os.path.abspath(line))
+                entries.append(line if "://" in line else absolute(line))
                 names.append(line)
             else:
                 images += 1
