@@ -27,7 +27,6 @@ from ray.data.datasource import BlockBasedFileDatasink
 from ..errors import EffnetError
 from ..fileio import atomic_write, temp_dir, writable_dir
 from .uris import is_uri
-from .worker import result_from_row
 
 __all__ = [
     "RESULT_SCHEMA",
@@ -88,6 +87,9 @@ def output_spec(out: str | os.PathLike) -> OutputSpec:
 
 
 def _image_row_dict(row: dict[str, Any]) -> dict[str, Any]:
+    from .worker import result_from_row  # here: worker imports the model (torch), and the probe task (_probe,
+    # run in the workers that then read and decode) imports this module
+
     return result_from_row(row).to_dict()
 
 
