@@ -184,8 +184,16 @@ def connected(address: str | None, *, progress: bool = True) -> Iterator[str]:
     except SystemExit as e:  # a SIGTERM while ray.init runs: Ray's own handler there exits with the signal number
         if e.code != signal.SIGTERM:
             raise
-        with contextlib.suppress(Exception):  # what it started (Ray's atexit and reaper would stop it too)
+        # What it had started so far is this run's: recorded now (ray.init did not return, so `owned` is unset),
+        # shut down, and what outlives that stopped (the raylet's agents did, for a minute, after ray.shutdown()
+        # alone). Joining a cluster starts no process here: its record lists none, and nothing is stopped.
+        starting = None
+        with contextlib.suppress(Exception):  # a node half set up may not say yet: then Ray's reaper is all
+            starting = OwnedCluster.record()
+        with contextlib.suppress(Exception):
             ray.shutdown()
+        if starting is not None:
+            starting.stop_stragglers()
         raise KeyboardInterrupt from None  # as within the job: one line, exit 130
     except (ConnectionError, ValueError, RuntimeError) as e:
         raise EffnetError(f"cannot connect to the Ray cluster at {target}: {connect_reason(e)}") from None
