@@ -74,7 +74,7 @@ def test_bad_videos_are_one_error_row_each_and_a_bad_destination_is_refused_firs
     assert r.returncode == 2 and "is a folder" in r.stderr and "usage:" in r.stderr and "Traceback" not in r.stderr
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_a_live_stream_prints_rows_as_they_arrive_and_ctrl_c_stops_with_a_summary(sample_dir, tmp_path, sig):
     stills = [photo(sample_dir / f"{name}.JPEG") for name in PHOTOS]
     frames, times = held(stills, 4.0)
