@@ -28,7 +28,7 @@ HEAVY = ("torch", "torchvision", "onnxruntime", "openvino", "nncf", "captum", "m
 
 WORKER = """
 import json, pickle, sys
-decode, read_local, read_listed, folder = pickle.loads(sys.stdin.buffer.read())
+decode, read_local, read_listed, probe, folder = pickle.loads(sys.stdin.buffer.read())  # probe: unpickled only
 blocks = list(read_local())  # a read task of the driver's files
 listed = read_listed({"text": [folder + "/b.png"]})  # a read task of listed (shared) paths
 rows = blocks[0].to_pydict()
@@ -60,6 +60,7 @@ def test_read_and_decode_tasks_run_in_a_process_without_torch_or_a_backend(tmp_p
 
     from effnet.distributed.data import PipelineOptions, ShippedWeights, build_pipeline
     from effnet.distributed.inputs import _DriverFiles, _read_lines
+    from effnet.distributed.outputs import _probe  # classify --output's check, run before reads on the same workers
     from effnet.distributed.placement import PoolSize
 
     for name in ("a.png", "b.png"):
@@ -73,7 +74,7 @@ def test_read_and_decode_tasks_run_in_a_process_without_torch_or_a_backend(tmp_p
     listed = _Stage()
     _read_lines(listed)
     (read_listed,) = listed.functions
-    blob = cloudpickle.dumps((decode, read_local, read_listed, str(tmp_path)))
+    blob = cloudpickle.dumps((decode, read_local, read_listed, _probe, str(tmp_path)))
 
     out = subprocess.run(
         [sys.executable, "-c", WORKER, json.dumps(HEAVY)], input=blob, capture_output=True, timeout=120, check=False
