@@ -50,10 +50,8 @@ def test_eval_on_ray_reports_what_the_local_eval_reports(ray_cluster, sample_dir
     )
     for key in ("total", "count", "failed", "top1_correct", "top5_correct", "per_class", "weights", "dataset"):
         assert on_ray[key] == local[key], key
-    by_path = {i["path"]: i for i in local["images"]}
-    assert sorted(i["path"] for i in on_ray["images"]) == sorted(by_path)
-    for image in on_ray["images"]:
-        assert image == by_path[image["path"]]
+    # every image's outcome, listed in the dataset's order as locally, though Ray's rows arrive in any order
+    assert on_ray["images"] == local["images"] and on_ray["failures"] == local["failures"]
     # calibration and the top-k curve from the terms the actors computed (lean rows: no probability vector
     # comes back), the same to the last digit: same function, same probabilities, summed in the same order
     assert on_ray["topk_accuracy"] == local["topk_accuracy"] and len(local["topk_accuracy"]) == 10

@@ -78,5 +78,8 @@ def test_a_tally_given_positions_sums_in_the_dataset_order_whatever_order_rows_a
         shuffled.add_terms([samples[i] for i in part], terms, positions=part.tolist())
     # (added without positions, these very rows give an ECE and a Brier score that differ in the last bit)
     assert shuffled.calibration() == in_order.calibration() and shuffled.topk_accuracy() == in_order.topk_accuracy()
+    # and the report lists the images in the dataset's order too
+    assert [o.path for o in shuffled.ordered_outcomes()] == [f"{i}.jpg" for i in range(64)]
+    assert shuffled.ordered_outcomes() == in_order.ordered_outcomes() == in_order.outcomes
     with pytest.raises(EffnetError, match="with positions or without"):
         shuffled.add(samples[:1], probs[:1])

@@ -101,7 +101,7 @@ def run_eval(job: EvalJob, progress: Callable[[Progress], None] | None = None) -
         # calibration and top-k curve are the local engine's numbers.
         inputs = read_paths(list(index), shared=job.shared_inputs, labels=[samples[i].label for i in index.values()])
         tally = Tally(labels, min(TOP_K, len(labels)))
-        failures: list[Failure] = []
+        failures: list[tuple[int, Failure]] = []  # with each image's place: listed in the dataset's order
         seen = np.zeros(len(samples), bool)
         infer = wait = 0.0
         per_node: set[NodeRun] = set()
@@ -118,7 +118,8 @@ def run_eval(job: EvalJob, progress: Callable[[Progress], None] | None = None) -
                 seen[at[i]] = True
                 if error:
                     sample = samples[at[i]]
-                    failures.append(Failure(str(sample.path), sample.label, as_given(str(error), path, sample)))
+                    failure = Failure(str(sample.path), sample.label, as_given(str(error), path, sample))
+                    failures.append((at[i], failure))
                 else:
                     good.append(i)
                 if batch["node"][i]:  # the first row of an actor's call says what it ran and where
@@ -145,7 +146,7 @@ def run_eval(job: EvalJob, progress: Callable[[Progress], None] | None = None) -
         dataset,
         samples,
         tally,
-        failures,
+        [failure for _, failure in sorted(failures, key=lambda pair: pair[0])],
         backend=f"{', '.join(backends)} on Ray",
         precision=", ".join(precisions),
         seconds=seconds,

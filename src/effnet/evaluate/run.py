@@ -101,6 +101,12 @@ class Tally:
             return confidence, p_true, sum_sq, rank
         return columns
 
+    def ordered_outcomes(self) -> list[ImageOutcome]:
+        """The per-image outcomes in the dataset's order where positions were given (else as added)."""
+        if not len(self._position):
+            return self.outcomes
+        return [self.outcomes[i] for i in np.argsort(np.frombuffer(self._position, np.int64), kind="stable")]
+
     def calibration(self) -> Calibration | None:
         if not self._confidence:
             return None
@@ -294,7 +300,7 @@ def build_report(
         per_class=tally.per_class(),
         confused=tally.most_confused(max_confused),
         failures=tuple(failures),
-        images=tuple(tally.outcomes),
+        images=tuple(tally.ordered_outcomes()),
         reference=record.metrics if record else None,
         seconds=seconds,
         inference_seconds=inference_seconds,
