@@ -88,3 +88,21 @@ def test_an_actor_that_died_in_its_constructor_is_one_line_with_its_own_message(
     line = str(failure)
     assert "\n" not in line and "rand_lite1.pth does not fit efficientnet-lite0: 90 unexpected" in line, line
     assert "Traceback" not in line and actor_failure(ValueError("not an actor")) is None
+
+
+def test_addresses_that_cannot_be_a_cluster_are_refused_before_ray_starts(monkeypatch):
+    import ray
+
+    from effnet.distributed.jobs import connected
+    from effnet.errors import EffnetError
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with pytest.raises(EffnetError, match=r"99999 is not a TCP port"), connected("127.0.0.1:99999"):
+        pass
+    with pytest.raises(EffnetError, match="--ray-address is empty"), connected(" "):
+        pass
+    # "auto" takes RAY_ADDRESS first, as Ray does: a dead one fails at once, naming it (port 1: nothing listens)
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    with pytest.raises(EffnetError, match=r"at 127\.0\.0\.1:1: nothing accepts a TCP connection"), connected("auto"):
+        pass
+    assert not ray.is_initialized()

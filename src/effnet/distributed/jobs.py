@@ -125,6 +125,8 @@ def check_reachable(address: str) -> None:
     host, sep, port = rest.split("/", 1)[0].rpartition(":")
     if not sep or not host or not port.isdigit():
         return  # not host:port: ray.init says what is wrong with it
+    if not 0 < int(port) < 65536:  # the resolver would wrap 99999 to another port, which might answer
+        raise EffnetError(f"cannot connect to the Ray cluster at {address}: {port} is not a TCP port (1-65535)")
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=REACH_SECONDS):
             pass
@@ -162,7 +164,11 @@ def connected(address: str | None, *, progress: bool = True) -> Iterator[str]:
         return
     common: dict[str, Any] = {"logging_level": logging.WARNING}
     owned: OwnedCluster | None = None
-    target = address or os.environ.get("RAY_ADDRESS")
+    if address is not None and not address.strip():
+        raise EffnetError("--ray-address is empty: give host:port, ray://host:port, auto or local")
+    # The address Ray will use: with "auto" (or none) Ray takes RAY_ADDRESS first, when it is set.
+    target = os.environ.get("RAY_ADDRESS") if address in (None, "auto") else address
+    target = target or address
     if target:  # a dead address fails now: Ray would retry it for minutes
         check_reachable(target)
     try:
