@@ -125,3 +125,16 @@ def test_an_entry_through_a_symlink_and_dotdot_names_the_file_this_process_would
     assert len(entries) == 3
     for entry in entries:
         assert entry.startswith("/") and open(entry, "rb").read() == b"the one behind the link", entry
+
+
+def test_a_file_name_that_is_not_utf8_is_refused_in_one_line_naming_it(tmp_path):
+    import os
+
+    from effnet.distributed.inputs import list_inputs
+
+    (tmp_path / "café.jpg").write_bytes(b"x")  # UTF-8 beyond ASCII: fine
+    assert list_inputs([tmp_path]) == [str(tmp_path / "café.jpg")]
+    with open(os.path.join(os.fsencode(tmp_path), b"\xff\xfe.jpg"), "wb") as f:  # Latin-1 bytes, not UTF-8
+        f.write(b"x")
+    with pytest.raises(EffnetError, match=r"\\udcff\\udcfe\.jpg'?: a file name that is not UTF-8"):
+        list_inputs([tmp_path])

@@ -304,6 +304,11 @@ def list_inputs(paths: Sequence[str | os.PathLike], from_list: Sequence[str | os
     entries = _expand(paths, from_list)
     if not entries:
         raise EffnetError("no inputs: give image files, folders, URIs or --from-list FILE (no images found)")
+    # Rows carry names as Arrow strings (UTF-8): a name's undecodable bytes, kept by Python as surrogates, cannot.
+    if bad := next((e for e in entries if not e.isascii() and e.encode("utf-8", "replace").decode() != e), None):
+        raise EffnetError(
+            f"{bad!r}: a file name that is not UTF-8 cannot go into Ray's rows; rename it, or classify locally"
+        )
     return entries
 
 
