@@ -65,7 +65,8 @@ def __getattr__(name: str) -> object:
         return value
     # A submodule by attribute (`import effnet; effnet.weights.records...`), as when this package imported
     # them eagerly and so made them attributes.
-    if not name.startswith("__") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+    # Names only: `hasattr(effnet, "a.b")` is False, not an import of effnet.a.b (or an error when there is none).
+    if name.isidentifier() and not name.startswith("__") and importlib.util.find_spec(f"{__name__}.{name}"):
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'effnet' has no attribute {name!r}")
 

@@ -257,3 +257,11 @@ def test_import_effnet_loads_no_torch_until_a_name_needs_it():
     assert set(effnet.__all__) <= set(dir(effnet))
     with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
         effnet.no_such_name  # noqa: B018
+
+
+def test_effnet_attributes_are_names_not_dotted_paths():
+    import effnet
+
+    assert not hasattr(effnet, "nope") and not hasattr(effnet, "nope.x") and not hasattr(effnet, ".factory")
+    assert getattr(effnet, "weights.records", None) is None  # a dotted string is no attribute
+    assert effnet.weights.records.get_record is effnet.get_record  # a submodule by attribute still is
