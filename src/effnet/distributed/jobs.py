@@ -191,8 +191,10 @@ def connected(address: str | None, *, progress: bool = True) -> Iterator[str]:
         if e.code != signal.SIGTERM:
             raise
         # What it had started so far is this run's: recorded now (ray.init did not return, so `owned` is unset),
-        # shut down, and what outlives that stopped (the raylet's agents did, for a minute, after ray.shutdown()
-        # alone). Joining a cluster starts no process here: its record lists none, and nothing is stopped.
+        # shut down, and what outlives that stopped. Ray names its node only once the node's processes are all
+        # up: a SIGTERM before that (5.5 s into a run here) finds nothing to record, and the raylet's dashboard
+        # and runtime-env agents outlive the run until Ray's own cleanup ends them (within a minute, measured).
+        # Joining a cluster starts no process here: its record lists none, and nothing is stopped.
         starting = None
         with contextlib.suppress(Exception):  # a node half set up may not say yet: then Ray's reaper is all
             starting = OwnedCluster.record()
