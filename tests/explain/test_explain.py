@@ -102,9 +102,10 @@ def test_integrated_gradients_and_occlusion_give_maps(lite0_checkpoint, tmp_path
         assert e.attribution is not None and e.attribution.shape == crop.shape[:2], method
         assert e.attribution.max() > 0, method
         # Repeats up to float rounding: torch's threaded CPU reductions may sum in another order from run to
-        # run on a loaded machine (a CI run saw 1.8e-7 absolute); a different map would differ by far more.
+        # run on a loaded machine (CI runs saw 1.8e-7, and 8.6e-6 absolute at 1.7e-4 relative); a different map
+        # would differ by far more.
         again = ex.explain_crop(crop, method=method).attribution
-        np.testing.assert_allclose(e.attribution, again, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(e.attribution, again, rtol=1e-3, atol=1e-5)
         if method == "integrated-gradients":  # above an even spread: it looked at the cup (occlusion's coarse
             assert e.centre_share() > 0.25, e.summary()  # 16 px patches at 112 px also credit the saucer's rim)
 
